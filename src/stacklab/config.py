@@ -1,0 +1,108 @@
+"""Service settings: defaults, units and help in one place; read from a TOML file and STACKLAB_* variables.
+
+Precedence: environment variables > the TOML file > defaults. The file is `$STACKLAB_CONFIG`, or
+`<data_dir>/stacklab.toml` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stacklab.errors import ConfigError
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("STACKLAB_DATA_DIR") or str(Path.home() / ".local" / "share" / "stacklab")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the engine. Durations carry their unit in the name."""
+
+    data_dir: str = field(default_factory=_default_data_dir, metadata={"help": "Where state lives."})
+    database_url: str = field(
+        default="", metadata={"help": "SQLAlchemy URL; default sqlite:///<data_dir>/stacklab.db."}
+    )
+    secret_key: str = field(
+        default="",
+        metadata={"help": "Fernet key for secrets at rest; default generated into <data_dir>/secret.key."},
+    )
+    local_root_dir: str = field(default="", metadata={"help": "LXC containers; default <data_dir>/local."})
+    image_dir: str = field(default="", metadata={"help": "Base image cache; default <data_dir>/images."})
+    reconcile_interval_s: float = field(default=2.0, metadata={"help": "Seconds between controller passes."})
+    reconcile_batch: int = field(default=200, metadata={"help": "Environments taken per controller pass."})
+    reconcile_concurrency: int = field(default=16, metadata={"help": "Environments reconciled at once."})
+    lease_s: float = field(default=120.0, metadata={"help": "How long one pass may hold an environment."})
+    poll_interval_s: float = field(default=1.0, metadata={"help": "Re-check delay while a step is underway."})
+    retry_backoff_s: tuple[float, ...] = field(
+        default=(5.0, 15.0, 60.0, 300.0, 900.0), metadata={"help": "Delays between retries of failed steps."}
+    )
+    max_attempts: int = field(default=5, metadata={"help": "Failed attempts before an environment stops."})
+    ssh_connect_timeout_s: float = field(default=5.0, metadata={"help": "Timeout of one SSH connection."})
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{Path(self.data_dir) / 'stacklab.db'}"
+
+    @property
+    def resolved_local_root_dir(self) -> str:
+        return self.local_root_dir or str(Path(self.data_dir) / "local")
+
+    @property
+    def resolved_image_dir(self) -> str:
+        return self.image_dir or str(Path(self.data_dir) / "images")
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "secret_key"}
+        return f"Settings({shown}, secret_key=***)"
+
+
+def _coerce(name: str, default: Any, raw: Any) -> Any:
+    try:
+        if isinstance(default, tuple):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(float(item) for item in items)
+        if isinstance(default, bool):
+            return raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
+        return type(default)(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot use {raw!r}: {exc}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from defaults, the TOML file, STACKLAB_* variables and explicit overrides."""
+    base = Settings()
+    values: dict[str, Any] = {}
+    data_dir = overrides.get("data_dir") or base.data_dir
+    config_path = os.environ.get("STACKLAB_CONFIG") or str(Path(data_dir) / "stacklab.toml")
+    if Path(config_path).exists():
+        try:
+            values.update(tomllib.loads(Path(config_path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config_path}: {exc}") from exc
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{config_path}: unknown setting(s): {', '.join(unknown)}")
+    for name in known:
+        env = os.environ.get(f"STACKLAB_{name.upper()}")
+        if env is not None:
+            values[name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    coerced = {name: _coerce(name, getattr(base, name), raw) for name, raw in values.items()}
+    return Settings(**coerced)
+
+
+def describe_settings() -> str:
+    """One line per setting with its default and help, for `--help` texts and docs."""
+    base = Settings()
+    return "\n".join(
+        f"  {f.name} (STACKLAB_{f.name.upper()}): {f.metadata.get('help', '')} "
+        f"[default: {getattr(base, f.name)!r}]"
+        for f in fields(Settings)
+        if f.name != "secret_key"
+    )

@@ -1,0 +1,120 @@
+"""The provider contract: a small async interface that knows nothing of learners.
+
+A provider turns a `StackRequest` into running machines and reports on them. All that the core keeps of
+a provider's work is the JSON-ready `Handle` it returns, so a provider must be able to find everything
+again from that handle alone (and from the deterministic stack name, after a crash).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+Handle = dict[str, Any]
+"""JSON-ready state a provider needs to find a stack again. Always contains "name"."""
+
+
+class StackState(enum.Enum):
+    """What a provider observes of one stack."""
+
+    ABSENT = "absent"
+    CREATING = "creating"
+    RUNNING = "running"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    RESUMING = "resuming"
+    DELETING = "deleting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One local node (used by providers that build nodes themselves, such as LXC)."""
+
+    name: str
+    memory_mb: int = 512
+    pids_max: int = 1024
+    packages: tuple[str, ...] = ()
+    setup: str | None = None
+
+
+@dataclass(frozen=True)
+class StackRequest:
+    """Everything a provider needs to create one stack.
+
+    `name` is deterministic per environment (for example `sl-3f9a2c1d`) so that a retry after a crash finds
+    its own leftovers. `config` is the lab's section for this provider type, as plain data.
+    """
+
+    name: str
+    login_user: str
+    public_key: str
+    nodes: tuple[NodeSpec, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    lab_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """How to reach one node: its name and an address the service can SSH to."""
+
+    name: str
+    host: str
+    port: int = 22
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """A provider's observation of one stack."""
+
+    state: StackState
+    reason: str = ""
+    nodes: tuple[NodeAddress, ...] = ()
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Further outputs. Secret outputs (such as a private key a template generated) go in `secrets`."""
+    secrets: dict[str, str] = field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """Creates, observes, suspends, resumes and deletes stacks. Every method is idempotent."""
+
+    type_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "__abstractmethods__", None) and not getattr(cls, "type_name", None):
+            raise TypeError(f"{cls.__name__} must set type_name")
+
+    def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.settings = settings or {}
+
+    @abc.abstractmethod
+    async def create(self, request: StackRequest) -> Handle:
+        """Start creating the stack (or find it, if it exists) and return its handle without waiting."""
+
+    @abc.abstractmethod
+    async def status(self, handle: Handle) -> StackStatus:
+        """Observe the stack; ABSENT when it does not exist."""
+
+    @abc.abstractmethod
+    async def suspend(self, handle: Handle) -> None:
+        """Freeze the stack so that it uses no CPU; a no-op when already suspended."""
+
+    @abc.abstractmethod
+    async def resume(self, handle: Handle) -> None:
+        """Undo `suspend`; a no-op when already running."""
+
+    @abc.abstractmethod
+    async def delete(self, handle: Handle) -> None:
+        """Remove everything the stack owns; a no-op when absent."""
+
+    @abc.abstractmethod
+    async def list(self) -> list[str]:
+        """Names of all stacks this provider created (for finding leaks)."""
+
+    async def check(self) -> list[tuple[str, bool, str]]:
+        """Verify that the provider can work: a list of (what, ok, detail)."""
+        return [("provider", True, "no checks defined")]

@@ -1,0 +1,70 @@
+"""Secrets at rest: Fernet encryption with a key from configuration, and a masked wrapper for memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from stacklab.errors import ConfigError
+
+
+class Secret:
+    """A string whose repr and str never show it; call `reveal()` at the point of use."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class Vault:
+    """Encrypts and decrypts small secrets (private keys, passwords) for the store."""
+
+    def __init__(self, key: str) -> None:
+        try:
+            self._fernet = Fernet(key.encode())
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("secret_key is not a valid Fernet key (32 url-safe base64 bytes)") from exc
+
+    def encrypt(self, secret: Secret) -> bytes:
+        return self._fernet.encrypt(secret.reveal().encode())
+
+    def decrypt(self, token: bytes) -> Secret:
+        try:
+            return Secret(self._fernet.decrypt(token).decode())
+        except InvalidToken as exc:
+            raise ConfigError("a stored secret cannot be decrypted: was secret_key changed?") from exc
+
+
+def load_or_create_key(configured: str, data_dir: str) -> str:
+    """The configured key, or the embedded default's key file (created 0600 on first run)."""
+    if configured:
+        return configured
+    path = Path(data_dir) / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key

@@ -1,0 +1,109 @@
+"""The tables.
+
+Times are UTC epoch seconds as doubles: portable across SQLite, PostgreSQL and MariaDB (whose FLOAT
+would lose whole seconds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class LabRecord(Base):
+    """A lab file as it was when an environment was launched from it (keyed by content digest)."""
+
+    __tablename__ = "labs"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lab_id: Mapped[str] = mapped_column(String(64), index=True)
+    source_path: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    loaded_at: Mapped[float] = mapped_column(Double)
+
+
+class EnvironmentRecord(Base):
+    """One learner's instance of one lab."""
+
+    __tablename__ = "environments"
+    __table_args__ = (
+        UniqueConstraint("course", "lab_id", "learner", name="uq_environment_key"),
+        Index("ix_environments_due_at", "due_at"),
+        Index("ix_environments_course_state", "course", "observed"),
+    )
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    course: Mapped[str] = mapped_column(String(200))
+    lab_id: Mapped[str] = mapped_column(String(64))
+    learner: Mapped[str] = mapped_column(String(200))
+    lab_digest: Mapped[str] = mapped_column(String(64), ForeignKey("labs.digest"))
+    desired: Mapped[str] = mapped_column(String(16))
+    observed: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    capacity_held: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    stack_name: Mapped[str] = mapped_column(String(64))
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    nodes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    failed_providers: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    sealed_secrets: Mapped[bytes] = mapped_column(LargeBinary)
+    idle_suspend_s: Mapped[float] = mapped_column(Double)
+    delete_after_s: Mapped[float] = mapped_column(Double)
+    reset_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    last_activity_at: Mapped[float] = mapped_column(Double)
+    step_started_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    suspended_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    ready_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    due_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class TransitionRecord(Base):
+    """One change of desired or observed state, with its reason: why an environment is where it is."""
+
+    __tablename__ = "transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    env_id: Mapped[str] = mapped_column(String(16), ForeignKey("environments.id"), index=True)
+    at: Mapped[float] = mapped_column(Double)
+    kind: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class CheckRunRecord(Base):
+    """One run of a lab's checks for one environment."""
+
+    __tablename__ = "check_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    env_id: Mapped[str] = mapped_column(String(16), ForeignKey("environments.id"), index=True)
+    at: Mapped[float] = mapped_column(Double)
+    score: Mapped[float] = mapped_column(Double)
+    max_score: Mapped[float] = mapped_column(Double)
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class ProviderUsageRecord(Base):
+    """How many environments hold a slot on each provider (suspended ones included)."""
+
+    __tablename__ = "provider_usage"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
