@@ -66,6 +66,7 @@ class EnvironmentRecord(Base):
     ready_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     due_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)

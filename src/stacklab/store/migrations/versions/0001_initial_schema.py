@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("ready_at", sa.Double(), nullable=True),
         sa.Column("due_at", sa.Double(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.Double(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("last_reason", sa.String(length=64), nullable=True),
         sa.Column("lease_owner", sa.String(length=200), nullable=True),

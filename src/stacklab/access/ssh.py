@@ -1,0 +1,93 @@
+"""Running commands on nodes over SSH (asyncssh), as the lab's login user with the environment's key."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncssh
+
+from stacklab.errors import AccessError
+from stacklab.secrets import Secret
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to connect. The key is a Secret, so logging a Target never leaks it."""
+
+    host: str
+    port: int
+    user: str
+    private_key: Secret
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+async def probe(host: str, port: int = 22, timeout_s: float = 1.0) -> bool:
+    """True when an SSH server answers with its banner (TCP alone is not enough: a frozen sshd accepts)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        banner = await asyncio.wait_for(reader.readline(), timeout_s)
+        return banner.startswith(b"SSH-")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+
+
+async def connect(target: Target, timeout_s: float) -> asyncssh.SSHClientConnection:
+    """Open an SSH connection; failures become AccessError naming the node."""
+    try:
+        key = asyncssh.import_private_key(target.private_key.reveal())
+        return await asyncio.wait_for(
+            asyncssh.connect(
+                target.host,
+                port=target.port,
+                username=target.user,
+                client_keys=[key],
+                known_hosts=None,
+                agent_path=None,
+                config=[],
+            ),
+            timeout_s,
+        )
+    except TimeoutError as exc:
+        raise AccessError(f"SSH to {target.host}:{target.port} timed out after {timeout_s:g}s") from exc
+    except (OSError, asyncssh.Error) as exc:
+        raise AccessError(f"SSH to {target.user}@{target.host}:{target.port} failed: {exc}") from exc
+
+
+async def run(
+    target: Target,
+    command: str,
+    *,
+    stdin: str | None = None,
+    timeout_s: float = 60.0,
+    connect_timeout_s: float = 5.0,
+) -> CommandResult:
+    """Run one command; a timeout is a result (exit 124, like coreutils' timeout), not an exception."""
+    connection = await connect(target, connect_timeout_s)
+    try:
+        async with connection:
+            result = await connection.run(command, input=stdin, check=False, timeout=timeout_s)
+    except asyncssh.TimeoutError as exc:
+        return CommandResult(124, _text(exc.stdout), _text(exc.stderr), timed_out=True)
+    except (OSError, asyncssh.Error) as exc:
+        raise AccessError(f"running a command on {target.host} failed: {exc}") from exc
+    status = result.exit_status if result.exit_status is not None else 255
+    return CommandResult(status, _text(result.stdout), _text(result.stderr))
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,1 @@
+"""Checks: scripts run over SSH on a lab's nodes, turned into a weighted score."""

@@ -1,0 +1,1 @@
+"""Environments: one learner's instance of one lab, its states, policies and the controller."""

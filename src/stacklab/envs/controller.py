@@ -1,0 +1,428 @@
+"""The controller: a level-triggered reconcile of one environment, idempotent and safe to re-drive.
+
+`reconcile(env_id)` reads the world, lets the policies move the desired state, takes one step towards it
+and records where it got. A crash at any point is repaired by the next pass: everything a step creates
+outside is named after the environment (`sl-<id>`), and the intent is saved before the step acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stacklab.access.ssh import Target, probe
+from stacklab.checks.scripts import run_script
+from stacklab.config import Settings
+from stacklab.envs.labcache import LabCache
+from stacklab.envs.policies import apply_policies, policy_deadline
+from stacklab.envs.providerset import ProviderSet
+from stacklab.envs.transitions import Journal
+from stacklab.errors import (
+    AccessError,
+    CapacityExhausted,
+    NotFound,
+    ProviderError,
+    TerminalProviderError,
+    TransientProviderError,
+)
+from stacklab.labs.schema import Hook, Lab, ProviderEntry
+from stacklab.providers.base import Handle, NodeSpec, Provider, StackRequest, StackState, StackStatus
+from stacklab.secrets import Secret, Vault
+from stacklab.store.repository import Repository, process_identity
+from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Desired, Observed, Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a pass decided: look again after `requeue_after` seconds, or wait for the next deadline."""
+
+    requeue_after: float | None = None
+
+
+def unseal(vault: Vault, sealed: bytes) -> dict[str, str]:
+    return json.loads(vault.decrypt(sealed).reveal())
+
+
+def seal(vault: Vault, secrets: dict[str, str]) -> bytes:
+    return vault.encrypt(Secret(json.dumps(secrets)))
+
+
+class Controller:
+    """Converges each environment's observed state to its desired state, one step per pass."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        vault: Vault,
+        providers: ProviderSet,
+        labs: LabCache,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.repo = repo
+        self.vault = vault
+        self.providers = providers
+        self.labs = labs
+        self.settings = settings
+        self.clock = clock
+        self.owner = process_identity()
+
+    # entry point ------------------------------------------------------------------------------------
+    async def reconcile(self, env_id: str) -> Result:
+        """One pass over one environment; never raises for provider or SSH trouble."""
+        if not self.repo.acquire_lease(env_id, self.owner, self.clock(), self.settings.lease_s):
+            return Result(self.settings.poll_interval_s)
+        try:
+            return await self._reconcile_leased(env_id)
+        finally:
+            self.repo.release_lease(env_id, self.owner)
+
+    async def _reconcile_leased(self, env_id: str) -> Result:
+        record = self.repo.get(env_id)
+        lab = self.labs.get(record.lab_digest)
+        journal = Journal(record, self.clock())
+        apply_policies(journal)
+        self._save(journal)
+        if record.next_attempt_at and record.next_attempt_at > journal.now:
+            return self._finish(journal, None)
+        try:
+            requeue = await self._converge(journal, lab)
+        except (TransientProviderError, AccessError) as exc:
+            requeue = self._retry_later(journal, exc)
+        except ProviderError as exc:
+            requeue = self._fail(journal, exc.reason, str(exc))
+        return self._finish(journal, requeue)
+
+    async def _converge(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        desired, observed = record.desired, record.observed
+        if desired == Desired.DELETED:
+            return await self._delete(journal, lab) if observed != Observed.DELETED else None
+        if observed == Observed.CREATING:
+            return await self._advance_create(journal, lab)
+        if desired == Desired.SUSPENDED:
+            return await self._suspend(journal, lab) if observed == Observed.RUNNING else None
+        if record.reset_requested:
+            return await self._reset(journal, lab)
+        if observed in (Observed.NEW, Observed.DELETED):
+            return await self._start_create(journal, lab)
+        if observed == Observed.FAILED:
+            return await self._retry_create(journal, lab)
+        if observed == Observed.SUSPENDED:
+            return await self._resume(journal, lab)
+        return None
+
+    # create -----------------------------------------------------------------------------------------
+    async def _start_create(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        entry = self._claim_provider(journal, lab)
+        if entry is None:
+            raise CapacityExhausted(
+                "no provider has room: " + ", ".join(p.name for p in lab.providers), reason="NoCapacity"
+            )
+        record.handle = None
+        record.nodes = None
+        record.step_started_at = journal.now
+        journal.observe(Observed.CREATING, "Creating", f"on provider {entry.name}", Progress.CREATING)
+        self._save(journal)
+        provider = self.providers.get(entry)
+        try:
+            record.handle = await provider.create(self._request(record, lab, entry))
+        except ProviderError as exc:
+            return await self._fail_over(journal, lab, exc.reason, str(exc))
+        record.progress = Progress.BOOTING
+        self._save(journal)
+        return self.settings.poll_interval_s
+
+    async def _advance_create(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        started = record.step_started_at or journal.now
+        if journal.now - started > lab.timeouts.launch_s:
+            return await self._fail_over(
+                journal, lab, "LaunchTimeout", f"not ready after {lab.timeouts.launch_s:g}s"
+            )
+        entry, provider = self._provider_of(record, lab)
+        status = await provider.status(self._handle(record))
+        if status.state == StackState.FAILED:
+            return await self._fail_over(journal, lab, "CreateFailed", status.reason or "the stack failed")
+        if status.state == StackState.ABSENT:
+            record.handle = await provider.create(self._request(record, lab, entry))
+            return self.settings.poll_interval_s
+        if status.state != StackState.RUNNING:
+            return self.settings.poll_interval_s
+        self._record_nodes(record, status)
+        if not await self._all_answer_ssh(record):
+            record.progress = Progress.BOOTING
+            return self.settings.poll_interval_s
+        self._mark_ready(journal, "Ready", f"all nodes answer SSH after {journal.now - started:.1f}s")
+        return None
+
+    async def _retry_create(self, journal: Journal, lab: Lab) -> float | None:
+        """A failed environment is retried by policy, starting from a clean slate."""
+        record = journal.record
+        if record.attempts >= self.settings.max_attempts:
+            return None
+        await self._remove_stack(journal, lab)
+        journal.observe(Observed.NEW, "Retrying", f"attempt {record.attempts + 1}")
+        self._save(journal)
+        return await self._start_create(journal, lab)
+
+    async def _reset(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        await self._remove_stack(journal, lab)
+        record.reset_requested = False
+        journal.observe(Observed.NEW, "Reset", "the learner asked for a fresh lab", Progress.QUEUED)
+        self._save(journal)
+        return 0.0
+
+    async def _fail_over(self, journal: Journal, lab: Lab, reason: str, message: str) -> float | None:
+        """Give up on this provider for this launch: clean up there, then try the next one."""
+        record = journal.record
+        failed_name = record.provider or "?"
+        journal.note("provider", failed_name, reason, message)
+        await self._remove_stack(journal, lab)
+        record.failed_providers = [*(record.failed_providers or []), failed_name]
+        remaining = [p for p in lab.providers if p.name not in record.failed_providers]
+        if remaining:
+            journal.observe(Observed.NEW, "FailingOver", f"{failed_name}: {message}", Progress.QUEUED)
+            self._save(journal)
+            return 0.0
+        record.failed_providers = None
+        return self._fail(journal, reason, message)
+
+    def _claim_provider(self, journal: Journal, lab: Lab) -> ProviderEntry | None:
+        """Take a slot on the first provider of the lab that has room, atomically with the record."""
+        record = journal.record
+        tried = set(record.failed_providers or [])
+        with self.repo.session() as session:
+            for entry in lab.providers:
+                if entry.name in tried:
+                    continue
+                if self.repo.claim_slot(session, entry.name, entry.capacity):
+                    record.provider = record.capacity_held = entry.name
+                    session.merge(record)
+                    return entry
+                journal.note("provider", entry.name, "CapacityExhausted", f"{entry.capacity} in use")
+        return None
+
+    # suspend, resume, delete ------------------------------------------------------------------------
+    async def _suspend(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        await self._run_hook(journal, "before_suspend", lab.hooks.before_suspend)
+        _, provider = self._provider_of(record, lab)
+        await provider.suspend(self._handle(record))
+        status = await provider.status(self._handle(record))
+        if status.state != StackState.SUSPENDED:
+            return self.settings.poll_interval_s
+        record.suspended_at = journal.now
+        journal.observe(Observed.SUSPENDED, "Suspended", "", Progress.SUSPENDED)
+        return None
+
+    async def _resume(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        _, provider = self._provider_of(record, lab)
+        record.progress = Progress.RESUMING
+        await provider.resume(self._handle(record))
+        status = await provider.status(self._handle(record))
+        if status.state == StackState.ABSENT:
+            journal.observe(Observed.NEW, "StackVanished", "the suspended stack no longer exists")
+            return 0.0
+        if status.state != StackState.RUNNING:
+            return self.settings.poll_interval_s
+        self._record_nodes(record, status)
+        if not await self._all_answer_ssh(record, wait_s=self.settings.ssh_connect_timeout_s):
+            return self.settings.poll_interval_s
+        record.last_activity_at = max(record.last_activity_at, journal.now)
+        self._mark_ready(journal, "Resumed", "")
+        await self._run_hook(journal, "after_resume", lab.hooks.after_resume)
+        return None
+
+    async def _delete(self, journal: Journal, lab: Lab) -> float | None:
+        record = journal.record
+        if record.observed == Observed.RUNNING:
+            await self._run_hook(journal, "before_delete", lab.hooks.before_delete)
+        await self._remove_stack(journal, lab)
+        record.sealed_secrets = seal(self.vault, {})
+        record.attempts = 0
+        journal.observe(Observed.DELETED, "Deleted", "", Progress.DELETED)
+        return None
+
+    async def _remove_stack(self, journal: Journal, lab: Lab) -> None:
+        """Delete the stack at its provider (if any) and give back its slot; idempotent."""
+        record = journal.record
+        if record.provider:
+            _, provider = self._provider_of(record, lab)
+            await provider.delete(self._handle(record))
+        self._forget_stack(record)
+
+    def _forget_stack(self, record: EnvironmentRecord) -> None:
+        """Give back the provider slot and drop what pointed at the stack, in one transaction."""
+        with self.repo.session() as session:
+            if record.capacity_held:
+                self.repo.release_slot(session, record.capacity_held)
+            record.capacity_held = None
+            record.handle = None
+            record.nodes = None
+            record.provider = None
+            session.merge(record)
+
+    def mark_vanished(self, env_id: str) -> None:
+        """The provider lost this environment's stack: start over from NEW (the sweep calls this)."""
+        if not self.repo.acquire_lease(env_id, self.owner, self.clock(), self.settings.lease_s):
+            return
+        try:
+            journal = Journal(self.repo.get(env_id), self.clock())
+            self._forget_stack(journal.record)
+            journal.observe(
+                Observed.NEW, "StackVanished", "the provider no longer has this stack", Progress.QUEUED
+            )
+            self._finish(journal, 0.0)
+        finally:
+            self.repo.release_lease(env_id, self.owner)
+
+    # failures ---------------------------------------------------------------------------------------
+    def _retry_later(self, journal: Journal, exc: Exception) -> float | None:
+        """A transient error: keep the state, try the same step again after a backoff."""
+        record = journal.record
+        record.attempts += 1
+        record.last_error = str(exc)
+        record.last_reason = getattr(exc, "reason", type(exc).__name__)
+        if record.attempts >= self.settings.max_attempts:
+            return self._fail(journal, record.last_reason, str(exc))
+        record.next_attempt_at = journal.now + self._backoff(record.attempts)
+        journal.note("retry", record.observed, record.last_reason, str(exc))
+        return None
+
+    def _fail(self, journal: Journal, reason: str, message: str) -> float | None:
+        record = journal.record
+        record.attempts += 1
+        record.last_error = message
+        record.last_reason = reason
+        journal.observe(Observed.FAILED, reason, message, Progress.FAILED)
+        if record.attempts < self.settings.max_attempts:
+            record.next_attempt_at = journal.now + self._backoff(record.attempts)
+        return None
+
+    def _backoff(self, attempts: int) -> float:
+        steps = self.settings.retry_backoff_s
+        delay = steps[min(attempts, len(steps)) - 1]
+        return delay * random.uniform(0.8, 1.2)
+
+    # helpers ----------------------------------------------------------------------------------------
+    def _mark_ready(self, journal: Journal, reason: str, message: str) -> None:
+        record = journal.record
+        record.ready_at = journal.now
+        record.step_started_at = None
+        record.attempts = 0
+        record.next_attempt_at = None
+        record.failed_providers = None
+        record.last_error = None
+        record.last_reason = None
+        journal.observe(Observed.RUNNING, reason, message, Progress.READY)
+
+    def _provider_of(self, record: EnvironmentRecord, lab: Lab) -> tuple[ProviderEntry, Provider]:
+        name = record.provider
+        try:
+            entry = lab.provider(name)
+        except (KeyError, NotFound) as exc:
+            raise TerminalProviderError(f"provider {name!r} is not in lab {lab.id}") from exc
+        return entry, self.providers.get(entry)
+
+    @staticmethod
+    def _handle(record: EnvironmentRecord) -> Handle:
+        return record.handle or {"name": record.stack_name}
+
+    def _request(self, record: EnvironmentRecord, lab: Lab, entry: ProviderEntry) -> StackRequest:
+        nodes: tuple[NodeSpec, ...] = ()
+        config: dict[str, object] = {}
+        if entry.type == "local" and lab.local:
+            nodes = tuple(
+                NodeSpec(n.name, n.memory_mb, n.pids_max, tuple(n.packages), n.setup) for n in lab.local.nodes
+            )
+        elif lab.openstack:
+            config = lab.openstack.model_dump()
+        return StackRequest(
+            name=record.stack_name,
+            login_user=lab.login_user,
+            public_key=record.public_key,
+            nodes=nodes,
+            config={**config, "cloud": entry.cloud},
+            lab_dir=self.labs.lab_dir(record.lab_digest),
+        )
+
+    def _record_nodes(self, record: EnvironmentRecord, status: StackStatus) -> None:
+        record.nodes = {node.name: {"host": node.host, "port": node.port} for node in status.nodes}
+        record.outputs = dict(status.outputs) or None
+        if status.secrets:
+            secrets = unseal(self.vault, record.sealed_secrets)
+            secrets.update(status.secrets)
+            record.sealed_secrets = seal(self.vault, secrets)
+
+    async def _all_answer_ssh(self, record: EnvironmentRecord, wait_s: float = 0.0) -> bool:
+        """Every node answers SSH; with wait_s, keep probing that long (resume answers within a second)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            answers = await asyncio.gather(
+                *(probe(node["host"], node["port"], timeout_s=1.0) for node in (record.nodes or {}).values())
+            )
+            if record.nodes and all(answers):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+    def targets(self, record: EnvironmentRecord, lab: Lab) -> dict[str, Target]:
+        """SSH targets for every node, with the environment's key (decrypted only here)."""
+        key = Secret(unseal(self.vault, record.sealed_secrets).get("private_key", ""))
+        return {
+            name: Target(node["host"], node["port"], lab.login_user, key)
+            for name, node in (record.nodes or {}).items()
+        }
+
+    async def _run_hook(self, journal: Journal, name: str, hook: Hook | None) -> None:
+        """Run a lifecycle hook; a failing hook is recorded, never fatal."""
+        if hook is None:
+            return
+        lab = self.labs.get(journal.record.lab_digest)
+        target = self.targets(journal.record, lab).get(hook.node)
+        if target is None:
+            journal.note("hook", name, "HookSkipped", f"node {hook.node} has no address")
+            return
+        try:
+            result = await run_script(target, hook.script, hook.timeout_s)
+        except AccessError as exc:
+            journal.note("hook", name, "HookFailed", str(exc))
+            return
+        output = (result.stdout + result.stderr).strip()
+        if result.exit_status == 0:
+            journal.note("hook", name, "HookSucceeded", output)
+        else:
+            journal.note("hook", name, "HookFailed", f"exit {result.exit_status}: {output}")
+
+    def _save(self, journal: Journal) -> None:
+        record = journal.record
+        record.updated_at = journal.now
+        with self.repo.session() as session:
+            session.merge(record)
+            session.add_all(journal.entries)
+        journal.entries = []
+
+    def _finish(self, journal: Journal, requeue: float | None) -> Result:
+        record = journal.record
+        if requeue is not None:
+            record.due_at = journal.now + requeue
+        elif record.next_attempt_at and record.next_attempt_at > journal.now:
+            record.due_at = record.next_attempt_at
+        else:
+            record.next_attempt_at = None
+            record.due_at = policy_deadline(record)
+        self._save(journal)
+        return Result(requeue)

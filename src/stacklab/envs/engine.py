@@ -1,0 +1,99 @@
+"""The engine: controller passes over due environments, and sweeps for what no environment owns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stacklab.envs.controller import Controller
+from stacklab.errors import ProviderError
+from stacklab.jobs.runner import InProcessRunner
+from stacklab.store.repository import Repository
+from stacklab.types import Observed
+
+log = logging.getLogger(__name__)
+
+STACK_PREFIX = "sl-"
+
+
+@dataclass
+class SweepReport:
+    removed: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Drives the controller: due environments are submitted as jobs to the runner."""
+
+    def __init__(self, repo: Repository, controller: Controller, runner: InProcessRunner) -> None:
+        self.repo = repo
+        self.controller = controller
+        self.runner = runner
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.controller.clock
+
+    def submit_due(self) -> int:
+        """Submit every environment whose deadline has come (one indexed query)."""
+        due = self.repo.due_ids(self.clock(), self.controller.settings.reconcile_batch)
+        for env_id in due:
+            self.runner.submit(env_id)
+        return len(due)
+
+    async def run_pass(self) -> int:
+        """One full pass: submit what is due and wait for those jobs."""
+        count = self.submit_due()
+        await self.runner.idle()
+        return count
+
+    async def sweep(self) -> SweepReport:
+        """Delete stacks no environment owns; repair environments whose stack vanished."""
+        report = SweepReport()
+        owners = self.repo.stack_owners()
+        for provider in self.controller.providers.all():
+            try:
+                names = set(await provider.list())
+            except ProviderError as exc:
+                report.errors.append(f"{provider.name}: {exc}")
+                continue
+            for name in sorted(names - set(owners)):
+                if not name.startswith(STACK_PREFIX):
+                    continue
+                try:
+                    await provider.delete({"name": name})
+                    report.removed.append(name)
+                    log.info("removed leaked stack", extra={"stack": name, "provider": provider.name})
+                except ProviderError as exc:
+                    report.errors.append(f"{provider.name}/{name}: {exc}")
+            report.repaired += self._repair_vanished(provider.name, names)
+        return report
+
+    def _repair_vanished(self, provider_name: str, present: set[str]) -> list[str]:
+        repaired = []
+        for env_id, stack_name in self.repo.settled_on(provider_name, (Observed.RUNNING, Observed.SUSPENDED)):
+            if stack_name not in present:
+                self.controller.mark_vanished(env_id)
+                repaired.append(env_id)
+        return repaired
+
+    async def run_forever(self, stop: asyncio.Event, sweep_every_s: float = 60.0) -> None:
+        """The controller loop of `stacklab serve`: passes every interval, a sweep now and then."""
+        interval = self.controller.settings.reconcile_interval_s
+        last_sweep = 0.0
+        while not stop.is_set():
+            try:
+                self.submit_due()
+                if self.clock() - last_sweep >= sweep_every_s:
+                    last_sweep = self.clock()
+                    await self.sweep()
+            except Exception:
+                log.exception("controller pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+        self.runner.cancel_timers()
+        await self.runner.idle()

@@ -1,0 +1,35 @@
+"""Policies move the desired state; the controller converges to it.
+
+- idle: a running environment whose learner has been inactive for the lab's `idle_suspend` is suspended;
+- age: an environment inactive for the lab's `delete_after` is deleted (suspended ones included).
+"""
+
+from __future__ import annotations
+
+from stacklab.envs.transitions import Journal
+from stacklab.labs.durations import format_duration
+from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Desired, Observed
+
+
+def apply_policies(journal: Journal) -> None:
+    record, now = journal.record, journal.now
+    idle_for = now - record.last_activity_at
+    if record.desired != Desired.DELETED and idle_for >= record.delete_after_s:
+        journal.desire(Desired.DELETED, "Expired", f"inactive for {format_duration(idle_for)}")
+    elif (
+        record.desired == Desired.RUNNING
+        and record.observed == Observed.RUNNING
+        and idle_for >= record.idle_suspend_s
+    ):
+        journal.desire(Desired.SUSPENDED, "Idle", f"no activity for {format_duration(idle_for)}")
+
+
+def policy_deadline(record: EnvironmentRecord) -> float | None:
+    """When a policy will next want to change this environment (None: never)."""
+    if record.desired == Desired.DELETED:
+        return None
+    expiry = record.last_activity_at + record.delete_after_s
+    if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
+        return min(expiry, record.last_activity_at + record.idle_suspend_s)
+    return expiry

@@ -1,0 +1,276 @@
+"""What learners, adapters and operators can ask of environments: the one API the CLI and web share."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets as token_source
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from stacklab.access.keys import generate_keypair
+from stacklab.access.ssh import CommandResult, run
+from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
+from stacklab.envs.controller import Controller, seal
+from stacklab.envs.transitions import Journal
+from stacklab.errors import Conflict, NotFound, StacklabError
+from stacklab.labs.loader import lab_digest, parse_lab
+from stacklab.labs.schema import Lab
+from stacklab.store.repository import EnvKey
+from stacklab.store.tables import CheckRunRecord, EnvironmentRecord, TransitionRecord
+from stacklab.types import Desired, Observed, Progress
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,199}$")
+
+SETTLED = {
+    Desired.RUNNING: {Observed.RUNNING},
+    Desired.SUSPENDED: {Observed.SUSPENDED, Observed.NEW, Observed.DELETED},
+    Desired.DELETED: {Observed.DELETED},
+}
+
+
+class InvalidInput(StacklabError):
+    """A learner, course or reference does not have an acceptable form."""
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    results: list[CheckResult]
+    score: float
+    max_score: float
+    counted: float
+
+
+def _validate_name(kind: str, value: str) -> str:
+    if not NAME_PATTERN.match(value or ""):
+        raise InvalidInput(
+            f"{kind} {value!r} is invalid: use 1-200 letters, digits and _ . : + @ - (no spaces or '/')"
+        )
+    return value
+
+
+class Environments:
+    """Launch, observe and act on environments; every change goes through the controller."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.repo = controller.repo
+        self.clock: Callable[[], float] = controller.clock
+
+    # lookup -----------------------------------------------------------------------------------------
+    def resolve(self, ref: str) -> EnvironmentRecord:
+        """An environment by id, or by `course/lab/learner`."""
+        if ref.count("/") == 2:
+            record = self.repo.find(EnvKey(*ref.split("/")))
+            if record is None:
+                raise NotFound(f"no environment {ref!r}")
+            return record
+        return self.repo.get(ref)
+
+    def lab_of(self, record: EnvironmentRecord) -> Lab:
+        return self.controller.labs.get(record.lab_digest)
+
+    def history(self, record: EnvironmentRecord) -> list[TransitionRecord]:
+        return self.repo.history(record.id)
+
+    # launch -----------------------------------------------------------------------------------------
+    def launch(
+        self, lab_path: str | os.PathLike[str], learner: str, course: str = "default"
+    ) -> EnvironmentRecord:
+        """One environment per (course, lab, learner): a second launch, even a concurrent one, finds it."""
+        _validate_name("learner", learner)
+        _validate_name("course", course)
+        path = Path(lab_path).resolve()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise NotFound(f"{lab_path}: cannot read lab file: {exc.strerror}") from exc
+        lab = parse_lab(text, str(lab_path), lab_dir=str(path.parent))
+        digest = lab_digest(text)
+        now = self.clock()
+        self.repo.save_lab(digest, lab.id, str(path), text, now)
+        key = EnvKey(course, lab.id, learner)
+        existing = self.repo.find(key)
+        if existing is None and self._insert(key, lab, digest, now):
+            return self.repo.find(key) or self._missing(key)
+        return self._relaunch(self.repo.find(key) or self._missing(key), digest)
+
+    def _insert(self, key: EnvKey, lab: Lab, digest: str, now: float) -> bool:
+        env_id = token_source.token_hex(4)
+        keypair = generate_keypair(f"stacklab-{env_id}")
+        record = EnvironmentRecord(
+            id=env_id,
+            course=key.course,
+            lab_id=key.lab_id,
+            learner=key.learner,
+            lab_digest=digest,
+            desired=Desired.RUNNING,
+            observed=Observed.NEW,
+            progress=Progress.QUEUED,
+            stack_name=f"sl-{env_id}",
+            public_key=keypair.public,
+            sealed_secrets=seal(self.controller.vault, {"private_key": keypair.private.reveal()}),
+            idle_suspend_s=lab.timeouts.idle_suspend_s,
+            delete_after_s=lab.timeouts.delete_after_s,
+            reset_requested=False,
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+            due_at=now,
+            attempts=0,
+        )
+        transition = TransitionRecord(
+            env_id=env_id,
+            at=now,
+            kind="desired",
+            from_state="-",
+            to_state="running",
+            reason="Launched",
+            message="",
+        )
+        return self.repo.insert_environment(record, transition)
+
+    @staticmethod
+    def _missing(key: EnvKey) -> EnvironmentRecord:
+        raise Conflict(f"environment {key} vanished while launching; try again")
+
+    def _relaunch(self, record: EnvironmentRecord, digest: str) -> EnvironmentRecord:
+        lab = self.controller.labs.get(digest)  # outside the transaction: it reads the store itself
+        keypair = generate_keypair(f"stacklab-{record.id}")
+
+        def mutate(current: EnvironmentRecord, session) -> None:  # type: ignore[no-untyped-def]
+            journal = Journal(current, self.clock())
+            if current.observed in (Observed.NEW, Observed.DELETED):
+                current.lab_digest = digest
+                current.idle_suspend_s = lab.timeouts.idle_suspend_s
+                current.delete_after_s = lab.timeouts.delete_after_s
+                current.public_key = keypair.public
+                current.sealed_secrets = seal(
+                    self.controller.vault, {"private_key": keypair.private.reveal()}
+                )
+            self._wake(journal, "Launched")
+            session.add_all(journal.entries)
+
+        return self.repo.update(record.id, mutate)
+
+    def _wake(self, journal: Journal, reason: str) -> None:
+        """Make an environment want to run now, forgetting the backoff of earlier failures."""
+        record = journal.record
+        record.last_activity_at = journal.now
+        if record.desired != Desired.RUNNING or record.observed != Observed.RUNNING:
+            journal.desire(Desired.RUNNING, reason)
+            record.attempts = 0
+            record.next_attempt_at = None
+            record.due_at = journal.now
+
+    # activity and requests --------------------------------------------------------------------------
+    def touch(self, ref: str) -> EnvironmentRecord:
+        """Learner activity: keeps a running lab running, wakes a suspended one."""
+        record = self.resolve(ref)
+        if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
+            self.repo.touch(record.id, self.clock())
+            return self.repo.get(record.id)
+        if record.desired == Desired.DELETED:
+            raise Conflict(f"environment {record.id} is being deleted; launch it again instead")
+        return self._change(record, lambda journal: self._wake(journal, "Activity"))
+
+    def request(self, ref: str, desired: Desired, reason: str) -> EnvironmentRecord:
+        """An explicit suspend, resume or delete: recorded as the new desired state, converged by the loop."""
+        record = self.resolve(ref)
+        if desired == Desired.RUNNING:
+            if record.desired == Desired.DELETED and record.observed != Observed.DELETED:
+                raise Conflict(f"environment {record.id} is being deleted")
+            return self._change(record, lambda journal: self._wake(journal, reason))
+
+        def move(journal: Journal) -> None:
+            journal.desire(desired, reason)
+            journal.record.next_attempt_at = None
+            journal.record.due_at = journal.now
+
+        return self._change(record, move)
+
+    def reset(self, ref: str) -> EnvironmentRecord:
+        """Throw the lab away and start a fresh one for the same learner."""
+        record = self.resolve(ref)
+
+        def mark(journal: Journal) -> None:
+            journal.record.reset_requested = True
+            journal.note("request", journal.record.observed, "ResetRequested")
+            self._wake(journal, "Reset")
+            journal.record.due_at = journal.now
+
+        return self._change(record, mark)
+
+    def _change(self, record: EnvironmentRecord, change: Callable[[Journal], None]) -> EnvironmentRecord:
+        def mutate(current: EnvironmentRecord, session) -> None:  # type: ignore[no-untyped-def]
+            journal = Journal(current, self.clock())
+            change(journal)
+            session.add_all(journal.entries)
+
+        return self.repo.update(record.id, mutate)
+
+    # driving ----------------------------------------------------------------------------------------
+    def settled(self, record: EnvironmentRecord) -> bool:
+        if record.observed == Observed.FAILED:
+            return True
+        return record.observed in SETTLED[Desired(record.desired)] and not record.reset_requested
+
+    async def drive(
+        self,
+        env_id: str,
+        timeout_s: float,
+        on_progress: Callable[[EnvironmentRecord], None] | None = None,
+    ) -> EnvironmentRecord:
+        """Reconcile in this process until the environment settles (or fails, or time runs out)."""
+        deadline = self.clock() + timeout_s
+        last = None
+        while True:
+            result = await self.controller.reconcile(env_id)
+            record = self.repo.get(env_id)
+            if on_progress and (record.observed, record.progress) != last:
+                last = (record.observed, record.progress)
+                on_progress(record)
+            if self.settled(record) or self.clock() >= deadline:
+                return record
+            await asyncio.sleep(min(result.requeue_after or 0.2, 0.5))
+
+    # exec and checks --------------------------------------------------------------------------------
+    def _running(self, ref: str) -> tuple[EnvironmentRecord, Lab]:
+        record = self.resolve(ref)
+        if record.observed != Observed.RUNNING:
+            raise Conflict(
+                f"environment {record.id} is {record.observed}, not running"
+                + (": resume it first" if record.observed == Observed.SUSPENDED else "")
+            )
+        return record, self.lab_of(record)
+
+    async def exec(
+        self, ref: str, command: str, node: str | None = None, timeout_s: float = 600
+    ) -> CommandResult:
+        """Run a command on a node as the login user; counts as activity."""
+        record, lab = self._running(ref)
+        targets = self.controller.targets(record, lab)
+        name = node or lab.learner_nodes[0]
+        if name not in targets:
+            raise NotFound(f"no node {name!r} in environment {record.id} (nodes: {', '.join(targets)})")
+        self.repo.touch(record.id, self.clock())
+        return await run(targets[name], command, timeout_s=timeout_s)
+
+    async def check(self, ref: str) -> CheckReport:
+        """Run the lab's checks, keep the attempt, and report the score that counts."""
+        record, lab = self._running(ref)
+        results = await run_checks(lab.checks, self.controller.targets(record, lab))
+        score = weighted_score(results)
+        self.repo.add_check_run(
+            CheckRunRecord(
+                env_id=record.id,
+                at=self.clock(),
+                score=score,
+                max_score=lab.max_score(),
+                results=[result.to_json() for result in results],
+            )
+        )
+        scores = [run_.score for run_ in self.repo.check_runs(record.id)]
+        return CheckReport(results, score, lab.max_score(), counted_score(scores, lab.score) or 0.0)

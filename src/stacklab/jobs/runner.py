@@ -1,0 +1,93 @@
+"""Job runners. The job is `reconcile(env_id)`: it takes an id, never a secret, and is safe to run twice.
+
+The embedded runner executes jobs as asyncio tasks in this process, one at a time per environment and a
+bounded number at once. A Celery runner (distributed mode) only needs to implement `submit` by sending
+the same id to a worker that calls the same job function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class JobResult(Protocol):
+    requeue_after: float | None
+
+
+Job = Callable[[str], Awaitable[JobResult]]
+
+
+class JobRunner(Protocol):
+    def submit(self, env_id: str, delay_s: float = 0.0) -> None:
+        """Ask for one pass over the environment, now or after a delay."""
+
+    async def idle(self) -> None:
+        """Wait until no job is running or scheduled."""
+
+
+class InProcessRunner:
+    """Runs jobs in this process's event loop; no thread per job."""
+
+    def __init__(self, job: Job, concurrency: int = 16, follow_requeue: bool = True) -> None:
+        self._job = job
+        self._follow_requeue = follow_requeue
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.failures = 0
+
+    def submit(self, env_id: str, delay_s: float = 0.0) -> None:
+        if delay_s > 0:
+            if env_id not in self._timers:
+                loop = asyncio.get_running_loop()
+                self._timers[env_id] = loop.call_later(delay_s, self._fire, env_id)
+            return
+        if env_id in self._running:
+            self._again.add(env_id)
+            return
+        self._running[env_id] = asyncio.create_task(self._run(env_id), name=f"reconcile {env_id}")
+
+    def _fire(self, env_id: str) -> None:
+        self._timers.pop(env_id, None)
+        self.submit(env_id)
+
+    async def _run(self, env_id: str) -> None:
+        requeue: float | None = None
+        try:
+            while True:
+                self._again.discard(env_id)
+                async with self._slots:
+                    try:
+                        requeue = (await self._job(env_id)).requeue_after
+                    except Exception:
+                        self.failures += 1
+                        log.exception("job failed", extra={"env_id": env_id})
+                        requeue = None
+                if env_id not in self._again:
+                    break
+        finally:
+            del self._running[env_id]
+        if requeue is not None and self._follow_requeue:
+            self.submit(env_id, requeue)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    async def idle(self) -> None:
+        while self._running or self._timers:
+            if self._running:
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.01)
+
+    def cancel_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()

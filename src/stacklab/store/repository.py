@@ -1,0 +1,274 @@
+"""Queries the engine needs, each one short transaction. Callers get detached records back."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from stacklab.errors import NotFound
+from stacklab.store.database import session_factory
+from stacklab.store.tables import (
+    CheckRunRecord,
+    EnvironmentRecord,
+    LabRecord,
+    ProviderUsageRecord,
+    TransitionRecord,
+)
+
+
+def process_identity() -> str:
+    """Who holds a lease: host, pid and the pid's start time (so a reused pid is not mistaken)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def holder_is_dead(owner: str) -> bool:
+    """True when a lease holder on this host is no longer running (it crashed or was killed)."""
+    host, pid, started = ([*owner.split(":"), "", "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return _start_time(int(pid)) != started
+
+
+@dataclass(frozen=True)
+class EnvKey:
+    course: str
+    lab_id: str
+    learner: str
+
+
+class Repository:
+    """All reads and writes of environments, labs, transitions, check runs and provider slots."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions: sessionmaker[Session] = session_factory(engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # labs -------------------------------------------------------------------------------------------
+    def save_lab(self, digest: str, lab_id: str, source_path: str, text: str, now: float) -> None:
+        try:
+            with self.session() as session:
+                if session.get(LabRecord, digest) is None:
+                    session.add(
+                        LabRecord(
+                            digest=digest, lab_id=lab_id, source_path=source_path, text=text, loaded_at=now
+                        )
+                    )
+        except IntegrityError:
+            pass  # a concurrent launch stored the same content first
+
+    def get_lab(self, digest: str) -> LabRecord:
+        with self.session() as session:
+            record = session.get(LabRecord, digest)
+            if record is None:
+                raise NotFound(f"lab content {digest[:12]} is not stored")
+            return record
+
+    # environments -----------------------------------------------------------------------------------
+    def insert_environment(self, record: EnvironmentRecord, transition: TransitionRecord) -> bool:
+        """Insert a new environment; False when one with the same key exists already."""
+        try:
+            with self.session() as session:
+                session.add(record)
+                session.flush()
+                session.add(transition)
+        except IntegrityError:
+            return False
+        return True
+
+    def get(self, env_id: str) -> EnvironmentRecord:
+        with self.session() as session:
+            record = session.get(EnvironmentRecord, env_id)
+            if record is None:
+                raise NotFound(f"no environment {env_id!r}")
+            return record
+
+    def find(self, key: EnvKey) -> EnvironmentRecord | None:
+        with self.session() as session:
+            return session.scalars(
+                select(EnvironmentRecord).where(
+                    EnvironmentRecord.course == key.course,
+                    EnvironmentRecord.lab_id == key.lab_id,
+                    EnvironmentRecord.learner == key.learner,
+                )
+            ).one_or_none()
+
+    def list(
+        self, *, course: str | None = None, observed: str | None = None, limit: int = 1000
+    ) -> list[EnvironmentRecord]:
+        query = select(EnvironmentRecord).order_by(EnvironmentRecord.created_at).limit(limit)
+        if course:
+            query = query.where(EnvironmentRecord.course == course)
+        if observed:
+            query = query.where(EnvironmentRecord.observed == observed)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def stack_owners(self) -> dict[str, str]:
+        """stack name -> environment id, for every environment that may own something at a provider."""
+        with self.session() as session:
+            rows = session.execute(
+                select(EnvironmentRecord.stack_name, EnvironmentRecord.id).where(
+                    or_(EnvironmentRecord.observed != "deleted", EnvironmentRecord.lease_owner.is_not(None))
+                )
+            )
+            return {name: env_id for name, env_id in rows}
+
+    def settled_on(self, provider: str, states: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(id, stack name) of unleased environments on a provider in the given observed states."""
+        with self.session() as session:
+            rows = session.execute(
+                select(EnvironmentRecord.id, EnvironmentRecord.stack_name).where(
+                    EnvironmentRecord.provider == provider,
+                    EnvironmentRecord.observed.in_(states),
+                    EnvironmentRecord.lease_owner.is_(None),
+                )
+            )
+            return [(env_id, name) for env_id, name in rows]
+
+    def due_ids(self, now: float, limit: int) -> list[str]:
+        """Environments with something to do now; served by the due_at index, never a scan."""
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(EnvironmentRecord.id)
+                    .where(EnvironmentRecord.due_at <= now)
+                    .order_by(EnvironmentRecord.due_at)
+                    .limit(limit)
+                )
+            )
+
+    def update(self, env_id: str, mutate: Callable[[EnvironmentRecord, Session], Any]) -> EnvironmentRecord:
+        """Load, change and save one environment in one transaction."""
+        with self.session() as session:
+            record = session.get(EnvironmentRecord, env_id)
+            if record is None:
+                raise NotFound(f"no environment {env_id!r}")
+            mutate(record, session)
+            return record
+
+    def touch(self, env_id: str, now: float) -> bool:
+        """Record learner activity in one statement (the hot path); False for an unknown id.
+
+        due_at is left alone: when the old idle deadline comes, the pass sees the newer activity and
+        moves the deadline, which costs one cheap pass per idle period instead of a write per keystroke.
+        """
+        with self.session() as session:
+            result = session.execute(
+                update(EnvironmentRecord).where(EnvironmentRecord.id == env_id).values(last_activity_at=now)
+            )
+            return result.rowcount > 0
+
+    def history(self, env_id: str) -> list[TransitionRecord]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(TransitionRecord)
+                    .where(TransitionRecord.env_id == env_id)
+                    .order_by(TransitionRecord.at, TransitionRecord.id)
+                )
+            )
+
+    # leases -----------------------------------------------------------------------------------------
+    def acquire_lease(self, env_id: str, owner: str, now: float, lease_s: float) -> bool:
+        """Take the one-pass-at-a-time lease on an environment; steal it from an expired or dead holder."""
+        with self.session() as session:
+            current = session.execute(
+                select(EnvironmentRecord.lease_owner, EnvironmentRecord.lease_until).where(
+                    EnvironmentRecord.id == env_id
+                )
+            ).one_or_none()
+            if current is None:
+                raise NotFound(f"no environment {env_id!r}")
+            holder, until = current
+            free = holder is None or holder == owner or (until or 0) < now or holder_is_dead(holder)
+            if not free:
+                return False
+            condition = (
+                EnvironmentRecord.lease_owner.is_(None)
+                if holder is None
+                else EnvironmentRecord.lease_owner == holder
+            )
+            result = session.execute(
+                update(EnvironmentRecord)
+                .where(and_(EnvironmentRecord.id == env_id, condition))
+                .values(lease_owner=owner, lease_until=now + lease_s)
+            )
+            return result.rowcount == 1
+
+    def release_lease(self, env_id: str, owner: str) -> None:
+        with self.session() as session:
+            session.execute(
+                update(EnvironmentRecord)
+                .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    # provider capacity ------------------------------------------------------------------------------
+    @staticmethod
+    def claim_slot(session: Session, provider: str, capacity: int | None) -> bool:
+        """Take one slot on a provider inside the caller's transaction; atomic on every database."""
+        if session.get(ProviderUsageRecord, provider) is None:
+            try:
+                with session.begin_nested():
+                    session.add(ProviderUsageRecord(name=provider, used=0))
+            except IntegrityError:
+                pass
+        condition = [ProviderUsageRecord.name == provider]
+        if capacity is not None:
+            condition.append(ProviderUsageRecord.used < capacity)
+        result = session.execute(
+            update(ProviderUsageRecord)
+            .where(*condition)
+            .values(used=ProviderUsageRecord.used + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    @staticmethod
+    def release_slot(session: Session, provider: str) -> None:
+        session.execute(
+            update(ProviderUsageRecord)
+            .where(ProviderUsageRecord.name == provider, ProviderUsageRecord.used > 0)
+            .values(used=ProviderUsageRecord.used - 1)
+            .execution_options(synchronize_session=False)
+        )
+
+    def usage(self) -> dict[str, int]:
+        with self.session() as session:
+            return {row.name: row.used for row in session.scalars(select(ProviderUsageRecord))}
+
+    # checks -----------------------------------------------------------------------------------------
+    def add_check_run(self, run: CheckRunRecord) -> None:
+        with self.session() as session:
+            session.add(run)
+
+    def check_runs(self, env_id: str) -> list[CheckRunRecord]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(CheckRunRecord)
+                    .where(CheckRunRecord.env_id == env_id)
+                    .order_by(CheckRunRecord.at, CheckRunRecord.id)
+                )
+            )

@@ -1,0 +1,62 @@
+"""The composition root: builds the engine from settings. The only module that names provider classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stacklab.config import Settings, load_settings
+from stacklab.envs.controller import Controller
+from stacklab.envs.engine import Engine
+from stacklab.envs.labcache import LabCache
+from stacklab.envs.providerset import ProviderFactory, ProviderSet
+from stacklab.envs.service import Environments
+from stacklab.jobs.runner import InProcessRunner
+from stacklab.labs.schema import ProviderEntry
+from stacklab.providers.base import Provider
+from stacklab.secrets import Vault, load_or_create_key
+from stacklab.store.database import make_engine, migrate
+from stacklab.store.repository import Repository
+
+DEFAULT_PROVIDERS = (ProviderEntry(name="local", type="local", capacity=None, cloud=None),)
+
+
+@dataclass
+class App:
+    settings: Settings
+    repo: Repository
+    controller: Controller
+    environments: Environments
+    engine: Engine
+
+    def close(self) -> None:
+        """Close database connections (the providers hold nothing open)."""
+        self.repo.engine.dispose()
+
+
+def default_factories(settings: Settings) -> dict[str, ProviderFactory]:
+    def local(entry: ProviderEntry) -> Provider:
+        from stacklab.providers.local.provider import LocalProvider
+
+        return LocalProvider(
+            entry.name,
+            {"root_dir": settings.resolved_local_root_dir, "image_dir": settings.resolved_image_dir},
+        )
+
+    return {"local": local}
+
+
+def build_app(
+    settings: Settings | None = None,
+    factories: Mapping[str, ProviderFactory] | None = None,
+    follow_requeue: bool = True,
+) -> App:
+    settings = settings or load_settings()
+    database = make_engine(settings.resolved_database_url)
+    migrate(database)
+    repo = Repository(database)
+    vault = Vault(load_or_create_key(settings.secret_key, settings.data_dir))
+    providers = ProviderSet(factories or default_factories(settings), defaults=DEFAULT_PROVIDERS)
+    controller = Controller(repo, vault, providers, LabCache(repo), settings)
+    runner = InProcessRunner(controller.reconcile, settings.reconcile_concurrency, follow_requeue)
+    return App(settings, repo, controller, Environments(controller), Engine(repo, controller, runner))

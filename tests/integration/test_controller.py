@@ -1,0 +1,267 @@
+"""The engine end to end on real databases (SQLite, PostgreSQL, MariaDB) and a real SSH server.
+
+The provider here is the in-memory one, because these tests need providers that fail, fill up and lose
+stacks on demand; the LXC provider has its own tests with real containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.memory_provider import MemoryProvider
+from tests.support.sshd import start_sshd
+
+from stacklab.config import Settings
+from stacklab.errors import TerminalProviderError, TransientProviderError
+from stacklab.providers.base import StackState
+from stacklab.types import Desired, Observed
+from stacklab.wiring import App, build_app
+
+pytestmark = pytest.mark.db
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write_lab(tmp_path: Path, providers: str = "- {name: a, type: local}", extra: str = "") -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            schema: 1
+            id: demo
+            title: Demo
+            login_user: learner
+            providers:
+            {providers}
+            local:
+              nodes:
+                - name: main
+            checks:
+              - name: marker
+                node: main
+                script: test -f "$HOME/.stacklab-marker-$(id -u)" || test -f /tmp/stacklab-marker
+                weight: 2
+                hint: create the marker
+            timeouts: {{launch: 30s, idle_suspend: 10m, delete_after: 1d}}
+            {extra}
+            """
+        ).format(providers=textwrap.indent(providers, ""), extra=extra)
+    )
+    return path
+
+
+@pytest.fixture
+async def sshd_port():  # type: ignore[no-untyped-def]
+    server, port = await start_sshd()
+    yield port
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def providers(sshd_port: int) -> dict[str, MemoryProvider]:
+    return {name: MemoryProvider(name, {"ssh": ("127.0.0.1", sshd_port)}) for name in ("local", "a", "b")}
+
+
+@pytest.fixture
+def app(settings: Settings, providers: dict[str, MemoryProvider]) -> Iterator[App]:
+    built = build_app(settings, {"local": lambda entry: providers[entry.name]}, follow_requeue=False)
+    clock = Clock()
+    built.controller.clock = clock
+    built.environments.clock = clock
+    yield built
+    built.close()
+
+
+async def settle(app: App, env_id: str) -> str:
+    record = await app.environments.drive(env_id, timeout_s=60)
+    return record.observed
+
+
+async def test_launch_runs_and_records_history(app: App, tmp_path: Path) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "alice", "c1")
+    assert await settle(app, record.id) == Observed.RUNNING
+    reasons = [(t.kind, t.reason) for t in app.repo.history(record.id)]
+    assert ("desired", "Launched") in reasons
+    assert ("observed", "Creating") in reasons and ("observed", "Ready") in reasons
+    assert app.repo.get(record.id).nodes == {
+        "main": {"host": "127.0.0.1", "port": app.repo.get(record.id).nodes["main"]["port"]}
+    }
+
+
+async def test_launch_twice_and_concurrently_gives_one_environment(app: App, tmp_path: Path) -> None:
+    lab = write_lab(tmp_path)
+    ids = await asyncio.gather(
+        *(asyncio.to_thread(lambda: app.environments.launch(lab, "bob", "c1").id) for _ in range(8))
+    )
+    assert len(set(ids)) == 1
+    assert len(app.repo.list()) == 1
+    assert app.environments.launch(lab, "bob", "c1").id == ids[0]
+    assert app.environments.launch(lab, "bob", "c2").id != ids[0]
+
+
+async def test_capacity_counts_suspended_and_fails_over(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    lab = write_lab(tmp_path, "- {name: a, type: local, capacity: 1}\n- {name: b, type: local, capacity: 1}")
+    first = app.environments.launch(lab, "l1")
+    assert await settle(app, first.id) == Observed.RUNNING
+    app.environments.request(first.id, Desired.SUSPENDED, "test")
+    assert await settle(app, first.id) == Observed.SUSPENDED
+    second = app.environments.launch(lab, "l2")
+    assert await settle(app, second.id) == Observed.RUNNING
+    assert (app.repo.get(first.id).provider, app.repo.get(second.id).provider) == ("a", "b")
+    third = app.environments.launch(lab, "l3")
+    assert await settle(app, third.id) == Observed.FAILED
+    assert app.repo.get(third.id).last_reason == "NoCapacity"
+    app.environments.request(first.id, Desired.DELETED, "test")
+    assert await settle(app, first.id) == Observed.DELETED
+    assert app.repo.usage() == {"a": 0, "b": 1}
+    app.environments.launch(lab, "l3")
+    assert await settle(app, third.id) == Observed.RUNNING
+    assert app.repo.get(third.id).provider == "a"
+
+
+async def test_failing_provider_fails_over_to_the_next(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    providers["a"].fail_create = TerminalProviderError("wrong password", reason="AuthFailed")
+    lab = write_lab(tmp_path, "- {name: a, type: local}\n- {name: b, type: local}")
+    record = app.environments.launch(lab, "carol")
+    assert await settle(app, record.id) == Observed.RUNNING
+    assert app.repo.get(record.id).provider == "b"
+    notes = [(t.from_state, t.reason) for t in app.repo.history(record.id) if t.kind == "provider"]
+    assert ("a", "AuthFailed") in notes
+    assert app.repo.usage() == {"a": 0, "b": 1}
+
+
+async def test_launch_timeout_fails_over_and_cleans_up(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    providers["a"].boot_polls = 10**9
+    lab = write_lab(tmp_path, "- {name: a, type: local}\n- {name: b, type: local}")
+    record = app.environments.launch(lab, "dave")
+    await app.controller.reconcile(record.id)
+    await app.controller.reconcile(record.id)
+    app.controller.clock.now += 31  # type: ignore[attr-defined]
+    assert await settle(app, record.id) == Observed.RUNNING
+    assert app.repo.get(record.id).provider == "b"
+    assert providers["a"].stacks == {}
+    assert "LaunchTimeout" in [t.reason for t in app.repo.history(record.id)]
+
+
+async def test_idle_suspends_activity_resumes_age_deletes(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "erin")
+    assert await settle(app, record.id) == Observed.RUNNING
+    clock = app.controller.clock
+    clock.now += 5 * 60  # type: ignore[attr-defined]
+    app.environments.touch(record.id)
+    clock.now += 9 * 60  # type: ignore[attr-defined]
+    await app.engine.run_pass()  # the old idle deadline has come, but the learner was active since
+    assert app.repo.get(record.id).observed == Observed.RUNNING
+    clock.now += 2 * 60  # type: ignore[attr-defined]
+    await app.engine.run_pass()
+    assert app.repo.get(record.id).observed == Observed.SUSPENDED
+    assert providers["a"].stacks[record.stack_name] == StackState.SUSPENDED
+    assert "Idle" in [t.reason for t in app.repo.history(record.id)]
+    app.environments.touch(record.id)
+    await app.engine.run_pass()
+    assert app.repo.get(record.id).observed == Observed.RUNNING
+    clock.now += 2 * 86400  # type: ignore[attr-defined]
+    await app.engine.run_pass()
+    await app.engine.run_pass()
+    assert app.repo.get(record.id).observed == Observed.DELETED
+    assert record.stack_name not in providers["a"].stacks
+    assert "Expired" in [t.reason for t in app.repo.history(record.id)]
+
+
+async def test_nothing_due_means_nothing_reconciled(app: App, tmp_path: Path) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "frank")
+    await settle(app, record.id)
+    assert await app.engine.run_pass() == 0
+
+
+async def test_transient_errors_retry_with_backoff_then_fail(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "gina")
+    await settle(app, record.id)
+    providers["a"].fail_suspend = TransientProviderError("cloud busy")
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    await app.controller.reconcile(record.id)
+    current = app.repo.get(record.id)
+    assert (current.observed, current.attempts, current.last_error) == (Observed.RUNNING, 1, "cloud busy")
+    assert current.due_at == current.next_attempt_at and current.next_attempt_at > app.controller.clock()
+    await app.controller.reconcile(record.id)  # not yet due: no new attempt
+    assert app.repo.get(record.id).attempts == 1
+    providers["a"].fail_suspend = None
+    app.controller.clock.now += 1  # type: ignore[attr-defined]
+    await app.controller.reconcile(record.id)
+    assert app.repo.get(record.id).observed == Observed.SUSPENDED
+
+
+async def test_sweep_removes_leaks_and_repairs_vanished(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "hank")
+    await settle(app, record.id)
+    providers["a"].stacks["sl-0badc0de"] = StackState.RUNNING
+    providers["a"].stacks["not-ours"] = StackState.RUNNING
+    del providers["a"].stacks[record.stack_name]
+    report = await app.engine.sweep()
+    assert report.removed == ["sl-0badc0de"] and "not-ours" in providers["a"].stacks
+    assert report.repaired == [record.id]
+    assert await settle(app, record.id) == Observed.RUNNING
+    assert record.stack_name in providers["a"].stacks
+    assert app.repo.usage()["a"] == 1
+
+
+async def test_a_dead_holder_does_not_block_the_environment(app: App, tmp_path: Path) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "ivy")
+    host = app.controller.owner.split(":")[0]
+    app.repo.acquire_lease(record.id, f"{host}:999999:1", app.controller.clock(), 3600)
+    assert await settle(app, record.id) == Observed.RUNNING
+
+
+async def test_checks_score_and_hooks(app: App, tmp_path: Path) -> None:
+    marker = Path("/tmp/stacklab-marker")
+    marker.unlink(missing_ok=True)
+    hook = "hooks: {before_suspend: {node: main, script: 'exit 3'}}"
+    record = app.environments.launch(write_lab(tmp_path, extra=hook), "jo")
+    await settle(app, record.id)
+    before = await app.environments.check(record.id)
+    assert (before.score, before.max_score, before.results[0].hint) == (0, 2, "create the marker")
+    marker.touch()
+    try:
+        after = await app.environments.check(record.id)
+    finally:
+        marker.unlink()
+    assert (after.score, after.counted) == (2, 2)
+    again = await app.environments.check(record.id)
+    assert (again.score, again.counted) == (0, 2)  # "best" keeps the best attempt
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    assert await settle(app, record.id) == Observed.SUSPENDED
+    hooks = [(t.from_state, t.reason) for t in app.repo.history(record.id) if t.kind == "hook"]
+    assert hooks == [("before_suspend", "HookFailed")]
+
+
+async def test_secrets_are_encrypted_at_rest(app: App, tmp_path: Path) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "kim")
+    await settle(app, record.id)
+    record = app.repo.get(record.id)
+    assert b"PRIVATE KEY" not in record.sealed_secrets
+    target = app.controller.targets(record, app.environments.lab_of(record))["main"]
+    assert "PRIVATE KEY" in target.private_key.reveal()
+    assert "PRIVATE KEY" not in repr(target)
