@@ -16,7 +16,12 @@ from stacklab.errors import ConfigError
 
 
 def _default_data_dir() -> str:
-    return os.environ.get("STACKLAB_DATA_DIR") or str(Path.home() / ".local" / "share" / "stacklab")
+    """/var/lib/stacklab for root (LXC nodes need root here), else the user's data folder."""
+    if os.environ.get("STACKLAB_DATA_DIR"):
+        return os.environ["STACKLAB_DATA_DIR"]
+    if os.geteuid() == 0:
+        return "/var/lib/stacklab"
+    return str(Path.home() / ".local" / "share" / "stacklab")
 
 
 @dataclass(frozen=True)
