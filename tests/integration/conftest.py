@@ -1,0 +1,102 @@
+"""Fixtures for tests that run real LXC containers (marked `lxc`): a provider on a temporary root dir.
+
+The base image is cached in STACKLAB_IMAGE_DIR (default /var/lib/stacklab/images) so that its one-minute build
+happens once per machine, not once per run. Every stack a test creates is deleted afterwards, even on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "network: needs the Debian mirror (apt-get inside a node)")
+
+
+def _lxc_usable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("lxc-start", "debootstrap", "newuidmap", "iptables"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not Path("/sys/fs/cgroup/freezer").is_dir():
+        return "no cgroup v1 freezer"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lxc_root() -> Iterator[Path]:
+    """A temporary LXC root dir for this session; whatever is left in it is deleted at the end."""
+    reason = _lxc_usable()
+    if reason:
+        pytest.skip(f"LXC tests: {reason}")
+    root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-", dir="/var/tmp"))
+    root.chmod(0o755)
+    yield root
+    from stacklab.providers.local import LocalProvider
+
+    provider = LocalProvider("local-test", {"root_dir": str(root), "image_dir": IMAGE_DIR})
+
+    async def sweep() -> None:
+        for name in await provider.list():
+            await provider.delete({"name": name})
+
+    run_sync(sweep())
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def base_image(lxc_root: Path) -> Path:
+    from stacklab.providers.local.image import ensure_base_image
+
+    return run_sync(ensure_base_image(IMAGE_DIR, progress=lambda msg: print(f"[image] {msg}", flush=True)))
+
+
+@pytest.fixture
+def local_provider(lxc_root: Path, base_image: Path):  # type: ignore[no-untyped-def]
+    from stacklab.providers.local import LocalProvider
+
+    return LocalProvider("local-test", {"root_dir": str(lxc_root), "image_dir": IMAGE_DIR})
+
+
+@pytest.fixture
+def new_stack_name(local_provider) -> Iterator[Callable[[], str]]:  # type: ignore[no-untyped-def]
+    """Call it for a fresh stack name; every stack named so is deleted after the test, even on failure."""
+    names: list[str] = []
+
+    def new() -> str:
+        name = f"slt-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        return name
+
+    yield new
+    errors = []
+
+    async def cleanup() -> None:
+        for name in names:
+            try:
+                await local_provider.delete({"name": name})
+            except Exception as e:  # report all, delete the rest first
+                errors.append(f"{name}: {e}")
+
+    run_sync(cleanup())
+    assert not errors, errors
+
+
+def run_sync(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine on a private loop (fixtures must not touch the test's current event loop)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
