@@ -155,8 +155,8 @@ def host_mirrors(sources_dir: Path = Path("/etc/apt")) -> tuple[str, str | None]
 
 
 @contextlib.asynccontextmanager
-async def file_lock(path: Path, poll_s: float = 0.2) -> AsyncIterator[None]:
-    """An exclusive flock on `path`, waited for without blocking the event loop."""
+async def file_lock(path: Path, poll_s: float = 0.2) -> AsyncIterator[int]:
+    """An exclusive flock on `path`, waited for without blocking the event loop; yields the lock's fd."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -166,7 +166,7 @@ async def file_lock(path: Path, poll_s: float = 0.2) -> AsyncIterator[None]:
                 break
             except BlockingIOError:
                 await asyncio.sleep(poll_s)
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing releases the lock
 
@@ -195,7 +195,7 @@ async def build_base_image(
     os.chmod(image_dir, os.stat(image_dir).st_mode | 0o055)
     final = image_path(image_dir)
     say = progress or (lambda _msg: None)
-    async with file_lock(image_dir / ".build.lock"):
+    async with file_lock(image_dir / ".build.lock") as lock_fd:
         if image_ready(final) and not force:
             return final
         # We hold the lock: any temp dir left is from a killed build.
@@ -204,7 +204,7 @@ async def build_base_image(
         tmp = image_dir / f".tmp-{final.name}-{os.getpid()}"
         try:
             started = time.monotonic()
-            await _build_into(tmp, say)
+            await _build_into(tmp, say, lock_fd)
             if final.exists():
                 # force: move the old image aside; nodes still using it keep their (now renamed) lower dir
                 # only until restart, so only do this when nothing runs on it.
@@ -219,7 +219,7 @@ async def build_base_image(
     return final
 
 
-async def _build_into(tmp: Path, say: Progress) -> None:
+async def _build_into(tmp: Path, say: Progress, lock_fd: int) -> None:
     if shutil.which("debootstrap") is None:
         raise TerminalProviderError("debootstrap is not installed (apt-get install debootstrap)")
     rootfs = tmp / "rootfs"
@@ -234,6 +234,9 @@ async def _build_into(tmp: Path, say: Progress) -> None:
         str(rootfs),
         mirror,
         timeout=900,
+        # debootstrap inherits the lock: if we are killed, the next builder waits for it to end before
+        # removing its half-built tree.
+        pass_fds=(lock_fd,),
     )
     await _umount_under(tmp)
     if rc != 0:

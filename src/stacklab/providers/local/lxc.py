@@ -17,11 +17,14 @@ UID_SHIFT = 100000
 ID_RANGE = 65536
 
 
-async def run(*cmd: str, timeout: float = 120, input: bytes | None = None) -> tuple[int, str, str]:
+async def run(
+    *cmd: str, timeout: float = 120, input: bytes | None = None, pass_fds: tuple[int, ...] = ()
+) -> tuple[int, str, str]:
     """Run a command; return (exit code, stdout, stderr). A missing binary gives exit code 127."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd,
+            pass_fds=pass_fds,
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -128,7 +128,7 @@ class LocalProvider(Provider):
         (self.root / ROOT_MARKER).touch()
         (self.root / ".locks").mkdir(exist_ok=True)
 
-    def _lock(self, stack: str) -> contextlib.AbstractAsyncContextManager[None]:
+    def _lock(self, stack: str) -> contextlib.AbstractAsyncContextManager[int]:
         return file_lock(self.root / ".locks" / f"{stack}.lock")
 
     # ----------------------------------------------------------------------------------------------------
@@ -471,13 +471,9 @@ class LocalProvider(Provider):
                     "present" if ok else "missing (added on first create)",
                 )
             )
-        fr = lxc.FREEZER_ROOT / "freezer.state"
+        has_freezer = (lxc.FREEZER_ROOT / "cgroup.procs").exists()
         out.append(
-            (
-                "cgroup v1 freezer",
-                lxc.FREEZER_ROOT.is_dir(),
-                str(lxc.FREEZER_ROOT) if fr.parent.is_dir() else "absent",
-            )
+            ("cgroup v1 freezer", has_freezer, str(lxc.FREEZER_ROOT) if has_freezer else "not mounted")
         )
         img = image_path(self.image_dir)
         ready = image_ready(img)
