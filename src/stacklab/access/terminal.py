@@ -1,0 +1,432 @@
+"""Terminal sessions: an interactive shell on a node (asyncssh, with a PTY) that a browser tab attaches to.
+
+Framework-free: the web layer (`stacklab.web.terminal`) moves bytes between a websocket and an `Attachment`.
+
+- **Output** is kept as the bytes SSH delivered (no decoding, no copying on the hot path) in a short list of
+  chunks with stream offsets: byte N of a session's output always has offset N.
+- **Flow control**: the SSH channel is not read while more than `HIGH_WATER` (512 KiB) bytes are produced but
+  not acknowledged by the client, and is read again below `LOW_WATER` (128 KiB). The SSH channel window is
+  small too (`CHANNEL_WINDOW`), so after a flood only a bounded backlog sits between the shell and the
+  screen and Ctrl-C acts at once. The same bound holds while no client is attached.
+- **Keeping**: a session outlives its websocket for `keep_s` (detached), so a reconnect with the same
+  session id re-attaches to the same shell; it replays what the server still holds after the client's
+  offset (every unacknowledged byte, and at least the last `REPLAY_TAIL` bytes, so a reloaded page that
+  starts at offset 0 shows the prompt).
+- **Costs**: no thread per session, no preallocated buffers; an idle session holds its SSH connection and a
+  few KiB of output tail.
+
+The private key is used only to open the SSH connection (`stacklab.access.ssh.connect`); it is never stored
+here nor logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncssh
+
+from stacklab.access.ssh import Target, connect
+from stacklab.errors import AccessError
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 512 * 1024
+LOW_WATER = 128 * 1024
+REPLAY_TAIL = 16 * 1024
+CHANNEL_WINDOW = 256 * 1024
+CHANNEL_PACKET = 32 * 1024
+MAX_SESSIONS_PER_SUBJECT = 10
+TERM_TYPE = "xterm-256color"
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """Who owns a shell: one per (environment, node, token subject, browser tab's session id)."""
+
+    env_id: str
+    node: str
+    subject: str
+    session_id: str
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Attachment:
+    """One client (a websocket) attached to a session: what to send it next, and what it sent back."""
+
+    __slots__ = ("_pending", "_wake", "ended", "read_only", "ready_offset", "sent", "session")
+
+    def __init__(self, session: TerminalSession, start: int, replay: bytes, read_only: bool) -> None:
+        self.session = session
+        self.read_only = read_only
+        self.ready_offset = start  # stream offset of the first byte this attachment will receive
+        self.sent = start  # stream offset after the last byte handed out by `output()`
+        self._pending: list[bytes] = [replay] if replay else []
+        self._wake = asyncio.Event()
+        if replay:
+            self._wake.set()
+        self.ended: str | None = None  # why this attachment ended (the session closed, another tab took it)
+
+    # session -> client --------------------------------------------------------------------------------
+    def _push(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._wake.set()
+
+    def _end(self, reason: str) -> None:
+        if self.ended is None:
+            self.ended = reason
+        self._wake.set()
+
+    async def output(self) -> bytes | None:
+        """The output produced since the last call, as one chunk; None once this attachment has ended
+        (all output produced before the end is handed out first)."""
+        while True:
+            pending = self._pending
+            if pending:
+                self._pending = []
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                self.sent += len(data)
+                return data
+            if self.ended is not None:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+
+    # client -> session --------------------------------------------------------------------------------
+    def write(self, data: bytes) -> bool:
+        """Input from the client; dropped for read-only clients. True when it went to the shell."""
+        if self.read_only or self.ended is not None:
+            return False
+        return self.session._input(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.ended is None:
+            self.session.resize(cols, rows)
+
+    def ack(self, offset: int) -> None:
+        """The client rendered output up to `offset` (a stream offset); never beyond what it was sent."""
+        if self.ended is None:
+            self.session._ack(min(offset, self.sent))
+
+
+class TerminalSession(asyncssh.SSHClientSession[bytes]):
+    """A shell with a PTY on one node, its recent output, and at most one attached client."""
+
+    def __init__(
+        self,
+        key: SessionKey,
+        on_closed: Callable[[TerminalSession], None],
+        activity: Callable[[], None] | None = None,
+        activity_throttle_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.key = key
+        self._on_closed = on_closed
+        self._activity = activity
+        self._activity_throttle_s = activity_throttle_s
+        self._clock = clock
+        self._last_activity = float("-inf")
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self._chunks: deque[bytes] = deque()
+        self.base = 0  # stream offset of the first byte still held
+        self.end = 0  # stream offset after the last byte produced
+        self.acked = 0  # the client rendered everything before this offset
+        self._paused = False
+        self.attachment: Attachment | None = None
+        self.closed: str | None = None  # the reason, once closed
+        self._keep_timer: asyncio.TimerHandle | None = None
+        self.created_at = clock()
+        self.detached_at: float | None = None
+
+    # opening -------------------------------------------------------------------------------------------
+    async def start(self, target: Target, cols: int, rows: int, connect_timeout_s: float) -> None:
+        """Connect and start the login shell; raises AccessError when the node cannot be reached."""
+        self._conn = await connect(target, connect_timeout_s)
+        try:
+            await self._conn.create_session(
+                lambda: self,
+                term_type=TERM_TYPE,
+                term_size=(cols, rows),
+                env={"LANG": "C.UTF-8"},
+                encoding=None,
+                window=CHANNEL_WINDOW,
+                max_pktsize=CHANNEL_PACKET,
+            )
+        except (OSError, asyncssh.Error) as exc:
+            self._conn.close()
+            raise AccessError(f"opening a shell on {target.host} failed: {exc}") from exc
+
+    # asyncssh callbacks --------------------------------------------------------------------------------
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
+        self._chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """The hot path: keep the chunk, hand it to the client, stop reading when too much is unacked."""
+        self._chunks.append(data)
+        self.end += len(data)
+        attachment = self.attachment
+        if attachment is not None:
+            attachment._push(data)
+        if not self._paused and self.end - self.acked > HIGH_WATER and self._chan is not None:
+            self._paused = True
+            self._chan.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # let the channel close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close("the shell exited" if exc is None else f"the connection to the node was lost: {exc}")
+
+    # client side ---------------------------------------------------------------------------------------
+    def _input(self, data: bytes) -> bool:
+        chan = self._chan
+        if chan is None or self.closed is not None:
+            return False
+        chan.write(data)
+        if self._activity is not None:
+            now = self._clock()
+            if now - self._last_activity >= self._activity_throttle_s:
+                self._last_activity = now
+                try:
+                    self._activity()
+                except Exception:  # activity is best effort; the keystroke already went through
+                    log.warning("recording terminal activity failed", exc_info=True)
+        return True
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self._chan is not None and self.closed is None:
+            self._chan.change_terminal_size(cols, rows)
+
+    def _ack(self, offset: int) -> None:
+        if offset <= self.acked:
+            return
+        self.acked = offset
+        self._trim()
+        if self._paused and self.end - self.acked < LOW_WATER and self._chan is not None:
+            self._paused = False
+            self._chan.resume_reading()
+
+    def _trim(self) -> None:
+        """Drop output that is both acknowledged and older than the replay tail."""
+        keep_from = min(self.acked, self.end - REPLAY_TAIL)
+        chunks = self._chunks
+        while chunks and self.base + len(chunks[0]) <= keep_from:
+            self.base += len(chunks.popleft())
+        if chunks and keep_from - self.base >= 4096:
+            chunks[0] = chunks[0][keep_from - self.base :]
+            self.base = keep_from
+
+    def held(self) -> int:
+        """Bytes of output held for replay."""
+        return self.end - self.base
+
+    def read(self, start: int) -> bytes:
+        """The held output from stream offset `start` (clamped to what is held) to the end."""
+        start = max(start, self.base)
+        pieces = []
+        pos = self.base
+        for chunk in self._chunks:
+            chunk_end = pos + len(chunk)
+            if chunk_end > start:
+                pieces.append(chunk if pos >= start else chunk[start - pos :])
+            pos = chunk_end
+        return b"".join(pieces)
+
+    def attach(self, offset: int, read_only: bool = False, cols: int = 0, rows: int = 0) -> Attachment:
+        """Attach a client that already has `offset` bytes of output (0: none); a previous client is detached.
+
+        The client is first sent what the server holds after its offset. A client at offset 0 (a reloaded
+        page) or beyond the end (an offset from another shell) gets the last `REPLAY_TAIL` bytes, from a
+        line start when there is one. `Attachment.ready_offset` is the stream offset of the first byte sent.
+        """
+        if self.closed is not None:
+            raise RuntimeError("attach to a closed terminal session")
+        if self._keep_timer is not None:
+            self._keep_timer.cancel()
+            self._keep_timer = None
+        self.detached_at = None
+        previous = self.attachment
+        if previous is not None:
+            previous._end("the terminal was opened in another tab")
+        if 0 < offset <= self.end:
+            start = max(offset, self.base)
+            self._ack(offset)
+        else:
+            start = max(self.base, self.end - REPLAY_TAIL)
+            if start > 0:
+                head = self.read(start)[:4096]
+                newline = head.find(b"\n")
+                if newline >= 0:
+                    start += newline + 1
+        attachment = Attachment(self, start, self.read(start), read_only)
+        self.attachment = attachment
+        if cols > 0 and rows > 0:
+            self.resize(cols, rows)
+        return attachment
+
+    def detach(self, attachment: Attachment, keep_s: float) -> None:
+        """The client went away: keep the shell for `keep_s` seconds for a reconnect, then close it."""
+        attachment._end("detached")
+        if self.attachment is not attachment or self.closed is not None:
+            return
+        self.attachment = None
+        self.detached_at = self._clock()
+        if keep_s <= 0:
+            self.close("detached")
+            return
+        self._keep_timer = asyncio.get_running_loop().call_later(keep_s, self.close, "kept long enough")
+
+    # closing -------------------------------------------------------------------------------------------
+    def close(self, reason: str) -> None:
+        """Close the shell and the SSH connection; the attached client gets the rest of the output first."""
+        if self.closed is not None:
+            return
+        self.closed = reason
+        if self._keep_timer is not None:
+            self._keep_timer.cancel()
+            self._keep_timer = None
+        if self.attachment is not None:
+            self.attachment._end(reason)
+        if self._chan is not None:
+            self._chan.close()
+        if self._conn is not None:
+            self._conn.close()
+        self._chunks.clear()
+        self._on_closed(self)
+
+
+class TerminalManager:
+    """The live terminal sessions of this process, by key; opens, re-attaches, counts and closes them."""
+
+    def __init__(self, max_per_subject: int = MAX_SESSIONS_PER_SUBJECT) -> None:
+        self.max_per_subject = max_per_subject
+        self._sessions: dict[SessionKey, TerminalSession] = {}
+        self._opening: dict[SessionKey, asyncio.Future[TerminalSession]] = {}
+
+    def get(self, key: SessionKey) -> TerminalSession | None:
+        session = self._sessions.get(key)
+        return session if session is not None and session.closed is None else None
+
+    async def open(
+        self,
+        key: SessionKey,
+        target: Callable[[], Target],
+        cols: int,
+        rows: int,
+        *,
+        connect_timeout_s: float = 5.0,
+        activity: Callable[[], None] | None = None,
+        activity_throttle_s: float = 10.0,
+    ) -> tuple[TerminalSession, bool]:
+        """The live session for `key`, or a new one (then True); concurrent opens of one key share a shell.
+
+        `target` is called only when a new shell is needed. Raises AccessError when SSH fails.
+        """
+        session = self.get(key)
+        if session is not None:
+            return session, False
+        pending = self._opening.get(key)
+        if pending is None:
+            self._make_room(key)
+            pending = asyncio.ensure_future(
+                self._start(key, target(), cols, rows, connect_timeout_s, activity, activity_throttle_s)
+            )
+            self._opening[key] = pending
+            pending.add_done_callback(lambda _: self._opening.pop(key, None))
+            return await asyncio.shield(pending), True
+        return await asyncio.shield(pending), False
+
+    async def _start(
+        self,
+        key: SessionKey,
+        target: Target,
+        cols: int,
+        rows: int,
+        connect_timeout_s: float,
+        activity: Callable[[], None] | None,
+        activity_throttle_s: float,
+    ) -> TerminalSession:
+        session = TerminalSession(key, self._forget, activity, activity_throttle_s)
+        await session.start(target, cols, rows, connect_timeout_s)
+        if session.closed is None:
+            self._sessions[key] = session
+            log.info(
+                "terminal opened",
+                extra={"env_id": key.env_id, "node": key.node, "subject": key.subject},
+            )
+        return session
+
+    def _make_room(self, key: SessionKey) -> None:
+        """At most `max_per_subject` shells per (environment, subject): close the longest-detached first."""
+        mine = [s for k, s in self._sessions.items() if (k.env_id, k.subject) == (key.env_id, key.subject)]
+        if len(mine) < self.max_per_subject:
+            return
+        detached = sorted((s for s in mine if s.detached_at is not None), key=lambda s: s.detached_at or 0)
+        for session in detached[: len(mine) - self.max_per_subject + 1]:
+            session.close("too many terminals open; this one was detached longest")
+
+    def _forget(self, session: TerminalSession) -> None:
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+            log.info(
+                "terminal closed",
+                extra={
+                    "env_id": session.key.env_id,
+                    "node": session.key.node,
+                    "subject": session.key.subject,
+                    "reason": session.closed,
+                },
+            )
+
+    def count(self) -> int:
+        return len(self._sessions)
+
+    def attached(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.attachment is not None)
+
+    def close_sessions(self, env_id: str, reason: str = "the environment was stopped") -> int:
+        """Close every session of one environment (deleted, reset, suspended); returns how many."""
+        doomed = [s for k, s in self._sessions.items() if k.env_id == env_id]
+        for session in doomed:
+            session.close(reason)
+        return len(doomed)
+
+    def close_all(self, reason: str = "the service is shutting down") -> int:
+        doomed = list(self._sessions.values())
+        for session in doomed:
+            session.close(reason)
+        return len(doomed)
+
+
+# The process's sessions (the web service has one event loop). -----------------------------------------
+MANAGER = TerminalManager()
+
+
+def open_terminals() -> int:
+    """Terminal sessions open in this process, attached or kept detached (for a Prometheus gauge)."""
+    return MANAGER.count()
+
+
+def attached_terminals() -> int:
+    """Terminal sessions with a client attached right now."""
+    return MANAGER.attached()
+
+
+def close_sessions(env_id: str, reason: str = "the environment was stopped") -> int:
+    """Close every terminal of an environment (call on delete and reset); returns how many were open."""
+    return MANAGER.close_sessions(env_id, reason)
+
+
+async def shutdown_terminals() -> None:
+    """Close every terminal (call on application shutdown) and let the closes go out."""
+    if MANAGER.close_all():
+        await asyncio.sleep(0)

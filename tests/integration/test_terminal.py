@@ -1,0 +1,432 @@
+"""The browser terminal bridge on a real LXC node with a real sshd: websocket <-> asyncssh shell.
+
+One environment (examples/hello.yaml) serves the whole module; each test serves the terminal router with
+uvicorn on 127.0.0.1 (a free port) in its own event loop and talks to it with the `websockets` client, as a
+browser would: binary frames for bytes, JSON text frames for control, acks as output is "rendered".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from stacklab.access import terminal as sessions
+from stacklab.config import Settings
+from stacklab.types import Desired, Observed
+from stacklab.web.context import WebContext
+from stacklab.web.terminal import router
+from stacklab.web.tokens import TokenSigner
+from stacklab.wiring import App, build_app
+
+pytestmark = pytest.mark.lxc
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
+SECRET = "terminal-test-signing-secret"
+PROMPT = re.compile(rb"\$ $")
+FRAMES: list[bytes] = []  # every frame any test client received, for the key-leak check
+
+
+@dataclass
+class Lab:
+    app: App
+    env_id: str
+    idle_env_id: str  # launched but never driven: observed "new", so not running
+    signer: TokenSigner = field(default_factory=lambda: TokenSigner(SECRET))
+
+    def token(self, env_id: str | None = None, ttl_s: float = 300, read_only: bool = False) -> str:
+        return self.signer.issue("learner", "ann", env_id or self.env_id, ttl_s, read_only=read_only)
+
+
+def run_sync(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine on a private loop (module fixtures must not touch a test's event loop)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def _lxc_usable() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("lxc-start", "debootstrap", "newuidmap", "iptables"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    reason = _lxc_usable()
+    if reason:
+        pytest.skip(f"LXC tests: {reason}")
+    data_dir = Path(tempfile.mkdtemp(prefix="stacklab-term-", dir="/var/tmp"))
+    data_dir.chmod(0o755)
+    app = build_app(
+        Settings(data_dir=str(data_dir), image_dir=IMAGE_DIR, poll_interval_s=0.2, terminal_keep_s=60.0)
+    )
+    env_ids = []
+    try:
+        record = app.environments.launch(REPO / "examples" / "hello.yaml", learner="ann", course="term")
+        env_ids.append(record.id)
+        record = run_sync(app.environments.drive(record.id, 300))
+        assert record.observed == Observed.RUNNING, (record.observed, record.last_error)
+        idle = app.environments.launch(REPO / "examples" / "hello.yaml", learner="bob", course="term")
+        env_ids.append(idle.id)
+        yield Lab(app, record.id, idle.id)
+    finally:
+        sessions.MANAGER.close_all()
+        for env_id in env_ids:
+            app.environments.request(env_id, Desired.DELETED, "TestDone")
+            run_sync(app.environments.drive(env_id, 120))
+        app.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def serve(lab: Lab) -> AsyncIterator[str]:
+    """The terminal router on 127.0.0.1:<free port>; yields the ws:// base URL. Closes its sessions after."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    web = FastAPI()
+    web.include_router(router)
+    web.state.ctx = WebContext(
+        stack=lab.app, signer=lab.signer, public_url=f"http://127.0.0.1:{port}", admin_password="x"
+    )
+    config = uvicorn.Config(
+        web,
+        log_level="warning",
+        lifespan="off",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        sessions.MANAGER.close_all()
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+class Term:
+    """A terminal client as the browser runs it: counts output bytes and acks them every 16 KiB."""
+
+    def __init__(self, ws: ClientConnection, ack: bool = True) -> None:
+        self.ws = ws
+        self.ack = ack
+        self.output = bytearray()
+        self.offset = 0  # stream offset of the next byte
+        self.acked = 0
+        self.events: list[dict] = []  # type: ignore[type-arg]
+
+    async def ready(self) -> dict:  # type: ignore[type-arg]
+        while True:
+            message = await asyncio.wait_for(self.ws.recv(), 10)
+            FRAMES.append(message if isinstance(message, bytes) else message.encode())
+            assert isinstance(message, str), "output before ready"
+            event = json.loads(message)
+            self.events.append(event)
+            if event["type"] == "ready":
+                self.offset = event["offset"]
+                return event  # type: ignore[no-any-return]
+
+    async def read_once(self, timeout: float) -> bool:
+        message = await asyncio.wait_for(self.ws.recv(), timeout)
+        FRAMES.append(message if isinstance(message, bytes) else message.encode())
+        if isinstance(message, str):
+            self.events.append(json.loads(message))
+            return False
+        self.output += message
+        self.offset += len(message)
+        if self.ack and self.offset - self.acked >= 16384:
+            await self.send_ack()
+        return True
+
+    async def send_ack(self) -> None:
+        self.acked = self.offset
+        await self.ws.send(json.dumps({"type": "ack", "offset": self.offset}))
+
+    async def until(self, pattern: re.Pattern[bytes] | bytes, timeout: float = 20.0, since: int = 0) -> bytes:
+        """Read until `pattern` appears in the output after position `since`; returns that output."""
+        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not regex.search(self.output, since):
+            try:
+                await self.read_once(max(deadline - loop.time(), 0.001))
+            except TimeoutError:
+                tail = bytes(self.output[-300:])
+                raise AssertionError(
+                    f"{regex.pattern!r} did not arrive within {timeout}s; tail: {tail!r}"
+                ) from None
+        if self.ack and self.offset > self.acked:
+            await self.send_ack()
+        return bytes(self.output[since:])
+
+    async def amount(self, count: int, timeout: float = 30.0) -> None:
+        """Read until `count` more bytes of output arrived."""
+        goal = self.offset + count
+        async with asyncio.timeout(timeout):
+            while self.offset < goal:
+                await self.read_once(timeout)
+
+    async def type(self, text: str | bytes) -> None:
+        await self.ws.send(text.encode() if isinstance(text, str) else text)
+
+    async def run(self, command: str, expect: re.Pattern[bytes] | bytes, timeout: float = 20.0) -> bytes:
+        mark = len(self.output)
+        await self.type(command + "\r")
+        return await self.until(expect, timeout, since=mark)
+
+    async def drain(self, quiet_s: float) -> None:
+        """Read until nothing arrives for `quiet_s` seconds."""
+        with contextlib.suppress(TimeoutError):
+            while True:
+                await self.read_once(quiet_s)
+
+
+def url(base: str, lab: Lab, *, node: str = "main", env_id: str | None = None, **params: object) -> str:
+    params.setdefault("token", lab.token())
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{base}/api/v1/environments/{env_id or lab.env_id}/terminal/{node}?{query}"
+
+
+@contextlib.asynccontextmanager
+async def terminal(address: str, ack: bool = True, **kwargs: object) -> AsyncIterator[Term]:
+    async with connect(address, compression=None, max_size=None, **kwargs) as ws:  # type: ignore[arg-type]
+        term = Term(ws, ack)
+        await term.ready()
+        yield term
+
+
+async def refusal(address: str, **kwargs: object) -> tuple[int | None, list[str]]:
+    """The close code and the messages of a connection the server refuses."""
+    messages = []
+    async with connect(address, compression=None, **kwargs) as ws:  # type: ignore[arg-type]
+        try:
+            while True:
+                messages.append(await asyncio.wait_for(ws.recv(), 10))
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code if closed.rcvd else None), messages  # type: ignore[return-value]
+    return None, messages
+
+
+def line(text: bytes) -> re.Pattern[bytes]:
+    """`text` as a whole output line (bash's bracketed-paste switch may precede it with a bare CR)."""
+    return re.compile(rb"[\r\n]" + text + rb"\r\n")
+
+
+def sid() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+# tests ---------------------------------------------------------------------------------------------------
+async def test_prompt_then_echo_arithmetic(lab: Lab) -> None:
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        assert term.events[0]["type"] == "ready" and term.events[0]["offset"] == 0
+        await term.until(PROMPT)
+        await term.run("echo $((6*7))", line(rb"42"))
+        assert sessions.open_terminals() == 1
+
+
+async def test_size_from_query_then_resize(lab: Lab) -> None:
+    async with serve(lab) as base, terminal(url(base, lab, session=sid(), cols=91, rows=21)) as term:
+        await term.until(PROMPT)
+        await term.run("stty size", line(rb"21 91"))
+        await term.ws.send(json.dumps({"type": "resize", "cols": 132, "rows": 43}))
+        await term.run("stty size", line(rb"43 132"))
+
+
+async def test_ctrl_c_after_a_flood_acts_and_the_shell_still_works(lab: Lab) -> None:
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        await term.until(PROMPT)
+        await term.type("yes\r")
+        await term.amount(2_000_000)
+        await term.type(b"\x03")
+        await term.run("echo done-$((40+2))", re.compile(rb"done-42"), timeout=30)
+        await term.type("cat /dev/zero | head -c 50M | base64\r")
+        await term.amount(2_000_000)
+        await term.type(b"\x03")
+        await term.run("echo again-$((40+3))", re.compile(rb"again-43"), timeout=30)
+
+
+async def test_output_stops_while_the_client_does_not_ack(lab: Lab) -> None:
+    """Flow control: without acks, the server sends a bounded amount; acking lets the rest come."""
+    async with serve(lab) as base, terminal(url(base, lab, session=sid()), ack=False) as term:
+        await term.until(PROMPT)
+        await term.send_ack()
+        start = term.offset
+        await term.type("yes | head -c 20000000; echo flood-$((1+1))\r")
+        await term.drain(1.5)
+        held = term.offset - start
+        assert held < 2 * 1024 * 1024, f"{held} bytes arrived without an ack"
+        assert b"flood-2" not in term.output
+        term.ack = True
+        await term.send_ack()
+        await term.until(re.compile(rb"flood-2"), timeout=60, since=start)
+
+
+async def test_reconnect_with_the_same_session_finds_the_same_shell(lab: Lab) -> None:
+    session = sid()
+    async with serve(lab) as base:
+        async with terminal(url(base, lab, session=session)) as term:
+            await term.until(PROMPT)
+            await term.run("export MARKER_VAR=kept-$((7*6))", PROMPT)
+            received = term.offset
+        for _ in range(100):  # the server notices the close
+            if sessions.MANAGER.attached() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert sessions.open_terminals() == 1  # detached, kept
+        async with terminal(url(base, lab, session=session, offset=received)) as term:
+            assert term.events[-1]["offset"] == received  # nothing lost, nothing repeated
+            term.offset = received
+            await term.run("echo $MARKER_VAR", line(rb"kept-42"))
+            received = term.offset
+        async with terminal(url(base, lab, session=session, offset=0)) as term:  # a reloaded page
+            assert term.events[-1]["offset"] == max(0, received - 16384)  # the tail, whole here
+            await term.until(PROMPT)  # the replayed tail ends with the prompt
+            assert b"kept-42" in term.output
+        async with terminal(url(base, lab, session=sid())) as term:  # another tab: another shell
+            await term.until(PROMPT)
+            await term.run("echo [$MARKER_VAR]", line(rb"\[\]"))
+            assert sessions.open_terminals() == 2
+
+
+async def test_second_tab_with_the_same_session_takes_it_over(lab: Lab) -> None:
+    session = sid()
+    async with serve(lab) as base, terminal(url(base, lab, session=session)) as first:
+        await first.until(PROMPT)
+        async with terminal(url(base, lab, session=session, offset=first.offset)) as second:
+            with pytest.raises(ConnectionClosed):
+                await first.drain(5)
+            assert first.events[-1] == {"type": "closed", "reason": "the terminal was opened in another tab"}
+            await second.run("echo $((3*3))", line(rb"9"))
+
+
+async def test_refusals(lab: Lab) -> None:
+    async with serve(lab) as base:
+        other = lab.token(env_id="someone-else")
+        assert (await refusal(url(base, lab, token=other)))[0] == 4403
+        expired = lab.token(ttl_s=-5)
+        code, messages = await refusal(url(base, lab, token=expired))
+        assert code == 4401 and "expired" in messages[0]
+        body, signature = lab.token().split(".")
+        tampered = json.loads(__import__("base64").urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        tampered["s"] = "mallory"
+        forged = __import__("base64").urlsafe_b64encode(json.dumps(tampered).encode()).rstrip(b"=").decode()
+        assert (await refusal(url(base, lab, token=f"{forged}.{signature}")))[0] == 4401
+        assert (await refusal(url(base, lab, token="garbage")))[0] == 4401
+        assert (await refusal(url(base, lab).replace("token=", "nothing=")))[0] == 4401
+        foreign = await refusal(url(base, lab), origin="https://evil.example")  # type: ignore[arg-type]
+        assert foreign[0] == 4403
+        own = base.replace("ws://", "http://")
+        async with terminal(url(base, lab, session=sid()), origin=own) as term:  # type: ignore[arg-type]
+            await term.until(PROMPT)
+        assert (await refusal(url(base, lab, node="nosuchnode")))[0] == 4404
+        assert (await refusal(url(base, lab, env_id="00000000", token=lab.token("00000000"))))[0] == 4404
+        idle = lab.idle_env_id
+        code, messages = await refusal(url(base, lab, env_id=idle, token=lab.token(idle)))
+        assert code == 4409 and "not running" in messages[0]
+        staff = lab.signer.issue("staff", "tutor", None, 300)
+        async with terminal(url(base, lab, session=sid(), token=staff)) as term:
+            await term.until(PROMPT)
+
+
+async def test_read_only_token_sees_output_but_cannot_type(lab: Lab) -> None:
+    async with serve(lab) as base:
+        token = lab.token(read_only=True)
+        async with terminal(url(base, lab, session=sid(), token=token)) as term:
+            await term.until(PROMPT)  # output flows
+            mark = len(term.output)
+            await term.type("echo typed-$((5*5))\r")
+            await term.ws.send(json.dumps({"type": "resize", "cols": 33, "rows": 11}))
+            await term.drain(1.0)
+            assert term.output[mark:] == b""  # no echo, no SIGWINCH redraw
+
+
+async def test_input_is_activity_and_output_is_not(lab: Lab) -> None:
+    repo = lab.app.repo
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        await term.until(PROMPT)
+        before = repo.get(lab.env_id).last_activity_at
+        await asyncio.sleep(0.05)
+        await term.run("echo $((2+2))", line(rb"4"))
+        after = repo.get(lab.env_id).last_activity_at
+        assert after > before
+        await term.run("echo $((2+3))", line(rb"5"))  # within the throttle: no write
+        await term.type("yes | head -c 300000\r")
+        await term.drain(1.0)
+        assert repo.get(lab.env_id).last_activity_at == after
+
+
+async def test_close_sessions_ends_the_terminals_of_an_environment(lab: Lab) -> None:
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        await term.until(PROMPT)
+        assert sessions.close_sessions("not-this-one") == 0
+        assert sessions.close_sessions(lab.env_id) == 1
+        with pytest.raises(ConnectionClosed) as closed:
+            await term.drain(5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        assert term.events[-1]["type"] == "closed"
+        assert sessions.open_terminals() == 0
+
+
+async def test_shell_exit_closes_the_session(lab: Lab) -> None:
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        await term.until(PROMPT)
+        await term.type("exit\r")
+        with pytest.raises(ConnectionClosed):
+            await term.drain(5)
+        assert term.events[-1] == {"type": "closed", "reason": "the shell exited"}
+        assert sessions.open_terminals() == 0
+
+
+async def test_binary_output_is_not_reencoded(lab: Lab) -> None:
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        await term.until(PROMPT)
+        mark = len(term.output)
+        await term.type("stty raw -echo; printf 'A\\377\\376\\000\\303\\251Z'; stty sane\r")
+        await term.until(b"\xa9Z", since=mark)
+        assert b"A\xff\xfe\x00\xc3\xa9Z" in term.output[mark:]
+
+
+async def test_private_key_never_reaches_the_client_or_the_logs(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
+        await term.until(PROMPT)
+        await term.run("cat ~/.ssh/authorized_keys; echo end-$((1+1))", b"end-2")
+    record = lab.app.repo.get(lab.env_id)
+    key = lab.app.controller.targets(record, lab.app.environments.lab_of(record))["main"].private_key.reveal()
+    secret_lines = [line for line in key.splitlines() if len(line) > 20 and "PRIVATE KEY" not in line]
+    assert secret_lines
+    everything = b"".join(FRAMES)
+    assert len(FRAMES) > 50
+    for line in secret_lines:
+        assert line.encode() not in everything
+        assert line not in caplog.text
