@@ -179,6 +179,7 @@ def test_engine_killed_mid_launch_and_mid_suspend_converges(cli: Cli, tmp_path: 
         (EXAMPLES / "hello.yaml")
         .read_text()
         .replace("id: hello-lab", "id: slow-hook")
+        .replace("memory_mb: 256", "memory_mb: 256\n      setup: sleep 15")  # a launch that takes a while
         .replace("timeouts:", "hooks:\n  before_suspend: {node: main, script: sleep 30}\ntimeouts:")
     )
     ref = "default/slow-hook/cy"
