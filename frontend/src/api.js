@@ -1,0 +1,148 @@
+// Access tokens and JSON calls to the stacklab API (docs/web-protocol.md).
+//
+// A page receives its token in the URL fragment (#token=T): it is moved to sessionStorage at once and the
+// fragment is removed, so the token never reaches a server log, a referrer or the browser history.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Take `#token=T` from the URL (if any) into sessionStorage under `key`, strip it, return the token. */
+export function takeToken(key) {
+  const fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
+  const fromUrl = fragment.get("token");
+  if (fromUrl) {
+    sessionStorage.setItem(key, fromUrl);
+    fragment.delete("token");
+    const rest = fragment.toString();
+    const url = window.location.pathname + window.location.search + (rest ? `#${rest}` : "");
+    history.replaceState(history.state, "", url);
+  }
+  return sessionStorage.getItem(key);
+}
+
+/** Expiry (epoch seconds) from a token's public claims, or null if it cannot be read. */
+export function tokenExpiry(token) {
+  try {
+    const body = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(body + "=".repeat((4 - (body.length % 4)) % 4)));
+    return typeof claims.x === "number" ? claims.x : null;
+  } catch {
+    return null;
+  }
+}
+
+export class Api {
+  /** @param {string} storageKey where the token lives in sessionStorage */
+  constructor(storageKey) {
+    this.storageKey = storageKey;
+    this.token = takeToken(storageKey);
+  }
+
+  setToken(token) {
+    this.token = token;
+    sessionStorage.setItem(this.storageKey, token);
+  }
+
+  async call(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+        credentials: "same-origin",
+      });
+    } catch {
+      throw new ApiError(0, "The service cannot be reached. Check your connection; retrying…");
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      throw new ApiError(response.status, errorMessage(response.status, data));
+    }
+    return data;
+  }
+
+  get(path) {
+    return this.call("GET", path);
+  }
+
+  post(path, body) {
+    return this.call("POST", path, body);
+  }
+}
+
+function errorMessage(status, data) {
+  if (status === 401) return "Your access to this page has expired. Open it again from your course.";
+  if (status === 403) return "This page is not yours to open. Open your own lab from your course.";
+  const detail = data && data.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.length) {
+    return detail.map((d) => d.msg || String(d)).join("; ");
+  }
+  if (status === 404) return "Not found.";
+  if (status === 429) return "Too many requests; please wait a moment.";
+  if (status >= 500) return "The service had a problem. Please try again in a moment.";
+  return `Request failed (HTTP ${status}).`;
+}
+
+/** Human "3 min ago" for an epoch (seconds) or ISO timestamp. */
+export function ago(when, now = Date.now() / 1000) {
+  const t = epoch(when);
+  if (t === null) return "—";
+  const s = Math.max(0, Math.round(now - t));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${(s / 3600).toFixed(s < 36000 ? 1 : 0)} h ago`;
+  return `${(s / 86400).toFixed(1)} d ago`;
+}
+
+export function epoch(when) {
+  if (when === null || when === undefined || when === "") return null;
+  if (typeof when === "number") return when;
+  const parsed = Date.parse(when);
+  return Number.isNaN(parsed) ? null : parsed / 1000;
+}
+
+export function isoTime(when) {
+  const t = epoch(when);
+  return t === null ? "" : new Date(t * 1000).toISOString().replace(".000", "");
+}
+
+/** Create an element: h("button", {class: "x", onclick: f}, "text", child...). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on") && typeof value === "function") {
+      el.addEventListener(name.slice(2), value);
+    } else if (name === "class") {
+      el.className = value;
+    } else if (value === true) {
+      el.setAttribute(name, "");
+    } else {
+      el.setAttribute(name, String(value));
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}

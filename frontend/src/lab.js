@@ -1,0 +1,535 @@
+// The learner's lab page: /lab/{env}#token=T.
+// Opens (launches or resumes) the lab, shows its progress, then a terminal per node, checks and reset.
+import { Api, ApiError, epoch, h, tokenExpiry } from "./api.js";
+import { TerminalSession } from "./terminal.js";
+
+const POLL_MS = 500;
+const POLL_MAX_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+const envId = decodeURIComponent(location.pathname.replace(/^\/lab\//, "").replace(/\/+$/, ""));
+const base = `/api/v1/environments/${encodeURIComponent(envId)}`;
+const api = new Api(`stacklab.token.${envId}`);
+
+const terminals = new Map(); // node -> {session, host, tab}
+let activeNode = null;
+let view = "progress"; // progress | terminal | fatal
+let pollGeneration = 0;
+let lastStatus = null;
+let progressStarted = Date.now();
+let refreshTimer = null;
+
+// ---- progress view -------------------------------------------------------------------------------------
+
+const LAUNCH_STEPS = [
+  { key: "creating", label: "Creating your machines" },
+  { key: "booting", label: "Starting them up" },
+  { key: "ready", label: "Ready" },
+];
+const RESUME_STEPS = [
+  { key: "suspended", label: "Paused while you were away" },
+  { key: "resuming", label: "Waking your lab up" },
+  { key: "ready", label: "Ready" },
+];
+const STEP_INDEX = {
+  queued: [LAUNCH_STEPS, 0],
+  creating: [LAUNCH_STEPS, 0],
+  booting: [LAUNCH_STEPS, 1],
+  suspended: [RESUME_STEPS, 0],
+  resuming: [RESUME_STEPS, 1],
+};
+
+function showView(name) {
+  view = name;
+  $("progress-view").hidden = name !== "progress";
+  $("terminal-view").hidden = name !== "terminal";
+  $("check-button").disabled = name !== "terminal";
+  document.body.dataset.view = name;
+}
+
+function renderLab(status) {
+  if (!status) return;
+  lastStatus = status;
+  const title = status.title || status.lab || "Your lab";
+  $("lab-title").textContent = title;
+  document.title = `${title} — stacklab`;
+  $("lab-description").textContent = (status.description || "").trim();
+  $("lab-meta").textContent = [status.course, status.lab].filter(Boolean).join(" · ");
+}
+
+function renderProgress(status, note) {
+  renderLab(status);
+  const progress = status ? status.progress : "queued";
+  const box = $("progress-view");
+  box.dataset.progress = progress;
+  const seconds = Math.round((Date.now() - progressStarted) / 1000);
+
+  if (progress === "failed") {
+    box.replaceChildren(
+      h(
+        "div",
+        { class: "notice notice-error", role: "alert" },
+        h("h2", {}, "Your lab could not start"),
+        h("p", {}, status.message || "Something went wrong while preparing your lab."),
+        h("button", { class: "primary", type: "button", id: "retry-button", onclick: () => openLab() }, "Retry"),
+      ),
+    );
+    $("retry-button").focus();
+    return;
+  }
+  if (progress === "deleted") {
+    box.replaceChildren(
+      h(
+        "div",
+        { class: "notice", role: "status" },
+        h("h2", {}, "This lab was removed"),
+        h("p", {}, status.message || "It had not been used for a long time. You can start a fresh one."),
+        h(
+          "button",
+          { class: "primary", type: "button", id: "retry-button", onclick: () => openLab() },
+          "Start a fresh lab",
+        ),
+      ),
+    );
+    return;
+  }
+
+  const [steps, current] = STEP_INDEX[progress] || (progress === "ready" ? [LAUNCH_STEPS, 2] : [LAUNCH_STEPS, 0]);
+  const heading = steps === RESUME_STEPS ? "Bringing your lab back" : "Preparing your lab";
+  const items = steps.map((step, i) => {
+    const state = i < current ? "done" : i === current ? "current" : "todo";
+    const label = progress === "queued" && i === 0 ? "Waiting for a free machine" : step.label;
+    return h(
+      "li",
+      { class: `step step-${state}`, "data-step": step.key, "aria-current": state === "current" ? "step" : null },
+      h("span", { class: "step-icon", "aria-hidden": "true" }),
+      h("span", { class: "step-label" }, label),
+      h("span", { class: "visually-hidden" }, state === "done" ? " (done)" : state === "current" ? " (in progress)" : ""),
+    );
+  });
+  box.replaceChildren(
+    h(
+      "div",
+      { class: "progress-card" },
+      h("h2", {}, heading),
+      h("ol", { class: "steps", "aria-label": "Progress" }, items),
+      h(
+        "p",
+        { class: "progress-note", role: "status" },
+        note || (steps === RESUME_STEPS ? "Everything is as you left it." : `This usually takes under a minute (${seconds} s).`),
+      ),
+    ),
+  );
+}
+
+/** Launch or resume, then poll until ready. */
+async function openLab() {
+  showView("progress");
+  disconnectAll();
+  progressStarted = Date.now();
+  renderProgress(lastStatus && { ...lastStatus, progress: lastStatus.ready ? "resuming" : lastStatus.progress === "failed" ? "queued" : lastStatus.progress });
+  const generation = ++pollGeneration;
+  let status = null;
+  try {
+    status = await api.post(`${base}/resume`);
+  } catch (err) {
+    if (fatal(err)) return;
+  }
+  await pollUntilReady(generation, status);
+}
+
+async function pollUntilReady(generation, first) {
+  let status = first;
+  let delay = POLL_MS;
+  for (;;) {
+    if (generation !== pollGeneration) return;
+    if (status) {
+      renderProgress(status);
+      if (status.ready) {
+        showTerminals(status);
+        return;
+      }
+      if (status.progress === "failed" || status.progress === "deleted") return;
+      delay = POLL_MS;
+    }
+    await sleep(delay);
+    if (generation !== pollGeneration) return;
+    try {
+      status = await api.get(base);
+    } catch (err) {
+      if (fatal(err)) return;
+      renderProgress(lastStatus, err.message);
+      status = null;
+      delay = Math.min(delay * 2, POLL_MAX_MS);
+    }
+  }
+}
+
+function fatal(err) {
+  if (err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404)) {
+    showFatal(err.status === 404 ? "This lab does not exist (any more). Open it again from your course." : err.message);
+    return true;
+  }
+  return false;
+}
+
+function showFatal(message) {
+  pollGeneration += 1;
+  disconnectAll();
+  showView("progress");
+  view = "fatal";
+  $("reset-button").disabled = true;
+  $("progress-view").replaceChildren(
+    h("div", { class: "notice notice-error", role: "alert" }, h("h2", {}, "Cannot open this lab"), h("p", {}, message)),
+  );
+}
+
+// ---- terminals ---------------------------------------------------------------------------------------------
+
+function showTerminals(status) {
+  const nodes = status.nodes && status.nodes.length ? status.nodes : [];
+  if (!nodes.length) {
+    renderProgress(status, "Your lab is ready, but it has no machine you may open.");
+    return;
+  }
+  showView("terminal");
+  const tabs = $("node-tabs");
+  // Drop terminals of nodes that are gone (after a reset to a different lab version).
+  for (const [node, t] of terminals) {
+    if (!nodes.includes(node)) {
+      t.session.dispose();
+      t.host.remove();
+      terminals.delete(node);
+    }
+  }
+  tabs.replaceChildren(
+    ...nodes.map((node) =>
+      h(
+        "button",
+        {
+          type: "button",
+          role: "tab",
+          id: `tab-${node}`,
+          class: "node-tab",
+          "data-node": node,
+          "aria-controls": `term-${node}`,
+          onclick: () => selectNode(node),
+          onkeydown: (ev) => tabKeys(ev, nodes, node),
+        },
+        node,
+      ),
+    ),
+  );
+  $("node-bar").hidden = nodes.length < 2;
+  if (!activeNode || !nodes.includes(activeNode)) activeNode = nodes[0];
+  // Re-attach the shells opened before (same session, same offset), then show the active one.
+  for (const [node, t] of terminals) if (node !== activeNode) t.session.connect();
+  selectNode(activeNode);
+}
+
+function tabKeys(ev, nodes, node) {
+  const i = nodes.indexOf(node);
+  let next = null;
+  if (ev.key === "ArrowRight") next = nodes[(i + 1) % nodes.length];
+  if (ev.key === "ArrowLeft") next = nodes[(i - 1 + nodes.length) % nodes.length];
+  if (ev.key === "Home") next = nodes[0];
+  if (ev.key === "End") next = nodes[nodes.length - 1];
+  if (next) {
+    ev.preventDefault();
+    selectNode(next, false);
+    $(`tab-${next}`).focus();
+  }
+}
+
+function selectNode(node, focusTerminal = true) {
+  activeNode = node;
+  for (const tab of document.querySelectorAll(".node-tab")) {
+    const selected = tab.dataset.node === node;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+  }
+  let t = terminals.get(node);
+  if (!t) {
+    const host = h("div", {
+      class: "term-host",
+      id: `term-${node}`,
+      role: "tabpanel",
+      "aria-label": `Terminal on ${node}`,
+    });
+    $("terminals").append(host);
+    const session = new TerminalSession({
+      envId,
+      node,
+      container: host,
+      getToken: () => api.token,
+      onState: (state, detail) => onTerminalState(node, state, detail),
+      onNotRunning: () => notRunning(),
+      onAuthFailed: () => refreshToken(),
+      onTrouble: (attempt) => checkStillRunning(attempt),
+    });
+    t = { session, host };
+    terminals.set(node, t);
+  }
+  for (const [other, o] of terminals) o.host.hidden = other !== node;
+  t.session.scheduleFit();
+  t.session.connect();
+  onTerminalState(node, t.session.state, null);
+  if (focusTerminal) t.session.focus();
+}
+
+const STATE_TEXT = {
+  idle: "",
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  paused: "Lab paused",
+  ended: "Shell ended",
+  failed: "Disconnected",
+};
+
+function onTerminalState(node, state, detail) {
+  if (node !== activeNode) return;
+  const badge = $("conn-state");
+  badge.textContent = STATE_TEXT[state] ?? state;
+  badge.dataset.state = state;
+  const banner = $("conn-banner");
+  if (state === "reconnecting" || state === "ended" || state === "failed") {
+    const text =
+      state === "reconnecting"
+        ? "Connection lost — reconnecting…"
+        : state === "ended"
+          ? `The shell on ${node} ended${detail ? ` (${detail})` : ""}.`
+          : detail || "The terminal was disconnected.";
+    const children = [h("span", { class: state === "reconnecting" ? "spinner" : "", "aria-hidden": "true" }), h("span", {}, text)];
+    if (state === "ended") {
+      children.push(h("button", { type: "button", class: "primary", onclick: () => terminals.get(node).session.restart() }, "Start a new shell"));
+    } else if (state === "reconnecting") {
+      children.push(h("button", { type: "button", onclick: () => terminals.get(node).session.connect() }, "Retry now"));
+    }
+    banner.replaceChildren(...children);
+    banner.dataset.state = state;
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+}
+
+function disconnectAll() {
+  for (const t of terminals.values()) t.session.disconnect();
+}
+
+function notRunning() {
+  if (view !== "terminal") return;
+  openLab();
+}
+
+async function checkStillRunning(attempt) {
+  if (attempt < 3 || view !== "terminal") return;
+  try {
+    const status = await api.get(base);
+    if (!status.ready && view === "terminal") openLab();
+  } catch (err) {
+    fatal(err);
+  }
+}
+
+// ---- checks ---------------------------------------------------------------------------------------------
+
+function fmt(n) {
+  if (typeof n !== "number") return "–";
+  return String(Math.round(n * 100) / 100);
+}
+
+function renderChecks(report) {
+  const score = $("score");
+  const list = $("check-results");
+  if (!report || !report.results) {
+    score.textContent = "Not checked yet";
+    score.dataset.score = "";
+    list.replaceChildren();
+    if (report && typeof report.counted_score === "number") {
+      score.textContent = `Not checked yet (counted score: ${fmt(report.counted_score)})`;
+    }
+    return;
+  }
+  const text = `${fmt(report.score)}/${fmt(report.max_score)}`;
+  score.replaceChildren(h("span", { class: "score-label" }, "Score "), h("strong", { class: "score-value", id: "score-value" }, text));
+  if (typeof report.counted_score === "number" && report.counted_score !== report.score) {
+    score.append(h("span", { class: "score-counted" }, ` · counted: ${fmt(report.counted_score)}`));
+  }
+  score.dataset.score = text;
+  score.classList.toggle("score-full", report.max_score > 0 && report.score >= report.max_score);
+  list.replaceChildren(
+    ...report.results.map((r) =>
+      h(
+        "li",
+        { class: `check ${r.passed ? "check-pass" : "check-fail"}`, "data-check": r.name },
+        h("span", { class: "check-icon", "aria-hidden": "true" }, r.passed ? "✓" : "✗"),
+        h(
+          "div",
+          { class: "check-body" },
+          h(
+            "div",
+            { class: "check-head" },
+            h("span", { class: "check-name" }, r.name),
+            h("span", { class: "visually-hidden" }, r.passed ? ": passed" : ": not yet"),
+            h("span", { class: "check-weight" }, `${fmt(r.weight)} pt${r.weight === 1 ? "" : "s"}`),
+          ),
+          !r.passed && r.hint ? h("p", { class: "check-hint" }, r.hint) : null,
+          r.output && r.output.trim()
+            ? h("details", {}, h("summary", {}, `Output${r.node ? ` on ${r.node}` : ""}`), h("pre", {}, r.output))
+            : null,
+        ),
+      ),
+    ),
+  );
+}
+
+async function runChecks() {
+  const button = $("check-button");
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  const label = button.textContent;
+  button.textContent = "Checking…";
+  $("check-error").hidden = true;
+  try {
+    renderChecks(await api.post(`${base}/checks`));
+  } catch (err) {
+    if (!fatal(err)) {
+      $("check-error").textContent = err.message;
+      $("check-error").hidden = false;
+    }
+  } finally {
+    button.textContent = label;
+    button.removeAttribute("aria-busy");
+    button.disabled = view !== "terminal";
+  }
+}
+
+async function loadChecks() {
+  try {
+    renderChecks(await api.get(`${base}/checks`));
+  } catch {
+    renderChecks(null);
+  }
+}
+
+// ---- reset --------------------------------------------------------------------------------------------------
+
+function askReset() {
+  const dialog = $("reset-dialog");
+  $("reset-error").hidden = true;
+  dialog.showModal();
+  $("reset-cancel").focus();
+}
+
+async function doReset(ev) {
+  ev.preventDefault();
+  const confirm = $("reset-confirm");
+  confirm.disabled = true;
+  try {
+    const status = await api.post(`${base}/reset`);
+    $("reset-dialog").close();
+    for (const t of terminals.values()) {
+      t.session.forget();
+      t.session.dispose();
+      t.host.remove();
+    }
+    terminals.clear();
+    activeNode = null;
+    showView("progress");
+    progressStarted = Date.now();
+    const generation = ++pollGeneration;
+    pollUntilReady(generation, status);
+  } catch (err) {
+    $("reset-error").textContent = err.message;
+    $("reset-error").hidden = false;
+  } finally {
+    confirm.disabled = false;
+  }
+}
+
+// ---- token refresh ------------------------------------------------------------------------------------
+
+function scheduleRefresh(expiresAt) {
+  clearTimeout(refreshTimer);
+  const remaining = expiresAt ? expiresAt - Date.now() / 1000 : 300;
+  const delay = Math.max(5, Math.min(remaining - 60, remaining * 0.7));
+  refreshTimer = setTimeout(() => refreshToken(), delay * 1000);
+}
+
+let refreshing = null;
+function refreshToken() {
+  if (!refreshing) {
+    refreshing = (async () => {
+      try {
+        const fresh = await api.post(`${base}/token`);
+        api.setToken(fresh.token);
+        scheduleRefresh(epoch(fresh.expires_at) ?? tokenExpiry(fresh.token));
+        return true;
+      } catch (err) {
+        if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+          showFatal(err.message);
+          return false;
+        }
+        refreshTimer = setTimeout(() => refreshToken(), 15_000);
+        return false;
+      } finally {
+        refreshing = null;
+      }
+    })();
+  }
+  return refreshing;
+}
+
+// ---- start ---------------------------------------------------------------------------------------------------
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function activeSession() {
+  const t = terminals.get(activeNode);
+  return t ? t.session : null;
+}
+
+// A handle for tests and for the curious: the active terminal and its text.
+window.stacklabTerm = {
+  get term() {
+    return activeSession()?.term ?? null;
+  },
+  get node() {
+    return activeNode;
+  },
+  get state() {
+    return activeSession()?.state ?? "idle";
+  },
+  get view() {
+    return view;
+  },
+  text(node) {
+    const t = terminals.get(node ?? activeNode);
+    return t ? t.session.text() : "";
+  },
+};
+
+function start() {
+  $("check-button").addEventListener("click", runChecks);
+  $("reset-button").addEventListener("click", askReset);
+  $("reset-form").addEventListener("submit", doReset);
+  $("reset-cancel").addEventListener("click", () => $("reset-dialog").close());
+  if (!envId) {
+    showFatal("No lab in this address.");
+    return;
+  }
+  if (!api.token) {
+    showFatal("This page needs an access link. Open the lab from your course (or the demo page).");
+    return;
+  }
+  scheduleRefresh(tokenExpiry(api.token));
+  loadChecks();
+  openLab();
+}
+
+start();

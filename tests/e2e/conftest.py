@@ -1,0 +1,242 @@
+"""Browser tests: Playwright for Python driving Debian's chromium.
+
+Two servers: `mock_url`, a stand-in that speaks the web protocol with a local shell (fast, no LXC), and
+`stacklab_url`, the real `stacklab serve` with its own data dir, whose environments are all deleted at the
+end. The pages come from src/stacklab/web/static/ and its dist/ (built by `scripts/dev setup`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STATIC = ROOT / "src" / "stacklab" / "web" / "static"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: drives a real browser (chromium) against the pages")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s: {last}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def built_pages() -> None:
+    if not (STATIC / "dist" / "lab.js").exists():
+        pytest.fail(
+            "the pages are not built: run scripts/dev setup (or cd frontend && npm ci && npm run build)"
+        )
+
+
+@pytest.fixture(scope="session")
+def browser(built_pages: None) -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/dev setup does)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context) -> object:  # type: ignore[no-untyped-def]
+    return context.new_page()
+
+
+# ---- the stand-in server ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mock_server(built_pages: None) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.mock_app", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/static/lab.html", 30, proc)
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def mock_url(mock_server: str) -> Iterator[str]:
+    """The stand-in, reset to a fresh environment for each test."""
+    post(f"{mock_server}/mock/reset")
+    yield mock_server
+
+
+def post(url: str, body: object | None = None) -> object:
+    data = json.dumps(body if body is not None else {}).encode()
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+# ---- the real service --------------------------------------------------------------------------------
+
+
+class Stacklab:
+    """A running `stacklab serve` and its CLI with the same data dir."""
+
+    def __init__(self, url: str, env: dict[str, str]) -> None:
+        self.url = url
+        self.env = env
+
+    def cli(self, *args: str, timeout_s: float = 600) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "stacklab.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"stacklab {' '.join(args)} failed: {result.stderr or result.stdout}")
+        return result.stdout
+
+    def delete_all(self) -> None:
+        envs = json.loads(self.cli("env", "list", "--json") or "[]")
+        for env in envs:
+            if env.get("observed") != "deleted" or env.get("desired") != "deleted":
+                self.cli("env", "delete", env["id"], "--wait")
+
+
+@pytest.fixture(scope="session")
+def stacklab(built_pages: None) -> Iterator[Stacklab]:
+    if not (ROOT / "src" / "stacklab" / "web" / "app.py").exists():
+        pytest.skip("the web app (src/stacklab/web/app.py) does not exist yet")
+    if os.geteuid() != 0:
+        pytest.skip("the local provider needs root")
+    data_dir = tempfile.mkdtemp(prefix="stacklab-e2e-")
+    port = free_port()
+    env = {
+        **os.environ,
+        "STACKLAB_DATA_DIR": data_dir,
+        "STACKLAB_IMAGE_DIR": IMAGE_DIR,
+        "STACKLAB_HTTP_PORT": str(port),
+    }
+    log = open(Path(data_dir) / "serve.log", "wb")  # noqa: SIM115 - kept open while the server runs
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stacklab.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    service = Stacklab(f"http://127.0.0.1:{port}", env)
+    try:
+        wait_http(f"{service.url}/healthz", 120, proc)
+        yield service
+    finally:
+        stop(proc)
+        log.close()
+        try:
+            service.delete_all()
+        finally:
+            sys.stderr.write(f"\nstacklab serve log: {Path(data_dir) / 'serve.log'}\n")
+
+
+# ---- helpers for the terminal ------------------------------------------------------------------------
+
+
+def terminal_text(page) -> str:  # type: ignore[no-untyped-def]
+    return str(page.evaluate("() => window.stacklabTerm ? window.stacklabTerm.text() : ''"))
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def wait_connected(page, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_function(
+        "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=timeout_s * 1000
+    )
+
+
+def run_in_terminal(page, command: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator(".term-host:not([hidden]) .xterm").click()
+    page.keyboard.type(command)
+    page.keyboard.press("Enter")
+
+
+def wait_output(page, needle: str, timeout_s: float = 20) -> str:  # type: ignore[no-untyped-def]
+    return str(
+        wait_for(
+            lambda: (text := terminal_text(page)) and needle in text and text,
+            timeout_s,
+            f"{needle!r} in the terminal; it shows:\n{terminal_text(page)[-2000:]}",
+        )
+    )
