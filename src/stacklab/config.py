@@ -6,6 +6,7 @@ Precedence: environment variables > the TOML file > defaults. The file is `$STAC
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -22,6 +23,9 @@ def _default_data_dir() -> str:
     if os.geteuid() == 0:
         return "/var/lib/stacklab"
     return str(Path.home() / ".local" / "share" / "stacklab")
+
+
+SECRET_SETTINGS = frozenset({"secret_key", "lms_keys", "admin_password"})
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,32 @@ class Settings:
     reconcile_batch: int = field(default=200, metadata={"help": "Environments taken per controller pass."})
     reconcile_concurrency: int = field(default=16, metadata={"help": "Environments reconciled at once."})
     lease_s: float = field(default=120.0, metadata={"help": "How long one pass may hold an environment."})
-    poll_interval_s: float = field(default=1.0, metadata={"help": "Re-check delay while a step is underway."})
+    poll_interval_s: float = field(default=0.5, metadata={"help": "Re-check delay while a step is underway."})
     retry_backoff_s: tuple[float, ...] = field(
         default=(5.0, 15.0, 60.0, 300.0, 900.0), metadata={"help": "Delays between retries of failed steps."}
     )
     max_attempts: int = field(default=5, metadata={"help": "Failed attempts before an environment stops."})
     ssh_connect_timeout_s: float = field(default=5.0, metadata={"help": "Timeout of one SSH connection."})
+    http_host: str = field(default="127.0.0.1", metadata={"help": "Address the web service listens on."})
+    http_port: int = field(default=8080, metadata={"help": "Port the web service listens on."})
+    public_url: str = field(default="", metadata={"help": "URL learners use; default http://host:port."})
+    labs_dir: str = field(default="", metadata={"help": "Lab files the service offers; default examples/."})
+    token_ttl_s: float = field(default=900.0, metadata={"help": "Lifetime of learner and terminal tokens."})
+    allowed_origins: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "Extra origins allowed to open terminals (the service's own always is)."},
+    )
+    lms_keys: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "LMS key -> shared secret for signed server-to-server calls."}
+    )
+    admin_password: str = field(default="", metadata={"help": "Operator password; default generated."})
+    demo_enabled: bool = field(default=True, metadata={"help": "Offer the demo login at /demo."})
+    terminal_keep_s: float = field(
+        default=600.0, metadata={"help": "How long a detached terminal's shell is kept for a reconnect."}
+    )
+    activity_throttle_s: float = field(
+        default=10.0, metadata={"help": "At most one activity write per this."}
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -62,19 +86,22 @@ class Settings:
         return self.image_dir or str(Path(self.data_dir) / "images")
 
     def __repr__(self) -> str:
-        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "secret_key"}
-        return f"Settings({shown}, secret_key=***)"
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECRET_SETTINGS}
+        return f"Settings({shown}, secrets=***)"
 
 
 def _coerce(name: str, default: Any, raw: Any) -> Any:
     try:
         if isinstance(default, tuple):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(float(item) for item in items)
+            items = [i for i in raw.split(",") if i] if isinstance(raw, str) else list(raw)
+            kind = float if name.endswith("_s") else str
+            return tuple(kind(item) for item in items)
+        if isinstance(default, dict):
+            return json.loads(raw) if isinstance(raw, str) else dict(raw)
         if isinstance(default, bool):
             return raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
         return type(default)(raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
         raise ConfigError(f"setting {name}: cannot use {raw!r}: {exc}") from exc
 
 
@@ -109,5 +136,5 @@ def describe_settings() -> str:
         f"  {f.name} (STACKLAB_{f.name.upper()}): {f.metadata.get('help', '')} "
         f"[default: {getattr(base, f.name)!r}]"
         for f in fields(Settings)
-        if f.name != "secret_key"
+        if f.name not in SECRET_SETTINGS
     )

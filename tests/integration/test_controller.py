@@ -231,7 +231,12 @@ async def test_sweep_removes_leaks_and_repairs_vanished(
 async def test_a_dead_holder_does_not_block_the_environment(app: App, tmp_path: Path) -> None:
     record = app.environments.launch(write_lab(tmp_path), "ivy")
     host = app.controller.owner.split(":")[0]
-    app.repo.acquire_lease(record.id, f"{host}:999999:1", app.controller.clock(), 3600)
+    dead = f"{host}:999999:1"  # a crashed engine's lease, valid for another hour
+
+    def hold(current, _session) -> None:  # type: ignore[no-untyped-def]
+        current.lease_owner, current.lease_until = dead, app.controller.clock() + 3600
+
+    app.repo.update(record.id, hold)
     assert await settle(app, record.id) == Observed.RUNNING
 
 

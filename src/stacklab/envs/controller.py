@@ -14,6 +14,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
@@ -38,6 +40,7 @@ from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed, Progress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,32 +77,43 @@ class Controller:
         self.settings = settings
         self.clock = clock
         self.owner = process_identity()
+        self._offload = repo.engine.dialect.name != "sqlite"
 
     # entry point ------------------------------------------------------------------------------------
     async def reconcile(self, env_id: str) -> Result:
-        """One pass over one environment; never raises for provider or SSH trouble."""
-        if not self.repo.acquire_lease(env_id, self.owner, self.clock(), self.settings.lease_s):
-            return Result(self.settings.poll_interval_s)
-        try:
-            return await self._reconcile_leased(env_id)
-        finally:
-            self.repo.release_lease(env_id, self.owner)
+        """One pass over one environment; never raises for provider or SSH trouble.
 
-    async def _reconcile_leased(self, env_id: str) -> Result:
-        record = self.repo.get(env_id)
+        The pass takes the environment's lease and loads it in one transaction, and saves its outcome
+        and gives the lease back in another: two commits for a step that needs no intermediate save.
+        """
+        with self.repo.new_session() as session:
+            record = await self._blocking(
+                partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
+            )
+            if record is None:
+                return Result(self.settings.poll_interval_s)
+            try:
+                return await self._reconcile_leased(Journal(record, self.clock(), session))
+            except BaseException:
+                session.rollback()
+                self.repo.release_lease(env_id, self.owner)
+                raise
+
+    async def _reconcile_leased(self, journal: Journal) -> Result:
+        record = journal.record
         lab = self.labs.get(record.lab_digest)
-        journal = Journal(record, self.clock())
         apply_policies(journal)
-        self._save(journal)
+        if journal.entries:
+            await self._save(journal)  # the new intent survives a crash in the step below
         if record.next_attempt_at and record.next_attempt_at > journal.now:
-            return self._finish(journal, None)
+            return await self._finish(journal, None)
         try:
             requeue = await self._converge(journal, lab)
         except (TransientProviderError, AccessError) as exc:
             requeue = self._retry_later(journal, exc)
         except ProviderError as exc:
             requeue = self._fail(journal, exc.reason, str(exc))
-        return self._finish(journal, requeue)
+        return await self._finish(journal, requeue)
 
     async def _converge(self, journal: Journal, lab: Lab) -> float | None:
         record = journal.record
@@ -132,14 +146,14 @@ class Controller:
         record.nodes = None
         record.step_started_at = journal.now
         journal.observe(Observed.CREATING, "Creating", f"on provider {entry.name}", Progress.CREATING)
-        self._save(journal)
+        await self._save(journal)
         provider = self.providers.get(entry)
         try:
             record.handle = await provider.create(self._request(record, lab, entry))
         except ProviderError as exc:
             return await self._fail_over(journal, lab, exc.reason, str(exc))
         record.progress = Progress.BOOTING
-        self._save(journal)
+        await self._save(journal)
         return self.settings.poll_interval_s
 
     async def _advance_create(self, journal: Journal, lab: Lab) -> float | None:
@@ -159,9 +173,9 @@ class Controller:
         if status.state != StackState.RUNNING:
             return self.settings.poll_interval_s
         self._record_nodes(record, status)
-        if not await self._all_answer_ssh(record):
+        if not await self._all_answer_ssh(record, wait_s=self.settings.poll_interval_s):
             record.progress = Progress.BOOTING
-            return self.settings.poll_interval_s
+            return 0.0
         self._mark_ready(journal, "Ready", f"all nodes answer SSH after {journal.now - started:.1f}s")
         return None
 
@@ -172,7 +186,7 @@ class Controller:
             return None
         await self._remove_stack(journal, lab)
         journal.observe(Observed.NEW, "Retrying", f"attempt {record.attempts + 1}")
-        self._save(journal)
+        await self._save(journal)
         return await self._start_create(journal, lab)
 
     async def _reset(self, journal: Journal, lab: Lab) -> float | None:
@@ -180,7 +194,7 @@ class Controller:
         await self._remove_stack(journal, lab)
         record.reset_requested = False
         journal.observe(Observed.NEW, "Reset", "the learner asked for a fresh lab", Progress.QUEUED)
-        self._save(journal)
+        await self._save(journal)
         return 0.0
 
     async def _fail_over(self, journal: Journal, lab: Lab, reason: str, message: str) -> float | None:
@@ -193,7 +207,7 @@ class Controller:
         remaining = [p for p in lab.providers if p.name not in record.failed_providers]
         if remaining:
             journal.observe(Observed.NEW, "FailingOver", f"{failed_name}: {message}", Progress.QUEUED)
-            self._save(journal)
+            await self._save(journal)
             return 0.0
         record.failed_providers = None
         return self._fail(journal, reason, message)
@@ -202,15 +216,13 @@ class Controller:
         """Take a slot on the first provider of the lab that has room, atomically with the record."""
         record = journal.record
         tried = set(record.failed_providers or [])
-        with self.repo.session() as session:
-            for entry in lab.providers:
-                if entry.name in tried:
-                    continue
-                if self.repo.claim_slot(session, entry.name, entry.capacity):
-                    record.provider = record.capacity_held = entry.name
-                    session.merge(record)
-                    return entry
-                journal.note("provider", entry.name, "CapacityExhausted", f"{entry.capacity} in use")
+        for entry in lab.providers:
+            if entry.name in tried:
+                continue
+            if self.repo.claim_slot(journal.session, entry.name, entry.capacity):
+                record.provider = record.capacity_held = entry.name
+                return entry  # committed with the record by the caller's next save
+            journal.note("provider", entry.name, "CapacityExhausted", f"{entry.capacity} in use")
         return None
 
     # suspend, resume, delete ------------------------------------------------------------------------
@@ -242,6 +254,7 @@ class Controller:
             return self.settings.poll_interval_s
         record.last_activity_at = max(record.last_activity_at, journal.now)
         self._mark_ready(journal, "Resumed", "")
+        await self._save(journal)  # the learner may connect now; the hook runs while they do
         await self._run_hook(journal, "after_resume", lab.hooks.after_resume)
         return None
 
@@ -261,32 +274,33 @@ class Controller:
         if record.provider:
             _, provider = self._provider_of(record, lab)
             await provider.delete(self._handle(record))
-        self._forget_stack(record)
+        self._forget_stack(journal)
+        await self._save(journal)
 
-    def _forget_stack(self, record: EnvironmentRecord) -> None:
-        """Give back the provider slot and drop what pointed at the stack, in one transaction."""
-        with self.repo.session() as session:
-            if record.capacity_held:
-                self.repo.release_slot(session, record.capacity_held)
-            record.capacity_held = None
-            record.handle = None
-            record.nodes = None
-            record.provider = None
-            session.merge(record)
+    def _forget_stack(self, journal: Journal) -> None:
+        """Give back the provider slot and drop what pointed at the stack (saved by the caller)."""
+        record = journal.record
+        if record.capacity_held:
+            self.repo.release_slot(journal.session, record.capacity_held)
+        record.capacity_held = None
+        record.handle = None
+        record.nodes = None
+        record.provider = None
 
-    def mark_vanished(self, env_id: str) -> None:
+    async def mark_vanished(self, env_id: str) -> None:
         """The provider lost this environment's stack: start over from NEW (the sweep calls this)."""
-        if not self.repo.acquire_lease(env_id, self.owner, self.clock(), self.settings.lease_s):
-            return
-        try:
-            journal = Journal(self.repo.get(env_id), self.clock())
-            self._forget_stack(journal.record)
+        with self.repo.new_session() as session:
+            record = await self._blocking(
+                partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
+            )
+            if record is None:
+                return
+            journal = Journal(record, self.clock(), session)
+            self._forget_stack(journal)
             journal.observe(
                 Observed.NEW, "StackVanished", "the provider no longer has this stack", Progress.QUEUED
             )
-            self._finish(journal, 0.0)
-        finally:
-            self.repo.release_lease(env_id, self.owner)
+            await self._finish(journal, 0.0)
 
     # failures ---------------------------------------------------------------------------------------
     def _retry_later(self, journal: Journal, exc: Exception) -> float | None:
@@ -407,15 +421,20 @@ class Controller:
         else:
             journal.note("hook", name, "HookFailed", f"exit {result.exit_status}: {output}")
 
-    def _save(self, journal: Journal) -> None:
-        record = journal.record
-        record.updated_at = journal.now
-        with self.repo.session() as session:
-            session.merge(record)
-            session.add_all(journal.entries)
+    async def _save(self, journal: Journal) -> None:
+        journal.record.updated_at = journal.now
+        journal.session.add_all(journal.entries)
         journal.entries = []
+        await self._blocking(journal.session.commit)
 
-    def _finish(self, journal: Journal, requeue: float | None) -> Result:
+    async def _blocking(self, call: Callable[[], T]) -> T:
+        """Database round trips: on a server database in a worker thread, so that passes overlap and
+        commits group; on SQLite inline, where one writer at a time is all there is."""
+        if self._offload:
+            return await asyncio.to_thread(call)
+        return call()
+
+    async def _finish(self, journal: Journal, requeue: float | None) -> Result:
         record = journal.record
         if requeue is not None:
             record.due_at = journal.now + requeue
@@ -424,5 +443,6 @@ class Controller:
         else:
             record.next_attempt_at = None
             record.due_at = policy_deadline(record)
-        self._save(journal)
+        record.lease_owner = record.lease_until = None
+        await self._save(journal)
         return Result(requeue)

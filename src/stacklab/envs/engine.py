@@ -70,14 +70,14 @@ class Engine:
                     log.info("removed leaked stack", extra={"stack": name, "provider": provider.name})
                 except ProviderError as exc:
                     report.errors.append(f"{provider.name}/{name}: {exc}")
-            report.repaired += self._repair_vanished(provider.name, names)
+            report.repaired += await self._repair_vanished(provider.name, names)
         return report
 
-    def _repair_vanished(self, provider_name: str, present: set[str]) -> list[str]:
+    async def _repair_vanished(self, provider_name: str, present: set[str]) -> list[str]:
         repaired = []
         for env_id, stack_name in self.repo.settled_on(provider_name, (Observed.RUNNING, Observed.SUSPENDED)):
             if stack_name not in present:
-                self.controller.mark_vanished(env_id)
+                await self.controller.mark_vanished(env_id)
                 repaired.append(env_id)
         return repaired
 

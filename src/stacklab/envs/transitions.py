@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from stacklab.store.tables import EnvironmentRecord, TransitionRecord
 from stacklab.types import Desired, Observed, Progress
 
 
 class Journal:
-    """Collects the transitions of one step; the controller saves them with the record."""
+    """Collects the transitions of one step; the controller saves them with the record in `session`."""
 
-    def __init__(self, record: EnvironmentRecord, now: float) -> None:
+    def __init__(self, record: EnvironmentRecord, now: float, session: Session | None = None) -> None:
         self.record = record
         self.now = now
+        self.session: Session = session  # type: ignore[assignment]
         self.entries: list[TransitionRecord] = []
 
     def _add(self, kind: str, old: str, new: str, reason: str, message: str) -> None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -189,33 +189,48 @@ class Repository:
                 )
             )
 
-    # leases -----------------------------------------------------------------------------------------
-    def acquire_lease(self, env_id: str, owner: str, now: float, lease_s: float) -> bool:
-        """Take the one-pass-at-a-time lease on an environment; steal it from an expired or dead holder."""
-        with self.session() as session:
-            current = session.execute(
-                select(EnvironmentRecord.lease_owner, EnvironmentRecord.lease_until).where(
-                    EnvironmentRecord.id == env_id
-                )
-            ).one_or_none()
-            if current is None:
-                raise NotFound(f"no environment {env_id!r}")
-            holder, until = current
-            free = holder is None or holder == owner or (until or 0) < now or holder_is_dead(holder)
-            if not free:
-                return False
-            condition = (
-                EnvironmentRecord.lease_owner.is_(None)
-                if holder is None
-                else EnvironmentRecord.lease_owner == holder
-            )
-            result = session.execute(
-                update(EnvironmentRecord)
-                .where(and_(EnvironmentRecord.id == env_id, condition))
-                .values(lease_owner=owner, lease_until=now + lease_s)
-            )
-            return result.rowcount == 1
+    def new_session(self) -> Session:
+        """A session for a multi-step unit of work; the caller commits (records stay loaded)."""
+        return self._sessions()
 
+    def lease(
+        self, session: Session, env_id: str, owner: str, now: float, lease_s: float
+    ) -> EnvironmentRecord | None:
+        """Take the one-pass-at-a-time lease and load the record, in one transaction; None if held."""
+        free = or_(
+            EnvironmentRecord.lease_owner.is_(None),
+            EnvironmentRecord.lease_owner == owner,
+            EnvironmentRecord.lease_until < now,
+        )
+        taken = session.execute(
+            update(EnvironmentRecord)
+            .where(EnvironmentRecord.id == env_id, free)
+            .values(lease_owner=owner, lease_until=now + lease_s)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not taken:
+            holder = session.scalar(
+                select(EnvironmentRecord.lease_owner).where(EnvironmentRecord.id == env_id)
+            )
+            if holder is None or not holder_is_dead(holder):
+                session.rollback()
+                if holder is None and session.get(EnvironmentRecord, env_id) is None:
+                    raise NotFound(f"no environment {env_id!r}")
+                return None
+            taken = session.execute(
+                update(EnvironmentRecord)
+                .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == holder)
+                .values(lease_owner=owner, lease_until=now + lease_s)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not taken:
+                session.rollback()
+                return None
+        record = session.get(EnvironmentRecord, env_id, populate_existing=True)
+        session.commit()
+        return record
+
+    # leases -----------------------------------------------------------------------------------------
     def release_lease(self, env_id: str, owner: str) -> None:
         with self.session() as session:
             session.execute(
