@@ -267,6 +267,7 @@ function selectNode(node, focusTerminal = true) {
       onNotRunning: () => notRunning(),
       onAuthFailed: () => refreshToken(),
       onTrouble: (attempt) => checkStillRunning(attempt),
+      onEnded: (reason) => shellEnded(node, reason),
     });
     t = { session, host };
     terminals.set(node, t);
@@ -285,6 +286,7 @@ const STATE_TEXT = {
   reconnecting: "Reconnecting…",
   paused: "Lab paused",
   ended: "Shell ended",
+  taken: "Open in another tab",
   failed: "Disconnected",
 };
 
@@ -294,16 +296,18 @@ function onTerminalState(node, state, detail) {
   badge.textContent = STATE_TEXT[state] ?? state;
   badge.dataset.state = state;
   const banner = $("conn-banner");
-  if (state === "reconnecting" || state === "ended" || state === "failed") {
-    const text =
-      state === "reconnecting"
-        ? "Connection lost — reconnecting…"
-        : state === "ended"
-          ? `The shell on ${node} ended${detail ? ` (${detail})` : ""}.`
-          : detail || "The terminal was disconnected.";
+  if (state === "reconnecting" || state === "ended" || state === "failed" || state === "taken") {
+    const text = {
+      reconnecting: "Connection lost — reconnecting…",
+      ended: `The shell on ${node} ended${detail ? ` (${detail})` : ""}.`,
+      taken: `This shell on ${node} is now open in another tab or window.`,
+      failed: detail || "The terminal was disconnected.",
+    }[state];
     const children = [h("span", { class: state === "reconnecting" ? "spinner" : "", "aria-hidden": "true" }), h("span", {}, text)];
     if (state === "ended") {
       children.push(h("button", { type: "button", class: "primary", onclick: () => terminals.get(node).session.restart() }, "Start a new shell"));
+    } else if (state === "taken") {
+      children.push(h("button", { type: "button", class: "primary", onclick: () => terminals.get(node).session.connect() }, "Use it here"));
     } else if (state === "reconnecting") {
       children.push(h("button", { type: "button", onclick: () => terminals.get(node).session.connect() }, "Retry now"));
     }
@@ -322,6 +326,18 @@ function disconnectAll() {
 function notRunning() {
   if (view !== "terminal") return;
   openLab();
+}
+
+async function shellEnded(node, reason) {
+  if (/another tab/i.test(reason)) return;
+  // A shell also ends when the lab is stopped (suspended, reset): then open the lab again; the same
+  // session id gets a new shell once it is back.
+  try {
+    const status = await api.get(base);
+    if (!status.ready && view === "terminal") openLab();
+  } catch (err) {
+    fatal(err);
+  }
 }
 
 async function checkStillRunning(attempt) {

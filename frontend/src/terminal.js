@@ -79,6 +79,7 @@ export class TerminalSession {
    * @param {() => void} o.onNotRunning the environment is not running (close 4409)
    * @param {() => Promise<boolean>} o.onAuthFailed refresh the token; true if a fresh one is there
    * @param {(attempt: number) => void} [o.onTrouble] called on each failed reconnect attempt
+   * @param {(reason: string) => void} [o.onEnded] the server ended this session (`closed` message)
    */
   constructor(o) {
     Object.assign(this, {
@@ -90,6 +91,7 @@ export class TerminalSession {
       onNotRunning: o.onNotRunning,
       onAuthFailed: o.onAuthFailed,
       onTrouble: o.onTrouble || (() => {}),
+      onEnded: o.onEnded || (() => {}),
     });
     this.storageKey = `stacklab.term.${this.envId}.${this.node}`;
     this.session = sessionStorage.getItem(this.storageKey);
@@ -279,7 +281,8 @@ export class TerminalSession {
       const why = this.ended;
       this.ended = null;
       this.wanted = false;
-      this.setState("ended", why);
+      this.setState(/another tab/i.test(why) ? "taken" : "ended", why);
+      this.onEnded(why);
       return;
     }
     if (code === 4409) {

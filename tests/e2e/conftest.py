@@ -15,10 +15,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.e2e.helpers import post
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "stacklab" / "web" / "static"
@@ -122,21 +123,6 @@ def mock_url(mock_server: str) -> Iterator[str]:
     yield mock_server
 
 
-def post(url: str, body: object | None = None) -> object:
-    data = json.dumps(body if body is not None else {}).encode()
-    request = urllib.request.Request(
-        url, data=data, method="POST", headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read()
-    return json.loads(text) if text else None
-
-
-def get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
 # ---- the real service --------------------------------------------------------------------------------
 
 
@@ -200,43 +186,3 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
             service.delete_all()
         finally:
             sys.stderr.write(f"\nstacklab serve log: {Path(data_dir) / 'serve.log'}\n")
-
-
-# ---- helpers for the terminal ------------------------------------------------------------------------
-
-
-def terminal_text(page) -> str:  # type: ignore[no-untyped-def]
-    return str(page.evaluate("() => window.stacklabTerm ? window.stacklabTerm.text() : ''"))
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-def wait_connected(page, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_function(
-        "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=timeout_s * 1000
-    )
-
-
-def run_in_terminal(page, command: str) -> None:  # type: ignore[no-untyped-def]
-    page.locator(".term-host:not([hidden]) .xterm").click()
-    page.keyboard.type(command)
-    page.keyboard.press("Enter")
-
-
-def wait_output(page, needle: str, timeout_s: float = 20) -> str:  # type: ignore[no-untyped-def]
-    return str(
-        wait_for(
-            lambda: (text := terminal_text(page)) and needle in text and text,
-            timeout_s,
-            f"{needle!r} in the terminal; it shows:\n{terminal_text(page)[-2000:]}",
-        )
-    )

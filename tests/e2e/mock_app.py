@@ -263,9 +263,25 @@ def create_app() -> FastAPI:
 
     # ---- test hooks ----
     @app.post("/mock/suspend")
-    async def mock_suspend() -> dict:
+    async def mock_suspend(how: str = "4409") -> dict:
+        """Suspend: terminals are closed with 4409, or (how=closed) their shells end, as the service's do."""
         state.progress, state.since = "suspended", time.time()
+        if how == "closed":
+            for shell in list(state.shells.values()):
+                for ws in list(shell.clients):
+                    await send_closed(ws, "the environment was stopped")
+                kill(shell)
+            state.shells.clear()
         await close_all(4409)
+        return {}
+
+    @app.post("/mock/take")
+    async def mock_take() -> dict:
+        """Another tab takes the shells over."""
+        for shell in state.shells.values():
+            for ws in list(shell.clients):
+                shell.clients.discard(ws)
+                await send_closed(ws, "the terminal was opened in another tab")
         return {}
 
     @app.post("/mock/reset")
@@ -364,9 +380,9 @@ def create_app() -> FastAPI:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def send_closed(ws: WebSocket) -> None:
+    async def send_closed(ws: WebSocket, reason: str = "the shell exited") -> None:
         with contextlib.suppress(Exception):
-            await ws.send_text(json.dumps({"type": "closed", "reason": "the shell exited"}))
+            await ws.send_text(json.dumps({"type": "closed", "reason": reason}))
             await ws.close(1000)
 
     @app.websocket("/api/v1/environments/{env}/terminal/{node}")

@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from tests.e2e.conftest import (
+from tests.e2e.helpers import (
     get_json,
     post,
     run_in_terminal,
@@ -106,6 +106,39 @@ def test_not_running_goes_back_to_progress_and_resumes(page, mock_url: str) -> N
     run_in_terminal(page, 'echo "mark=$MARK"')
     wait_output(page, "mark=still-9")
     assert "resume" in get_json(f"{mock_url}/mock/state")["actions"][1:]
+
+
+def test_shells_closed_by_a_stop_bring_the_lab_back_with_a_new_shell(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
+    open_lab(page, mock_url)
+    post(f"{mock_url}/mock/suspend?how=closed")
+    page.locator("#progress-view", has_text="Bringing your lab back").wait_for(timeout=5000)
+    wait_connected(page)
+    wait_output(page, "a new shell was started")
+    run_in_terminal(page, "echo back-$((2*4))")
+    wait_output(page, "back-8")
+
+
+def test_a_shell_taken_by_another_tab_can_be_taken_back(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
+    open_lab(page, mock_url)
+    run_in_terminal(page, "MARK=mine")
+    post(f"{mock_url}/mock/take")
+    banner = page.locator("#conn-banner", has_text="another tab")
+    banner.wait_for(timeout=5000)
+    banner.get_by_role("button", name="Use it here").click()
+    wait_connected(page)
+    run_in_terminal(page, 'echo "mark=$MARK-$((1+1))"')
+    wait_output(page, "mark=mine-2")
+
+
+def test_exit_ends_the_shell_and_a_new_one_can_start(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
+    open_lab(page, mock_url)
+    run_in_terminal(page, "exit")
+    banner = page.locator("#conn-banner", has_text="ended")
+    banner.wait_for(timeout=5000)
+    banner.get_by_role("button", name="Start a new shell").click()
+    wait_connected(page)
+    run_in_terminal(page, "echo again-$((3+4))")
+    wait_output(page, "again-7")
 
 
 def test_reload_keeps_the_shell(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,74 @@
+"""The demo lab end to end: a real `stacklab serve`, real LXC nodes, the real terminal, in chromium.
+
+One browser context for the whole module (the demo gives one environment per browser), so the tests run in
+order: terminal, checks, suspend and come back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from urllib.parse import unquote, urlparse
+
+import pytest
+from tests.e2e.conftest import Stacklab
+from tests.e2e.helpers import run_in_terminal, wait_connected, wait_output
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
+
+LAUNCH_S = 300
+
+
+@pytest.fixture(scope="module")
+def lab_page(browser, stacklab: Stacklab) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def env_id(page) -> str:  # type: ignore[no-untyped-def]
+    path = urlparse(page.url).path
+    assert path.startswith("/lab/"), page.url
+    return unquote(path[len("/lab/") :])
+
+
+def test_demo_shows_progress_then_a_working_terminal(lab_page, stacklab: Stacklab) -> None:  # type: ignore[no-untyped-def]
+    page = lab_page
+    page.goto(f"{stacklab.url}/demo")
+    page.locator(".steps .step").first.wait_for()
+    assert "token" not in page.url
+    wait_connected(page, timeout_s=LAUNCH_S)
+    wait_output(page, "$ ", timeout_s=60)
+    run_in_terminal(page, "echo sum-$((40+2)); hostname")
+    wait_output(page, "sum-42")
+    shots = os.environ.get("STACKLAB_E2E_SCREENSHOTS") or tempfile.gettempdir()
+    page.screenshot(path=os.path.join(shots, "stacklab-lab-page.png"))
+
+
+def test_check_my_work_moves_the_score(lab_page, stacklab: Stacklab) -> None:  # type: ignore[no-untyped-def]
+    page = lab_page
+    page.get_by_role("button", name="Check my work").click()
+    page.locator("#score-value", has_text="0/3").wait_for(timeout=60_000)
+    run_in_terminal(
+        page, 'echo "hello world" > ~/hello.txt && sudo useradd --create-home alice && echo ok-$((1+1))'
+    )
+    wait_output(page, "ok-2", timeout_s=60)
+    page.get_by_role("button", name="Check my work").click()
+    page.locator("#score-value", has_text="3/3").wait_for(timeout=60_000)
+    assert page.locator(".check-pass").count() == 2
+
+
+def test_suspended_lab_comes_back_as_it_was(lab_page, stacklab: Stacklab) -> None:  # type: ignore[no-untyped-def]
+    page = lab_page
+    run_in_terminal(page, "LABMARK=kept-$((6*7)); echo file-$((2+2)) > ~/before.txt; echo set-$((3+3))")
+    wait_output(page, "set-6")
+    stacklab.cli("env", "suspend", env_id(page), "--wait")
+    page.reload()
+    wait_connected(page, timeout_s=LAUNCH_S)
+    run_in_terminal(page, 'echo "mark=$LABMARK"; cat ~/before.txt')
+    text = wait_output(page, "mark=kept-42", timeout_s=60)
+    wait_output(page, "\nfile-4")
+    assert text
