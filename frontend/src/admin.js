@@ -31,7 +31,7 @@ function showError(err) {
   }
   box.replaceChildren(err.message);
   if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
-    box.replaceChildren("Your operator session has expired. ", h("a", { href: "/admin" }, "Log in again"), ".");
+    box.replaceChildren("Your operator session has expired. ", h("a", { href: "/admin/login" }, "Sign in again"), ".");
     clearInterval(refreshTimer);
   }
   box.hidden = false;
@@ -252,7 +252,7 @@ function start() {
     $("confirm-dialog").close("delete");
   });
   if (!api.token) {
-    showError(new ApiError(401, "not logged in"));
+    location.replace("/admin/login");
     return;
   }
   load();

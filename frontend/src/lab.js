@@ -425,7 +425,14 @@ async function runChecks() {
 
 async function loadChecks() {
   try {
-    renderChecks(await api.get(`${base}/checks`));
+    const data = await api.get(`${base}/checks`);
+    if (data && "latest" in data) {
+      // {latest: report | null, counted_score}
+      const counted = data.counted_score ?? undefined;
+      renderChecks(data.latest ? { ...data.latest, counted_score: counted ?? data.latest.counted_score } : { counted_score: counted });
+    } else {
+      renderChecks(data);
+    }
   } catch {
     renderChecks(null);
   }

@@ -177,7 +177,12 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
     )
     service = Stacklab(f"http://127.0.0.1:{port}", env)
     try:
-        wait_http(f"{service.url}/healthz", 120, proc)
+        try:
+            wait_http(f"{service.url}/healthz", 120, proc)
+        except (RuntimeError, TimeoutError) as exc:
+            log.flush()
+            tail = (Path(data_dir) / "serve.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"stacklab serve did not come up: {exc}\n{tail}")
         yield service
     finally:
         stop(proc)

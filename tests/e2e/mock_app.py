@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "stacklab" / "web" / "static"
@@ -164,9 +164,10 @@ def create_app() -> FastAPI:
         return {"token": f"{TOKEN}-{state.tokens_issued % 100}", "expires_at": time.time() + 3600}
 
     @app.get("/api/v1/environments/{env}/checks")
-    def last_checks(env: str, request: Request) -> Response:
+    def last_checks(env: str, request: Request) -> dict:
         auth(request)
-        return JSONResponse(state.last_report)
+        report = state.last_report
+        return {"latest": report, "counted_score": report["counted_score"] if report else None}
 
     @app.post("/api/v1/environments/{env}/checks")
     def checks(env: str, request: Request) -> dict:
