@@ -412,30 +412,43 @@ def reconcile(ctx: click.Context, as_json: bool) -> None:
 
 @main.command(
     "serve",
-    help="Run the engine: the controller loop, with the demo lab launched.\n\n"
+    help="Run the service: web API, lab pages, terminals and the controller loop, in one process.\n\n"
     "Configuration is read from $STACKLAB_CONFIG or <data_dir>/stacklab.toml, then STACKLAB_* "
     "environment variables:\n\n" + describe_settings().replace("\n", "\n\n"),
 )
-@click.option("--demo/--no-demo", default=True, help="Launch the demo lab for learner 'demo'.")
-@click.option("--demo-lab", default=str(EXAMPLES_DIR / "hello.yaml"), show_default=True)
+@click.option("--host", help="Listen address (default: http_host).")
+@click.option("--port", type=int, help="Listen port (default: http_port).")
+@click.option("--demo/--no-demo", default=True, help="Offer the demo lab at /demo.")
 @click.pass_context
-def serve(ctx: click.Context, demo: bool, demo_lab: str) -> None:
-    app = _app(ctx)
+def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool) -> None:
+    import uvicorn
 
-    async def main_loop() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
+    from stacklab.web.app import create_app
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if demo:
-            record = app.environments.launch(demo_lab, "demo", "demo")
-            click.echo(f"demo environment {record.id}: stacklab env exec {record.id} -- hostname", err=True)
-        click.echo(f"stacklab engine running (data in {app.settings.data_dir}); Ctrl-C stops it", err=True)
-        await app.engine.run_forever(stop)
-
-    _run(main_loop())
+    settings = load_settings(
+        data_dir=ctx.obj.get("data_dir"), http_host=host, http_port=port, demo_enabled=demo
+    )
+    app = build_app(settings)
+    web = create_app(app)
+    base = web.state.ctx.public_url
+    click.echo(f"stacklab {base}  (data in {settings.data_dir})", err=True)
+    if demo:
+        click.echo(f"  demo lab:   {base}/demo", err=True)
+    click.echo(
+        f"  operators:  {base}/admin  (password in {Path(settings.data_dir) / 'admin.password'})", err=True
+    )
+    config = uvicorn.Config(
+        web,
+        host=settings.http_host,
+        port=settings.http_port,
+        ws_per_message_deflate=False,
+        access_log=False,
+        log_level="warning",
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ class Settings:
         metadata={"help": "Fernet key for secrets at rest; default generated into <data_dir>/secret.key."},
     )
     local_root_dir: str = field(default="", metadata={"help": "LXC containers; default <data_dir>/local."})
-    image_dir: str = field(default="", metadata={"help": "Base image cache; default <data_dir>/images."})
+    image_dir: str = field(
+        default="",
+        metadata={"help": "Base image cache, shared by data dirs; default /var/lib/stacklab/images (root)."},
+    )
     reconcile_interval_s: float = field(default=2.0, metadata={"help": "Seconds between controller passes."})
     reconcile_batch: int = field(default=200, metadata={"help": "Environments taken per controller pass."})
     reconcile_concurrency: int = field(default=16, metadata={"help": "Environments reconciled at once."})
@@ -83,7 +86,9 @@ class Settings:
 
     @property
     def resolved_image_dir(self) -> str:
-        return self.image_dir or str(Path(self.data_dir) / "images")
+        if self.image_dir:
+            return self.image_dir
+        return "/var/lib/stacklab/images" if os.geteuid() == 0 else str(Path(self.data_dir) / "images")
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECRET_SETTINGS}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -37,10 +39,15 @@ class Vault:
     """Encrypts and decrypts small secrets (private keys, passwords) for the store."""
 
     def __init__(self, key: str) -> None:
+        self._key = key.encode()
         try:
-            self._fernet = Fernet(key.encode())
+            self._fernet = Fernet(self._key)
         except (ValueError, TypeError) as exc:
             raise ConfigError("secret_key is not a valid Fernet key (32 url-safe base64 bytes)") from exc
+
+    def derive(self, purpose: str) -> str:
+        """A separate key for another purpose (such as signing tokens): one key never serves two uses."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).hexdigest()
 
     def encrypt(self, secret: Secret) -> bytes:
         return self._fernet.encrypt(secret.reveal().encode())

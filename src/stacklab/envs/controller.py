@@ -78,6 +78,12 @@ class Controller:
         self.clock = clock
         self.owner = process_identity()
         self._offload = repo.engine.dialect.name != "sqlite"
+        self.listeners: list[Callable[[str, float, str], None]] = []
+        """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
+
+    def _emit(self, event: str, seconds: float = 0.0, reason: str = "") -> None:
+        for listener in self.listeners:
+            listener(event, seconds, reason)
 
     # entry point ------------------------------------------------------------------------------------
     async def reconcile(self, env_id: str) -> Result:
@@ -176,7 +182,8 @@ class Controller:
         if not await self._all_answer_ssh(record, wait_s=self.settings.poll_interval_s):
             record.progress = Progress.BOOTING
             return 0.0
-        self._mark_ready(journal, "Ready", f"all nodes answer SSH after {journal.now - started:.1f}s")
+        self._mark_ready(journal, "Ready", f"all nodes answer SSH after {self.clock() - started:.1f}s")
+        self._emit("launched", self.clock() - started)
         return None
 
     async def _retry_create(self, journal: Journal, lab: Lab) -> float | None:
@@ -254,6 +261,7 @@ class Controller:
             return self.settings.poll_interval_s
         record.last_activity_at = max(record.last_activity_at, journal.now)
         self._mark_ready(journal, "Resumed", "")
+        self._emit("resumed", self.clock() - journal.now)
         await self._save(journal)  # the learner may connect now; the hook runs while they do
         await self._run_hook(journal, "after_resume", lab.hooks.after_resume)
         return None
@@ -321,6 +329,7 @@ class Controller:
         record.last_error = message
         record.last_reason = reason
         journal.observe(Observed.FAILED, reason, message, Progress.FAILED)
+        self._emit("failed", reason=reason)
         if record.attempts < self.settings.max_attempts:
             record.next_attempt_at = journal.now + self._backoff(record.attempts)
         return None

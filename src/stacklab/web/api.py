@@ -1,0 +1,216 @@
+"""The HTTP API: learners (token bound to their environment), LMS servers (signed JWTs), operators."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from stacklab.checks.runner import counted_score
+from stacklab.envs.service import CheckReport
+from stacklab.types import Desired
+from stacklab.web import schemas
+from stacklab.web.context import WebContext, authorize, context
+from stacklab.web.lms import require_admin, require_server
+
+router = APIRouter(prefix="/api/v1")
+
+EnvId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}$", description="Environment id")]
+Server = Annotated[str, Depends(require_server)]
+Admin = Annotated[str, Depends(require_admin)]
+
+
+def _status(ctx: WebContext, env_id: str) -> schemas.EnvironmentStatus:
+    envs = ctx.stack.environments
+    record = envs.resolve(env_id)
+    return schemas.status_of(record, envs.lab_of(record))
+
+
+def _kick(ctx: WebContext, env_id: str) -> None:
+    """Reconcile now rather than at the next pass, so the learner sees progress at once."""
+    ctx.stack.engine.runner.submit(env_id)
+
+
+def _report(report: CheckReport) -> schemas.CheckReportBody:
+    return schemas.CheckReportBody(
+        results=[schemas.CheckResultBody(**r.to_json()) for r in report.results],
+        score=report.score,
+        max_score=report.max_score,
+        counted_score=report.counted,
+    )
+
+
+# learners -------------------------------------------------------------------------------------------
+@router.get("/environments/{env_id}", tags=["learner"])
+async def get_environment(request: Request, env_id: EnvId) -> schemas.EnvironmentStatus:
+    """Status of the environment, with launch progress."""
+    authorize(request, env_id)
+    return _status(context(request), env_id)
+
+
+@router.post("/environments/{env_id}/resume", tags=["learner"])
+async def resume_environment(request: Request, env_id: EnvId) -> schemas.EnvironmentStatus:
+    """Launch or resume the environment (the lab page calls this when it opens)."""
+    authorize(request, env_id, write=True)
+    ctx = context(request)
+    ctx.stack.environments.request(env_id, Desired.RUNNING, "ResumeRequested")
+    _kick(ctx, env_id)
+    return _status(ctx, env_id)
+
+
+@router.post("/environments/{env_id}/activity", status_code=204, tags=["learner"])
+async def record_activity(request: Request, env_id: EnvId) -> Response:
+    """Learner activity: keeps the lab running (and wakes it when suspended)."""
+    authorize(request, env_id, write=True)
+    ctx = context(request)
+    record = ctx.stack.environments.touch(env_id)
+    if record.due_at is not None and record.due_at <= ctx.stack.controller.clock():
+        _kick(ctx, env_id)
+    return Response(status_code=204)
+
+
+@router.post("/environments/{env_id}/reset", tags=["learner"])
+async def reset_environment(request: Request, env_id: EnvId) -> schemas.EnvironmentStatus:
+    """Throw the lab away and start a fresh one."""
+    authorize(request, env_id, write=True)
+    ctx = context(request)
+    ctx.stack.environments.reset(env_id)
+    await ctx.close_terminals(env_id)
+    _kick(ctx, env_id)
+    return _status(ctx, env_id)
+
+
+@router.post("/environments/{env_id}/checks", tags=["learner"])
+async def run_checks(request: Request, env_id: EnvId) -> schemas.CheckReportBody:
+    """Run the lab's checks now and return each result, hint and the score."""
+    authorize(request, env_id, write=True)
+    return _report(await context(request).stack.environments.check(env_id))
+
+
+@router.get("/environments/{env_id}/checks", tags=["learner"])
+async def latest_checks(request: Request, env_id: EnvId) -> schemas.LatestChecks:
+    """The latest check results and the score that counts (best or latest, as the lab says)."""
+    authorize(request, env_id)
+    ctx = context(request)
+    record = ctx.stack.environments.resolve(env_id)
+    runs = ctx.stack.repo.check_runs(env_id)
+    if not runs:
+        return schemas.LatestChecks(latest=None, counted_score=None)
+    last = runs[-1]
+    counted = counted_score([r.score for r in runs], ctx.stack.environments.lab_of(record).score)
+    latest = schemas.CheckReportBody(
+        results=[schemas.CheckResultBody(**r) for r in last.results],
+        score=last.score,
+        max_score=last.max_score,
+        counted_score=counted or 0.0,
+    )
+    return schemas.LatestChecks(latest=latest, counted_score=counted)
+
+
+@router.post("/environments/{env_id}/token", tags=["learner"])
+async def refresh_token(request: Request, env_id: EnvId) -> schemas.TokenResponse:
+    """A fresh token with the same rights (the lab page refreshes before expiry)."""
+    claims = authorize(request, env_id)
+    ctx = context(request)
+    ttl = ctx.stack.settings.token_ttl_s
+    token = ctx.signer.issue(claims.role, claims.subject, claims.env_id, ttl, claims.read_only)
+    return schemas.TokenResponse(token=token, expires_at=ctx.signer.verify(token).expires_at)
+
+
+# LMS servers ----------------------------------------------------------------------------------------
+@router.get("/labs", tags=["lms"])
+async def list_labs(request: Request, _caller: Server) -> list[schemas.LabInfo]:
+    """Labs this service offers."""
+    catalog = context(request).catalog
+    return [
+        schemas.LabInfo(
+            id=lab.id,
+            title=lab.title,
+            description=lab.description or "",
+            nodes=list(lab.all_node_names()),
+            max_score=lab.max_score(),
+        )
+        for lab in catalog.labs.values()
+    ]
+
+
+@router.post("/launch", tags=["lms"])
+async def launch(request: Request, body: schemas.LaunchRequest, _caller: Server) -> schemas.LaunchResponse:
+    """Launch or resume a learner's lab; returns a learner token and the lab page's URL."""
+    ctx = context(request)
+    record = ctx.stack.environments.launch(ctx.catalog.path(body.lab), body.learner, body.course)
+    _kick(ctx, record.id)
+    token = ctx.signer.issue("learner", body.learner, record.id, ctx.stack.settings.token_ttl_s)
+    return schemas.LaunchResponse(
+        environment=_status(ctx, record.id),
+        token=token,
+        lab_url=f"{ctx.public_url}/lab/{record.id}#token={token}",
+    )
+
+
+@router.get("/courses/{course}/environments", tags=["lms"])
+async def course_environments(
+    request: Request, course: Annotated[str, Path(max_length=200)], _caller: Server
+) -> list[schemas.EnvironmentStatus]:
+    """Every environment of a course (for staff panels)."""
+    ctx = context(request)
+    envs = ctx.stack.environments
+    return [schemas.status_of(r, envs.lab_of(r)) for r in ctx.stack.repo.list(course=course)]
+
+
+@router.post("/environments/{env_id}/suspend", tags=["lms"])
+async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) -> schemas.EnvironmentStatus:
+    ctx = context(request)
+    ctx.stack.environments.request(env_id, Desired.SUSPENDED, "SuspendRequested")
+    _kick(ctx, env_id)
+    return _status(ctx, env_id)
+
+
+@router.delete("/environments/{env_id}", tags=["lms"])
+async def delete_environment(request: Request, env_id: EnvId, _caller: Server) -> schemas.EnvironmentStatus:
+    ctx = context(request)
+    ctx.stack.environments.request(env_id, Desired.DELETED, "DeleteRequested")
+    await ctx.close_terminals(env_id)
+    _kick(ctx, env_id)
+    return _status(ctx, env_id)
+
+
+# operators ------------------------------------------------------------------------------------------
+@router.get("/admin/environments", tags=["admin"])
+async def admin_list(
+    request: Request,
+    _admin: Admin,
+    course: Annotated[str | None, Query(max_length=200)] = None,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+) -> list[schemas.AdminEnvironment]:
+    """Environments, filtered by course and observed state."""
+    records = context(request).stack.repo.list(course=course or None, observed=state or None)
+    return [schemas.admin_view(r) for r in records]
+
+
+@router.get("/admin/environments/{env_id}", tags=["admin"])
+async def admin_show(request: Request, env_id: EnvId, _admin: Admin) -> schemas.AdminEnvironmentDetail:
+    """One environment with its transition history."""
+    ctx = context(request)
+    record = ctx.stack.environments.resolve(env_id)
+    return schemas.admin_detail(record, ctx.stack.repo.history(env_id))
+
+
+ACTIONS: dict[str, Desired] = {
+    "suspend": Desired.SUSPENDED,
+    "resume": Desired.RUNNING,
+    "delete": Desired.DELETED,
+}
+
+
+@router.post("/admin/environments/{env_id}/{action}", tags=["admin"])
+async def admin_act(
+    request: Request, env_id: EnvId, action: Literal["suspend", "resume", "delete"], admin: Admin
+) -> schemas.AdminEnvironment:
+    """Ask the controller to suspend, resume or delete (it converges; the row is not edited directly)."""
+    ctx = context(request)
+    record = ctx.stack.environments.request(env_id, ACTIONS[action], f"Operator{action.capitalize()}")
+    if action == "delete":
+        await ctx.close_terminals(env_id)
+    _kick(ctx, env_id)
+    return schemas.admin_view(record)

@@ -1,0 +1,128 @@
+"""The web application: one process with the API, pages, terminal bridge and the controller loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from stacklab import __version__
+from stacklab.envs.service import InvalidInput
+from stacklab.errors import Conflict, LabError, NotFound, StacklabError
+from stacklab.labs.catalog import LabCatalog
+from stacklab.web import api, pages, terminal
+from stacklab.web.context import WebContext
+from stacklab.web.metrics import Metrics
+from stacklab.web.tokens import TokenSigner
+from stacklab.wiring import App
+
+log = logging.getLogger(__name__)
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
+
+
+def admin_password(configured: str, data_dir: str) -> str:
+    """The configured operator password, or one generated into <data_dir>/admin.password (0600)."""
+    if configured:
+        return configured
+    path = Path(data_dir) / "admin.password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(18) + "\n")
+    return path.read_text().strip()
+
+
+def build_context(stack: App) -> WebContext:
+    settings = stack.settings
+    return WebContext(
+        stack=stack,
+        signer=TokenSigner(stack.controller.vault.derive("access-tokens")),
+        catalog=LabCatalog(settings.labs_dir or EXAMPLES_DIR),
+        public_url=(settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/"),
+        admin_password=admin_password(settings.admin_password, settings.data_dir),
+    )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def create_app(stack: App, run_engine: bool = True) -> FastAPI:
+    """The ASGI app. With run_engine, the controller loop runs inside the app's lifespan."""
+    ctx = build_context(stack)
+
+    async def close_terminals(env_id: str) -> None:
+        terminal.close_sessions(env_id)
+
+    ctx.terminal_closers.append(close_terminals)
+    metrics = Metrics(stack.repo, terminal.open_terminals, lambda: stack.engine.runner.failures)
+    stack.controller.listeners.append(metrics.observe)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        loop_task = asyncio.create_task(stack.engine.run_forever(stop)) if run_engine else None
+        try:
+            yield
+        finally:
+            stop.set()
+            await terminal.shutdown_terminals()
+            if loop_task:
+                await loop_task
+
+    app = FastAPI(
+        title="stacklab",
+        version=__version__,
+        description="Per-learner lab environments: API for LMS adapters, learners' lab pages and operators.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.metrics = metrics
+    app.include_router(api.router)
+    app.include_router(terminal.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(InvalidInput)
+    async def invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(LabError)
+    async def bad_lab(_request: Request, exc: LabError) -> JSONResponse:
+        return _error(422, "; ".join(exc.problems))
+
+    @app.exception_handler(StacklabError)
+    async def other(_request: Request, exc: StacklabError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    return app

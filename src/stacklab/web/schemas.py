@@ -1,0 +1,163 @@
+"""Request and response bodies of the API (published in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stacklab.envs.service import NAME_PATTERN
+from stacklab.labs.schema import Lab
+from stacklab.store.tables import EnvironmentRecord, TransitionRecord
+from stacklab.types import Observed
+
+LEARNER_MESSAGES = {
+    "NoCapacity": "All lab machines are busy right now. Please try again in a few minutes.",
+    "CapacityExhausted": "All lab machines are busy right now. Please try again in a few minutes.",
+    "LaunchTimeout": "Your lab took too long to start. Please retry.",
+}
+DEFAULT_FAILURE = "Your lab could not be started. Please retry; if it keeps failing, tell your course team."
+
+Name = str
+
+
+class LaunchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    course: str = Field(pattern=NAME_PATTERN.pattern, description="Course id, e.g. course-v1:Org+C1+2026")
+    lab: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="Lab id offered by this service")
+    learner: str = Field(pattern=NAME_PATTERN.pattern, description="The LMS's anonymous learner id")
+
+
+class EnvironmentStatus(BaseModel):
+    id: str
+    course: str
+    lab: str
+    learner: str
+    title: str
+    description: str
+    desired: str
+    observed: str
+    progress: str
+    ready: bool
+    nodes: list[str] = Field(description="Nodes the learner may open")
+    message: str = Field(description="A learner-friendly sentence when something is wrong")
+
+
+class LaunchResponse(BaseModel):
+    environment: EnvironmentStatus
+    token: str
+    lab_url: str
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_at: float
+
+
+class CheckResultBody(BaseModel):
+    name: str
+    node: str
+    passed: bool
+    weight: float
+    output: str
+    hint: str
+
+
+class CheckReportBody(BaseModel):
+    results: list[CheckResultBody]
+    score: float
+    max_score: float
+    counted_score: float
+
+
+class LatestChecks(BaseModel):
+    latest: CheckReportBody | None
+    counted_score: float | None
+
+
+class LabInfo(BaseModel):
+    id: str
+    title: str
+    description: str
+    nodes: list[str]
+    max_score: float
+
+
+class AdminEnvironment(BaseModel):
+    id: str
+    course: str
+    lab: str
+    learner: str
+    desired: str
+    observed: str
+    progress: str
+    provider: str | None
+    created_at: float
+    last_activity_at: float
+    last_error: str | None
+    last_reason: str | None
+
+
+class HistoryEntry(BaseModel):
+    at: float
+    kind: str
+    from_: str = Field(alias="from")
+    to: str
+    reason: str
+    message: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class AdminEnvironmentDetail(AdminEnvironment):
+    nodes: dict[str, dict[str, object]]
+    history: list[HistoryEntry]
+
+
+def status_of(record: EnvironmentRecord, lab: Lab) -> EnvironmentStatus:
+    message = ""
+    if record.observed == Observed.FAILED:
+        message = LEARNER_MESSAGES.get(record.last_reason or "", DEFAULT_FAILURE)
+    return EnvironmentStatus(
+        id=record.id,
+        course=record.course,
+        lab=record.lab_id,
+        learner=record.learner,
+        title=lab.title,
+        description=lab.description or "",
+        desired=record.desired,
+        observed=record.observed,
+        progress=record.progress,
+        ready=record.observed == Observed.RUNNING,
+        nodes=list(lab.learner_nodes),
+        message=message,
+    )
+
+
+def admin_view(record: EnvironmentRecord) -> AdminEnvironment:
+    return AdminEnvironment(
+        id=record.id,
+        course=record.course,
+        lab=record.lab_id,
+        learner=record.learner,
+        desired=record.desired,
+        observed=record.observed,
+        progress=record.progress,
+        provider=record.provider,
+        created_at=record.created_at,
+        last_activity_at=record.last_activity_at,
+        last_error=record.last_error,
+        last_reason=record.last_reason,
+    )
+
+
+def admin_detail(record: EnvironmentRecord, history: list[TransitionRecord]) -> AdminEnvironmentDetail:
+    return AdminEnvironmentDetail(
+        **admin_view(record).model_dump(),
+        nodes=record.nodes or {},
+        history=[
+            HistoryEntry(
+                at=t.at, kind=t.kind, from_=t.from_state, to=t.to_state, reason=t.reason, message=t.message
+            )
+            for t in history
+        ],
+    )
