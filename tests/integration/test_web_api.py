@@ -1,0 +1,247 @@
+"""The HTTP API: who may do what, bad input, secrets kept server-side, and fuzzing from the OpenAPI schema.
+
+The app is the real ASGI app on a real SQLite store with a real SSH server; the provider is the in-memory
+one (these tests are about the API, the LXC path is covered by the lifecycle and end-to-end tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from tests.support.memory_provider import MemoryProvider
+from tests.support.sshd import start_sshd
+
+from stacklab.config import Settings
+from stacklab.web.app import create_app
+from stacklab.wiring import App, build_app
+
+LMS_KEY, LMS_SECRET = "edx-test", "s3cret-shared-with-the-lms-at-least-32-bytes"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def lms_jwt(secret: str = LMS_SECRET, issuer: str = LMS_KEY, ttl_s: float = 60) -> str:
+    return jwt.encode({"iss": issuer, "exp": int(time.time() + ttl_s)}, secret, algorithm="HS256")
+
+
+def make_stack(tmp_path: Path, providers: dict[str, MemoryProvider]) -> App:
+    settings = Settings(
+        data_dir=str(tmp_path / "data"),
+        poll_interval_s=0.01,
+        lms_keys={LMS_KEY: LMS_SECRET},
+        admin_password="operator-pass",
+        labs_dir=str(EXAMPLES),
+        token_ttl_s=60,
+    )
+    return build_app(
+        settings,
+        {
+            "local": lambda entry: providers.setdefault(
+                entry.name, MemoryProvider(entry.name, {"ssh": providers["_ssh"].settings["ssh"]})
+            )
+        },
+        follow_requeue=False,
+    )
+
+
+@pytest.fixture
+async def sshd_port():  # type: ignore[no-untyped-def]
+    server, port = await start_sshd()
+    yield port
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+async def client(tmp_path: Path, sshd_port: int) -> AsyncIterator[tuple[httpx.AsyncClient, App]]:
+    providers = {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", sshd_port)})}
+    stack = make_stack(tmp_path, providers)
+    app = create_app(stack, run_engine=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        yield http, stack
+    stack.close()
+
+
+async def launch(http: httpx.AsyncClient, learner: str, lab: str = "hello-lab") -> dict:  # type: ignore[type-arg]
+    response = await http.post(
+        "/api/v1/launch",
+        json={"course": "course-v1:Org+C1+2026", "lab": lab, "learner": learner},
+        headers={"Authorization": f"Bearer {lms_jwt()}"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    body = await launch(http, "learner-a")
+    env_id, token = body["environment"]["id"], body["token"]
+    assert body["lab_url"].endswith(f"/lab/{env_id}#token={token}")
+    await stack.environments.drive(env_id, 30)
+    status = (await http.get(f"/api/v1/environments/{env_id}", headers=bearer(token))).json()
+    assert (status["ready"], status["progress"], status["nodes"]) == (True, "ready", ["main"])
+    report = (await http.post(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).json()
+    assert (report["score"], report["max_score"]) == (0, 3)
+    latest = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).json()
+    assert latest["counted_score"] == 0 and len(latest["latest"]["results"]) == 2
+    assert (await launch(http, "learner-a"))["environment"]["id"] == env_id
+
+
+async def test_learners_reach_only_their_own_environment(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    a, b = await launch(http, "learner-a"), await launch(http, "learner-b")
+    b_id = b["environment"]["id"]
+    for method, path in [
+        ("GET", f"/api/v1/environments/{b_id}"),
+        ("POST", f"/api/v1/environments/{b_id}/reset"),
+        ("POST", f"/api/v1/environments/{b_id}/checks"),
+        ("POST", f"/api/v1/environments/{b_id}/token"),
+    ]:
+        response = await http.request(method, path, headers=bearer(a["token"]))
+        assert response.status_code == 403, (path, response.text)
+    for path in ("/api/v1/admin/environments", "/api/v1/courses/c1/environments", "/api/v1/labs"):
+        assert (await http.get(path, headers=bearer(a["token"]))).status_code == 403
+
+
+async def test_expired_tampered_and_missing_tokens_are_refused(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    body = await launch(http, "learner-a")
+    env_id, token = body["environment"]["id"], body["token"]
+    signer = http._transport.app.state.ctx.signer  # type: ignore[attr-defined]
+    expired = signer.issue("learner", "learner-a", env_id, ttl_s=-1)
+    payload, signature = token.split(".")
+    forged = signer.issue("admin", "learner-a", None, 60).split(".")[0] + "." + signature
+    for bad, reason in [
+        (expired, "expired"),
+        (token[:-2] + "xx", "signature"),
+        (forged, "signature"),
+        ("garbage", "malformed"),
+        ("", "missing"),
+    ]:
+        response = await http.get(f"/api/v1/environments/{env_id}", headers=bearer(bad))
+        assert response.status_code == 401 and reason in response.json()["detail"], (bad, response.text)
+    assert (await http.get(f"/api/v1/environments/{env_id}")).status_code == 401
+
+
+async def test_lms_calls_need_a_valid_signed_jwt(client) -> None:  # type: ignore[no-untyped-def]
+    http, _ = client
+    body = {"course": "c1", "lab": "hello-lab", "learner": "x"}
+    for token, detail in [
+        (lms_jwt(secret="wrong-secret-of-a-decent-length-0123"), "invalid token"),
+        (lms_jwt(issuer="someone-else"), "unknown issuer"),
+        (lms_jwt(ttl_s=-120), "invalid token"),
+        (lms_jwt(ttl_s=3600), "longer than"),
+    ]:
+        response = await http.post("/api/v1/launch", json=body, headers=bearer(token))
+        assert response.status_code == 401 and detail in response.json()["detail"]
+
+
+async def test_bad_input_gets_a_clear_4xx(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    headers = bearer(lms_jwt())
+    unknown = await http.post(
+        "/api/v1/launch", json={"course": "c1", "lab": "nope", "learner": "x"}, headers=headers
+    )
+    assert unknown.status_code == 404 and "hello-lab" in unknown.json()["detail"]
+    bad_learner = await http.post(
+        "/api/v1/launch", json={"course": "c1", "lab": "hello-lab", "learner": "a b/c"}, headers=headers
+    )
+    assert bad_learner.status_code == 422 and "learner" in bad_learner.text
+    extra = await http.post(
+        "/api/v1/launch",
+        json={"course": "c1", "lab": "hello-lab", "learner": "x", "admin": True},
+        headers=headers,
+    )
+    assert extra.status_code == 422
+    assert stack.repo.list() == []
+
+
+async def test_operator_actions_go_through_the_controller(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    env_id = (await launch(http, "learner-a"))["environment"]["id"]
+    await stack.environments.drive(env_id, 30)
+    login = await http.post("/admin/login", data={"password": "wrong"})
+    assert login.status_code == 401
+    login = await http.post("/admin/login", data={"password": "operator-pass"}, follow_redirects=False)
+    admin = login.headers["location"].split("#token=")[1]
+    listed = (await http.get("/api/v1/admin/environments?state=running", headers=bearer(admin))).json()
+    assert [e["id"] for e in listed] == [env_id]
+    acted = (await http.post(f"/api/v1/admin/environments/{env_id}/suspend", headers=bearer(admin))).json()
+    assert (acted["desired"], acted["observed"]) == ("suspended", "running")
+    await stack.environments.drive(env_id, 30)
+    detail = (await http.get(f"/api/v1/admin/environments/{env_id}", headers=bearer(admin))).json()
+    assert detail["observed"] == "suspended"
+    assert [h["reason"] for h in detail["history"]][-2:] == ["OperatorSuspend", "Suspended"]
+    metrics = (await http.get("/metrics")).text
+    assert 'stacklab_environments{observed="suspended"} 1.0' in metrics
+    assert "stacklab_launch_seconds_count 1.0" in metrics
+
+
+async def test_no_secret_in_any_response_or_log_line(client, caplog) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    caplog.set_level(logging.DEBUG)
+    body = await launch(http, "learner-a")
+    env_id, token = body["environment"]["id"], body["token"]
+    await stack.environments.drive(env_id, 30)
+    login = await http.post("/admin/login", data={"password": "operator-pass"}, follow_redirects=False)
+    admin = login.headers["location"].split("#token=")[1]
+    texts = [str(body)]
+    for path, headers in [
+        (f"/api/v1/environments/{env_id}", bearer(token)),
+        (f"/api/v1/environments/{env_id}/checks", bearer(token)),
+        (f"/api/v1/admin/environments/{env_id}", bearer(admin)),
+        ("/api/v1/admin/environments", bearer(admin)),
+        ("/metrics", {}),
+        ("/openapi.json", {}),
+    ]:
+        texts.append((await http.get(path, headers=headers)).text)
+    texts.append((await http.post(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).text)
+    texts += [record.getMessage() for record in caplog.records]
+    private_key = stack.controller.targets(
+        stack.repo.get(env_id), stack.environments.lab_of(stack.repo.get(env_id))
+    )["main"].private_key.reveal()
+    for text in texts:
+        assert "PRIVATE KEY" not in text and private_key.splitlines()[1] not in text
+        assert "operator-pass" not in text and LMS_SECRET not in text
+
+
+FUZZ_DIR = Path(tempfile.mkdtemp(prefix="stacklab-fuzz-"))
+FUZZ_STACK = make_stack(FUZZ_DIR, {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", 1)})})
+FUZZ_APP = create_app(FUZZ_STACK, run_engine=False)
+schema = schemathesis.openapi.from_asgi("/openapi.json", FUZZ_APP)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_fuzz_store() -> Iterator[None]:
+    yield
+    FUZZ_STACK.close()
+    shutil.rmtree(FUZZ_DIR, ignore_errors=True)
+
+
+@schema.parametrize()
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzzing_the_api_finds_no_server_error(case) -> None:  # type: ignore[no-untyped-def]
+    signer = FUZZ_APP.state.ctx.signer
+    for token in (
+        lms_jwt(),
+        signer.issue("admin", "fuzz", None, 60),
+        signer.issue("learner", "x", "0000abcd", 60),
+    ):
+        response = case.call(headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
