@@ -104,7 +104,7 @@ async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type
 
 
 async def test_learners_reach_only_their_own_environment(client) -> None:  # type: ignore[no-untyped-def]
-    http, stack = client
+    http, _stack = client
     a, b = await launch(http, "learner-a"), await launch(http, "learner-b")
     b_id = b["environment"]["id"]
     for method, path in [
@@ -120,12 +120,12 @@ async def test_learners_reach_only_their_own_environment(client) -> None:  # typ
 
 
 async def test_expired_tampered_and_missing_tokens_are_refused(client) -> None:  # type: ignore[no-untyped-def]
-    http, stack = client
+    http, _stack = client
     body = await launch(http, "learner-a")
     env_id, token = body["environment"]["id"], body["token"]
     signer = http._transport.app.state.ctx.signer  # type: ignore[attr-defined]
     expired = signer.issue("learner", "learner-a", env_id, ttl_s=-1)
-    payload, signature = token.split(".")
+    _payload, signature = token.split(".")
     forged = signer.issue("admin", "learner-a", None, 60).split(".")[0] + "." + signature
     for bad, reason in [
         (expired, "expired"),
