@@ -89,10 +89,10 @@ function render() {
         ),
         h("td", {}, env.learner || "—"),
         h("td", {}, env.course || "—"),
-        h("td", {}, env.lab || "—"),
+        h("td", { class: "nowrap" }, env.lab || "—"),
         h("td", {}, env.provider || "—"),
-        h("td", { title: isoTime(env.created_at) }, ago(env.created_at).replace(" ago", "")),
-        h("td", { title: isoTime(env.last_activity_at) }, ago(env.last_activity_at)),
+        h("td", { class: "nowrap", title: isoTime(env.created_at) }, ago(env.created_at).replace(" ago", "")),
+        h("td", { class: "nowrap", title: isoTime(env.last_activity_at) }, ago(env.last_activity_at)),
         h(
           "td",
           { class: "err" },
@@ -213,7 +213,7 @@ async function showHistory(env) {
                   h(
                     "tr",
                     {},
-                    h("td", { title: ago(e.at) }, isoTime(e.at)),
+                    h("td", { class: "nowrap", title: ago(e.at) }, isoTime(e.at)),
                     h("td", {}, e.kind || ""),
                     h("td", {}, e.from ? stateBadge(e.from) : ""),
                     h("td", {}, e.to ? stateBadge(e.to) : ""),

@@ -122,7 +122,7 @@ export function epoch(when) {
 
 export function isoTime(when) {
   const t = epoch(when);
-  return t === null ? "" : new Date(t * 1000).toISOString().replace(".000", "");
+  return t === null ? "" : `${new Date(t * 1000).toISOString().slice(0, 19).replace("T", " ")} UTC`;
 }
 
 /** Create an element: h("button", {class: "x", onclick: f}, "text", child...). */

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,9 +131,10 @@ def mock_url(mock_server: str) -> Iterator[str]:
 class Stacklab:
     """A running `stacklab serve` and its CLI with the same data dir."""
 
-    def __init__(self, url: str, env: dict[str, str]) -> None:
+    def __init__(self, url: str, env: dict[str, str], admin_password: str) -> None:
         self.url = url
         self.env = env
+        self.admin_password = admin_password
 
     def cli(self, *args: str, timeout_s: float = 600) -> str:
         result = subprocess.run(
@@ -161,11 +164,13 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
         pytest.skip("the local provider needs root")
     data_dir = tempfile.mkdtemp(prefix="stacklab-e2e-")
     port = free_port()
+    password = secrets.token_urlsafe(12)
     env = {
         **os.environ,
         "STACKLAB_DATA_DIR": data_dir,
         "STACKLAB_IMAGE_DIR": IMAGE_DIR,
         "STACKLAB_HTTP_PORT": str(port),
+        "STACKLAB_ADMIN_PASSWORD": password,
     }
     log = open(Path(data_dir) / "serve.log", "wb")  # noqa: SIM115 - kept open while the server runs
     proc = subprocess.Popen(
@@ -175,7 +180,7 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    service = Stacklab(f"http://127.0.0.1:{port}", env)
+    service = Stacklab(f"http://127.0.0.1:{port}", env, password)
     try:
         try:
             wait_http(f"{service.url}/healthz", 120, proc)
@@ -187,7 +192,5 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
     finally:
         stop(proc)
         log.close()
-        try:
-            service.delete_all()
-        finally:
-            sys.stderr.write(f"\nstacklab serve log: {Path(data_dir) / 'serve.log'}\n")
+        service.delete_all()  # raises (and keeps the data dir and its serve.log) if anything is left
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ order: terminal, checks, suspend and come back.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -66,9 +67,31 @@ def test_suspended_lab_comes_back_as_it_was(lab_page, stacklab: Stacklab) -> Non
     run_in_terminal(page, "LABMARK=kept-$((6*7)); echo file-$((2+2)) > ~/before.txt; echo set-$((3+3))")
     wait_output(page, "set-6")
     stacklab.cli("env", "suspend", env_id(page), "--wait")
+    assert json.loads(stacklab.cli("env", "show", env_id(page), "--json"))["observed"] == "suspended"
     page.reload()
     wait_connected(page, timeout_s=LAUNCH_S)
     run_in_terminal(page, 'echo "mark=$LABMARK"; cat ~/before.txt')
     text = wait_output(page, "mark=kept-42", timeout_s=60)
     wait_output(page, "\nfile-4")
     assert text
+
+
+def test_operator_view_lists_the_lab_with_its_history(browser, lab_page, stacklab: Stacklab) -> None:  # type: ignore[no-untyped-def]
+    env = env_id(lab_page)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(f"{stacklab.url}/admin")
+        page.wait_for_url("**/admin/login")
+        page.get_by_label("Password").fill(stacklab.admin_password)
+        page.get_by_role("button", name="Sign in").click()
+        row = page.locator(f"#env-rows tr[data-env='{env}']")
+        row.wait_for()
+        assert "token" not in page.url
+        assert "hello-lab" in row.inner_text()
+        page.get_by_role("button", name=f"History of {env}").click()
+        dialog = page.get_by_role("dialog", name=f"History of {env}")
+        dialog.locator("tbody tr").first.wait_for()
+        assert "suspended" in dialog.inner_text()
+    finally:
+        context.close()
