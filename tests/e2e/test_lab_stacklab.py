@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
@@ -47,6 +48,19 @@ def test_demo_shows_progress_then_a_working_terminal(lab_page, stacklab: Stackla
     wait_output(page, "sum-42")
     shots = os.environ.get("STACKLAB_E2E_SCREENSHOTS") or tempfile.gettempdir()
     page.screenshot(path=os.path.join(shots, "stacklab-lab-page.png"))
+
+
+def test_floods_are_flow_controlled_and_ctrl_c_acts_at_once(lab_page, stacklab: Stacklab) -> None:  # type: ignore[no-untyped-def]
+    page = lab_page
+    run_in_terminal(page, "head -c 2000000 /dev/zero | tr '\\0' x; echo; echo flood-$((5+5))")
+    wait_output(page, "flood-10", timeout_s=60)  # 2 MB pass only if acks keep coming
+    run_in_terminal(page, "yes stacklab-flood")
+    time.sleep(1.5)
+    page.keyboard.press("Control+C")
+    started = time.monotonic()
+    run_in_terminal(page, "echo after-$((3+4))")
+    wait_output(page, "after-7", timeout_s=15)
+    assert time.monotonic() - started < 15
 
 
 def test_check_my_work_moves_the_score(lab_page, stacklab: Stacklab) -> None:  # type: ignore[no-untyped-def]
