@@ -155,8 +155,10 @@ def image_build(ctx: click.Context, force: bool) -> None:
 
     settings = load_settings(data_dir=ctx.obj.get("data_dir"))
     started = time.time()
-    path = build_base_image(
-        settings.resolved_image_dir, force=force, progress=lambda msg: click.echo(msg, err=True)
+    path = _run(
+        build_base_image(
+            settings.resolved_image_dir, force=force, progress=lambda msg: click.echo(msg, err=True)
+        )
     )
     click.echo(f"base image ready at {path} ({time.time() - started:.1f}s)")
 
