@@ -239,3 +239,9 @@ def test_bad_lab_file_is_refused_with_its_line(cli: Cli) -> None:
     assert "Traceback" not in launch.stderr
     assert cli.json("env", "list") == []
     assert cli.run("lab", "validate", str(EXAMPLES / "cluster.yaml")).returncode == 0
+
+
+def test_image_build_reports_the_cached_base_image(cli: Cli) -> None:
+    built = cli.run("image", "build")
+    assert f"base image ready at {IMAGE_DIR}/debian-bookworm-" in built.stdout
+    assert Path(built.stdout.split(" at ")[1].split(" (")[0], "rootfs", "usr", "sbin", "sshd").exists()
