@@ -70,9 +70,10 @@ def built_pages() -> None:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(built_pages: None) -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from playwright import sync_api
+
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/dev setup does)")
     with sync_api.sync_playwright() as playwright:
@@ -152,12 +153,10 @@ class Stacklab:
                 self.cli("env", "delete", env["id"], "--wait")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stacklab(built_pages: None) -> Iterator[Stacklab]:
-    if not (ROOT / "src" / "stacklab" / "web" / "app.py").exists():
-        pytest.skip("the web app (src/stacklab/web/app.py) does not exist yet")
     if os.geteuid() != 0:
-        pytest.skip("the local provider needs root")
+        pytest.fail("the local provider needs root: run the tests as root (scripts/dev test)")
     data_dir = tempfile.mkdtemp(prefix="stacklab-e2e-")
     port = free_port()
     password = secrets.token_urlsafe(12)
