@@ -188,6 +188,10 @@ async def test_operator_actions_go_through_the_controller(client) -> None:  # ty
     detail = (await http.get(f"/api/v1/admin/environments/{env_id}", headers=bearer(admin))).json()
     assert detail["observed"] == "suspended"
     assert [h["reason"] for h in detail["history"]][-2:] == ["OperatorSuspend", "Suspended"]
+    refreshed = (await http.post("/api/v1/admin/token", headers=bearer(admin))).json()
+    assert (await http.get("/api/v1/admin/environments", headers=bearer(refreshed["token"]))).status_code == 200
+    learner_token = (await launch(http, "learner-b"))["token"]
+    assert (await http.post("/api/v1/admin/token", headers=bearer(learner_token))).status_code == 403
     metrics = (await http.get("/metrics")).text
     assert 'stacklab_environments{observed="suspended"} 1.0' in metrics
     assert "stacklab_launch_seconds_count 1.0" in metrics

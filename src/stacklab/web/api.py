@@ -196,6 +196,14 @@ async def admin_show(request: Request, env_id: EnvId, _admin: Admin) -> schemas.
     return schemas.admin_detail(record, ctx.stack.repo.history(env_id))
 
 
+@router.post("/admin/token", tags=["admin"])
+async def refresh_admin_token(request: Request, admin: Admin) -> schemas.TokenResponse:
+    """A fresh operator token (the operator page refreshes before expiry)."""
+    ctx = context(request)
+    token = ctx.signer.issue("admin", admin, None, ctx.stack.settings.token_ttl_s)
+    return schemas.TokenResponse(token=token, expires_at=ctx.signer.verify(token).expires_at)
+
+
 ACTIONS: dict[str, Desired] = {
     "suspend": Desired.SUSPENDED,
     "resume": Desired.RUNNING,
