@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
+from tests.support.sshd import start_sshd
 
 from stacklab.config import Settings
 
@@ -52,3 +53,12 @@ def settings(tmp_path, database_url: str) -> Settings:  # type: ignore[no-untype
         retry_backoff_s=(0.05, 0.1),
         max_attempts=3,
     )
+
+
+@pytest.fixture
+async def sshd_port():  # type: ignore[no-untyped-def]
+    """A real SSH server on loopback (asyncssh) that runs commands with bash."""
+    server, port = await start_sshd()
+    yield port
+    server.close()
+    await server.wait_closed()

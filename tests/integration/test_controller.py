@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from tests.support.memory_provider import MemoryProvider
-from tests.support.sshd import start_sshd
 
 from stacklab.config import Settings
 from stacklab.errors import TerminalProviderError, TransientProviderError
@@ -58,14 +57,6 @@ def write_lab(tmp_path: Path, providers: str = "- {name: a, type: local}", extra
         ).format(providers=textwrap.indent(providers, ""), extra=extra)
     )
     return path
-
-
-@pytest.fixture
-async def sshd_port():  # type: ignore[no-untyped-def]
-    server, port = await start_sshd()
-    yield port
-    server.close()
-    await server.wait_closed()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from tests.support.memory_provider import MemoryProvider
-from tests.support.sshd import start_sshd
 
 from stacklab.config import Settings
 from stacklab.web.app import create_app
@@ -52,14 +51,6 @@ def make_stack(tmp_path: Path, providers: dict[str, MemoryProvider]) -> App:
         },
         follow_requeue=False,
     )
-
-
-@pytest.fixture
-async def sshd_port():  # type: ignore[no-untyped-def]
-    server, port = await start_sshd()
-    yield port
-    server.close()
-    await server.wait_closed()
 
 
 @pytest.fixture
@@ -189,7 +180,9 @@ async def test_operator_actions_go_through_the_controller(client) -> None:  # ty
     assert detail["observed"] == "suspended"
     assert [h["reason"] for h in detail["history"]][-2:] == ["OperatorSuspend", "Suspended"]
     refreshed = (await http.post("/api/v1/admin/token", headers=bearer(admin))).json()
-    assert (await http.get("/api/v1/admin/environments", headers=bearer(refreshed["token"]))).status_code == 200
+    assert (
+        await http.get("/api/v1/admin/environments", headers=bearer(refreshed["token"]))
+    ).status_code == 200
     learner_token = (await launch(http, "learner-b"))["token"]
     assert (await http.post("/api/v1/admin/token", headers=bearer(learner_token))).status_code == 403
     metrics = (await http.get("/metrics")).text

@@ -202,12 +202,12 @@ class Repository:
             EnvironmentRecord.lease_owner == owner,
             EnvironmentRecord.lease_until < now,
         )
-        taken = session.execute(
+        take = (
             update(EnvironmentRecord)
-            .where(EnvironmentRecord.id == env_id, free)
             .values(lease_owner=owner, lease_until=now + lease_s)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
+        taken = session.execute(take.where(EnvironmentRecord.id == env_id, free)).rowcount
         if not taken:
             holder = session.scalar(
                 select(EnvironmentRecord.lease_owner).where(EnvironmentRecord.id == env_id)
@@ -218,10 +218,7 @@ class Repository:
                     raise NotFound(f"no environment {env_id!r}")
                 return None
             taken = session.execute(
-                update(EnvironmentRecord)
-                .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == holder)
-                .values(lease_owner=owner, lease_until=now + lease_s)
-                .execution_options(synchronize_session=False)
+                take.where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == holder)
             ).rowcount
             if not taken:
                 session.rollback()
