@@ -31,6 +31,7 @@ class Progress(enum.StrEnum):
     CREATING = "creating"
     BOOTING = "booting"
     READY = "ready"
+    SUSPENDING = "suspending"
     SUSPENDED = "suspended"
     RESUMING = "resuming"
     DELETED = "deleted"

@@ -128,6 +128,11 @@ class Controller:
             return await self._delete(journal, lab) if observed != Observed.DELETED else None
         if observed == Observed.CREATING:
             return await self._advance_create(journal, lab)
+        # A suspend or resume the provider is still carrying out is finished before changing course.
+        if observed == Observed.RUNNING and record.progress == Progress.SUSPENDING:
+            return await self._suspend(journal, lab)
+        if observed == Observed.SUSPENDED and record.progress == Progress.RESUMING:
+            return await self._resume(journal, lab)
         if desired == Desired.SUSPENDED:
             return await self._suspend(journal, lab) if observed == Observed.RUNNING else None
         if record.reset_requested:
@@ -177,7 +182,7 @@ class Controller:
             record.handle = await provider.create(self._request(record, lab, entry))
             return self.settings.poll_interval_s
         if status.state != StackState.RUNNING:
-            return self.settings.poll_interval_s
+            return self._poll_after(provider)
         self._record_nodes(record, status)
         if not await self._all_answer_ssh(record, wait_s=self.settings.poll_interval_s):
             record.progress = Progress.BOOTING
@@ -234,13 +239,19 @@ class Controller:
 
     # suspend, resume, delete ------------------------------------------------------------------------
     async def _suspend(self, journal: Journal, lab: Lab) -> float | None:
+        """Hook, then freeze; a provider that suspends asynchronously (Heat) is polled, not re-asked."""
         record = journal.record
-        await self._run_hook(journal, "before_suspend", lab.hooks.before_suspend)
         _, provider = self._provider_of(record, lab)
-        await provider.suspend(self._handle(record))
+        if record.progress != Progress.SUSPENDING:
+            await self._run_hook(journal, "before_suspend", lab.hooks.before_suspend)
+            await provider.suspend(self._handle(record))
+            record.progress = Progress.SUSPENDING
         status = await provider.status(self._handle(record))
+        if status.state == StackState.FAILED:
+            record.progress = Progress.READY  # the retry asks the provider again
+            raise TransientProviderError(f"suspend failed: {status.reason}", reason="SuspendFailed")
         if status.state != StackState.SUSPENDED:
-            return self.settings.poll_interval_s
+            return self._poll_after(provider)
         record.suspended_at = journal.now
         journal.observe(Observed.SUSPENDED, "Suspended", "", Progress.SUSPENDED)
         return None
@@ -248,23 +259,31 @@ class Controller:
     async def _resume(self, journal: Journal, lab: Lab) -> float | None:
         record = journal.record
         _, provider = self._provider_of(record, lab)
-        record.progress = Progress.RESUMING
-        await provider.resume(self._handle(record))
+        if record.progress != Progress.RESUMING:
+            await provider.resume(self._handle(record))
+            record.progress = Progress.RESUMING
         status = await provider.status(self._handle(record))
         if status.state == StackState.ABSENT:
             journal.observe(Observed.NEW, "StackVanished", "the suspended stack no longer exists")
             return 0.0
+        if status.state == StackState.FAILED:
+            record.progress = Progress.SUSPENDED  # the retry asks the provider again
+            raise TransientProviderError(f"resume failed: {status.reason}", reason="ResumeFailed")
         if status.state != StackState.RUNNING:
-            return self.settings.poll_interval_s
+            return self._poll_after(provider)
         self._record_nodes(record, status)
         if not await self._all_answer_ssh(record, wait_s=self.settings.ssh_connect_timeout_s):
-            return self.settings.poll_interval_s
+            return self._poll_after(provider)
         record.last_activity_at = max(record.last_activity_at, journal.now)
         self._mark_ready(journal, "Resumed", "")
         self._emit("resumed", self.clock() - journal.now)
         await self._save(journal)  # the learner may connect now; the hook runs while they do
         await self._run_hook(journal, "after_resume", lab.hooks.after_resume)
         return None
+
+    def _poll_after(self, provider: Provider) -> float:
+        """Look again soon, but no sooner than the provider wants to be asked (no tight polling)."""
+        return max(self.settings.poll_interval_s, provider.poll_interval_s)
 
     async def _delete(self, journal: Journal, lab: Lab) -> float | None:
         record = journal.record

@@ -81,6 +81,8 @@ class Provider(abc.ABC):
     """Creates, observes, suspends, resumes and deletes stacks. Every method is idempotent."""
 
     type_name: ClassVar[str]
+    poll_interval_s: ClassVar[float] = 0.0
+    """The shortest sensible delay between status polls of a stack that is changing (cloud APIs: seconds)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

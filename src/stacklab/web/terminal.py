@@ -22,7 +22,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from stacklab.access.terminal import (
     MANAGER,
@@ -204,12 +204,15 @@ async def _pump(ws: WebSocket, attachment: Attachment) -> None:
     """Session output -> binary frames; then tell the client why the session ended."""
     send = ws.send
     output = attachment.output
-    while (data := await output()) is not None:
-        await send({"type": "websocket.send", "bytes": data})
-    reason = attachment.ended or "closed"
-    if reason != "detached":
-        await ws.send_text(json.dumps({"type": "closed", "reason": reason}))
-        await ws.close(code=CLOSE_NORMAL, reason=reason[:120])
+    try:
+        while (data := await output()) is not None:
+            await send({"type": "websocket.send", "bytes": data})
+        reason = attachment.ended or "closed"
+        if reason != "detached":
+            await ws.send_text(json.dumps({"type": "closed", "reason": reason}))
+            await ws.close(code=CLOSE_NORMAL, reason=reason[:120])
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away: the receiver sees it too, and the session is detached
 
 
 async def _receive(ws: WebSocket, attachment: Attachment) -> None:
