@@ -43,7 +43,12 @@ def default_factories(settings: Settings) -> dict[str, ProviderFactory]:
             {"root_dir": settings.resolved_local_root_dir, "image_dir": settings.resolved_image_dir},
         )
 
-    return {"local": local}
+    def openstack(entry: ProviderEntry) -> Provider:
+        from stacklab.providers.openstack.provider import OpenStackProvider
+
+        return OpenStackProvider(entry.name, {"cloud": entry.cloud or entry.name})
+
+    return {"local": local, "openstack": openstack}
 
 
 def build_app(

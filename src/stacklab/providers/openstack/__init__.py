@@ -1,0 +1,1 @@
+"""The `openstack` provider: one Heat stack per environment, through openstacksdk."""
