@@ -140,6 +140,46 @@ def lab_validate(files: tuple[str, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
+# provider -------------------------------------------------------------------------------------------
+@main.group()
+def provider() -> None:
+    """Providers (where labs run)."""
+
+
+@provider.command("check")
+@click.argument("name", required=False)
+@click.option("--lab", "lab_file", type=click.Path(dir_okay=False), help="Lab file whose provider NAME is.")
+@click.option("--cloud", help="Check this cloud of clouds.yaml (an openstack provider) instead.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def provider_check(
+    ctx: click.Context, name: str | None, lab_file: str | None, cloud: str | None, as_json: bool
+) -> None:
+    """Verify that a provider can work (credentials, endpoint, quotas); exit 1 on any failure."""
+    from stacklab.labs.schema import ProviderEntry
+    from stacklab.wiring import default_factories
+
+    if cloud:
+        entry = ProviderEntry(name=name or "cloud", type="openstack", cloud=cloud)
+    elif lab_file and name:
+        entries = {e.name: e for e in load_lab(lab_file).providers}
+        if name not in entries:
+            raise click.UsageError(f"{lab_file} has no provider {name!r} (it has: {', '.join(entries)})")
+        entry = entries[name]
+    else:
+        raise click.UsageError("give NAME with --lab FILE, or --cloud CLOUD")
+    factory = default_factories(load_settings(data_dir=ctx.obj.get("data_dir"))).get(entry.type)
+    if factory is None:
+        raise click.UsageError(f"provider type {entry.type!r} is not available here")
+    results = _run(factory(entry).check())
+    if as_json:
+        click.echo(json.dumps([{"what": w, "ok": ok, "detail": d} for w, ok, d in results], indent=2))
+    else:
+        for what, ok, detail in results:
+            click.echo(f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}")
+    sys.exit(0 if results and all(ok for _, ok, _ in results) else 1)
+
+
 # image ----------------------------------------------------------------------------------------------
 @main.group()
 def image() -> None:
