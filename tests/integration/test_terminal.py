@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from stacklab.access import terminal as sessions
 from stacklab.config import Settings
+from stacklab.labs.catalog import LabCatalog
 from stacklab.types import Desired, Observed
 from stacklab.web.context import WebContext
 from stacklab.web.terminal import router
@@ -76,7 +77,7 @@ def _lxc_usable() -> str | None:
 def lab() -> Iterator[Lab]:
     reason = _lxc_usable()
     if reason:
-        pytest.skip(f"LXC tests: {reason}")
+        pytest.fail(f"LXC tests cannot run here: {reason} (scripts/dev test sets the host up)")
     data_dir = Path(tempfile.mkdtemp(prefix="stacklab-term-", dir="/var/tmp"))
     data_dir.chmod(0o755)
     app = build_app(
@@ -109,7 +110,11 @@ async def serve(lab: Lab) -> AsyncIterator[str]:
     web = FastAPI()
     web.include_router(router)
     web.state.ctx = WebContext(
-        stack=lab.app, signer=lab.signer, public_url=f"http://127.0.0.1:{port}", admin_password="x"
+        stack=lab.app,
+        signer=lab.signer,
+        catalog=LabCatalog(REPO / "examples"),
+        public_url=f"http://127.0.0.1:{port}",
+        admin_password="x",
     )
     config = uvicorn.Config(
         web,
