@@ -94,11 +94,29 @@ def lab() -> Iterator[Lab]:
         yield Lab(app, record.id, idle.id)
     finally:
         sessions.MANAGER.close_all()
-        for env_id in env_ids:
-            app.environments.request(env_id, Desired.DELETED, "TestDone")
-            run_sync(app.environments.drive(env_id, 120))
-        app.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            for env_id in env_ids:
+                app.environments.request(env_id, Desired.DELETED, "TestDone")
+                run_sync(app.environments.drive(env_id, 120))
+        finally:
+            app.close()
+            _sweep(data_dir / "local")
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    """Delete whatever stack is left under this test's LXC root (after a failed delete)."""
+    if not root.exists():
+        return
+    from stacklab.providers.local import LocalProvider
+
+    provider = LocalProvider("terminal-test", {"root_dir": str(root), "image_dir": IMAGE_DIR})
+
+    async def sweep() -> None:
+        for name in await provider.list():
+            await provider.delete({"name": name})
+
+    run_sync(sweep())
 
 
 @contextlib.asynccontextmanager
