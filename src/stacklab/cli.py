@@ -483,8 +483,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool) ->
         web,
         host=settings.http_host,
         port=settings.http_port,
-        ws_per_message_deflate=False,
-        access_log=False,
+        ws="websockets-sansio",  # the implementation the terminal bridge is tested and measured with
+        ws_per_message_deflate=False,  # compression costs more CPU than it saves on terminal output
+        access_log=False,  # websocket URLs carry tokens
         log_level="warning",
     )
     try:
