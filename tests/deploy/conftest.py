@@ -72,7 +72,7 @@ def tutor_venv() -> Path:
 
 
 @pytest.fixture(scope="session")
-def cloud_init_schema() -> dict:
+def cloud_init_schema() -> Path:
     """cloud-init's cloud-config JSON schema from Debian's package (apt-get download + dpkg-deb -x)."""
     target = HOME / "cloud-init"
     schema = target / "usr/lib/python3/dist-packages/cloudinit/config/schemas/schema-cloud-config-v1.json"
@@ -91,7 +91,8 @@ def cloud_init_schema() -> dict:
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
         if not schema.exists():
             pytest.fail(f"the cloud-init package has no {schema.relative_to(target)}")
-    return json.loads(schema.read_text())
+    json.loads(schema.read_text())  # readable JSON
+    return schema
 
 
 @pytest.fixture
@@ -106,3 +107,14 @@ def deploy_env(deploy_venv: Path) -> Iterator[dict[str, str]]:
         env["ANSIBLE_DEPRECATION_WARNINGS"] = "0"
         env.pop("VIRTUAL_ENV", None)
         yield env
+
+
+@pytest.fixture(scope="session")
+def heat_python() -> Path:
+    """A Python with openstack-heat: the heat harness's venv if present, else one of our own (once)."""
+    harness = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat")) / "venv/bin/python"
+    if harness.exists():
+        return harness
+    constraints = ROOT / "scripts/heat-harness/constraints.txt"
+    extra = ["-c", str(constraints)] if constraints.exists() else []
+    return _venv("heat-venv", [*extra, "openstack-heat"]) / "bin/python"
