@@ -1,0 +1,47 @@
+"""deploy/ansible: every playbook passes ansible-playbook --syntax-check, the tree passes ansible-lint."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ANSIBLE = Path(__file__).resolve().parents[2] / "deploy/ansible"
+PLAYBOOKS = sorted(ANSIBLE.glob("*.yml"))
+
+
+def test_the_playbooks_and_roles_exist() -> None:
+    assert {p.name for p in PLAYBOOKS} >= {"single-node.yml", "cluster.yml"}
+    for role in ("stacklab", "course_from_git"):
+        assert (ANSIBLE / "roles" / role / "tasks/main.yml").exists()
+
+
+@pytest.mark.deploy
+@pytest.mark.parametrize(
+    "playbook", [p for p in PLAYBOOKS if p.name != "requirements.yml"], ids=lambda p: p.name
+)
+def test_syntax_check(playbook: Path, deploy_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "--syntax-check", playbook.name],
+        cwd=ANSIBLE,
+        env=deploy_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.deploy
+def test_ansible_lint_production_profile(deploy_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        ["ansible-lint", "--profile", "production", "--offline", "--nocolor"],
+        cwd=ANSIBLE,
+        env=deploy_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
