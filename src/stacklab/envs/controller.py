@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from stacklab.access.keys import generate_keypair
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
@@ -156,6 +157,10 @@ class Controller:
         record.handle = None
         record.nodes = None
         record.step_started_at = journal.now
+        # A fresh key for every stack, made under the lease: nothing else can swap it mid-create.
+        keypair = generate_keypair(f"stacklab-{record.id}")
+        record.public_key = keypair.public
+        record.sealed_secrets = seal(self.vault, {"private_key": keypair.private.reveal()})
         journal.observe(Observed.CREATING, "Creating", f"on provider {entry.name}", Progress.CREATING)
         await self._save(journal)
         provider = self.providers.get(entry)

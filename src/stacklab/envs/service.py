@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacklab.access.keys import generate_keypair
 from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
 from stacklab.envs.controller import Controller, seal
@@ -99,7 +98,6 @@ class Environments:
 
     def _insert(self, key: EnvKey, lab: Lab, digest: str, now: float) -> bool:
         env_id = token_source.token_hex(4)
-        keypair = generate_keypair(f"stacklab-{env_id}")
         record = EnvironmentRecord(
             id=env_id,
             course=key.course,
@@ -110,8 +108,8 @@ class Environments:
             observed=Observed.NEW,
             progress=Progress.QUEUED,
             stack_name=f"sl-{env_id}",
-            public_key=keypair.public,
-            sealed_secrets=seal(self.controller.vault, {"private_key": keypair.private.reveal()}),
+            public_key="",  # the controller makes a key pair for each stack it creates
+            sealed_secrets=seal(self.controller.vault, {}),
             idle_suspend_s=lab.timeouts.idle_suspend_s,
             delete_after_s=lab.timeouts.delete_after_s,
             reset_requested=False,
@@ -138,7 +136,6 @@ class Environments:
 
     def _relaunch(self, record: EnvironmentRecord, digest: str) -> EnvironmentRecord:
         lab = self.controller.labs.get(digest)  # outside the transaction: it reads the store itself
-        keypair = generate_keypair(f"stacklab-{record.id}")
 
         def mutate(current: EnvironmentRecord, session) -> None:  # type: ignore[no-untyped-def]
             journal = Journal(current, self.clock())
@@ -146,10 +143,6 @@ class Environments:
                 current.lab_digest = digest
                 current.idle_suspend_s = lab.timeouts.idle_suspend_s
                 current.delete_after_s = lab.timeouts.delete_after_s
-                current.public_key = keypair.public
-                current.sealed_secrets = seal(
-                    self.controller.vault, {"private_key": keypair.private.reveal()}
-                )
             self._wake(journal, "Launched")
             session.add_all(journal.entries)
 
