@@ -3,6 +3,7 @@
 import { Api, ApiError, epoch, h, tokenExpiry } from "./api.js";
 import { TerminalSession } from "./terminal.js";
 
+const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
 const POLL_MS = 500;
 const POLL_MAX_MS = 5000;
 
@@ -141,7 +142,8 @@ async function openLab() {
 
 async function pollUntilReady(generation, first) {
   let status = first;
-  let delay = POLL_MS;
+  let delay = POLL_FIRST_MS;
+  let next = POLL_FIRST_MS;
   for (;;) {
     if (generation !== pollGeneration) return;
     if (status) {
@@ -151,7 +153,8 @@ async function pollUntilReady(generation, first) {
         return;
       }
       if (status.progress === "failed" || status.progress === "deleted") return;
-      delay = POLL_MS;
+      delay = next;
+      next = Math.min(Math.round(next * 1.5), POLL_MS);
     }
     await sleep(delay);
     if (generation !== pollGeneration) return;

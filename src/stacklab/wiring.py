@@ -15,7 +15,7 @@ from stacklab.jobs.runner import InProcessRunner
 from stacklab.labs.schema import ProviderEntry
 from stacklab.providers.base import Provider
 from stacklab.secrets import Vault, load_or_create_key
-from stacklab.store.database import make_engine, migrate
+from stacklab.store.database import make_engine, make_reader, migrate
 from stacklab.store.repository import Repository
 
 DEFAULT_PROVIDERS = (ProviderEntry(name="local", type="local", capacity=None, cloud=None),)
@@ -32,6 +32,7 @@ class App:
     def close(self) -> None:
         """Close database connections (the providers hold nothing open)."""
         self.repo.engine.dispose()
+        self.repo.reader.dispose()
 
 
 def default_factories(settings: Settings) -> dict[str, ProviderFactory]:
@@ -59,7 +60,7 @@ def build_app(
     settings = settings or load_settings()
     database = make_engine(settings.resolved_database_url)
     migrate(database)
-    repo = Repository(database)
+    repo = Repository(database, make_reader(settings.resolved_database_url, database))
     vault = Vault(load_or_create_key(settings.secret_key, settings.data_dir))
     providers = ProviderSet(factories or default_factories(settings), defaults=DEFAULT_PROVIDERS)
     controller = Controller(repo, vault, providers, LabCache(repo), settings)

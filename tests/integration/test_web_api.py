@@ -242,3 +242,12 @@ def test_fuzzing_the_api_finds_no_server_error(case) -> None:  # type: ignore[no
     ):
         response = case.call(headers={"Authorization": f"Bearer {token}"})
         assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
+
+
+async def test_pages_and_static_files_carry_safe_headers(client) -> None:  # type: ignore[no-untyped-def]
+    http, _stack = client
+    page = await http.get("/")
+    assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    static = await http.get("/static/style.css")
+    assert static.status_code == 200 and static.headers["cache-control"] == "no-cache"

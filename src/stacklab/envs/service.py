@@ -163,8 +163,9 @@ class Environments:
         """Learner activity: keeps a running lab running, wakes a suspended one."""
         record = self.resolve(ref)
         if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
-            self.repo.touch(record.id, self.clock())
-            return self.repo.get(record.id)
+            record.last_activity_at = self.clock()
+            self.repo.touch(record.id, record.last_activity_at)
+            return record
         if record.desired == Desired.DELETED:
             raise Conflict(f"environment {record.id} is being deleted; launch it again instead")
         return self._change(record, lambda journal: self._wake(journal, "Activity"))

@@ -21,6 +21,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def make_reader(url: str, writer: Engine) -> Engine:
+    """On SQLite, a second engine for reads: no BEGIN IMMEDIATE, so reads never queue behind writes."""
+    if not url.startswith("sqlite"):
+        return writer
+    reader = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
+    event.listen(reader, "connect", _sqlite_pragmas)
+    return reader
+
+
 def make_engine(url: str) -> Engine:
     """An engine tuned for the embedded default (SQLite in WAL mode) or a server database."""
     if url.startswith("sqlite"):

@@ -55,13 +55,22 @@ class EnvKey:
 class Repository:
     """All reads and writes of environments, labs, transitions, check runs and provider slots."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reader: Engine | None = None) -> None:
         self.engine = engine
+        self.reader = reader or engine
         self._sessions: sessionmaker[Session] = session_factory(engine)
+        self._reads: sessionmaker[Session] = session_factory(self.reader)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A write transaction (on SQLite: BEGIN IMMEDIATE, so writers queue instead of failing)."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """For queries only: on SQLite it takes no write lock, so readers never wait for writers."""
+        with self._reads() as session:
             yield session
 
     # labs -------------------------------------------------------------------------------------------
@@ -78,7 +87,7 @@ class Repository:
             pass  # a concurrent launch stored the same content first
 
     def get_lab(self, digest: str) -> LabRecord:
-        with self.session() as session:
+        with self.read() as session:
             record = session.get(LabRecord, digest)
             if record is None:
                 raise NotFound(f"lab content {digest[:12]} is not stored")
@@ -97,14 +106,14 @@ class Repository:
         return True
 
     def get(self, env_id: str) -> EnvironmentRecord:
-        with self.session() as session:
+        with self.read() as session:
             record = session.get(EnvironmentRecord, env_id)
             if record is None:
                 raise NotFound(f"no environment {env_id!r}")
             return record
 
     def find(self, key: EnvKey) -> EnvironmentRecord | None:
-        with self.session() as session:
+        with self.read() as session:
             return session.scalars(
                 select(EnvironmentRecord).where(
                     EnvironmentRecord.course == key.course,
@@ -121,12 +130,12 @@ class Repository:
             query = query.where(EnvironmentRecord.course == course)
         if observed:
             query = query.where(EnvironmentRecord.observed == observed)
-        with self.session() as session:
+        with self.read() as session:
             return list(session.scalars(query))
 
     def stack_owners(self) -> dict[str, str]:
         """stack name -> environment id, for every environment that may own something at a provider."""
-        with self.session() as session:
+        with self.read() as session:
             rows = session.execute(
                 select(EnvironmentRecord.stack_name, EnvironmentRecord.id).where(
                     or_(EnvironmentRecord.observed != "deleted", EnvironmentRecord.lease_owner.is_not(None))
@@ -136,7 +145,7 @@ class Repository:
 
     def settled_on(self, provider: str, states: tuple[str, ...]) -> list[tuple[str, str]]:
         """(id, stack name) of unleased environments on a provider in the given observed states."""
-        with self.session() as session:
+        with self.read() as session:
             rows = session.execute(
                 select(EnvironmentRecord.id, EnvironmentRecord.stack_name).where(
                     EnvironmentRecord.provider == provider,
@@ -148,7 +157,7 @@ class Repository:
 
     def due_ids(self, now: float, limit: int) -> list[str]:
         """Environments with something to do now; served by the due_at index, never a scan."""
-        with self.session() as session:
+        with self.read() as session:
             return list(
                 session.scalars(
                     select(EnvironmentRecord.id)
@@ -180,7 +189,7 @@ class Repository:
             return result.rowcount > 0
 
     def history(self, env_id: str) -> list[TransitionRecord]:
-        with self.session() as session:
+        with self.read() as session:
             return list(
                 session.scalars(
                     select(TransitionRecord)
@@ -267,7 +276,7 @@ class Repository:
         )
 
     def usage(self) -> dict[str, int]:
-        with self.session() as session:
+        with self.read() as session:
             return {row.name: row.used for row in session.scalars(select(ProviderUsageRecord))}
 
     # checks -----------------------------------------------------------------------------------------
@@ -276,7 +285,7 @@ class Repository:
             session.add(run)
 
     def check_runs(self, env_id: str) -> list[CheckRunRecord]:
-        with self.session() as session:
+        with self.read() as session:
             return list(
                 session.scalars(
                     select(CheckRunRecord)

@@ -29,7 +29,7 @@ class _LiveGauges(Collector):
         by_state = GaugeMetricFamily(
             "stacklab_environments", "Environments by observed state", labels=["observed"]
         )
-        with self.repo.session() as session:
+        with self.repo.read() as session:
             rows = session.execute(
                 select(EnvironmentRecord.observed, func.count()).group_by(EnvironmentRecord.observed)
             )

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -24,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import openstack
 from openstack import exceptions as sdk
-
+from openstack import warnings as sdk_warnings
 from stacklab.errors import TerminalProviderError, TransientProviderError
 from stacklab.providers.base import Handle, NodeAddress, Provider, StackRequest, StackState, StackStatus
 from stacklab.providers.openstack.errors import translate
@@ -92,7 +93,9 @@ class OpenStackProvider(Provider):
         """The cloud's openstacksdk connection, built once (credentials come from clouds.yaml only)."""
         with self._conn_lock:
             if self._conn is None:
-                conn = openstack.connect(cloud=self.cloud, app_name="stacklab")
+                with warnings.catch_warnings():  # the SDK warns about its own defaults (InfluxDB)
+                    warnings.simplefilter("ignore", sdk_warnings.RemovedInSDK60Warning)
+                    conn = openstack.connect(cloud=self.cloud, app_name="stacklab")
                 adapter = conn.session.session.get_adapter("http://")
                 adapter.init_poolmanager(self._pool._max_workers, self._pool._max_workers, block=False)
                 conn.session.session.hooks["response"].append(self._count)
@@ -279,7 +282,8 @@ class OpenStackProvider(Provider):
     # list, check ------------------------------------------------------------------------------------
     async def list(self) -> list[str]:
         def names() -> list[str]:
-            return sorted(s.name for s in self.connection().orchestration.stacks(tags=[TAG]))
+            stacks = self.connection().orchestration.stacks(tags=[TAG])
+            return sorted(s.name for s in stacks if s.status != "DELETE_COMPLETE")
 
         return await self._run("listing stacks", names)
 
