@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import openstack
 from openstack import exceptions as sdk
 from openstack import warnings as sdk_warnings
+
 from stacklab.errors import TerminalProviderError, TransientProviderError
 from stacklab.providers.base import Handle, NodeAddress, Provider, StackRequest, StackState, StackStatus
 from stacklab.providers.openstack.errors import translate
