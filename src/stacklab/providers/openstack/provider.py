@@ -252,7 +252,12 @@ class OpenStackProvider(Provider):
         reason = ""
         loop = asyncio.get_running_loop()
         for attempt in range(1, self.delete_attempts + 1):
-            stack = await self._run(f"finding stack {name}", partial(self._find, {"name": name}))
+            try:
+                stack = await self._run(f"finding stack {name}", partial(self._find, {"name": name}))
+            except TerminalProviderError as exc:
+                if handle.get("id") or exc.reason not in ("AuthFailed", "CloudNotConfigured"):
+                    raise
+                return  # no id: create never succeeded with these credentials, so there is nothing to delete
             if stack is None:
                 return
             if stack.status != "DELETE_IN_PROGRESS":
