@@ -15,31 +15,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.lxc import require_lxc
 
 IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "network: needs the Debian mirror (apt-get inside a node)")
-
-
-def _lxc_usable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("lxc-start", "debootstrap", "newuidmap", "iptables"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if not Path("/sys/fs/cgroup/freezer").is_dir():
-        return "no cgroup v1 freezer"
-    return None
 
 
 @pytest.fixture(scope="session")
 def lxc_root() -> Iterator[Path]:
     """A temporary LXC root dir for this session; whatever is left in it is deleted at the end."""
-    reason = _lxc_usable()
-    if reason:
-        pytest.fail(f"LXC tests cannot run here: {reason} (scripts/dev test sets the host up)")
+    require_lxc()
     root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-", dir="/var/tmp"))
     root.chmod(0o755)
     yield root

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from tests.support.lxc import require_lxc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -64,20 +65,9 @@ def run_sync(coro):  # type: ignore[no-untyped-def]
         loop.close()
 
 
-def _lxc_usable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("lxc-start", "debootstrap", "newuidmap", "iptables"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    reason = _lxc_usable()
-    if reason:
-        pytest.fail(f"LXC tests cannot run here: {reason} (scripts/dev test sets the host up)")
+    require_lxc()
     data_dir = Path(tempfile.mkdtemp(prefix="stacklab-term-", dir="/var/tmp"))
     data_dir.chmod(0o755)
     app = build_app(
