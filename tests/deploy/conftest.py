@@ -31,13 +31,6 @@ DEPLOY_REQUIREMENTS = ["ansible-core>=2.16", "ansible-lint>=24", "jsonschema>=4"
 TUTOR_REQUIREMENTS = ["tutor>=18"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "deploy: needs the deploy tool venvs (ansible, tutor) under " + str(HOME)
-    )
-    config.addinivalue_line("markers", "openstack: needs the real Keystone + Heat of scripts/heat-harness")
-
-
 def _venv(name: str, requirements: list[str]) -> Path:
     """A venv under HOME with exactly these requirements installed (rebuilt when the list changes)."""
     HOME.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,6 @@ HOME = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat"))
 LAB_DIR = Path(__file__).resolve().parent / "lab"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "openstack: needs the real Keystone + Heat of scripts/heat-harness")
-
-
 @pytest.fixture(scope="session")
 def heat_clouds() -> Iterator[Path]:
     """Start the harness (idempotent) and point openstacksdk at its clouds.yaml; stop it afterwards."""
