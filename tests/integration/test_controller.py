@@ -15,7 +15,7 @@ import pytest
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.config import Settings
-from stacklab.errors import TerminalProviderError, TransientProviderError
+from stacklab.errors import NotFound, TerminalProviderError, TransientProviderError
 from stacklab.providers.base import StackState
 from stacklab.types import Desired, Observed
 from stacklab.wiring import App, build_app
@@ -261,3 +261,14 @@ async def test_secrets_are_encrypted_at_rest(app: App, tmp_path: Path) -> None:
     target = app.controller.targets(record, app.environments.lab_of(record))["main"]
     assert "PRIVATE KEY" in target.private_key.reveal()
     assert "PRIVATE KEY" not in repr(target)
+
+
+async def test_exec_runs_on_the_node_and_counts_as_activity(app: App, tmp_path: Path) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "lee")
+    await settle(app, record.id)
+    app.controller.clock.now += 60  # type: ignore[attr-defined]
+    result = await app.environments.exec(record.id, "echo out; echo err >&2; cat; exit 3")
+    assert (result.exit_status, result.stdout, result.stderr) == (3, "out\n", "err\n")  # cat got EOF at once
+    assert app.repo.get(record.id).last_activity_at == app.controller.clock()
+    with pytest.raises(NotFound, match="no node 'nope'"):
+        await app.environments.exec(record.id, "true", node="nope")

@@ -19,14 +19,25 @@ class _AnyKeyServer(asyncssh.SSHServer):
 
 
 async def _handle(process: asyncssh.SSHServerProcess) -> None:
+    """Run the command with bash, feeding it the client's stdin as it comes (EOF closes it)."""
     child = await asyncio.create_subprocess_shell(
         process.command or "true",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    data = await process.stdin.read()
-    out, err = await child.communicate(data.encode() if data else None)
+    assert child.stdin and child.stdout and child.stderr
+
+    async def feed() -> None:
+        while data := await process.stdin.read(65536):
+            child.stdin.write(data.encode())
+            await child.stdin.drain()
+        child.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    out, err = await asyncio.gather(child.stdout.read(), child.stderr.read())
+    await child.wait()
+    feeder.cancel()
     process.stdout.write(out.decode())
     process.stderr.write(err.decode())
     process.exit(child.returncode or 0)

@@ -78,7 +78,10 @@ async def run(
     connection = await connect(target, connect_timeout_s)
     try:
         async with connection:
-            result = await connection.run(command, input=stdin, check=False, timeout=timeout_s)
+            if stdin is None:  # a command that reads stdin gets EOF at once instead of waiting forever
+                result = await connection.run(command, stdin=asyncssh.DEVNULL, check=False, timeout=timeout_s)
+            else:
+                result = await connection.run(command, input=stdin, check=False, timeout=timeout_s)
     except asyncssh.TimeoutError as exc:
         return CommandResult(124, _text(exc.stdout), _text(exc.stderr), timed_out=True)
     except (OSError, asyncssh.Error) as exc:
