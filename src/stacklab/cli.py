@@ -40,6 +40,10 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _when(epoch: float | None) -> str:
     return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
@@ -135,7 +139,8 @@ def lab_validate(files: tuple[str, ...]) -> None:
                 click.echo(problem)
             continue
         click.echo(
-            f"{file}: ok ({parsed.id}: {len(parsed.all_node_names())} nodes, {len(parsed.checks)} checks)"
+            f"{file}: ok ({parsed.id}: {_count(len(parsed.all_node_names()), 'node')}, "
+            f"{_count(len(parsed.checks), 'check')})"
         )
     sys.exit(1 if failed else 0)
 
