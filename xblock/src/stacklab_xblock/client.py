@@ -1,0 +1,89 @@
+"""The stacklab service API as the XBlock uses it: server-to-server calls signed with the LMS's secret."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+import jwt
+
+TOKEN_LIFETIME_S = 120
+TIMEOUT_S = 30
+
+
+class ServiceError(Exception):
+    """A call failed. `unreachable` when the service could not be reached at all (vs. an answered error)."""
+
+    def __init__(self, message: str, status: int | None = None, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.unreachable = unreachable
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    url: str
+    lms_key: str
+    lms_secret: str
+
+    def problems(self) -> list[str]:
+        missing = [
+            name
+            for name, value in (("service_url", self.url), ("lms_key", self.lms_key), ("lms_secret", self.lms_secret))
+            if not value
+        ]
+        return [f"the stacklab XBlock setting {name} is not configured" for name in missing]
+
+
+class StacklabClient:
+    def __init__(self, config: ServiceConfig, timeout_s: float = TIMEOUT_S) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+
+    def server_token(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        claims = {"iss": self.config.lms_key, "iat": int(now), "exp": int(now) + TOKEN_LIFETIME_S}
+        return jwt.encode(claims, self.config.lms_secret, algorithm="HS256")
+
+    def _call(self, method: str, path: str, body: object | None = None, token: str | None = None) -> object:
+        url = self.config.url.rstrip("/") + path
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {token or self.server_token()}"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                text = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = ""
+            try:
+                detail = str(json.loads(exc.read()).get("detail", ""))
+            except Exception:
+                pass
+            raise ServiceError(f"{method} {path}: HTTP {exc.code} {detail}".strip(), status=exc.code) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServiceError(f"the stacklab service is unreachable: {exc}", unreachable=True) from exc
+        return json.loads(text) if text else None
+
+    def labs(self) -> list[dict]:
+        return list(self._call("GET", "/api/v1/labs"))  # type: ignore[arg-type]
+
+    def launch(self, course: str, lab: str, learner: str) -> dict:
+        return dict(self._call("POST", "/api/v1/launch", {"course": course, "lab": lab, "learner": learner}))  # type: ignore[arg-type]
+
+    def run_checks(self, env_id: str, learner_token: str | None = None) -> dict:
+        path = f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}/checks"
+        return dict(self._call("POST", path, {}, token=learner_token))  # type: ignore[arg-type]
+
+    def latest_checks(self, env_id: str, learner_token: str) -> dict:
+        path = f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}/checks"
+        return dict(self._call("GET", path, token=learner_token))  # type: ignore[arg-type]
+
+    def course_environments(self, course: str) -> list[dict]:
+        path = f"/api/v1/courses/{urllib.parse.quote(course, safe='')}/environments"
+        return list(self._call("GET", path))  # type: ignore[arg-type]
