@@ -131,16 +131,31 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
     """A stacklab lab in a course unit. The lab itself is defined once in the service (by its id)."""
 
     display_name = String(display_name="Display name", default="Lab", scope=Scope.settings)
-    lab = String(display_name="Lab id", help="The id of a lab the stacklab service offers", default="",
-                 scope=Scope.settings)
-    weight = Float(display_name="Weight", help="Maximum score of this unit", default=1.0, scope=Scope.settings)
+    lab = String(
+        display_name="Lab id",
+        help="The id of a lab the stacklab service offers",
+        default="",
+        scope=Scope.settings,
+    )
+    weight = Float(
+        display_name="Weight", help="Maximum score of this unit", default=1.0, scope=Scope.settings
+    )
     node = String(display_name="Node opened first", default="", scope=Scope.settings)
     read_only = Boolean(display_name="Read-only", default=False, scope=Scope.settings)
-    background = Boolean(display_name="Launch in the background", help="Launch without showing a terminal",
-                         default=False, scope=Scope.settings)
+    background = Boolean(
+        display_name="Launch in the background",
+        help="Launch without showing a terminal",
+        default=False,
+        scope=Scope.settings,
+    )
     check_label = String(display_name="Check button label", default="Check my work", scope=Scope.settings)
-    score_policy = String(display_name="Score policy", help="best or latest (mirror the lab's `score`)",
-                          default="best", scope=Scope.settings, values=["best", "latest"])
+    score_policy = String(
+        display_name="Score policy",
+        help="best or latest (mirror the lab's `score`)",
+        default="best",
+        scope=Scope.settings,
+        values=["best", "latest"],
+    )
 
     environment = String(default="", scope=Scope.user_state)
     score_fraction = Float(default=None, scope=Scope.user_state)
@@ -149,8 +164,16 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
 
     has_score = True
     icon_class = "problem"
-    editable_fields = ("display_name", "lab", "weight", "node", "read_only", "background", "check_label",
-                       "score_policy")
+    editable_fields = (
+        "display_name",
+        "lab",
+        "weight",
+        "node",
+        "read_only",
+        "background",
+        "check_label",
+        "score_policy",
+    )
 
     # ---- configuration ---------------------------------------------------------------------------------
     def _settings(self) -> dict:
@@ -159,7 +182,7 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         if service is not None:
             try:
                 bucket = dict(service.get_settings_bucket(self) or {})
-            except Exception:  # pragma: no cover - a runtime without settings for us
+            except Exception:  # noqa: BLE001 - a runtime without settings for us
                 bucket = {}
         for name, var in SETTINGS_ENV.items():
             if not bucket.get(name) and os.environ.get(var):
@@ -168,11 +191,14 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
 
     def _client(self) -> StacklabClient:
         s = self._settings()
-        return StacklabClient(ServiceConfig(s.get("service_url", ""), s.get("lms_key", ""),
-                                            s.get("lms_secret", "")))
+        return StacklabClient(
+            ServiceConfig(s.get("service_url", ""), s.get("lms_key", ""), s.get("lms_secret", ""))
+        )
 
     def _course_id(self) -> str:
-        course = getattr(self.runtime, "course_id", None) or getattr(self.scope_ids.usage_id, "course_key", None)
+        course = getattr(self.runtime, "course_id", None) or getattr(
+            self.scope_ids.usage_id, "course_key", None
+        )
         if course:
             return str(course)
         return str(self._settings().get("course") or "workbench")
@@ -188,7 +214,7 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         try:
             user = self.runtime.service(self, "user").get_current_user()
             return bool(user.opt_attrs.get("edx-platform.user_is_staff"))
-        except Exception:
+        except Exception:  # noqa: BLE001 - a runtime without the user service
             return bool(getattr(self.runtime, "user_is_staff", False))
 
     def max_score(self) -> float:
@@ -196,8 +222,11 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
 
     def _score_text(self) -> str:
         earned = (self.score_fraction or 0.0) * self.weight
-        return f"{_fmt(earned)} / {_fmt(self.weight)}" if self.score_fraction is not None else \
-            f"not checked yet (out of {_fmt(self.weight)})"
+        return (
+            f"{_fmt(earned)} / {_fmt(self.weight)}"
+            if self.score_fraction is not None
+            else f"not checked yet (out of {_fmt(self.weight)})"
+        )
 
     # ---- learner view ----------------------------------------------------------------------------------
     def student_view(self, context=None) -> Fragment:
@@ -223,7 +252,9 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
                 if self.read_only:
                     url += "&read_only=1"
                 if self.background:
-                    parts.append('<p class="stacklab-background">Your lab is being prepared in the background.</p>')
+                    parts.append(
+                        '<p class="stacklab-background">Your lab is being prepared in the background.</p>'
+                    )
                 else:
                     parts.append(
                         f'<iframe class="stacklab-frame" title="{name}" src="{html.escape(url)}" '
@@ -272,8 +303,9 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
             "max_value": self.weight,
             "passed": sum(1 for r in results if r.get("passed")),
             "total": len(results),
-            "results": [{"name": r.get("name"), "passed": r.get("passed"), "hint": r.get("hint", "")}
-                        for r in results],
+            "results": [
+                {"name": r.get("name"), "passed": r.get("passed"), "hint": r.get("hint", "")} for r in results
+            ],
         }
 
     @XBlock.json_handler
@@ -284,14 +316,19 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
             envs = self._client().course_environments(self._course_id())
         except ServiceError as exc:
             return {"error": UNREACHABLE if exc.unreachable else str(exc)}
-        return {"environments": [
-            {k: e.get(k) for k in ("id", "learner", "lab", "progress", "message")} for e in envs
-        ]}
+        return {
+            "environments": [
+                {k: e.get(k) for k in ("id", "learner", "lab", "progress", "message")} for e in envs
+            ]
+        }
 
     # ---- grading (ScorableXBlockMixin: rescore and override) -------------------------------------------
     def _publish_grade(self, score, only_if_higher=None):
-        self.runtime.publish(self, "grade", {"value": score.raw_earned, "max_value": score.raw_possible,
-                                             "only_if_higher": only_if_higher})
+        self.runtime.publish(
+            self,
+            "grade",
+            {"value": score.raw_earned, "max_value": score.raw_possible, "only_if_higher": only_if_higher},
+        )
 
     def has_submitted_answer(self):
         return self.score_fraction is not None
@@ -372,8 +409,12 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
     @staticmethod
     def workbench_scenarios():
         return [
-            ("stacklab: hello lab",
-             '<vertical_demo><stacklab lab="hello-lab" weight="3" display_name="Hello, lab"/></vertical_demo>'),
-            ("stacklab: hello lab in the background",
-             '<vertical_demo><stacklab lab="hello-lab" background="true" check_label="Check"/></vertical_demo>'),
+            (
+                "stacklab: hello lab",
+                '<vertical_demo><stacklab lab="hello-lab" weight="3" display_name="Hello, lab"/></vertical_demo>',
+            ),
+            (
+                "stacklab: hello lab in the background",
+                '<vertical_demo><stacklab lab="hello-lab" background="true" check_label="Check"/></vertical_demo>',
+            ),
         ]

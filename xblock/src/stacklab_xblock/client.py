@@ -33,7 +33,11 @@ class ServiceConfig:
     def problems(self) -> list[str]:
         missing = [
             name
-            for name, value in (("service_url", self.url), ("lms_key", self.lms_key), ("lms_secret", self.lms_secret))
+            for name, value in (
+                ("service_url", self.url),
+                ("lms_key", self.lms_key),
+                ("lms_secret", self.lms_secret),
+            )
             if not value
         ]
         return [f"the stacklab XBlock setting {name} is not configured" for name in missing]
@@ -63,8 +67,8 @@ class StacklabClient:
             detail = ""
             try:
                 detail = str(json.loads(exc.read()).get("detail", ""))
-            except Exception:
-                pass
+            except (ValueError, AttributeError, OSError):
+                detail = ""  # not a JSON error body
             raise ServiceError(f"{method} {path}: HTTP {exc.code} {detail}".strip(), status=exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise ServiceError(f"the stacklab service is unreachable: {exc}", unreachable=True) from exc

@@ -82,7 +82,9 @@ def parse_attributes(attrs: dict[str, str]) -> tuple[dict[str, object], list[Pro
             else:
                 values[name] = text
         except ValueError as exc:
-            problems.append(Problem("error", name, str(exc) if name in BOOLEAN else f"not a number: {text!r}"))
+            problems.append(
+                Problem("error", name, str(exc) if name in BOOLEAN else f"not a number: {text!r}")
+            )
     return values, problems
 
 
@@ -145,7 +147,9 @@ def validate(values: dict[str, object], known_labs: list[str] | None = None) -> 
         problems.append(Problem("error", "lab", "no lab id: set the id of a lab the stacklab service offers"))
     elif not LAB_ID.fullmatch(lab):
         problems.append(
-            Problem("error", "lab", f"{lab!r} is not a lab id (lowercase letters, digits and '-', at most 40)")
+            Problem(
+                "error", "lab", f"{lab!r} is not a lab id (lowercase letters, digits and '-', at most 40)"
+            )
         )
     elif known_labs is not None and lab not in known_labs:
         offered = ", ".join(sorted(known_labs)) or "none"
