@@ -245,7 +245,9 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
                 message = UNREACHABLE if exc.unreachable else f"The lab could not open: {exc}"
                 parts.append(f'<p class="stacklab-error" role="alert">{html.escape(message)}</p>')
             else:
-                self.environment = launched["environment"]["id"]
+                if self.environment != launched["environment"]["id"]:
+                    self.environment = launched["environment"]["id"]
+                    self.save()  # views do not save fields by themselves
                 url = launched["lab_url"]
                 if self.node:
                     url += "&node=" + self.node
