@@ -1,0 +1,295 @@
+"""The `stacklab` and `course_from_git` roles applied for real to a local LXC node, checked from the host.
+
+One node (LocalProvider on a temporary root), an inventory with the node's SSH key (user `learner`, sudo), and
+ansible-playbook from the deploy venv:
+
+- `stacklab` installs the service from a wheel of this repo built on the host and copied in, a systemd unit
+  and nginx in front; no Open edX on the node, so the XBlock step is off. From the host: /healthz answers
+  through nginx, and a websocket upgrade through nginx reaches the terminal endpoint (closed with 44xx).
+- `course_from_git` gets the course as a git bundle (nodes cannot reach the host); its import command appends
+  a line to a log on the node: it runs once, not again when nothing changed, and again after a new commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import httpx
+import pytest
+import websockets
+from tests.support.lxc import require_lxc
+
+from stacklab.providers.base import NodeSpec, StackRequest
+
+pytestmark = [pytest.mark.deploy, pytest.mark.lxc]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = ROOT / "deploy/ansible"
+IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
+LOGIN = "learner"
+IMPORT_LOG = "/var/log/course-import.log"
+HOST_CAS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
+
+BOOTSTRAP = """\
+- name: Python for Ansible (the LXC base image is minimal)
+  hosts: all
+  gather_facts: false
+  become: true
+  tasks:
+    - name: Install python3
+      ansible.builtin.raw: >-
+        test -x /usr/bin/python3 || (apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3)
+      changed_when: false
+    - name: Trust the host's extra CAs (an egress proxy that re-signs TLS), for pip on the node
+      ansible.builtin.copy:
+        src: "{{ item }}"
+        dest: /usr/local/share/ca-certificates/
+        mode: "0644"
+      loop: "{{ host_ca_certificates }}"
+      register: host_cas
+    - name: Update the CA store
+      ansible.builtin.command: update-ca-certificates
+      when: host_cas is changed
+      changed_when: true
+"""
+
+SITE = (
+    BOOTSTRAP
+    + """
+- name: Apply the roles
+  hosts: all
+  become: true
+  roles:
+    - role: stacklab
+    - role: course_from_git
+"""
+)
+
+COURSE = (
+    BOOTSTRAP
+    + """
+- name: Apply the course role
+  hosts: all
+  become: true
+  roles:
+    - role: course_from_git
+"""
+)
+
+
+def run_sync(coro):  # type: ignore[no-untyped-def]
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def wait_ssh(ip: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((ip, 22), timeout=1) as s:
+                s.settimeout(2)
+                if s.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no SSH banner from {ip} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="stacklab-roles-", dir="/var/tmp") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="module")
+def node(workdir: Path) -> Iterator[dict[str, str]]:
+    """One LXC node on its own provider root; deleted (root and all) at the end, even on failure."""
+    require_lxc()
+    from stacklab.providers.local import LocalProvider
+    from stacklab.providers.local.image import ensure_base_image
+
+    run_sync(ensure_base_image(IMAGE_DIR, progress=lambda msg: print(f"[image] {msg}", flush=True)))
+    root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-roles-", dir="/var/tmp"))
+    root.chmod(0o755)
+    provider = LocalProvider("local-roles", {"root_dir": str(root), "image_dir": IMAGE_DIR})
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = workdir / "id_ed25519"
+    key_file.write_bytes(key.export_private_key())
+    key_file.chmod(0o600)
+    name = f"slr-{os.getpid() % 100000:05d}"
+    request = StackRequest(
+        name=name,
+        login_user=LOGIN,
+        public_key=key.export_public_key().decode(),
+        nodes=(NodeSpec("app", memory_mb=1536, pids_max=4096),),
+    )
+    try:
+        handle = run_sync(provider.create(request))
+        ip = handle["nodes"]["app"]
+        wait_ssh(ip)
+        yield {"ip": ip, "key_file": str(key_file)}
+    finally:
+        run_sync(provider.delete({"name": name}))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def wheel(workdir: Path) -> Path:
+    """A wheel of this repo, built on the host."""
+    dist = workdir / "dist"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (built,) = dist.glob("stacklab-*.whl")
+    return built
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commit_and_bundle(course: Path, bundle: Path, text: str) -> str:
+    (course / "course.xml").write_text(f'<course org="stacklab" course="roles" url_name="{text}"/>\n')
+    git(course, "add", "-A")
+    git(course, "commit", "-q", "-m", text)
+    git(course, "bundle", "create", "-q", str(bundle), "--all")
+    return git(course, "rev-parse", "HEAD")
+
+
+class Ansible:
+    def __init__(self, workdir: Path, node: dict[str, str], deploy_env: dict[str, str], variables: dict):
+        self.workdir = workdir
+        self.env = {
+            **deploy_env,
+            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+        }
+        (workdir / "inventory.ini").write_text(
+            f"app ansible_host={node['ip']} ansible_user={LOGIN} ansible_become=true "
+            f"ansible_ssh_private_key_file={node['key_file']} "
+            "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n"
+        )
+        (workdir / "vars.json").write_text(json.dumps(variables))
+        (workdir / "site.yml").write_text(SITE)
+        (workdir / "course.yml").write_text(COURSE)
+
+    def play(self, playbook: str) -> tuple[str, float]:
+        started = time.monotonic()
+        result = subprocess.run(
+            ["ansible-playbook", "-i", "inventory.ini", "-e", "@vars.json", playbook],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        took = time.monotonic() - started
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+        return result.stdout, took
+
+
+def node_run(node: dict[str, str], command: str) -> str:
+    async def go() -> str:
+        async with asyncssh.connect(
+            node["ip"], username=LOGIN, client_keys=[node["key_file"]], known_hosts=None
+        ) as conn:
+            return str((await conn.run(command, check=True, timeout=60)).stdout)
+
+    return run_sync(go())
+
+
+async def websocket_close_code(url: str) -> int | None:
+    """Open a websocket through nginx and read until the service closes it; return the close code."""
+    async with websockets.connect(url, open_timeout=10, close_timeout=5) as ws:
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed:
+            pass
+        return ws.close_code
+
+
+def test_stacklab_and_course_roles_on_an_lxc_node(
+    node: dict[str, str], wheel: Path, workdir: Path, deploy_env: dict[str, str]
+) -> None:
+    course = workdir / "course"
+    course.mkdir()
+    git(course, "init", "-q", "-b", "main")
+    bundle = workdir / "course.bundle"
+    first = commit_and_bundle(course, bundle, "one")
+
+    ansible = Ansible(
+        workdir,
+        node,
+        deploy_env,
+        {
+            "stacklab_wheel": str(wheel),
+            "stacklab_install_xblock": False,
+            "stacklab_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
+            "host_ca_certificates": HOST_CAS,
+            "course_from_git_bundle": str(bundle),
+            "course_from_git_version": "main",
+            "course_from_git_environment": {},
+            "course_from_git_import_command": (
+                f"sh -c 'echo imported $(git rev-parse HEAD) >> {IMPORT_LOG}'"
+            ),
+        },
+    )
+    _, took = ansible.play("site.yml")
+    print(f"\nsite.yml (stacklab + course_from_git): {took:.0f} s")
+
+    # The service answers through nginx...
+    base = f"http://{node['ip']}"
+    response = httpx.get(f"{base}/healthz", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["server"].startswith("nginx")
+    # ...and nginx carries the websocket upgrade to it: the service itself refuses an unknown environment.
+    code = run_sync(websocket_close_code(f"ws://{node['ip']}/api/v1/environments/00000000/terminal/main"))
+    assert code is not None and 4400 <= code < 4500, code
+    assert node_run(node, "systemctl is-active stacklab nginx").split() == ["active", "active"]
+
+    # The course was imported once, from the first commit.
+    assert node_run(node, f"cat {IMPORT_LOG}").splitlines() == [f"imported {first}"]
+
+    # Unchanged: not imported again.
+    out, took = ansible.play("course.yml")
+    print(f"course.yml unchanged: {took:.0f} s")
+    assert "TASK [course_from_git : Import the course]" in out
+    assert node_run(node, f"cat {IMPORT_LOG}").splitlines() == [f"imported {first}"]
+
+    # A new commit: imported again.
+    second = commit_and_bundle(course, bundle, "two")
+    _, took = ansible.play("course.yml")
+    print(f"course.yml after a new commit: {took:.0f} s")
+    assert node_run(node, f"cat {IMPORT_LOG}").splitlines() == [f"imported {first}", f"imported {second}"]
