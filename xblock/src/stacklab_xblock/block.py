@@ -287,8 +287,13 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         """Run the lab's checks for this learner and publish the grade."""
         if not self.environment:
             return {"error": "Open the lab first (reload the page)."}
+        client = self._client()
         try:
-            report = self._client().run_checks(self.environment)
+            # A fresh learner token for this learner's environment: the service's checks endpoint takes
+            # learner tokens (launch is idempotent: it returns the running environment).
+            launched = client.launch(self._course_id(), self.lab, self._learner())
+            self.environment = launched["environment"]["id"]
+            report = client.run_checks(self.environment, learner_token=launched["token"])
         except ServiceError as exc:
             return {"error": UNREACHABLE if exc.unreachable else f"The check could not run: {exc}"}
         max_score = float(report.get("max_score") or 0.0)
