@@ -228,6 +228,12 @@ def node_run(node: dict[str, str], command: str) -> str:
     return run_sync(go())
 
 
+def task_result(output: str, task: str) -> str:
+    """The first result line ansible-playbook printed for a task (e.g. "changed: [app]")."""
+    after_header = output.split(f"TASK [{task}]", 1)[1].split("\n", 1)[1]
+    return next(line.strip() for line in after_header.splitlines() if line.strip())
+
+
 async def websocket_close_code(url: str) -> int | None:
     """Open a websocket through nginx and read until the service closes it; return the close code."""
     async with websockets.connect(url, open_timeout=10, close_timeout=5) as ws:
@@ -265,7 +271,7 @@ def test_stacklab_and_course_roles_on_an_lxc_node(
             ),
         },
     )
-    _, took = ansible.play("site.yml")
+    first_out, took = ansible.play("site.yml")
     print(f"\nsite.yml (stacklab + course_from_git): {took:.0f} s")
 
     # The service answers through nginx...
@@ -277,15 +283,18 @@ def test_stacklab_and_course_roles_on_an_lxc_node(
     # ...and nginx carries the websocket upgrade to it: the service itself refuses an unknown environment.
     code = run_sync(websocket_close_code(f"ws://{node['ip']}/api/v1/environments/00000000/terminal/main"))
     assert code is not None and 4400 <= code < 4500, code
+    print(f"terminal websocket through nginx: closed by the service with {code}")
     assert node_run(node, "systemctl is-active stacklab nginx").split() == ["active", "active"]
 
     # The course was imported once, from the first commit.
+    assert task_result(first_out, "course_from_git : Import the course") == "changed: [app]"
     assert node_run(node, f"cat {IMPORT_LOG}").splitlines() == [f"imported {first}"]
 
-    # Unchanged: not imported again.
-    out, took = ansible.play("course.yml")
-    print(f"course.yml unchanged: {took:.0f} s")
-    assert "TASK [course_from_git : Import the course]" in out
+    # Unchanged: a second run of both roles changes nothing, and the course is not imported again.
+    out, took = ansible.play("site.yml")
+    print(f"site.yml again, unchanged: {took:.0f} s")
+    assert task_result(out, "course_from_git : Import the course") == "skipping: [app]"
+    assert " changed=0 " in out.split("PLAY RECAP")[1], out[-3000:]
     assert node_run(node, f"cat {IMPORT_LOG}").splitlines() == [f"imported {first}"]
 
     # A new commit: imported again.
