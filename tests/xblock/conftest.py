@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 XBLOCK_SRC = Path(__file__).resolve().parents[2] / "xblock" / "src"
 if str(XBLOCK_SRC) not in sys.path:
     sys.path.insert(0, str(XBLOCK_SRC))
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = Path(os.environ.get("STACKLAB_XBLOCK_VENV", "/var/lib/stacklab-xblock/venv"))
+REQUIREMENTS = ["xblock-sdk", "django>=4.2,<5", "django-pyfs", "lazy"]
+STAMP = VENV / ".stacklab-xblock-stamp"
+
+
+def _venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def workbench_venv() -> Path:
+    """The workbench venv with the XBlock installed (rebuilt only when the requirements change)."""
+    wanted = json.dumps({"requirements": REQUIREMENTS, "xblock": str(ROOT / "xblock")})
+    if STAMP.exists() and STAMP.read_text() == wanted and _venv_python().exists():
+        return VENV
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    if not _venv_python().exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(_venv_python()), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, *REQUIREMENTS], check=True, timeout=900)
+    subprocess.run([*pip, "-e", str(ROOT / "xblock")], check=True, timeout=600)
+    STAMP.write_text(wanted)
+    return VENV

@@ -33,32 +33,9 @@ from tests.e2e.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("STACKLAB_XBLOCK_VENV", "/var/lib/stacklab-xblock/venv"))
-REQUIREMENTS = ["xblock-sdk", "django>=4.2,<5", "django-pyfs", "lazy"]
-STAMP = VENV / ".stacklab-xblock-stamp"
 LMS_KEY = "workbench"
 COURSE = "course-v1:StacklabX+XB1+2026"
 LAUNCH_S = 300
-
-
-def _venv_python() -> Path:
-    return VENV / "bin" / "python"
-
-
-@pytest.fixture(scope="session")
-def workbench_venv() -> Path:
-    """The workbench venv with the XBlock installed (rebuilt only when the requirements change)."""
-    wanted = json.dumps({"requirements": REQUIREMENTS, "xblock": str(ROOT / "xblock")})
-    if STAMP.exists() and STAMP.read_text() == wanted and _venv_python().exists():
-        return VENV
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    if not _venv_python().exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    pip = [str(_venv_python()), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, *REQUIREMENTS], check=True, timeout=900)
-    subprocess.run([*pip, "-e", str(ROOT / "xblock")], check=True, timeout=600)
-    STAMP.write_text(wanted)
-    return VENV
 
 
 @pytest.fixture(scope="module")
