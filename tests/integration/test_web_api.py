@@ -92,6 +92,11 @@ async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type
     latest = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).json()
     assert latest["counted_score"] == 0 and len(latest["latest"]["results"]) == 2
     assert (await launch(http, "learner-a"))["environment"]["id"] == env_id
+    lms = bearer(lms_jwt())  # the LMS may read status and run checks for its learners
+    assert (await http.get(f"/api/v1/environments/{env_id}", headers=lms)).json()["ready"] is True
+    assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()["max_score"] == 3
+    bad = bearer(lms_jwt(secret="wrong-secret-of-a-decent-length-0123"))
+    assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=bad)).status_code == 401
 
 
 async def test_learners_reach_only_their_own_environment(client) -> None:  # type: ignore[no-untyped-def]
