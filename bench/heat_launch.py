@@ -1,0 +1,991 @@
+"""Launch-to-ready through the engine on a real Heat (scripts/heat-harness), against Heat's own time.
+
+(1) Sequential launches of a one-resource template (OS::Heat::TestResource, `--wait-secs`, outputs
+    `public_ip` / `ssh_port` pointing at an in-process loopback sshd, tests/support/sshd.py) through the
+    engine: `Environments.launch` + `drive` (the path of `stacklab env launch --wait`), and through the
+    service path (`launch` + the engine's job runner, which honours the controller's requeue delays, as
+    `stacklab serve` does). Floor in the same run: a direct openstacksdk create of the same template,
+    `get_stack` every 0.1 s until CREATE_COMPLETE, then the SSH banner. Heat's own create time is read from
+    heat-engine.log ("Stack CREATE COMPLETE (name)", millisecond timestamps) minus the moment the create
+    POST was sent, so each launch also gives "time beyond Heat's own CREATE_COMPLETE". Target <= 1 s.
+(2) N concurrent launches (10, then 100) through launch + drive: time until all are ready. Floor: N direct
+    creates (16 threads, the provider's pool size) with one stack list every 0.1 s, then the SSH banners.
+(3) HTTP requests per launch (a `response` hook on each openstacksdk session: every request, redirects
+    included), by kind, with the gap between status polls; cross-checked with heat-api's access log.
+
+The harness is shared (CI may start and stop it): the benchmark runs start.sh itself (idempotent), watches
+the recorded pids during every measurement, and when Heat goes away or is restarted it starts it again and
+repeats that measurement. It stops the harness at the end only when it started the instance still running
+and no other pytest process is around. It deletes only its own stacks (its environments' `sl-<id>` and
+`slbench-<run>-*`), never the project's others, and never runs the engine's sweep (which would delete other
+users' `sl-*` stacks). Loopback only.
+
+    .venv/bin/python bench/heat_launch.py [--rounds 5] [--wait-secs 1] [--concurrency 10,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+from openstack.orchestration.util import template_format
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, median, print_machine, print_table, verdict
+from tests.support.sshd import start_sshd
+
+from stacklab.config import Settings
+from stacklab.labs.schema import ProviderEntry
+from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Desired, Observed
+from stacklab.wiring import App, build_app
+
+T = TypeVar("T")
+HARNESS = ROOT / "scripts" / "heat-harness"
+HEAT_HOME = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat"))
+CLOUDS = HEAT_HOME / "etc" / "clouds.yaml"
+ENGINE_LOG = HEAT_HOME / "log" / "heat-engine.log"
+ACCESS_LOG = HEAT_HOME / "log" / "heat-api-access.log"
+WATCHED = ("keystone", "heat-api", "heat-engine")
+LAUNCH_TIMEOUT_S = 300.0
+TARGET_S = 1.0
+FLOOR_POLL_S = 0.1
+FLOOR_TAG = "stacklab-bench"
+TEMPLATE = """\
+heat_template_version: 2018-08-31
+description: stacklab bench - one TestResource; the outputs point at a loopback sshd.
+parameters:
+  ssh_port: {type: number}
+  wait_secs: {type: number, default: 1}
+resources:
+  pause:
+    type: OS::Heat::TestResource
+    properties: {value: 127.0.0.1, wait_secs: {get_param: wait_secs}}
+outputs:
+  public_ip: {value: {get_attr: [pause, output]}}
+  ssh_port: {value: {get_param: ssh_port}}
+"""
+
+
+class Disturbed(Exception):
+    """Heat went away, was restarted, or someone else deleted our stack: the measurement is repeated."""
+
+
+# the shared harness -------------------------------------------------------------------------------------
+class Harness:
+    def __init__(self) -> None:
+        self.was_running = self.up()
+        self.started: dict[str, int] | None = None  # pids of the instance this benchmark started, if any
+        self.restarts: list[str] = []
+
+    @staticmethod
+    def pids() -> dict[str, int]:
+        found = {}
+        for name in WATCHED:
+            try:
+                found[name] = int((HEAT_HOME / "run" / f"{name}.pid").read_text())
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def up(self) -> bool:
+        pids = self.pids()
+        if len(pids) < len(WATCHED):
+            return False
+        for pid in pids.values():
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return False
+        return True
+
+    def ensure(self, why: str) -> None:
+        if self.up():
+            return
+        started = time.perf_counter()
+        done = subprocess.run([str(HARNESS / "start.sh")], capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"heat harness failed to start:\n{done.stdout}\n{done.stderr}")
+        self.started = self.pids()
+        note = f"started the Heat harness ({why}) in {time.perf_counter() - started:.1f} s"
+        self.restarts.append(note)
+        print(f"[harness] {note}", flush=True)
+
+    def check(self, generation: dict[str, int]) -> None:
+        if not self.up():
+            raise Disturbed("the Heat harness stopped")
+        if self.pids() != generation:
+            raise Disturbed("the Heat harness was restarted")
+
+    def finish(self) -> str:
+        if self.started is None:
+            return "left the harness running: this benchmark did not start it"
+        if self.pids() != self.started or not self.up():
+            return "left the harness alone: the instance running now is not the one this benchmark started"
+        others = other_pytest()
+        if others:
+            return f"left the harness running: other pytest processes use it ({', '.join(others)})"
+        subprocess.run([str(HARNESS / "stop.sh")], capture_output=True, text=True, timeout=180)
+        return "stopped the harness instance this benchmark had started"
+
+
+def other_pytest() -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "pytest" in cmd:
+            found.append(entry)
+    return found
+
+
+# HTTP requests ------------------------------------------------------------------------------------------
+STACK_IN_PATH = re.compile(r"/stacks/([^/?\s]+)(/[^/?\s]+)?(/[^?\s]*)?")
+
+
+@dataclass(frozen=True)
+class Call:
+    at: float  # time.time() when the response arrived
+    sent: float
+    method: str
+    service: str  # heat / keystone / other
+    kind: str
+    stack: str | None
+
+
+class Recorder:
+    """A `response` hook for an openstacksdk session: every HTTP request, redirects included."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def attach(self, conn: Any) -> None:
+        conn.session.session.hooks["response"].append(self.hook)
+
+    def hook(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        now = time.time()
+        request = response.request
+        url = request.url or ""
+        method = request.method or "?"
+        netloc = url.split("//", 1)[-1].split("/", 1)[0]
+        port = netloc.rsplit(":", 1)[1] if ":" in netloc else ""
+        service = {"5000": "keystone", "8004": "heat"}.get(port, "other")
+        kind, stack = "other", None
+        if service == "heat":
+            match = STACK_IN_PATH.search(url)
+            if match:
+                stack = match.group(1)
+                if match.group(3):
+                    kind = "action" if method == "POST" else f"{method} {match.group(3)}"
+                elif method == "GET":
+                    kind = "status (by name/id)" if match.group(2) else "find (by name)"
+                else:
+                    kind = method
+            elif url.rstrip("/").endswith("/stacks") and method == "POST":
+                kind = "create"
+                try:
+                    stack = json.loads(request.body or b"{}").get("stack_name")
+                except (ValueError, AttributeError):
+                    stack = None
+            elif "/stacks" in url and method == "GET":
+                kind = "list"
+            elif "/validate" in url:
+                kind = "validate"
+        elif service == "keystone":
+            kind = f"{method} token" if "/auth/tokens" in url else f"{method} other"
+        elapsed = response.elapsed.total_seconds() if response.elapsed else 0.0
+        with self._lock:
+            self.calls.append(Call(now, now - elapsed, method, service, kind, stack))
+
+    def between(self, start: float, end: float) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if start <= c.sent and c.at <= end + 0.001]
+
+    def naming(self, stack: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.stack == stack]
+
+
+def kinds(calls: Sequence[Call], per: int = 1) -> str:
+    counts = Counter(c.kind if c.service == "heat" else f"keystone {c.kind}" for c in calls)
+    return ", ".join(f"{kind} {n / per:.3g}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def heat_count(calls: Sequence[Call]) -> int:
+    return sum(1 for c in calls if c.service == "heat")
+
+
+# heat-engine.log: Heat's own CREATE_COMPLETE ------------------------------------------------------------
+COMPLETE_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) .*Stack CREATE COMPLETE \((?P<name>[^)]+)\)"
+)
+
+
+class EngineLog:
+    """CREATE COMPLETE times of stacks from heat-engine.log (millisecond, local-time timestamps)."""
+
+    def __init__(self, path: Path = ENGINE_LOG) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.complete: dict[str, float] = {}
+
+    def scan(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return
+        if size < self.offset:  # a fresh harness truncated it
+            self.offset = 0
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            match = COMPLETE_LINE.match(line)
+            if match:
+                stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                self.complete[match.group("name")] = stamp
+
+    def completed(self, name: str) -> float | None:
+        if name not in self.complete:
+            self.scan()
+        return self.complete.get(name)
+
+
+def access_log_lines(names: set[str]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    try:
+        text = ACCESS_LOG.read_text(errors="replace")
+    except OSError:
+        return counts
+    for line in text.splitlines():
+        match = STACK_IN_PATH.search(line)
+        if match and match.group(1) in names:
+            counts[match.group(1)] += 1
+    return counts
+
+
+# one launch ---------------------------------------------------------------------------------------------
+@dataclass
+class Launch:
+    path: str  # drive / service / floor
+    name: str
+    t0: float
+    ready: float
+    calls: list[Call] = field(default_factory=list)
+    post_sent: float | None = None
+    complete: float | None = None
+
+    @property
+    def total(self) -> float:
+        return self.ready - self.t0
+
+    @property
+    def heat_own(self) -> float | None:
+        if self.post_sent is None or self.complete is None:
+            return None
+        return self.complete - self.post_sent
+
+    @property
+    def beyond(self) -> float | None:
+        own = self.heat_own
+        return None if own is None else self.total - own
+
+    def poll_gaps(self) -> list[float]:
+        polls = sorted(
+            c.sent for c in self.calls if c.service == "heat" and c.method == "GET" and c.kind != "list"
+        )
+        return [b - a for a, b in itertools.pairwise(polls)]
+
+    def line(self) -> str:
+        own = f"{self.heat_own * 1000:.0f}" if self.heat_own is not None else "?"
+        beyond = f"{self.beyond * 1000:+.0f}" if self.beyond is not None else "?"
+        gaps = self.poll_gaps()
+        gap = f"{median(gaps) * 1000:.0f} ms" if gaps else "-"
+        return (
+            f"{self.total * 1000:.0f} ms (Heat POST->CREATE COMPLETE {own} ms, beyond {beyond} ms); "
+            f"HTTP: heat {heat_count(self.calls)}, keystone {len(self.calls) - heat_count(self.calls)}; "
+            f"median gap between GETs {gap}"
+        )
+
+
+def banner_sync(host: str, port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as sock:
+                if sock.makefile("rb").readline().startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}:{port} gave no SSH banner")
+        time.sleep(0.01)
+
+
+# the benchmark ------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path, port: int, harness: Harness) -> None:
+        self.args = args
+        self.work = work
+        self.port = port
+        self.harness = harness
+        self.run_id = os.urandom(3).hex()
+        self.elog = EngineLog()
+        self.lab = self._write_lab()
+        self.template = template_format.parse(TEMPLATE)  # as Heat reads it (the version stays a string)
+        self.parameters = {"ssh_port": port, "wait_secs": args.wait_secs}
+        settings = Settings(data_dir=str(work / "data"), retry_backoff_s=(1.0, 2.0, 5.0), max_attempts=5)
+        self.app: App = build_app(settings)
+        self.provider: Any = self.app.controller.providers.get(
+            ProviderEntry(name="heat", type="openstack", cloud=args.cloud)
+        )
+        self.engine_calls = Recorder()
+        self.floor_calls = Recorder()
+        self.provider_hooked = False
+        self.conn: Any = None
+        self.env_ids: list[str] = []
+        self.floor_names: list[str] = []
+        self.learners = 0
+        self.floors = 0
+
+    def _write_lab(self) -> Path:
+        (self.work / "bench.yaml").write_text(TEMPLATE)
+        path = self.work / "lab.yaml"
+        path.write_text(
+            textwrap.dedent(
+                f"""\
+                schema: 1
+                id: heatbench
+                title: Heat launch benchmark
+                login_user: learner
+                providers:
+                  - {{name: heat, type: openstack, cloud: {self.args.cloud}}}
+                openstack:
+                  template: bench.yaml
+                  parameters: {{ssh_port: {self.port}, wait_secs: {self.args.wait_secs}}}
+                  nodes: [main]
+                timeouts: {{launch: {int(LAUNCH_TIMEOUT_S)}s}}
+                """
+            )
+        )
+        return path
+
+    def connect(self) -> None:
+        if not self.provider_hooked:
+            self.engine_calls.attach(self.provider.connection())
+            self.provider_hooked = True
+        if self.conn is None:
+            import openstack
+            from openstack.warnings import RemovedInSDK60Warning
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RemovedInSDK60Warning)
+                conn = openstack.connect(cloud=self.args.cloud, app_name="stacklab-bench")
+            conn.session.session.get_adapter("http://").init_poolmanager(16, 16, block=False)
+            self.floor_calls.attach(conn)
+            self.conn = conn
+
+    # measurement plumbing ------------------------------------------------------------------------------
+    async def guarded(self, label: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run a measurement; if Heat goes away or someone deletes our stacks, clean up and run it again."""
+        for attempt in range(1, 5):
+            await asyncio.to_thread(self.harness.ensure, f"before {label}")
+            generation = self.harness.pids()
+            task = asyncio.ensure_future(make())
+            try:
+                while True:
+                    done, _ = await asyncio.wait({task}, timeout=1.0)
+                    if done:
+                        result = task.result()
+                        self.harness.check(generation)
+                        return result
+                    self.harness.check(generation)
+            except Exception as exc:
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                disturbed = isinstance(exc, Disturbed)
+                if not disturbed and self.harness.up() and self.harness.pids() == generation:
+                    raise
+                print(f"[harness] {label}, attempt {attempt}: {exc}; repeating it", flush=True)
+                await asyncio.to_thread(self.harness.ensure, f"{label} was disturbed")
+                await self.cleanup(quiet=True)
+        raise RuntimeError(f"{label}: disturbed 4 times, giving up")
+
+    def learner(self, prefix: str) -> str:
+        self.learners += 1
+        return f"{prefix}{self.learners}"
+
+    def floor_name(self) -> str:
+        self.floors += 1
+        name = f"slbench-{self.run_id}-{self.floors}"
+        self.floor_names.append(name)
+        return name
+
+    def _launch_of(self, path: str, name: str, t0: float, ready: float, calls: list[Call]) -> Launch:
+        creates = [c for c in calls if c.kind == "create" and c.stack == name]
+        if len(creates) != 1:
+            raise Disturbed(f"{name} was created {len(creates)} times (deleted by someone else?)")
+        return Launch(path, name, t0, ready, calls, creates[0].sent, self.elog.completed(name))
+
+    async def settled(self, env_id: str, want: str) -> EnvironmentRecord:
+        record = await self.app.environments.drive(env_id, timeout_s=LAUNCH_TIMEOUT_S)
+        if record.observed != want:
+            raise Disturbed(
+                f"environment {env_id} is {record.observed}, wanted {want}: "
+                f"{record.last_reason or ''} {record.last_error or ''}".strip()
+            )
+        return record
+
+    # (1) sequential ------------------------------------------------------------------------------------
+    async def engine_drive(self) -> Launch:
+        t0 = time.time()
+        record = self.app.environments.launch(self.lab, self.learner("drive"), "bench")
+        self.env_ids.append(record.id)
+        record = await self.settled(record.id, Observed.RUNNING)
+        ready = time.time()
+        calls = self.engine_calls.between(t0, ready)
+        return self._launch_of("drive", record.stack_name, t0, ready, calls)
+
+    async def engine_service(self) -> Launch:
+        """launch + the engine's job runner (follows requeue delays), as `stacklab serve` drives it."""
+        t0 = time.time()
+        record = self.app.environments.launch(self.lab, self.learner("serve"), "bench")
+        self.env_ids.append(record.id)
+        self.app.engine.runner.submit(record.id)
+        deadline = t0 + LAUNCH_TIMEOUT_S
+        while True:
+            record = self.app.repo.get(record.id)
+            if record.observed == Observed.RUNNING:
+                break
+            if record.observed == Observed.FAILED or time.time() > deadline:
+                raise Disturbed(f"environment {record.id} is {record.observed}: {record.last_error}")
+            await asyncio.sleep(0.01)
+        ready = time.time()
+        await self.app.engine.runner.idle()
+        calls = self.engine_calls.between(t0, ready)
+        return self._launch_of("service", record.stack_name, t0, ready, calls)
+
+    async def engine_delete(self, launch: Launch) -> float:
+        env_id = next(i for i in self.env_ids if f"sl-{i}" == launch.name)
+        started = time.perf_counter()
+        self.app.environments.request(env_id, Desired.DELETED, "Benchmark")
+        await self.settled(env_id, Observed.DELETED)
+        return time.perf_counter() - started
+
+    def _floor_sync(self, name: str) -> Launch:
+        heat = self.conn.orchestration
+        generation = self.harness.pids()
+        t0 = time.time()
+        stack = heat.create_stack(
+            name=name, template=self.template, files={}, parameters=self.parameters, tags=FLOOR_TAG
+        )
+        last_check = time.monotonic()
+        while True:
+            try:
+                current = heat.get_stack(f"{name}/{stack.id}")
+            except Exception as exc:
+                raise Disturbed(f"{name}: {type(exc).__name__}: {exc}") from exc
+            status = current.status or ""
+            if status == "CREATE_COMPLETE":
+                break
+            if status.endswith("FAILED") or status.startswith("DELETE"):
+                raise Disturbed(f"{name}: {status} {current.status_reason}")
+            if time.time() - t0 > LAUNCH_TIMEOUT_S:
+                raise TimeoutError(f"{name} still {status} after {LAUNCH_TIMEOUT_S:.0f} s")
+            if time.monotonic() - last_check > 1.0:
+                self.harness.check(generation)
+                last_check = time.monotonic()
+            time.sleep(FLOOR_POLL_S)
+        outputs = {o["output_key"]: o.get("output_value") for o in current.outputs or []}
+        banner_sync(str(outputs["public_ip"]), int(outputs["ssh_port"]))
+        ready = time.time()
+        calls = self.floor_calls.between(t0, ready)
+        return self._launch_of("floor", name, t0, ready, calls)
+
+    async def floor(self) -> Launch:
+        return await asyncio.to_thread(self._floor_sync, self.floor_name())
+
+    def _floor_delete_sync(self, names: Sequence[str]) -> float:
+        heat = self.conn.orchestration
+        started = time.perf_counter()
+        mine = {s.name: s for s in heat.stacks(tags=[FLOOR_TAG]) if s.name in set(names)}
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(heat.delete_stack, mine.values()))
+        while mine:
+            time.sleep(0.2)
+            present = {s.name for s in heat.stacks(tags=[FLOOR_TAG]) if s.status != "DELETE_COMPLETE"}
+            mine = {n: s for n, s in mine.items() if n in present}
+            if time.perf_counter() - started > LAUNCH_TIMEOUT_S:
+                raise TimeoutError(f"floor stacks not deleted: {sorted(mine)}")
+        return time.perf_counter() - started
+
+    async def floor_delete(self, names: Sequence[str]) -> float:
+        return await asyncio.to_thread(self._floor_delete_sync, names)
+
+    # (2) concurrent ------------------------------------------------------------------------------------
+    async def engine_batch(self, n: int) -> tuple[float, list[Launch]]:
+        t0 = time.time()
+
+        async def one(i: int) -> Launch:
+            await asyncio.sleep(0)
+            started = time.time()
+            record = self.app.environments.launch(self.lab, self.learner(f"c{n}x"), "bench")
+            self.env_ids.append(record.id)
+            record = await self.settled(record.id, Observed.RUNNING)
+            return self._launch_of(
+                "drive", record.stack_name, started, time.time(), self.engine_calls.naming(record.stack_name)
+            )
+
+        launches = await asyncio.gather(*(one(i) for i in range(n)))
+        return t0, list(launches)
+
+    async def engine_batch_delete(self, launches: Sequence[Launch]) -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(self.engine_delete(launch) for launch in launches))
+        return time.perf_counter() - started
+
+    def _floor_batch_sync(self, n: int) -> tuple[float, float, list[Launch]]:
+        heat = self.conn.orchestration
+        generation = self.harness.pids()
+        names = [self.floor_name() for _ in range(n)]
+        wanted = set(names)
+        done: dict[str, float] = {}
+        failed: list[str] = []
+        stop = threading.Event()
+        t0 = time.time()
+
+        def poll() -> None:
+            while not stop.is_set() and len(done) < n:
+                try:
+                    for s in heat.stacks(tags=[FLOOR_TAG]):
+                        if s.name in wanted and s.name not in done:
+                            if s.status == "CREATE_COMPLETE":
+                                done[s.name] = time.time()
+                            elif (s.status or "").endswith("FAILED"):
+                                failed.append(f"{s.name} {s.status}")
+                except Exception as exc:  # the harness check below decides
+                    failed.append(f"list: {type(exc).__name__}")
+                time.sleep(FLOOR_POLL_S)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        create = lambda name: heat.create_stack(  # noqa: E731
+            name=name, template=self.template, files={}, parameters=self.parameters, tags=FLOOR_TAG
+        )
+        try:
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(create, names))
+            while len(done) < n:
+                poller.join(1.0)
+                self.harness.check(generation)
+                if failed and any("FAILED" in f for f in failed):
+                    raise Disturbed(f"floor stacks failed: {failed[:3]}")
+                if time.time() - t0 > LAUNCH_TIMEOUT_S:
+                    raise TimeoutError(f"{n - len(done)} floor stacks not complete")
+        finally:
+            stop.set()
+            poller.join(5)
+        for _ in names:
+            banner_sync("127.0.0.1", self.port)
+        all_ready = time.time()
+        launches = []
+        for name in names:
+            calls = self.floor_calls.naming(name)
+            launches.append(self._launch_of("floor", name, t0, done[name], calls))
+        return t0, all_ready, launches
+
+    async def floor_batch(self, n: int) -> tuple[float, float, list[Launch]]:
+        return await asyncio.to_thread(self._floor_batch_sync, n)
+
+    # cleanup -------------------------------------------------------------------------------------------
+    async def cleanup(self, quiet: bool = False) -> str:
+        """Delete every environment of this run (engine) and any stack of ours left in Heat (SDK)."""
+        await asyncio.to_thread(self.harness.ensure, "cleanup")
+        pending = []
+        for env_id in self.env_ids:
+            try:
+                record = self.app.repo.get(env_id)
+            except Exception:
+                continue
+            if record.observed != Observed.DELETED:
+                pending.append(env_id)
+        errors = []
+
+        async def delete(env_id: str) -> None:
+            try:
+                self.app.environments.request(env_id, Desired.DELETED, "Benchmark cleanup")
+                record = await self.app.environments.drive(env_id, timeout_s=LAUNCH_TIMEOUT_S)
+                if record.observed != Observed.DELETED:
+                    errors.append(f"{env_id}: {record.observed} {record.last_error}")
+            except Exception as exc:
+                errors.append(f"{env_id}: {exc}")
+
+        for start in range(0, len(pending), 50):
+            await asyncio.gather(*(delete(i) for i in pending[start : start + 50]))
+        ours = {f"sl-{i}" for i in self.env_ids} | set(self.floor_names)
+
+        def leftovers() -> list[str]:
+            heat = self.conn.orchestration
+            stacks = [s for s in heat.stacks() if s.name in ours and s.status != "DELETE_COMPLETE"]
+            for s in stacks:
+                heat.delete_stack(s)
+            deadline = time.time() + LAUNCH_TIMEOUT_S
+            while stacks and time.time() < deadline:
+                time.sleep(0.5)
+                stacks = [s for s in heat.stacks() if s.name in ours and s.status != "DELETE_COMPLETE"]
+            return [s.name for s in stacks]
+
+        left: list[str] = []
+        if self.conn is not None:
+            left = await asyncio.to_thread(leftovers)
+        report = (
+            f"cleanup: {len(pending)} environments deleted through the engine"
+            f"{' (errors: ' + '; '.join(errors) + ')' if errors else ''}; "
+            f"{'stacks still present: ' + ', '.join(left) if left else 'no stack of this run is left'}"
+        )
+        if not quiet:
+            print(report, flush=True)
+        return report
+
+
+# reporting helpers --------------------------------------------------------------------------------------
+def fmt(values: Sequence[float]) -> str:
+    return f"{median(values) * 1000:.0f} ms (" + ", ".join(f"{v * 1000:.0f}" for v in values) + ")"
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"median {median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f}" if values else "?"
+
+
+def latencies(launches: Sequence[Launch], kind: str) -> list[float]:
+    """How long Heat took to answer the first request of this kind of each launch."""
+    found = []
+    for launch in launches:
+        calls = [c for c in launch.calls if c.kind == kind]
+        if calls:
+            found.append(calls[0].at - calls[0].sent)
+    return found
+
+
+def known(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def versions() -> dict[str, str]:
+    site = sorted(HEAT_HOME.glob("venv/lib/python3*/site-packages"))
+    found = {}
+    for dist, label in (("openstack_heat", "heat"), ("keystone", "keystone")):
+        names = [p.name for s in site for p in s.glob(f"{dist}-*.dist-info")]
+        found[label] = names[0][len(dist) + 1 : -len(".dist-info")] if names else "unknown"
+    found["openstacksdk"] = metadata.version("openstacksdk")
+    return found
+
+
+# the run ------------------------------------------------------------------------------------------------
+async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
+    server, port = await start_sshd()
+    bench: Bench | None = None
+    rows: list[list[str]] = []
+    try:
+        await asyncio.to_thread(harness.ensure, "benchmark start")
+        os.environ["OS_CLIENT_CONFIG_FILE"] = str(CLOUDS)
+        bench = Bench(args, work, port, harness)
+        await bench.guarded("connect", partial(asyncio.to_thread, bench.connect))
+        print(f"loopback sshd on 127.0.0.1:{port}; data dir {work}; run id {bench.run_id}", flush=True)
+        print(f"template: one OS::Heat::TestResource, wait_secs {args.wait_secs}", flush=True)
+
+        # warm-up (not counted): token, first stack of this process on both paths
+        for label, measure in (("warm-up engine", bench.engine_drive), ("warm-up floor", bench.floor)):
+            launch = await bench.guarded(label, measure)
+            if launch.path == "floor":
+                await bench.guarded("warm-up floor delete", partial(bench.floor_delete, [launch.name]))
+            else:
+                await bench.guarded("warm-up engine delete", partial(bench.engine_delete, launch))
+            print(f"{label}: {launch.line()} (not counted)", flush=True)
+
+        # (1) sequential ------------------------------------------------------------------------------
+        results: dict[str, list[Launch]] = {"drive": [], "service": [], "floor": []}
+        deletes: dict[str, list[float]] = {"engine": [], "floor": []}
+        measures = {"drive": bench.engine_drive, "service": bench.engine_service, "floor": bench.floor}
+        order = ["drive", "floor", "service"]
+        for round_ in range(args.rounds):
+            for which in order[round_ % 3 :] + order[: round_ % 3]:
+                launch = await bench.guarded(f"round {round_} {which}", measures[which])
+                results[which].append(launch)
+                print(f"round {round_}: {which:<7} {launch.line()}", flush=True)
+                if which == "floor":
+                    seconds = await bench.guarded("floor delete", partial(bench.floor_delete, [launch.name]))
+                    deletes["floor"].append(seconds)
+                else:
+                    deletes["engine"].append(
+                        await bench.guarded("engine delete", partial(bench.engine_delete, launch))
+                    )
+
+        drive, service, floor = results["drive"], results["service"], results["floor"]
+        overhead = median([x.total for x in drive]) - median([x.total for x in floor])
+        beyond_drive = known([x.beyond for x in drive])
+        beyond_service = known([x.beyond for x in service])
+        beyond_floor = known([x.beyond for x in floor])
+        rows.append(
+            [
+                "(1) launch -> ready, engine (launch + drive)",
+                fmt([x.total for x in drive]),
+                "-",
+                f"direct SDK create + get_stack every 0.1 s + SSH banner: {fmt([x.total for x in floor])}",
+            ]
+        )
+        rows.append(
+            [
+                "(1) engine (drive) overhead vs floor",
+                f"{overhead * 1000:+.0f} ms",
+                f"<= 1000 ms ({verdict(overhead, TARGET_S)})",
+                "difference of medians",
+            ]
+        )
+        rows.append(
+            [
+                "(1) Heat's own POST -> CREATE COMPLETE (heat-engine.log)",
+                fmt(known([x.heat_own for x in drive])),
+                "-",
+                f"floor's stacks: {fmt(known([x.heat_own for x in floor]))}",
+            ]
+        )
+        if beyond_drive:
+            rows.append(
+                [
+                    "(1) drive: launch -> ready beyond Heat's own create time",
+                    fmt(beyond_drive),
+                    f"<= 1000 ms ({verdict(median(beyond_drive), TARGET_S)})",
+                    f"floor beyond Heat: {fmt(beyond_floor) if beyond_floor else '?'}",
+                ]
+            )
+            pre = [x.post_sent - x.t0 for x in drive if x.post_sent]
+            after = [x.ready - x.complete for x in drive if x.complete]
+            pre_f = [x.post_sent - x.t0 for x in floor if x.post_sent]
+            after_f = [x.ready - x.complete for x in floor if x.complete]
+            rows.append(
+                [
+                    "(1) drive: launch -> create POST sent | COMPLETE -> ready",
+                    f"{fmt(pre)} | {fmt(after)}",
+                    "-",
+                    f"floor: {fmt(pre_f)} | {fmt(after_f)}",
+                ]
+            )
+        rows.append(
+            [
+                "(1b) launch -> ready, service path (job runner, requeue)",
+                fmt([x.total for x in service]),
+                "-",
+                f"floor: {fmt([x.total for x in floor])}",
+            ]
+        )
+        if beyond_service:
+            after_s = [x.ready - x.complete for x in service if x.complete]
+            rows.append(
+                [
+                    "(1b) service path: beyond Heat's own create time",
+                    fmt(beyond_service),
+                    f"<= 1000 ms ({verdict(median(beyond_service), TARGET_S)})",
+                    f"COMPLETE -> ready: {fmt(after_s)}",
+                ]
+            )
+        rows.append(
+            [
+                "(1) delete (engine request + drive, incl. Heat)",
+                fmt(deletes["engine"]),
+                "-",
+                f"direct SDK delete + list every 0.2 s: {fmt(deletes['floor'])}",
+            ]
+        )
+
+        # (3) requests per sequential launch -----------------------------------------------------------
+        for label, launches in (("drive", drive), ("service", service), ("floor", floor)):
+            heat_calls = [heat_count(x.calls) for x in launches]
+            gaps = [g for x in launches for g in x.poll_gaps()]
+            own = known([x.heat_own for x in launches])
+            per_s = median(heat_calls) / median(own) if own else 0
+            all_calls = [c for x in launches for c in x.calls]
+            gap_median, gap_min = (median(gaps), min(gaps)) if gaps else (0.0, 0.0)
+            rows.append(
+                [
+                    f"(3) HTTP per launch, {label}",
+                    f"heat {median(heat_calls):g} (keystone "
+                    f"{median([len(x.calls) - heat_count(x.calls) for x in launches]):g})",
+                    "no tight polling" if label != "floor" else "-",
+                    f"{kinds(all_calls, len(launches))}; GET gap median {gap_median * 1000:.0f} ms, "
+                    f"min {gap_min * 1000:.0f} ms; "
+                    f"{per_s:.1f} heat req/s of Heat create time",
+                ]
+            )
+        names = {x.name for x in drive}
+        logged = access_log_lines(names)
+        hooked = sum(1 for n in names for c in bench.engine_calls.naming(n) if c.kind != "create")
+        rows.append(
+            [
+                "(3) cross-check: heat-api access log (drive stacks)",
+                f"{sum(logged.values())} lines naming them",
+                "-",
+                f"hook: {hooked} requests naming them (launch + delete; the create POST names none)",
+            ]
+        )
+
+        # (2) concurrent -------------------------------------------------------------------------------
+        for n in args.concurrency:
+            t0, launches = await bench.guarded(
+                f"{n} concurrent engine launches", partial(bench.engine_batch, n)
+            )
+            all_ready = max(x.ready for x in launches)
+            completes = known([x.complete for x in launches])
+            posts = known([x.post_sent for x in launches])
+            span = (max(completes) - min(posts)) if completes and len(completes) == n else None
+            calls = bench.engine_calls.between(t0, all_ready)
+            print(
+                f"{n} concurrent, engine: all ready in {(all_ready - t0):.2f} s; per environment "
+                f"{fmt([x.ready - t0 for x in launches])}; Heat first POST -> last COMPLETE "
+                f"{span if span is None else round(span, 2)} s; HTTP heat {heat_count(calls)} "
+                f"({heat_count(calls) / n:.1f}/launch, {heat_count(calls) / (all_ready - t0):.1f} req/s)",
+                flush=True,
+            )
+            engine_delete_s = await bench.guarded(
+                f"{n} engine deletes", partial(bench.engine_batch_delete, launches)
+            )
+            f0, f_all, f_launches = await bench.guarded(
+                f"{n} concurrent floor", partial(bench.floor_batch, n)
+            )
+            f_completes = known([x.complete for x in f_launches])
+            f_posts = known([x.post_sent for x in f_launches])
+            f_span = (max(f_completes) - min(f_posts)) if len(f_completes) == n else None
+            f_calls = bench.floor_calls.between(f0, f_all)
+            print(
+                f"{n} concurrent, floor: all ready in {(f_all - f0):.2f} s; Heat first POST -> last COMPLETE "
+                f"{f_span if f_span is None else round(f_span, 2)} s; HTTP heat {heat_count(f_calls)}",
+                flush=True,
+            )
+            floor_delete_s = await bench.guarded(
+                f"{n} floor deletes", partial(bench.floor_delete, [x.name for x in f_launches])
+            )
+            print(f"{n} deletes: engine {engine_delete_s:.1f} s, floor {floor_delete_s:.1f} s", flush=True)
+            rows.append(
+                [
+                    f"(2) {n} concurrent launches: time to all ready",
+                    f"{all_ready - t0:.2f} s (Heat first POST -> last COMPLETE "
+                    f"{'?' if span is None else f'{span:.2f}'} s)",
+                    "-",
+                    f"SDK: {n} creates, 16 threads, 1 list/0.1 s + SSH: {f_all - f0:.2f} s "
+                    f"(Heat {'?' if f_span is None else f'{f_span:.2f}'} s)",
+                ]
+            )
+            rows.append(
+                [
+                    f"(2) {n} concurrent: all ready - Heat's first POST -> last COMPLETE",
+                    f"{(all_ready - t0 - span) * 1000:+.0f} ms" if span is not None else "?",
+                    "-",
+                    f"floor: {(f_all - f0 - f_span) * 1000:+.0f} ms" if f_span is not None else "?",
+                ]
+            )
+            rows.append(
+                [
+                    f"(2) {n} concurrent, per launch: launch -> POST sent | find GET | POST answered in",
+                    spread([x.post_sent - x.t0 for x in launches if x.post_sent])
+                    + f" | {spread(latencies(launches, 'find (by name)'))}"
+                    + f" | {spread(latencies(launches, 'create'))}",
+                    "-",
+                    f"floor POST answered in {spread(latencies(f_launches, 'create'))}",
+                ]
+            )
+            rows.append(
+                [
+                    f"(2) {n} concurrent, per launch: Heat COMPLETE -> ready",
+                    spread([x.ready - x.complete for x in launches if x.complete]),
+                    "-",
+                    "floor (seen in the 0.1 s list): "
+                    + spread([x.ready - x.complete for x in f_launches if x.complete]),
+                ]
+            )
+            rows.append(
+                [
+                    f"(3) {n} concurrent: HTTP per launch, engine",
+                    f"heat {heat_count(calls) / n:.1f} ({heat_count(calls) / (all_ready - t0):.1f} req/s)",
+                    "-",
+                    f"{kinds(calls, n)}",
+                ]
+            )
+    finally:
+        if bench is not None:
+            try:
+                await bench.cleanup()
+            finally:
+                bench.app.close()
+        server.close()
+        await server.wait_closed()
+        for note in harness.restarts:
+            print(f"[harness] {note}")
+        print(f"[harness] {harness.finish()}", flush=True)
+    print()
+    print_table(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--wait-secs", type=float, default=1.0, help="the TestResource's wait_secs")
+    parser.add_argument("--concurrency", default="10,100", help="comma-separated batch sizes ('' for none)")
+    parser.add_argument("--cloud", default="heatbox")
+    args = parser.parse_args()
+    args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+    harness = Harness()
+    extra = versions()
+    print_machine(
+        "Heat launch benchmark",
+        {
+            "heat / keystone": f"{extra['heat']} / {extra['keystone']} (scripts/heat-harness, loopback)",
+            "heat workers": "heat-api 2 gunicorn sync workers, heat-engine 1 worker",
+            "openstacksdk": extra["openstacksdk"],
+            "harness at start": "running" if harness.was_running else "not running",
+        },
+        postgres=False,
+    )
+    work = Path(tempfile.mkdtemp(prefix="stacklab-bench-heat-", dir="/var/tmp"))
+    try:
+        asyncio.run(run(args, work, harness))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
