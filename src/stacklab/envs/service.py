@@ -228,7 +228,8 @@ class Environments:
                 on_progress(record)
             if self.settled(record) or self.clock() >= deadline:
                 return record
-            await asyncio.sleep(min(result.requeue_after or 0.2, 0.5))
+            # As the controller asks: a cloud's poll interval is kept, a local boot is not slowed.
+            await asyncio.sleep(0.2 if result.requeue_after is None else result.requeue_after)
 
     # exec and checks --------------------------------------------------------------------------------
     def _running(self, ref: str) -> tuple[EnvironmentRecord, Lab]:
