@@ -83,7 +83,10 @@ class OpenStackProvider(Provider):
         self.cloud: str = self.settings.get("cloud") or name
         self.delete_wait_s = float(self.settings.get("delete_wait_s", 60.0))
         self.delete_attempts = int(self.settings.get("delete_attempts", 3))
-        self._pool = ThreadPoolExecutor(int(self.settings.get("api_threads", 16)), f"openstack-{name}")
+        threads = int(self.settings.get("api_threads", 16))
+        self._pool = ThreadPoolExecutor(threads, f"openstack-{name}")
+        # Status reads get their own threads: a burst of creates must not delay noticing a finished stack.
+        self._reads = ThreadPoolExecutor(threads, f"openstack-{name}-status")
         self._conn: Any = None
         self._conn_lock = threading.Lock()
         self.on_request: Callable[[str, str], None] | None = None
@@ -98,7 +101,8 @@ class OpenStackProvider(Provider):
                     warnings.simplefilter("ignore", sdk_warnings.RemovedInSDK60Warning)
                     conn = openstack.connect(cloud=self.cloud, app_name="stacklab")
                 adapter = conn.session.session.get_adapter("http://")
-                adapter.init_poolmanager(self._pool._max_workers, self._pool._max_workers, block=False)
+                connections = self._pool._max_workers + self._reads._max_workers
+                adapter.init_poolmanager(connections, connections, block=False)
                 conn.session.session.hooks["response"].append(self._count)
                 self._conn = conn
             return self._conn
@@ -107,10 +111,10 @@ class OpenStackProvider(Provider):
         if self.on_request is not None:
             self.on_request(response.request.method, response.request.url)
 
-    async def _run(self, doing: str, call: Callable[[], T]) -> T:
+    async def _run(self, doing: str, call: Callable[[], T], *, read: bool = False) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, call)
+            return await loop.run_in_executor(self._reads if read else self._pool, call)
         except Exception as exc:
             raise translate(exc, self.cloud, doing) from exc
 
@@ -173,7 +177,7 @@ class OpenStackProvider(Provider):
 
     # status -----------------------------------------------------------------------------------------
     async def status(self, handle: Handle) -> StackStatus:
-        return await self._run(f"reading stack {handle['name']}", partial(self._status, handle))
+        return await self._run(f"reading stack {handle['name']}", partial(self._status, handle), read=True)
 
     def _status(self, handle: Handle) -> StackStatus:
         stack = self._find(handle)
