@@ -49,7 +49,7 @@ def _when(epoch: float | None) -> str:
 
 
 def _ago(epoch: float | None) -> str:
-    return "-" if epoch is None else format_duration(max(0.0, time.time() - epoch)) + " ago"
+    return "-" if epoch is None else format_duration(round(max(0.0, time.time() - epoch))) + " ago"
 
 
 def env_summary(record: EnvironmentRecord) -> dict[str, Any]:
