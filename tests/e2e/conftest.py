@@ -7,6 +7,7 @@ end. The pages come from src/stacklab/web/static/ and its dist/ (built by `scrip
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -153,11 +154,12 @@ class Stacklab:
                 self.cli("env", "delete", env["id"], "--wait")
 
 
-@pytest.fixture(scope="module")
-def stacklab(built_pages: None) -> Iterator[Stacklab]:
+@contextlib.contextmanager
+def serving_stacklab(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[Stacklab]:
+    """`stacklab serve` on a free port with its own data dir; every environment is deleted at the end."""
     if os.geteuid() != 0:
         pytest.fail("the local provider needs root: run the tests as root (scripts/dev test)")
-    data_dir = tempfile.mkdtemp(prefix="stacklab-e2e-")
+    data_dir = tempfile.mkdtemp(prefix=prefix)
     port = free_port()
     password = secrets.token_urlsafe(12)
     env = {
@@ -166,6 +168,7 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
         "STACKLAB_IMAGE_DIR": IMAGE_DIR,
         "STACKLAB_HTTP_PORT": str(port),
         "STACKLAB_ADMIN_PASSWORD": password,
+        **(extra_env or {}),
     }
     log = open(Path(data_dir) / "serve.log", "wb")  # noqa: SIM115 - kept open while the server runs
     proc = subprocess.Popen(
@@ -189,3 +192,9 @@ def stacklab(built_pages: None) -> Iterator[Stacklab]:
         log.close()
         service.delete_all()  # raises (and keeps the data dir and its serve.log) if anything is left
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stacklab(built_pages: None) -> Iterator[Stacklab]:
+    with serving_stacklab("stacklab-e2e-") as service:
+        yield service

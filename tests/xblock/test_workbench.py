@@ -12,7 +12,6 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ import pytest
 from tests.e2e.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    IMAGE_DIR,
     STATIC,
     Stacklab,
     free_port,
+    serving_stacklab,
     stop,
     wait_http,
 )
@@ -41,44 +40,12 @@ LAUNCH_S = 300
 @pytest.fixture(scope="module")
 def service() -> Iterator[tuple[Stacklab, str]]:
     """`stacklab serve` with an LMS key for the workbench; every environment is deleted at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("the local provider needs root: run the tests as root (scripts/dev test)")
     if not (STATIC / "dist" / "lab.js").exists():
         pytest.fail("the pages are not built: run scripts/dev setup")
-    data_dir = tempfile.mkdtemp(prefix="stacklab-xblock-")
-    port = free_port()
     secret = secrets.token_urlsafe(40)
-    env = {
-        **os.environ,
-        "STACKLAB_DATA_DIR": data_dir,
-        "STACKLAB_IMAGE_DIR": IMAGE_DIR,
-        "STACKLAB_HTTP_PORT": str(port),
-        "STACKLAB_ADMIN_PASSWORD": secrets.token_urlsafe(12),
-        "STACKLAB_LMS_KEYS": json.dumps({LMS_KEY: secret}),
-    }
-    log = open(Path(data_dir) / "serve.log", "wb")  # noqa: SIM115 - kept open while the server runs
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stacklab.cli", "serve"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    stacklab = Stacklab(f"http://127.0.0.1:{port}", env, env["STACKLAB_ADMIN_PASSWORD"])
-    try:
-        try:
-            wait_http(f"{stacklab.url}/healthz", 120, proc)
-        except (RuntimeError, TimeoutError) as exc:
-            log.flush()
-            pytest.fail(
-                f"stacklab serve did not come up: {exc}\n{(Path(data_dir) / 'serve.log').read_text()[-3000:]}"
-            )
+    keys = {"STACKLAB_LMS_KEYS": json.dumps({LMS_KEY: secret})}
+    with serving_stacklab("stacklab-xblock-", keys) as stacklab:
         yield stacklab, secret
-    finally:
-        stop(proc)
-        log.close()
-        stacklab.delete_all()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class Workbench:
