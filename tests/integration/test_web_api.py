@@ -22,6 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.config import Settings
+from stacklab.types import Desired
 from stacklab.web.app import create_app
 from stacklab.wiring import App, build_app
 
@@ -97,6 +98,76 @@ async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type
     assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()["max_score"] == 3
     bad = bearer(lms_jwt(secret="wrong-secret-of-a-decent-length-0123"))
     assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=bad)).status_code == 401
+
+
+async def test_launch_options_read_only_token_and_first_node(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    headers = bearer(lms_jwt())
+    body = {"course": "c1", "lab": "hello-lab", "learner": "ro-learner"}
+    watched = await http.post(
+        "/api/v1/launch", json={**body, "read_only": True, "node": "main"}, headers=headers
+    )
+    assert watched.status_code == 200, watched.text
+    launched = watched.json()
+    env_id, token = launched["environment"]["id"], launched["token"]
+    assert launched["lab_url"].endswith(f"/lab/{env_id}?node=main#token={token}")
+    await stack.environments.drive(env_id, 30)
+    # A read-only token reads the lab and its checks, but may not act on it.
+    assert (await http.get(f"/api/v1/environments/{env_id}", headers=bearer(token))).json()["ready"]
+    assert (await http.get(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).status_code == 200
+    for action in ("resume", "reset", "checks", "activity"):
+        response = await http.post(f"/api/v1/environments/{env_id}/{action}", headers=bearer(token))
+        assert response.status_code == 403, (action, response.text)
+    refreshed = (await http.post(f"/api/v1/environments/{env_id}/token", headers=bearer(token))).json()
+    reset = await http.post(f"/api/v1/environments/{env_id}/reset", headers=bearer(refreshed["token"]))
+    assert reset.status_code == 403  # a refreshed token stays read-only
+    bad_node = await http.post(
+        "/api/v1/launch", json={**body, "learner": "other", "node": "web"}, headers=headers
+    )
+    assert bad_node.status_code == 422 and "'web'" in bad_node.json()["detail"]
+    assert "main" in bad_node.json()["detail"]
+    assert [r.learner for r in stack.repo.list()] == ["ro-learner"]  # the bad unit launched nothing
+
+
+async def test_staff_observe_a_learners_lab_read_only(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    headers = bearer(lms_jwt())
+    body = {"course": "course-v1:Org+C1+2026", "lab": "hello-lab", "learner": "learner-a"}
+    missing = await http.post("/api/v1/observe", json=body, headers=headers)
+    assert missing.status_code == 404 and "not opened" in missing.json()["detail"]
+    assert stack.repo.list() == []  # watching never launches
+    learner = await launch(http, "learner-a")
+    env_id = learner["environment"]["id"]
+    await stack.environments.drive(env_id, 30)
+    stack.environments.request(env_id, Desired.SUSPENDED, "IdleTimeout")
+    await stack.environments.drive(env_id, 30)
+    watched = await http.post("/api/v1/observe", json=body, headers=headers)
+    assert watched.status_code == 200, watched.text
+    view = watched.json()
+    assert view["environment"]["id"] == env_id and f"/lab/{env_id}#token=" in view["lab_url"]
+    await stack.environments.drive(env_id, 30)  # a paused lab is woken up for the staff member to see
+    status = (await http.get(f"/api/v1/environments/{env_id}", headers=bearer(view["token"]))).json()
+    assert status["ready"] is True
+    assert "StaffViewResumed" in [t.reason for t in stack.repo.history(env_id)]
+    for action in ("resume", "reset", "checks"):
+        response = await http.post(f"/api/v1/environments/{env_id}/{action}", headers=bearer(view["token"]))
+        assert response.status_code == 403, action
+    other = (await launch(http, "learner-b"))["environment"]["id"]
+    assert (await http.get(f"/api/v1/environments/{other}", headers=bearer(view["token"]))).status_code == 403
+    assert (
+        await http.post("/api/v1/observe", json=body, headers=bearer(learner["token"]))
+    ).status_code == 403
+
+
+async def test_check_reports_carry_the_labs_score_policy(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    env_id = (await launch(http, "learner-p"))["environment"]["id"]
+    lms = bearer(lms_jwt())
+    before = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()
+    assert before == {"latest": None, "counted_score": None, "max_score": 3.0, "score_policy": "best"}
+    await stack.environments.drive(env_id, 30)
+    report = (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()
+    assert (report["score_policy"], report["max_score"], report["counted_score"]) == ("best", 3.0, 0.0)
 
 
 async def test_learners_reach_only_their_own_environment(client) -> None:  # type: ignore[no-untyped-def]

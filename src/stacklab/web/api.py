@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from stacklab.checks.runner import counted_score
-from stacklab.envs.service import CheckReport
-from stacklab.types import Desired
+from stacklab.envs.service import CheckReport, InvalidInput
+from stacklab.errors import NotFound
+from stacklab.labs.schema import Lab
+from stacklab.store.repository import EnvKey
+from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Desired, Observed
 from stacklab.web import schemas
 from stacklab.web.context import WebContext, authorize, bearer, context
 from stacklab.web.lms import require_admin, require_server
@@ -39,12 +44,35 @@ def _kick(ctx: WebContext, env_id: str) -> None:
     ctx.stack.engine.runner.submit(env_id)
 
 
-def _report(report: CheckReport) -> schemas.CheckReportBody:
+def _report(report: CheckReport, lab: Lab) -> schemas.CheckReportBody:
     return schemas.CheckReportBody(
         results=[schemas.CheckResultBody(**r.to_json()) for r in report.results],
         score=report.score,
         max_score=report.max_score,
         counted_score=report.counted,
+        score_policy=lab.score,
+    )
+
+
+def _check_node(lab: Lab, node: str | None) -> None:
+    if node is not None and node not in lab.learner_nodes:
+        raise InvalidInput(
+            f"node {node!r} is not a node learners may open in lab {lab.id!r} "
+            f"(they may open: {', '.join(lab.learner_nodes) or 'none'})"
+        )
+
+
+def _lab_page(
+    ctx: WebContext, record: EnvironmentRecord, node: str | None, read_only: bool, subject: str
+) -> schemas.LaunchResponse:
+    """A token for the environment and the URL of its lab page (opening `node` first when given)."""
+    _check_node(ctx.stack.environments.lab_of(record), node)
+    token = ctx.signer.issue("learner", subject, record.id, ctx.stack.settings.token_ttl_s, read_only)
+    query = f"?node={quote(node)}" if node else ""
+    return schemas.LaunchResponse(
+        environment=_status(ctx, record.id),
+        token=token,
+        lab_url=f"{ctx.public_url}/lab/{record.id}{query}#token={token}",
     )
 
 
@@ -92,7 +120,9 @@ async def reset_environment(request: Request, env_id: EnvId) -> schemas.Environm
 async def run_checks(request: Request, env_id: EnvId) -> schemas.CheckReportBody:
     """Run the lab's checks now and return each result, hint and the score."""
     _learner_or_server(request, env_id, write=True)
-    return _report(await context(request).stack.environments.check(env_id))
+    envs = context(request).stack.environments
+    report = await envs.check(env_id)
+    return _report(report, envs.lab_of(envs.resolve(env_id)))
 
 
 @router.get("/environments/{env_id}/checks", tags=["learner"])
@@ -101,18 +131,24 @@ async def latest_checks(request: Request, env_id: EnvId) -> schemas.LatestChecks
     _learner_or_server(request, env_id)
     ctx = context(request)
     record = ctx.stack.environments.resolve(env_id)
+    lab = ctx.stack.environments.lab_of(record)
     runs = ctx.stack.repo.check_runs(env_id)
     if not runs:
-        return schemas.LatestChecks(latest=None, counted_score=None)
+        return schemas.LatestChecks(
+            latest=None, counted_score=None, max_score=lab.max_score(), score_policy=lab.score
+        )
     last = runs[-1]
-    counted = counted_score([r.score for r in runs], ctx.stack.environments.lab_of(record).score)
+    counted = counted_score([r.score for r in runs], lab.score)
     latest = schemas.CheckReportBody(
         results=[schemas.CheckResultBody(**r) for r in last.results],
         score=last.score,
         max_score=last.max_score,
         counted_score=counted or 0.0,
+        score_policy=lab.score,
     )
-    return schemas.LatestChecks(latest=latest, counted_score=counted)
+    return schemas.LatestChecks(
+        latest=latest, counted_score=counted, max_score=last.max_score, score_policy=lab.score
+    )
 
 
 @router.post("/environments/{env_id}/token", tags=["learner"])
@@ -144,16 +180,34 @@ async def list_labs(request: Request, _caller: Server) -> list[schemas.LabInfo]:
 
 @router.post("/launch", tags=["lms"])
 async def launch(request: Request, body: schemas.LaunchRequest, _caller: Server) -> schemas.LaunchResponse:
-    """Launch or resume a learner's lab; returns a learner token and the lab page's URL."""
+    """Launch or resume a learner's lab; returns a learner token and the lab page's URL.
+
+    `node` names the node the page opens first; `read_only` gives a token that may watch but not type.
+    """
     ctx = context(request)
+    lab = ctx.catalog.labs.get(body.lab)
+    if lab is not None:
+        _check_node(lab, body.node)  # before launching: a bad unit setting launches nothing
     record = ctx.stack.environments.launch(ctx.catalog.path(body.lab), body.learner, body.course)
     _kick(ctx, record.id)
-    token = ctx.signer.issue("learner", body.learner, record.id, ctx.stack.settings.token_ttl_s)
-    return schemas.LaunchResponse(
-        environment=_status(ctx, record.id),
-        token=token,
-        lab_url=f"{ctx.public_url}/lab/{record.id}#token={token}",
-    )
+    return _lab_page(ctx, record, body.node, body.read_only, body.learner)
+
+
+@router.post("/observe", tags=["lms"])
+async def observe(request: Request, body: schemas.ObserveRequest, _caller: Server) -> schemas.LaunchResponse:
+    """Staff watching a learner's lab (LMS masquerade): a read-only token for that learner's environment.
+
+    Never creates an environment (404 when the learner has not opened the lab); a paused lab is woken up so
+    that there is something to see (recorded as `StaffViewResumed`).
+    """
+    ctx = context(request)
+    record = ctx.stack.repo.find(EnvKey(body.course, body.lab, body.learner))
+    if record is None or record.desired == Desired.DELETED:
+        raise NotFound("this learner has no lab here yet: they have not opened this unit")
+    if record.desired != Desired.RUNNING and record.observed != Observed.FAILED:
+        ctx.stack.environments.request(record.id, Desired.RUNNING, "StaffViewResumed")
+        _kick(ctx, record.id)
+    return _lab_page(ctx, record, body.node, True, f"staff-view.{body.learner}")
 
 
 @router.get("/courses/{course}/environments", tags=["lms"])

@@ -25,6 +25,25 @@ class LaunchRequest(BaseModel):
     course: str = Field(pattern=NAME_PATTERN.pattern, description="Course id, e.g. course-v1:Org+C1+2026")
     lab: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="Lab id offered by this service")
     learner: str = Field(pattern=NAME_PATTERN.pattern, description="The LMS's anonymous learner id")
+    node: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9-]{0,19}$",
+        description="The node the lab page opens first (one of the lab's learner nodes)",
+    )
+    read_only: bool = Field(
+        default=False, description="A token that may watch the lab but not type, check or reset"
+    )
+
+
+class ObserveRequest(BaseModel):
+    """Course staff watching one learner's lab (masquerade): a read-only view of an existing environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    course: str = Field(pattern=NAME_PATTERN.pattern, description="Course id")
+    lab: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="Lab id")
+    learner: str = Field(pattern=NAME_PATTERN.pattern, description="The learner's anonymous id")
+    node: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,19}$")
 
 
 class EnvironmentStatus(BaseModel):
@@ -67,11 +86,16 @@ class CheckReportBody(BaseModel):
     score: float
     max_score: float
     counted_score: float
+    score_policy: str = Field(
+        default="best", description="The lab's `score`: best (never goes down) or latest attempt"
+    )
 
 
 class LatestChecks(BaseModel):
     latest: CheckReportBody | None
     counted_score: float | None
+    max_score: float = Field(default=0.0, description="The lab's maximum score")
+    score_policy: str = Field(default="best", description="The lab's `score`: best or latest")
 
 
 class LabInfo(BaseModel):
