@@ -24,15 +24,21 @@ export function takeToken(key) {
   return sessionStorage.getItem(key);
 }
 
-/** Expiry (epoch seconds) from a token's public claims, or null if it cannot be read. */
-export function tokenExpiry(token) {
+/** A token's public claims ({r: role, s: subject, e: env, x: expiry, ro: read-only}), or {} if unreadable. */
+export function tokenClaims(token) {
   try {
     const body = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
     const claims = JSON.parse(atob(body + "=".repeat((4 - (body.length % 4)) % 4)));
-    return typeof claims.x === "number" ? claims.x : null;
+    return claims && typeof claims === "object" ? claims : {};
   } catch {
-    return null;
+    return {};
   }
+}
+
+/** Expiry (epoch seconds) from a token's public claims, or null if it cannot be read. */
+export function tokenExpiry(token) {
+  const claims = tokenClaims(token);
+  return typeof claims.x === "number" ? claims.x : null;
 }
 
 export class Api {

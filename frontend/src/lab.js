@@ -1,6 +1,9 @@
-// The learner's lab page: /lab/{env}#token=T.
+// The learner's lab page: /lab/{env}?node=N#token=T.
 // Opens (launches or resumes) the lab, shows its progress, then a terminal per node, checks and reset.
-import { Api, ApiError, epoch, h, tokenExpiry } from "./api.js";
+// `node` names the machine shown first. A read-only token (course staff watching a learner, or a unit set to
+// read-only) watches the lab: no resume, check or reset, and the terminals take no input (the server drops
+// it too; the page only says so).
+import { Api, ApiError, epoch, h, tokenClaims, tokenExpiry } from "./api.js";
 import { TerminalSession } from "./terminal.js";
 
 const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
@@ -12,6 +15,8 @@ const $ = (id) => document.getElementById(id);
 const envId = decodeURIComponent(location.pathname.replace(/^\/lab\//, "").replace(/\/+$/, ""));
 const base = `/api/v1/environments/${encodeURIComponent(envId)}`;
 const api = new Api(`stacklab.token.${envId}`);
+const firstNode = new URLSearchParams(location.search).get("node");
+const readOnly = Boolean(api.token && tokenClaims(api.token).ro);
 
 const terminals = new Map(); // node -> {session, host, tab}
 let activeNode = null;
@@ -45,7 +50,7 @@ function showView(name) {
   view = name;
   $("progress-view").hidden = name !== "progress";
   $("terminal-view").hidden = name !== "terminal";
-  $("check-button").disabled = name !== "terminal";
+  $("check-button").disabled = readOnly || name !== "terminal";
   document.body.dataset.view = name;
 }
 
@@ -133,7 +138,8 @@ async function openLab() {
   const generation = ++pollGeneration;
   let status = null;
   try {
-    status = await api.post(`${base}/resume`);
+    // Watching only: whoever gave the read-only token has asked for the lab to run.
+    status = readOnly ? await api.get(base) : await api.post(`${base}/resume`);
   } catch (err) {
     if (fatal(err)) return;
   }
@@ -225,7 +231,7 @@ function showTerminals(status) {
     ),
   );
   $("node-bar").hidden = nodes.length < 2;
-  if (!activeNode || !nodes.includes(activeNode)) activeNode = nodes[0];
+  if (!activeNode || !nodes.includes(activeNode)) activeNode = nodes.includes(firstNode) ? firstNode : nodes[0];
   // Re-attach the shells opened before (same session, same offset), then show the active one.
   for (const [node, t] of terminals) if (node !== activeNode) t.session.connect();
   selectNode(activeNode);
@@ -265,6 +271,7 @@ function selectNode(node, focusTerminal = true) {
       envId,
       node,
       container: host,
+      readOnly,
       getToken: () => api.token,
       onState: (state, detail) => onTerminalState(node, state, detail),
       onNotRunning: () => notRunning(),
@@ -534,13 +541,31 @@ window.stacklabTerm = {
   get view() {
     return view;
   },
+  get readOnly() {
+    return readOnly;
+  },
   text(node) {
     const t = terminals.get(node ?? activeNode);
     return t ? t.session.text() : "";
   },
 };
 
+/** A read-only page: say so, and leave out what it may not do. */
+function showReadOnly() {
+  document.body.dataset.readOnly = "true";
+  $("check-button").hidden = true;
+  $("reset-button").hidden = true;
+  $("lab-meta").after(
+    h(
+      "div",
+      { class: "read-only-badge", id: "read-only-badge", role: "note" },
+      "Read-only: you can watch this lab, not type in it.",
+    ),
+  );
+}
+
 function start() {
+  if (readOnly) showReadOnly();
   $("check-button").addEventListener("click", runChecks);
   $("reset-button").addEventListener("click", askReset);
   $("reset-form").addEventListener("submit", doReset);

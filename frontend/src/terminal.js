@@ -74,6 +74,7 @@ export class TerminalSession {
    * @param {string} o.envId
    * @param {string} o.node
    * @param {HTMLElement} o.container element the terminal fills
+   * @param {boolean} [o.readOnly] watch only: keys are not sent (the server would drop them anyway)
    * @param {() => string} o.getToken current access token
    * @param {(state: string, detail?: string) => void} o.onState connecting|connected|reconnecting|ended|paused|failed
    * @param {() => void} o.onNotRunning the environment is not running (close 4409)
@@ -86,6 +87,7 @@ export class TerminalSession {
       envId: o.envId,
       node: o.node,
       container: o.container,
+      readOnly: Boolean(o.readOnly),
       getToken: o.getToken,
       onState: o.onState,
       onNotRunning: o.onNotRunning,
@@ -115,6 +117,7 @@ export class TerminalSession {
       theme: THEME,
       allowProposedApi: false,
       screenReaderMode: false,
+      disableStdin: this.readOnly,
     });
     this.fit = new FitAddon();
     this.term.loadAddon(this.fit);
@@ -355,6 +358,7 @@ export class TerminalSession {
   }
 
   sendInput(bytes) {
+    if (this.readOnly) return;
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.state !== "connected") return;
     this.ws.send(bytes);
   }

@@ -11,7 +11,7 @@ from stacklab_xblock import olx
 def test_parse_reads_every_attribute_typed() -> None:
     values = olx.parse_olx(
         '<stacklab url_name="u1" xblock-family="xblock.v1" lab="hello-lab" weight="3" node="main" '
-        'read_only="true" background="False" check_label="Grade me" score_policy="latest" '
+        'read_only="true" background="False" check_label="Grade me" '
         'display_name="Hello"/>'
     )
     assert values == {
@@ -21,7 +21,6 @@ def test_parse_reads_every_attribute_typed() -> None:
         "read_only": True,
         "background": False,
         "check_label": "Grade me",
-        "score_policy": "latest",
         "display_name": "Hello",
     }
 
@@ -31,7 +30,7 @@ def test_parse_reads_every_attribute_typed() -> None:
     [
         {"lab": "hello-lab"},
         {"lab": "hello-lab", "weight": 2.5, "node": "worker1", "read_only": True},
-        {"lab": "cluster-lab", "background": True, "check_label": "Prüfen & <go>", "score_policy": "latest"},
+        {"lab": "cluster-lab", "background": True, "check_label": "Prüfen & <go>"},
         {"lab": "x", "weight": 0.0, "display_name": 'A "quoted" lab'},
     ],
 )
@@ -54,6 +53,13 @@ def test_parse_then_export_keeps_the_attributes() -> None:
     text = '<stacklab lab="hello-lab" weight="0.5" node="main" read_only="true" background="true"/>'
     again = ET.fromstring(olx.export_olx(olx.parse_olx(text)))
     assert dict(again.attrib) == dict(ET.fromstring(text).attrib)
+
+
+def test_a_retired_score_policy_is_a_warning_naming_the_lab_as_the_judge() -> None:
+    values, problems = olx.parse_attributes({"lab": "hello-lab", "score_policy": "latest"})
+    assert values == {"lab": "hello-lab"}
+    assert [(p.level, p.field) for p in problems] == [("warning", "score_policy")]
+    assert "lab's own `score`" in problems[0].message
 
 
 def test_unreadable_values_are_errors_and_unknown_attributes_warnings() -> None:
@@ -83,7 +89,6 @@ def test_unreadable_values_are_errors_and_unknown_attributes_warnings() -> None:
         ({"lab": "hello-lab", "weight": "3"}, {("error", "weight")}),
         ({"lab": "hello-lab", "weight": 0.0}, {("warning", "weight")}),
         ({"lab": "hello-lab", "node": "Main Node"}, {("error", "node")}),
-        ({"lab": "hello-lab", "score_policy": "average"}, {("error", "score_policy")}),
         ({"lab": "hello-lab", "check_label": ""}, {("warning", "check_label")}),
         ({"lab": "hello-lab", "check_label": "", "background": True}, set()),
         ({"lab": "hello-lab", "weight": 3.0, "node": "main"}, set()),

@@ -2,6 +2,9 @@
 
 The workbench lives in its own venv (/var/lib/stacklab-xblock/venv, built once, stamped) because its pins
 (Django 4.2, XBlock 6) do not belong in the project's venv; the XBlock is installed there in editable mode.
+Its settings module (tests/xblock/lms/stacklab_lms_settings.py) adds what an LMS has and the workbench lacks:
+the block's XBLOCK_SETTINGS and a user service with staff and masquerade shaped like edx-platform's.
+Students: `alice` (a learner), `staff` (course staff), `staff~alice` (staff masquerading as alice).
 """
 
 from __future__ import annotations
@@ -32,9 +35,64 @@ from tests.e2e.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
 
 ROOT = Path(__file__).resolve().parents[2]
+LMS_DIR = Path(__file__).resolve().parent / "lms"
 LMS_KEY = "workbench"
 COURSE = "course-v1:StacklabX+XB1+2026"
 LAUNCH_S = 300
+
+PAIR_LAB = """\
+# Two machines the learner may open (for the unit option `node`).
+schema: 1
+id: pair-lab
+title: A pair of machines
+login_user: learner
+score: latest
+providers:
+  - name: local
+    type: local
+local:
+  nodes:
+    - name: main
+      memory_mb: 128
+    - name: side
+      memory_mb: 128
+checks:
+  - name: side-file
+    node: side
+    script: test -e ~/done
+    weight: 1
+timeouts:
+  launch: 5m
+"""
+
+# Instructor rescore and override the way the LMS's instructor tasks do them (edx-platform
+# lms/djangoapps/instructor_task/tasks_helper/module_state.py): the block bound to the learner in the real
+# runtime, then `rescore(only_if_higher)`, or `set_score(weighted / weight)` and `publish_grade()`; `save()`.
+GRADING_SCRIPT = """
+import json, sys
+import django
+django.setup()
+from workbench.runtime import WorkbenchRuntime
+from workbench.scenarios import get_scenarios
+from xblock.scorable import Score
+
+student, usage_id, actions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+get_scenarios()
+events, fractions = [], []
+for action, argument in actions:
+    runtime = WorkbenchRuntime(student)
+    runtime.publish = lambda block, kind, data: events.append([kind, data])
+    block = runtime.get_block(usage_id)
+    if action == "override":
+        weight = block.weight
+        block.set_score(Score(raw_earned=argument / weight, raw_possible=block.max_score() / weight))
+        block.publish_grade()
+    else:
+        block.rescore(only_if_higher=argument)
+    block.save()
+    fractions.append(block.score_fraction)
+print(json.dumps({"events": events, "fractions": fractions}))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -43,37 +101,61 @@ def service() -> Iterator[tuple[Stacklab, str]]:
     if not (STATIC / "dist" / "lab.js").exists():
         pytest.fail("the pages are not built: run scripts/dev setup")
     secret = secrets.token_urlsafe(40)
-    keys = {"STACKLAB_LMS_KEYS": json.dumps({LMS_KEY: secret})}
-    with serving_stacklab("stacklab-xblock-", keys) as stacklab:
-        yield stacklab, secret
+    labs = Path(tempfile.mkdtemp(prefix="stacklab-xblock-labs-"))
+    shutil.copy(ROOT / "examples" / "hello.yaml", labs / "hello.yaml")
+    (labs / "pair.yaml").write_text(PAIR_LAB)
+    keys = {"STACKLAB_LMS_KEYS": json.dumps({LMS_KEY: secret}), "STACKLAB_LABS_DIR": str(labs)}
+    try:
+        with serving_stacklab("stacklab-xblock-", keys) as stacklab:
+            yield stacklab, secret
+    finally:
+        shutil.rmtree(labs, ignore_errors=True)
 
 
 class Workbench:
-    def __init__(self, url: str, workdir: Path) -> None:
+    def __init__(self, url: str, workdir: Path, env: dict[str, str], python: str) -> None:
         self.url = url
         self.workdir = workdir
+        self.env = env
+        self.python = python
 
-    def user_states(self) -> list[dict]:
-        """Every user_state the runtime stored for stacklab blocks (from the workbench's database)."""
+    def scenario(self, number: int, student: str) -> str:
+        return f"{self.url}/scenario/stacklab.{number}/?student={student}"
+
+    def user_state(self, student: str) -> dict:
+        """What the runtime stored for this student's stacklab blocks (from the workbench's database)."""
         with sqlite3.connect(self.workdir / "var" / "workbench.db") as db:
-            rows = db.execute("SELECT scope, scope_id, state FROM workbench_xblockstate").fetchall()
-        return [json.loads(state) for scope, _sid, state in rows if "score_fraction" in state]
+            rows = db.execute(
+                "SELECT state FROM workbench_xblockstate WHERE scope = 'usage' AND user_id = ?", (student,)
+            ).fetchall()
+        merged: dict = {}
+        for (state,) in rows:
+            merged.update(json.loads(state))
+        return merged
 
-    def log(self) -> str:
-        path = self.workdir / "workbench.out"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def grade(self, student: str, usage_id: str, actions: list) -> dict:
+        """Instructor grading actions on the student's block, in the runtime, as the LMS's tasks do them."""
+        result = subprocess.run(
+            [self.python, "-c", GRADING_SCRIPT, student, usage_id, json.dumps(actions)],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def start_workbench(venv: Path, service_url: str, secret: str) -> tuple[subprocess.Popen, Workbench]:
     workdir = Path(tempfile.mkdtemp(prefix="stacklab-workbench-"))
     (workdir / "var").mkdir()
+    xblock_settings = {"service_url": service_url, "lms_key": LMS_KEY, "lms_secret": secret, "course": COURSE}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
-        "DJANGO_SETTINGS_MODULE": "workbench.settings",
-        "STACKLAB_XBLOCK_SERVICE_URL": service_url,
-        "STACKLAB_XBLOCK_LMS_KEY": LMS_KEY,
-        "STACKLAB_XBLOCK_LMS_SECRET": secret,
-        "STACKLAB_XBLOCK_COURSE": COURSE,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "STACKLAB_"))},
+        "DJANGO_SETTINGS_MODULE": "stacklab_lms_settings",
+        "PYTHONPATH": str(LMS_DIR),
+        "STACKLAB_TEST_XBLOCK_SETTINGS": json.dumps(xblock_settings),
     }
     python = str(venv / "bin" / "python")
     subprocess.run(
@@ -93,7 +175,7 @@ def start_workbench(venv: Path, service_url: str, secret: str) -> tuple[subproce
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    bench = Workbench(f"http://127.0.0.1:{port}", workdir)
+    bench = Workbench(f"http://127.0.0.1:{port}", workdir, env, python)
     wait_http(f"{bench.url}/", 120, proc)
     return proc, bench
 
@@ -134,11 +216,39 @@ def wait_output(frame, needle: str, timeout_s: float) -> None:  # type: ignore[n
         time.sleep(0.3)
 
 
+def wait_connected(frame, timeout_s: float = LAUNCH_S) -> None:  # type: ignore[no-untyped-def]
+    frame.wait_for_function(
+        "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=timeout_s * 1000
+    )
+
+
+def lab_frame(page):  # type: ignore[no-untyped-def]
+    return page.locator(".stacklab-block iframe.stacklab-frame").element_handle().content_frame()
+
+
 def wait_score(unit, text: str) -> None:  # type: ignore[no-untyped-def]
     try:
         unit.locator(".stacklab-score", has_text=text).wait_for(timeout=90_000)
     except Exception as exc:
         raise AssertionError(f"score {text!r} not shown; the unit shows: {unit.inner_text()}") from exc
+
+
+def call_handler(page, handler: str) -> dict:  # type: ignore[no-untyped-def]
+    """POST to one of the block's handlers from the page, as its JavaScript would (status and body)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """async (handler) => {
+            const block = document.querySelector("[data-block-type=stacklab]");
+            const url = handlerBaseUrl + block.dataset.usage + "/" + handler + "/?student=" + studentId;
+            const token = (document.cookie.match(/csrftoken=([^;]*)/) || [])[1] || "";
+            const r = await fetch(url, {method: "POST", headers: {"X-CSRFToken": token}, body: "{}"});
+            return {status: r.status, body: await r.json()};
+        }""",
+        handler,
+    )
+
+
+def env_list(stacklab: Stacklab) -> list[dict]:
+    return json.loads(stacklab.cli("env", "list", "--json") or "[]")  # type: ignore[no-any-return]
 
 
 def test_scenario_is_listed(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
@@ -147,17 +257,16 @@ def test_scenario_is_listed(workbench: Workbench, page) -> None:  # type: ignore
 
 
 def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
-    page.goto(f"{workbench.url}/scenario/stacklab.0/")
+    page.goto(workbench.scenario(0, "alice"))
     unit = page.locator(".stacklab-block")
     unit.wait_for()
     assert unit.locator(".stacklab-error").count() == 0, unit.inner_text()
+    assert unit.locator(".stacklab-staff").count() == 0  # no staff panel for a learner
     iframe = unit.locator("iframe.stacklab-frame")
     src = iframe.get_attribute("src") or ""
     assert "/lab/" in src and "#token=" in src
-    frame = iframe.element_handle().content_frame()
-    frame.wait_for_function(
-        "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=LAUNCH_S * 1000
-    )
+    frame = lab_frame(page)
+    wait_connected(frame)
     wait_output(frame, "$ ", 60)
     check = unit.get_by_role("button", name="Check my work")
     check.click()
@@ -172,15 +281,13 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
     check.click()
     wait_score(unit, "3 / 3")
     assert unit.locator(".stacklab-pass").count() == 2
-    # The runtime stored the grade: in its database, and shown again after a reload.
-    assert any(s.get("score_fraction") == 1.0 for s in workbench.user_states()), workbench.user_states()
+    # The runtime stored the grade for alice (and alice's environment): in its database, and after a reload.
+    assert workbench.user_state("alice").get("score_fraction") == 1.0, workbench.user_state("alice")
     page.reload()
     page.locator(".stacklab-block .stacklab-score", has_text="3 / 3").wait_for()
     # A worse check never lowers the score (the lab's policy is "best").
-    frame = page.locator("iframe.stacklab-frame").element_handle().content_frame()
-    frame.wait_for_function(
-        "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=120_000
-    )
+    frame = lab_frame(page)
+    wait_connected(frame, 120)
     frame.locator(".term-host:not([hidden]) .xterm").click()
     page.keyboard.type("rm ~/hello.txt && echo gone-$((2+2))")
     page.keyboard.press("Enter")
@@ -188,16 +295,139 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
     page.locator(".stacklab-block").get_by_role("button", name="Check my work").click()
     page.locator(".stacklab-block .stacklab-status", has_text="1 of 2 passed").wait_for(timeout=90_000)
     assert "3 / 3" in page.locator(".stacklab-block .stacklab-score").inner_text()
+    assert workbench.user_state("alice").get("score_fraction") == 1.0
+
+
+def test_instructor_override_and_rescore(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(workbench.scenario(0, "alice"))
+    usage_id = page.locator("[data-block-type=stacklab]").get_attribute("data-usage")
+    # Override to 1.5 of 3, then rescore only if higher (the lab counts 3 of 3: its best attempt), then an
+    # override to 0 and a plain rescore: the score comes back from the lab's attempts, not from a new check.
+    result = workbench.grade(
+        "alice", usage_id, [["override", 1.5], ["rescore", True], ["override", 0.0], ["rescore", False]]
+    )
+    assert result["fractions"] == [0.5, 1.0, 0.0, 1.0]
+    grades = [data for kind, data in result["events"] if kind == "grade"]
+    assert [(g["value"], g["max_value"]) for g in grades] == [(1.5, 3.0), (3.0, 3.0), (0.0, 3.0), (3.0, 3.0)]
+    assert [g["only_if_higher"] for g in grades] == [None, True, None, False]
+    overridden = workbench.grade("alice", usage_id, [["override", 2.25]])
+    assert overridden["fractions"] == [0.75]
+    page.reload()
+    page.locator(".stacklab-block .stacklab-score", has_text="2.25 / 3").wait_for()
+    # A learner who never checked has nothing to rescore (the LMS skips them).
+    never = subprocess.run(
+        [workbench.python, "-c", GRADING_SCRIPT, "nobody", usage_id, '[["rescore", false]]'],
+        cwd=workbench.workdir,
+        env=workbench.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert never.returncode != 0 and "Cannot rescore an unanswered lab" in never.stderr
+
+
+def test_background_unit_launches_without_a_terminal(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(workbench.scenario(1, "alice"))
+    unit = page.locator(".stacklab-block")
+    unit.locator(".stacklab-background").wait_for()
+    assert unit.locator("iframe").count() == 0
+    assert "prepared in the background" in unit.inner_text()
+    check = unit.get_by_role("button", name="Check", exact=True)
+    check.click()
+    unit.locator(".stacklab-status", has_text="of 2 passed").wait_for(timeout=90_000)
+
+
+def test_read_only_unit_opens_the_named_node_and_takes_no_input(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(workbench.scenario(2, "alice"))
+    iframe = page.locator(".stacklab-block iframe.stacklab-frame")
+    assert "?node=main#token=" in (iframe.get_attribute("src") or "")
+    frame = lab_frame(page)
+    wait_connected(frame, 120)
+    assert frame.locator("#read-only-badge").is_visible()
+    assert not frame.locator("#check-button").is_visible() and not frame.locator("#reset-button").is_visible()
+    assert frame.evaluate("() => window.stacklabTerm.node") == "main"
+    frame.locator(".term-host:not([hidden]) .xterm").click()
+    page.keyboard.type("echo typed-$((3+3))")
+    page.keyboard.press("Enter")
+    time.sleep(2)
+    assert "typed-" not in terminal_text(frame)
+
+
+def test_staff_masquerading_see_the_learners_lab_read_only(
+    workbench: Workbench, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    stacklab, _secret = service
+    (alice_env,) = [e for e in env_list(stacklab) if e["learner"] == "anon-alice"]
+    page.goto(workbench.scenario(0, "staff~alice"))
+    unit = page.locator(".stacklab-block")
+    unit.locator(".stacklab-staff-view").wait_for()
+    src = unit.locator("iframe.stacklab-frame").get_attribute("src") or ""
+    assert f"/lab/{alice_env['id']}#token=" in src  # alice's own environment
+    assert unit.get_by_role("button", name="Check my work").count() == 0
+    frame = lab_frame(page)
+    wait_connected(frame, 120)
+    assert frame.locator("#read-only-badge").is_visible()
+    frame.locator(".term-host:not([hidden]) .xterm").click()
+    page.keyboard.type("touch ~/masquerade-was-here")
+    page.keyboard.press("Enter")
+    time.sleep(2)
+    assert "masquerade-was-here" not in terminal_text(frame)
+    out = stacklab.cli("env", "exec", alice_env["id"], "--", "ls", "-a", "/home/learner")
+    assert "masquerade-was-here" not in out and ".bashrc" in out
+    refused = call_handler(page, "check")
+    assert refused["status"] == 403 and "Read-only" in refused["body"]["error"]
+    # Masquerading as a learner who never opened the lab shows so, and launches nothing for them.
+    page.goto(workbench.scenario(0, "staff~bob"))
+    unit.locator(".stacklab-not-opened").wait_for()
+    assert unit.locator("iframe").count() == 0
+    assert not [e for e in env_list(stacklab) if e["learner"] == "anon-bob"]
+
+
+def test_staff_panel_lists_the_course_environments_and_refuses_learners(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(workbench.scenario(1, "staff"))
+    unit = page.locator(".stacklab-block")
+    unit.locator(".stacklab-staff summary").click()
+    unit.get_by_role("button", name="Load").click()
+    alice = unit.locator(".stacklab-staff-list li", has_text="anon-alice")
+    alice.wait_for()
+    assert "hello-lab: running" in alice.inner_text()
+    page.goto(workbench.scenario(1, "alice"))
+    page.locator(".stacklab-block .stacklab-background").wait_for()
+    assert page.locator(".stacklab-staff").count() == 0
+    refused = call_handler(page, "staff_environments")
+    assert refused["status"] == 403 and "staff" in refused["body"]["error"]
+
+
+def test_lab_page_opens_the_node_the_unit_names(service: tuple[Stacklab, str], page) -> None:  # type: ignore[no-untyped-def]
+    from stacklab_xblock.client import ServiceConfig, StacklabClient
+
+    stacklab, secret = service
+    client = StacklabClient(ServiceConfig(stacklab.url, LMS_KEY, secret))
+    launched = client.launch(COURSE, "pair-lab", "anon-node", node="side")
+    assert "?node=side#token=" in launched["lab_url"]
+    page.goto(launched["lab_url"])
+    wait_connected(page)
+    assert page.evaluate("() => window.stacklabTerm.node") == "side"
+    assert page.locator("#tab-side").get_attribute("aria-selected") == "true"
+    page.locator(".term-host:not([hidden]) .xterm").click()
+    page.keyboard.type("touch ~/done && echo on-$(hostname)")
+    page.keyboard.press("Enter")
+    wait_output(page, "on-", 60)
+    report = client.run_checks(launched["environment"]["id"])
+    assert (report["score"], report["score_policy"]) == (1.0, "latest")
 
 
 def test_unreachable_service_shows_a_clear_message(workbench_venv: Path, page) -> None:  # type: ignore[no-untyped-def]
     proc, bench = start_workbench(workbench_venv, f"http://127.0.0.1:{free_port()}", "x" * 40)
     try:
-        page.goto(f"{bench.url}/scenario/stacklab.0/")
+        page.goto(bench.scenario(0, "alice"))
         error = page.locator(".stacklab-block .stacklab-error")
         error.wait_for()
         assert "cannot be reached" in error.inner_text()
         assert page.locator("iframe.stacklab-frame").count() == 0
+        # The check button is offered (the service may come back) and says the same when pressed.
+        page.get_by_role("button", name="Check my work").click()
+        page.locator(".stacklab-block .stacklab-status", has_text="cannot be reached").wait_for()
     finally:
         stop(proc)
         shutil.rmtree(bench.workdir, ignore_errors=True)

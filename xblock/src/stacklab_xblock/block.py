@@ -8,6 +8,7 @@ import os
 
 from web_fragments.fragment import Fragment
 from xblock.core import XBlock
+from xblock.exceptions import JsonHandlerError
 from xblock.fields import Boolean, Float, Scope, String
 from xblock.scorable import ScorableXBlockMixin, Score
 from xblock.validation import ValidationMessage
@@ -28,6 +29,12 @@ UNREACHABLE = (
     "if this persists, tell the course staff."
 )
 NOT_CONFIGURED = "This lab is not set up yet: the course staff must configure the stacklab service."
+STAFF_VIEW = (
+    "Staff view: this is the learner's own lab, read-only. You can watch it but not type, check or reset."
+)
+NOT_OPENED = "This learner has not opened this lab yet, so there is nothing to show."
+ANONYMOUS_ID = "edx-platform.anonymous_user_id"
+IS_STAFF = "edx-platform.user_is_staff"
 
 CSS = """
 .stacklab-block { font-family: inherit; }
@@ -35,6 +42,7 @@ CSS = """
 .stacklab-block .stacklab-bar { display: flex; gap: 1em; align-items: center; margin-top: .5em; }
 .stacklab-block .stacklab-error { padding: 1em; background: #fdecea; color: #611a15; border-radius: 4px; }
 .stacklab-block .stacklab-pass { color: #1b5e20; } .stacklab-block .stacklab-fail { color: #b71c1c; }
+.stacklab-block .stacklab-staff-view { padding: .5em 1em; background: #fff4d6; color: #5c4400; border-radius: 4px; }
 """
 
 JS = """
@@ -82,7 +90,9 @@ function StacklabXBlock(runtime, element) {
       if (res.error) { out.textContent = res.error; return; }
       res.environments.forEach(function (e) {
         var li = document.createElement("li");
-        li.textContent = e.learner + " \\u2014 " + e.lab + ": " + e.progress + (e.message ? " (" + e.message + ")" : "");
+        li.dataset.environment = e.id;
+        li.textContent = e.learner + " \\u2014 " + e.lab + ": " + e.observed + " (" + e.progress + ")" +
+          (e.message ? " \\u2014 " + e.message : "");
         out.appendChild(li);
       });
       if (!res.environments.length) out.textContent = "No environments in this course yet.";
@@ -149,13 +159,6 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         scope=Scope.settings,
     )
     check_label = String(display_name="Check button label", default="Check my work", scope=Scope.settings)
-    score_policy = String(
-        display_name="Score policy",
-        help="best or latest (mirror the lab's `score`)",
-        default="best",
-        scope=Scope.settings,
-        values=["best", "latest"],
-    )
 
     environment = String(default="", scope=Scope.user_state)
     score_fraction = Float(default=None, scope=Scope.user_state)
@@ -164,6 +167,8 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
 
     has_score = True
     icon_class = "problem"
+    block_settings_key = "stacklab"
+    """The bucket of XBLOCK_SETTINGS the runtime's settings service gives this block."""
     editable_fields = (
         "display_name",
         "lab",
@@ -172,7 +177,6 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         "read_only",
         "background",
         "check_label",
-        "score_policy",
     )
 
     # ---- configuration ---------------------------------------------------------------------------------
@@ -203,19 +207,38 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
             return str(course)
         return str(self._settings().get("course") or "workbench")
 
+    def _user(self):  # type: ignore[no-untyped-def]
+        """The runtime's current user (an XBlockUser), or None in a runtime without the user service."""
+        try:
+            return self.runtime.service(self, "user").get_current_user()
+        except Exception:  # noqa: BLE001 - a runtime without the user service
+            return None
+
     def _learner(self) -> str:
-        anonymous = getattr(self.runtime, "anonymous_student_id", None)
-        if anonymous:
-            return str(anonymous)
-        user = self.runtime.service(self, "user").get_current_user()
-        return str(user.opt_attrs.get("edx-platform.anonymous_user_id") or self.scope_ids.user_id)
+        """The learner whose lab this is: the runtime's anonymous id for this course (the masqueraded
+        learner's when staff masquerade as a specific learner, as the LMS binds the block to that learner)."""
+        user = self._user()
+        anonymous = user.opt_attrs.get(ANONYMOUS_ID) if user is not None else None
+        anonymous = anonymous or getattr(self.runtime, "anonymous_student_id", None)
+        return str(anonymous or self.scope_ids.user_id)
 
     def _is_staff(self) -> bool:
-        try:
-            user = self.runtime.service(self, "user").get_current_user()
-            return bool(user.opt_attrs.get("edx-platform.user_is_staff"))
-        except Exception:  # noqa: BLE001 - a runtime without the user service
-            return bool(getattr(self.runtime, "user_is_staff", False))
+        user = self._user()
+        if user is not None and IS_STAFF in user.opt_attrs:
+            return bool(user.opt_attrs.get(IS_STAFF))
+        return bool(getattr(self.runtime, "user_is_staff", False))
+
+    def _masquerading(self) -> bool:
+        """Whether a staff member is viewing the unit as a specific learner.
+
+        The LMS (edx-platform's masquerade) then binds the block to the learner: the user service holds the
+        learner's Django user with `real_user` set to the staff member, the anonymous id is the learner's and
+        `user_is_staff` is False. No public XBlock API says more, so this reads the service's user.
+        """
+        service = self.runtime.service(self, "user") if self.runtime else None
+        user = getattr(service, "_django_user", None)
+        real = getattr(user, "real_user", None)
+        return real is not None and getattr(real, "id", None) != getattr(user, "id", None)
 
     def max_score(self) -> float:
         return self.weight
@@ -234,35 +257,15 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         parts = [f'<div class="stacklab-block" data-lab="{html.escape(self.lab)}"><h3>{name}</h3>']
         client = self._client()
         problems = client.config.problems() + ([] if self.lab else ["no lab id set"])
+        masquerading = not problems and self._masquerading()
         if problems:
             log.warning("stacklab XBlock not configured: %s", "; ".join(problems))
             parts.append(f'<p class="stacklab-error" role="alert">{html.escape(NOT_CONFIGURED)}</p>')
+        elif masquerading:
+            parts.append(self._staff_view_html(client, name))
         else:
-            try:
-                launched = client.launch(self._course_id(), self.lab, self._learner())
-            except ServiceError as exc:
-                log.warning("stacklab launch failed: %s", exc)
-                message = UNREACHABLE if exc.unreachable else f"The lab could not open: {exc}"
-                parts.append(f'<p class="stacklab-error" role="alert">{html.escape(message)}</p>')
-            else:
-                if self.environment != launched["environment"]["id"]:
-                    self.environment = launched["environment"]["id"]
-                    self.save()  # views do not save fields by themselves
-                url = launched["lab_url"]
-                if self.node:
-                    url += "&node=" + self.node
-                if self.read_only:
-                    url += "&read_only=1"
-                if self.background:
-                    parts.append(
-                        '<p class="stacklab-background">Your lab is being prepared in the background.</p>'
-                    )
-                else:
-                    parts.append(
-                        f'<iframe class="stacklab-frame" title="{name}" src="{html.escape(url)}" '
-                        'allow="clipboard-read; clipboard-write" referrerpolicy="no-referrer"></iframe>'
-                    )
-        if not problems:
+            parts.append(self._lab_html(client, name))
+        if not problems and not masquerading:
             parts.append(
                 '<div class="stacklab-bar">'
                 f'<button type="button" class="stacklab-check">{html.escape(self.check_label)}</button>'
@@ -282,27 +285,76 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         frag.initialize_js("StacklabXBlock")
         return frag
 
+    @staticmethod
+    def _frame(title: str, url: str) -> str:
+        return (
+            f'<iframe class="stacklab-frame" title="{title}" src="{html.escape(url)}" '
+            'allow="clipboard-read; clipboard-write" referrerpolicy="no-referrer"></iframe>'
+        )
+
+    @staticmethod
+    def _error(message: str) -> str:
+        return f'<p class="stacklab-error" role="alert">{html.escape(message)}</p>'
+
+    def _lab_html(self, client: StacklabClient, title: str) -> str:
+        """Launch or resume this learner's lab (ahead of the first keystroke) and embed its page."""
+        try:
+            launched = client.launch(
+                self._course_id(), self.lab, self._learner(), node=self.node, read_only=self.read_only
+            )
+        except ServiceError as exc:
+            log.warning("stacklab launch failed: %s", exc)
+            return self._error(UNREACHABLE if exc.unreachable else f"The lab could not open: {exc}")
+        if self.environment != launched["environment"]["id"]:
+            self.environment = launched["environment"]["id"]
+            self.save()  # views do not save fields by themselves
+        if self.background:
+            progress = html.escape(str(launched["environment"].get("progress", "")))
+            return (
+                '<p class="stacklab-background" role="status">Your lab is being prepared in the background '
+                f'(<span class="stacklab-progress">{progress}</span>); use the check button when you are '
+                "done.</p>"
+            )
+        return self._frame(title, launched["lab_url"])
+
+    def _staff_view_html(self, client: StacklabClient, title: str) -> str:
+        """Staff masquerading as a learner: that learner's lab, read-only; nothing is launched for them."""
+        notice = f'<p class="stacklab-staff-view" role="note">{html.escape(STAFF_VIEW)}</p>'
+        try:
+            watched = client.observe(self._course_id(), self.lab, self._learner(), node=self.node)
+        except ServiceError as exc:
+            if exc.status == 404:
+                return notice + f'<p class="stacklab-not-opened" role="status">{html.escape(NOT_OPENED)}</p>'
+            log.warning("stacklab observe failed: %s", exc)
+            return notice + self._error(UNREACHABLE if exc.unreachable else f"The lab cannot be shown: {exc}")
+        return notice + self._frame(title, watched["lab_url"])
+
     @XBlock.json_handler
     def check(self, data, suffix=""):
-        """Run the lab's checks for this learner and publish the grade."""
-        if not self.environment:
-            return {"error": "Open the lab first (reload the page)."}
+        """Run the lab's checks for this learner (as the LMS, with its signed JWT) and publish the grade."""
+        if self._masquerading():
+            raise JsonHandlerError(403, "Read-only: staff viewing a learner's lab cannot run their checks.")
         client = self._client()
         try:
-            # A fresh learner token for this learner's environment: the service's checks endpoint takes
-            # learner tokens (launch is idempotent: it returns the running environment).
-            launched = client.launch(self._course_id(), self.lab, self._learner())
-            self.environment = launched["environment"]["id"]
-            report = client.run_checks(self.environment, learner_token=launched["token"])
+            if not self.environment:  # the unit could not open the lab (yet): find or launch it now
+                self.environment = client.launch(self._course_id(), self.lab, self._learner())["environment"][
+                    "id"
+                ]
+            report = client.run_checks(self.environment)
         except ServiceError as exc:
-            return {"error": UNREACHABLE if exc.unreachable else f"The check could not run: {exc}"}
-        max_score = float(report.get("max_score") or 0.0)
-        counted = float(report.get("counted_score") or 0.0)
-        fraction = counted / max_score if max_score > 0 else 0.0
-        new_value = olx.grade_to_publish(self.score_fraction, fraction, self.score_policy)
+            if exc.unreachable:
+                return {"error": UNREACHABLE}
+            if exc.status == 404:
+                return {"error": "Your lab is gone (it had not been used for a long time): reload the page."}
+            return {"error": f"The check could not run: {exc}"}
+        fraction = self._fraction(report.get("counted_score"), report.get("max_score"))
+        new_value = olx.grade_to_publish(
+            self.score_fraction, fraction, str(report.get("score_policy") or "best")
+        )
         if new_value is not None:
             self.score_fraction = new_value
-            self._publish_grade(Score(new_value * self.weight, self.weight))
+            self.last_checked = str(report.get("score", ""))
+            self.publish_grade()
         results = report.get("results", [])
         return {
             "score_text": self._score_text(),
@@ -315,28 +367,24 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
             ],
         }
 
+    @staticmethod
+    def _fraction(counted: object, maximum: object) -> float:
+        top = float(maximum or 0.0)  # type: ignore[arg-type]
+        return min(max(float(counted or 0.0) / top, 0.0), 1.0) if top > 0 else 0.0  # type: ignore[arg-type]
+
     @XBlock.json_handler
     def staff_environments(self, data, suffix=""):
+        """Every environment of this course with its state (course staff only)."""
         if not self._is_staff():
-            return {"error": "staff only"}
+            raise JsonHandlerError(403, "Only course staff may list the course's labs.")
         try:
             envs = self._client().course_environments(self._course_id())
         except ServiceError as exc:
             return {"error": UNREACHABLE if exc.unreachable else str(exc)}
-        return {
-            "environments": [
-                {k: e.get(k) for k in ("id", "learner", "lab", "progress", "message")} for e in envs
-            ]
-        }
+        keys = ("id", "learner", "lab", "desired", "observed", "progress", "message")
+        return {"environments": [{k: e.get(k) for k in keys} for e in envs]}
 
     # ---- grading (ScorableXBlockMixin: rescore and override) -------------------------------------------
-    def _publish_grade(self, score, only_if_higher=None):
-        self.runtime.publish(
-            self,
-            "grade",
-            {"value": score.raw_earned, "max_value": score.raw_possible, "only_if_higher": only_if_higher},
-        )
-
     def has_submitted_answer(self):
         return self.score_fraction is not None
 
@@ -344,10 +392,38 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         return Score((self.score_fraction or 0.0) * self.weight, self.weight)
 
     def set_score(self, score):
+        """Keep a score (an instructor's override, or a rescore): `raw_earned` out of `raw_possible`."""
         self.score_fraction = score.raw_earned / score.raw_possible if score.raw_possible else 0.0
 
     def calculate_score(self):
-        return self.get_score()
+        """The score the lab counts now (best or latest attempt, as the lab says), read from the service
+        without running the checks again; the kept score when the lab has no attempt to tell."""
+        if not self.environment:
+            return self.get_score()
+        latest = self._client().latest_checks(self.environment)
+        if latest.get("counted_score") is None:
+            return self.get_score()
+        fraction = self._fraction(latest["counted_score"], latest.get("max_score"))
+        return Score(fraction * self.weight, self.weight)
+
+    def rescore(self, only_if_higher):
+        """Instructor rescore: recompute from the service, keep it (unless lower and `only_if_higher`), publish.
+
+        Like ScorableXBlockMixin.rescore, but the block's own state follows the new score too.
+        """
+        if not self.has_submitted_answer():
+            raise ValueError(f"Cannot rescore an unanswered lab: {self.scope_ids.usage_id}")
+        try:
+            new = self.calculate_score()
+        except ServiceError as exc:
+            raise ValueError(f"Cannot rescore: {exc}") from exc
+        if not (only_if_higher and new.raw_earned <= self.get_score().raw_earned):
+            self.set_score(new)
+        self._publish_grade(self.get_score(), only_if_higher)
+
+    def publish_grade(self):
+        """Publish the kept score (the LMS calls this after an instructor's override)."""
+        self._publish_grade(self.get_score())
 
     # ---- Studio ----------------------------------------------------------------------------------------
     def _values(self) -> dict:
@@ -423,5 +499,12 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
             (
                 "stacklab: hello lab in the background",
                 '<vertical_demo><stacklab lab="hello-lab" background="true" check_label="Check"/></vertical_demo>',
+            ),
+            (
+                "stacklab: hello lab, read-only",
+                (
+                    '<vertical_demo><stacklab lab="hello-lab" read_only="true" node="main" '
+                    'display_name="Watch your lab"/></vertical_demo>'
+                ),
             ),
         ]

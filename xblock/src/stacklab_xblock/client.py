@@ -53,10 +53,10 @@ class StacklabClient:
         claims = {"iss": self.config.lms_key, "iat": int(now), "exp": int(now) + TOKEN_LIFETIME_S}
         return jwt.encode(claims, self.config.lms_secret, algorithm="HS256")
 
-    def _call(self, method: str, path: str, body: object | None = None, token: str | None = None) -> object:
+    def _call(self, method: str, path: str, body: object | None = None) -> object:
         url = self.config.url.rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Accept": "application/json", "Authorization": f"Bearer {token or self.server_token()}"}
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {self.server_token()}"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -77,16 +77,31 @@ class StacklabClient:
     def labs(self) -> list[dict]:
         return list(self._call("GET", "/api/v1/labs"))  # type: ignore[arg-type]
 
-    def launch(self, course: str, lab: str, learner: str) -> dict:
-        return dict(self._call("POST", "/api/v1/launch", {"course": course, "lab": lab, "learner": learner}))  # type: ignore[arg-type]
+    def launch(self, course: str, lab: str, learner: str, node: str = "", read_only: bool = False) -> dict:
+        """Launch or resume the learner's lab: its status, a learner token and the lab page's URL."""
+        body: dict[str, object] = {"course": course, "lab": lab, "learner": learner}
+        if node:
+            body["node"] = node
+        if read_only:
+            body["read_only"] = True
+        return dict(self._call("POST", "/api/v1/launch", body))  # type: ignore[arg-type]
 
-    def run_checks(self, env_id: str, learner_token: str | None = None) -> dict:
-        path = f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}/checks"
-        return dict(self._call("POST", path, {}, token=learner_token))  # type: ignore[arg-type]
+    def observe(self, course: str, lab: str, learner: str, node: str = "") -> dict:
+        """A read-only view of a learner's existing lab (staff masquerade); HTTP 404 when there is none."""
+        body: dict[str, object] = {"course": course, "lab": lab, "learner": learner}
+        if node:
+            body["node"] = node
+        return dict(self._call("POST", "/api/v1/observe", body))  # type: ignore[arg-type]
 
-    def latest_checks(self, env_id: str, learner_token: str) -> dict:
+    def run_checks(self, env_id: str) -> dict:
+        """Run the lab's checks now (as the LMS, for the learner whose environment this is)."""
         path = f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}/checks"
-        return dict(self._call("GET", path, token=learner_token))  # type: ignore[arg-type]
+        return dict(self._call("POST", path, {}))  # type: ignore[arg-type]
+
+    def latest_checks(self, env_id: str) -> dict:
+        """The latest results and the counted score (best or latest, as the lab says), without running checks."""
+        path = f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}/checks"
+        return dict(self._call("GET", path))  # type: ignore[arg-type]
 
     def course_environments(self, course: str) -> list[dict]:
         path = f"/api/v1/courses/{urllib.parse.quote(course, safe='')}/environments"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 TAG = "stacklab"
 LAB_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 NODE_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
-SCORE_POLICIES = ("best", "latest")
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off", "")
 
@@ -26,9 +25,13 @@ DEFAULTS: dict[str, object] = {
     "read_only": False,
     "background": False,
     "check_label": "Check my work",
-    "score_policy": "best",
 }
 """Every OLX attribute with its default, in export order."""
+
+RETIRED = {
+    "score_policy": "ignored: the lab's own `score` (best or latest) decides whether a grade may go down"
+}
+"""Attributes earlier versions wrote, with why they no longer apply."""
 
 BOOLEAN = frozenset({"read_only", "background"})
 NUMBER = frozenset({"weight"})
@@ -70,6 +73,9 @@ def parse_attributes(attrs: dict[str, str]) -> tuple[dict[str, object], list[Pro
     problems: list[Problem] = []
     for name, text in attrs.items():
         if name in ("url_name", "xblock-family", "filename") or name.startswith("{"):
+            continue
+        if name in RETIRED:
+            problems.append(Problem("warning", name, RETIRED[name]))
             continue
         if name not in DEFAULTS:
             problems.append(Problem("warning", name, "unknown attribute, ignored"))
@@ -164,17 +170,17 @@ def validate(values: dict[str, object], known_labs: list[str] | None = None) -> 
     node = str(merged["node"] or "")
     if node and not NODE_NAME.fullmatch(node):
         problems.append(Problem("error", "node", f"{node!r} is not a node name"))
-    if merged["score_policy"] not in SCORE_POLICIES:
-        problems.append(
-            Problem("error", "score_policy", f"must be best or latest, got {merged['score_policy']!r}")
-        )
     if not str(merged["check_label"] or "").strip() and not merged["background"]:
         problems.append(Problem("warning", "check_label", "is empty: the check button will have no label"))
     return problems
 
 
 def grade_to_publish(previous: float | None, new: float, policy: str) -> float | None:
-    """The value to publish after a check scored `new`, or None to keep `previous` (never lower unless latest)."""
+    """The value to publish after a check scored `new`, or None to keep `previous`.
+
+    `policy` is the lab's `score` (the service reports it with each check): the grade never goes down unless
+    the lab asks for its latest attempt.
+    """
     if policy == "latest" or previous is None or new > previous:
         return new
     return None
