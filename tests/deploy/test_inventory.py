@@ -9,97 +9,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from deploy.inventory.stacklab_topology import TopologyError, decode, encode
+from deploy.inventory.stacklab_topology import RegistryError, TopologyError, decode, encode, registrations
+from tests.deploy.nova_metadata import (
+    NOVA_MAX_VALUE,
+    MetadataService,
+    heat_meta,
+    topology,
+)
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy/inventory/stacklab_inventory.py"
-NOVA_MAX_VALUE = 255
-NOVA_METADATA_ITEMS = 128  # Nova's default metadata_items quota
 
 
-def topology(apps: int, workers: int = 2, first_app: int = 0) -> dict[str, object]:
-    return {
-        "deploy": ["10.20.0.4"],
-        "backend": ["10.20.0.11", "10.20.0.12", "10.20.0.13"],
-        "app": [f"10.20.{1 + (i // 250)}.{10 + i % 240}" for i in range(first_app, first_app + apps)],
-        "worker": [f"10.20.9.{10 + i}" for i in range(workers)],
-        "db_vip": "10.20.0.200",
-        "public_vip": "203.0.113.7",
-        "site": "learn.example.org",
-    }
-
-
-class MetadataService:
-    """A loopback stand-in for the metadata service: GET /openstack/latest/meta_data.json."""
-
-    def __init__(self) -> None:
-        self.meta: dict[str, str] = {}
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != "/openstack/latest/meta_data.json":
-                    self.send_error(404)
-                    return
-                body = json.dumps(
-                    {
-                        "uuid": "5d1c2f2e-0000-4000-8000-000000000001",
-                        "name": "sl-edx-deploy",
-                        "hostname": "sl-edx-deploy",
-                        "availability_zone": "nova",
-                        "project_id": "demo",
-                        "launch_index": 0,
-                        "meta": service.meta,
-                        "public_keys": {"sl-edx": "ssh-ed25519 AAAA test"},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/openstack/latest/meta_data.json"
-
-    def write(self, meta: dict[str, str]) -> None:
-        """Replace the metadata as Heat's server update does, checking Nova's limits on the way."""
-        for key, value in meta.items():
-            assert isinstance(value, str), key
-            assert len(key) <= NOVA_MAX_VALUE and len(value) <= NOVA_MAX_VALUE, (key, len(value))
-        assert len(meta) <= NOVA_METADATA_ITEMS
-        self.meta = dict(meta)
-
-
-@pytest.fixture
-def metadata() -> Iterator[MetadataService]:
-    service = MetadataService()
-    thread = threading.Thread(target=service.server.serve_forever, daemon=True)
-    thread.start()
-    yield service
-    service.server.shutdown()
-    service.server.server_close()
-
-
-def heat_meta(topo: dict[str, object]) -> dict[str, str]:
-    return {"ssh_user": "debian", "stack": "sl-edx", **encode(topo)}
-
-
-def run_script(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(url: str, *args: str, credentials: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"STACKLAB_METADATA_URL": url, "PATH": "/usr/bin:/bin"}
+    if credentials:
+        env["STACKLAB_HEAT_CREDENTIALS"] = str(credentials)
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        env={"STACKLAB_METADATA_URL": url, "PATH": "/usr/bin:/bin"},
-        timeout=30,
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=30
     )
 
 
@@ -149,6 +78,66 @@ def test_broken_metadata_is_named(change, message: str) -> None:  # type: ignore
     change(meta)
     with pytest.raises(TopologyError, match=message):
         decode(meta)
+
+
+# ---------------------------------------------------------------- registrations (Heat metadata)
+
+
+def heat_deployment(name: str, role: str, address: str, group: str = "stacklab-registration") -> dict:
+    """One entry of a server's Heat metadata "deployments", as Heat's format_software_config writes it."""
+    return {
+        "id": f"id-{name}",
+        "name": name,
+        "group": group,
+        "config": "",
+        "options": None,
+        "outputs": [],
+        "creation_time": "2025-01-01T00:00:00Z",
+        "inputs": [
+            {"name": "stacklab_role", "type": "String", "value": role, "default": None},
+            {"name": "stacklab_address", "type": "String", "value": address, "default": None},
+            {"name": "deploy_server_id", "type": "String", "value": "srv", "default": None},
+            {"name": "deploy_action", "type": "String", "value": "CREATE", "default": None},
+        ],
+    }
+
+
+def test_registrations_are_read_from_heat_metadata() -> None:
+    meta = {
+        "os-collect-config": {"collectors": ["heat"]},
+        "deployments": [
+            heat_deployment("a-1", "app", "10.20.1.10"),
+            heat_deployment("other", "app", "10.99.0.1", group="script"),  # not ours: ignored
+            heat_deployment("w-1", "worker", "10.20.9.10"),
+            heat_deployment("a-2", "app", "10.20.1.11"),
+            heat_deployment("a-2-again", "app", "10.20.1.11"),
+        ],
+    }
+    assert registrations(meta) == {"app": ["10.20.1.10", "10.20.1.11"], "worker": ["10.20.9.10"]}
+    assert registrations({}) == {"app": [], "worker": []}
+    with pytest.raises(RegistryError, match="registration bad: stacklab_role 'db'"):
+        registrations({"deployments": [heat_deployment("bad", "db", "10.0.0.1")]})
+
+
+def test_registered_servers_join_the_nova_topology() -> None:
+    from deploy.inventory.stacklab_topology.inventory import build_inventory
+
+    fixed = heat_meta(topology(apps=0, workers=0))
+    inventory = build_inventory(fixed, {"app": ["10.20.1.10", "10.20.1.11"], "worker": ["10.20.9.10"]})
+    assert inventory["app_servers"]["hosts"] == ["10.20.1.10", "10.20.1.11"]
+    assert inventory["worker_servers"]["hosts"] == ["10.20.9.10"]
+    assert inventory["_meta"]["hostvars"]["10.20.1.11"]["stacklab_app_index"] == 1
+    assert inventory["backend_servers"]["hosts"] == ["10.20.0.11", "10.20.0.12", "10.20.0.13"]
+
+
+def test_script_names_missing_heat_credentials(metadata: MetadataService, tmp_path: Path) -> None:
+    metadata.write({**heat_meta(topology(apps=0)), "stacklab_registry": "heat"})
+    result = run_script(metadata.url, "--list", credentials=tmp_path / "none")
+    assert result.returncode == 1
+    assert result.stderr.startswith("stacklab-inventory: no Heat credentials in ")
+    (tmp_path / "cfn").write_text(json.dumps({"os-collect-config": {"collectors": ["cfn"]}}))
+    result = run_script(metadata.url, "--list", credentials=tmp_path / "cfn")
+    assert "no os-collect-config.heat (is software_config_transport POLL_SERVER_HEAT?)" in result.stderr
 
 
 # ---------------------------------------------------------------- the script

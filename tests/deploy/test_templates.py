@@ -26,6 +26,7 @@ ALLOWED_TYPES = {
     "OS::Heat::ResourceGroup",
     "OS::Heat::ScalingPolicy",
     "OS::Heat::SoftwareConfig",
+    "OS::Heat::SoftwareDeployment",
     "OS::Heat::Value",
     "OS::Heat::WaitCondition",
     "OS::Heat::WaitConditionHandle",

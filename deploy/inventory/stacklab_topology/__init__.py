@@ -1,5 +1,6 @@
-"""The stacklab cluster topology: its metadata encoding and the Ansible dynamic inventory built from it."""
+"""The stacklab cluster topology: its metadata encoding, registrations and the Ansible inventory."""
 
 from .encoding import TopologyError, decode, encode
+from .registry import RegistryError, registrations
 
-__all__ = ["TopologyError", "decode", "encode"]
+__all__ = ["RegistryError", "TopologyError", "decode", "encode", "registrations"]

@@ -3,8 +3,13 @@
     stacklab-inventory --list        all groups with _meta.hostvars
     stacklab-inventory --host ADDR   one host's variables
 
+The fixed part of the topology (deploy node, backends, VIPs, site) comes from the deploy node's Nova metadata
+(encoding.py); app and worker servers come from their registrations in the deploy server's Heat metadata
+(registry.py) when the Nova metadata says ``stacklab_registry: heat``; both are merged.
+
 Environment: STACKLAB_METADATA_URL (default the link-local metadata service), STACKLAB_METADATA_TIMEOUT_S
-(default 5), STACKLAB_METADATA_FILE (read a saved meta_data.json instead, for offline runs).
+(default 5), STACKLAB_METADATA_FILE (read a saved meta_data.json instead, for offline runs),
+STACKLAB_HEAT_CREDENTIALS (a file with os-collect-config.heat, default Heat's cfn-init-data).
 Only the standard library is used: it runs with whatever python3 the deploy node has.
 """
 
@@ -19,6 +24,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from . import registry
 from .encoding import TopologyError, decode
 
 DEFAULT_URL = "http://169.254.169.254/openstack/latest/meta_data.json"
@@ -63,9 +69,16 @@ def fetch_metadata() -> dict[str, Any]:
     return meta
 
 
-def build_inventory(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The --list document: the four groups, their hosts, hostvars and shared variables."""
+def build_inventory(
+    meta: Mapping[str, Any], registered: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """The --list document: the four groups, their hosts, hostvars and shared variables.
+
+    ``registered`` (role -> addresses, from registry.registrations) is added to the Nova topology's groups.
+    """
     topology = decode(meta)
+    for field, addresses in (registered or {}).items():
+        topology[field] = [*topology.get(field, []), *addresses]
     user = str(meta.get("ssh_user", "debian"))
     settings = {
         f"stacklab_{key}": values[0] if len(values) == 1 else values
@@ -102,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--host", metavar="ADDR", help="print one host's variables")
     args = parser.parse_args(argv)
     try:
-        inventory = build_inventory(fetch_metadata())
-    except (MetadataError, TopologyError) as error:
+        meta = fetch_metadata()
+        registered = None
+        if meta.get("stacklab_registry") == "heat":
+            registered = registry.registrations(registry.fetch_metadata(registry.load_credentials()))
+        inventory = build_inventory(meta, registered)
+    except (MetadataError, TopologyError, registry.RegistryError) as error:
         print(f"stacklab-inventory: {error}", file=sys.stderr)
         return 1
     if args.list:
