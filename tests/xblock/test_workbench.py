@@ -133,6 +133,12 @@ class Workbench:
             merged.update(json.loads(state))
         return merged
 
+    def grades(self) -> list[str]:
+        """The grade events the runtime published (the workbench logs each publish)."""
+        path = self.workdir / "var" / "events.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [line for line in lines if line.startswith("{'value'")]
+
     def grade(self, student: str, usage_id: str, actions: list) -> dict:
         """Instructor grading actions on the student's block, in the runtime, as the LMS's tasks do them."""
         result = subprocess.run(
@@ -283,6 +289,10 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
     assert unit.locator(".stacklab-pass").count() == 2
     # The runtime stored the grade for alice (and alice's environment): in its database, and after a reload.
     assert workbench.user_state("alice").get("score_fraction") == 1.0, workbench.user_state("alice")
+    assert workbench.grades() == [
+        "{'value': 0.0, 'max_value': 3.0, 'only_if_higher': None}",
+        "{'value': 3.0, 'max_value': 3.0, 'only_if_higher': None}",
+    ]
     page.reload()
     page.locator(".stacklab-block .stacklab-score", has_text="3 / 3").wait_for()
     # A worse check never lowers the score (the lab's policy is "best").
@@ -296,6 +306,7 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
     page.locator(".stacklab-block .stacklab-status", has_text="1 of 2 passed").wait_for(timeout=90_000)
     assert "3 / 3" in page.locator(".stacklab-block .stacklab-score").inner_text()
     assert workbench.user_state("alice").get("score_fraction") == 1.0
+    assert len(workbench.grades()) == 2  # nothing lower was published
 
 
 def test_instructor_override_and_rescore(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]

@@ -23,6 +23,14 @@ WORKBENCH = {
     "services": {**WORKBENCH["services"], "user": "stacklab_lms_settings.LmsUserService"},  # noqa: F405
 }
 
+# The workbench's publish() logs each event (grades included): keep them where a test can read them.
+LOGGING["handlers"]["events"] = {  # noqa: F405
+    "level": "INFO",
+    "class": "logging.FileHandler",
+    "filename": "var/events.log",
+}
+LOGGING["loggers"]["workbench.runtime"] = {"handlers": ["events"], "level": "INFO", "propagate": False}  # noqa: F405
+
 
 class LmsUserService(UserService):
     """The runtime's user, by the workbench's student id (set as `runtime` by the workbench)."""
