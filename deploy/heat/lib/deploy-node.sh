@@ -1,7 +1,8 @@
 #!/bin/bash
-# The deploy node: fetch stacklab's Ansible, run the cluster playbook against the inventory that the
-# metadata service gives (deploy/inventory), signal Heat with the outcome, then install a timer that
-# re-runs the playbook whenever the topology changes (scaling).
+# The deploy node: fetch stacklab's Ansible, wait until the app and worker servers of the initial size have
+# registered (their SoftwareDeployments in this server's Heat metadata), run the cluster playbook against
+# the inventory (deploy/inventory: Nova metadata + registrations), signal Heat with the outcome, then
+# install a timer that re-runs the playbook whenever the topology changes (scaling, by update or signal).
 set -uo pipefail
 exec > >(tee -a /var/log/stacklab-deploy.log) 2>&1
 . /etc/stacklab-deploy/deploy.env
@@ -31,6 +32,19 @@ ANSIBLE_HOST_KEY_CHECKING=False /opt/ansible/bin/ansible-playbook \
 echo "$current" > "$STAMP"
 SCRIPT
 chmod 0755 /usr/local/sbin/stacklab-converge
+
+# the members register once they signalled ready; wait for the counts the stack was created with
+INVENTORY="$SRC/deploy/inventory/stacklab_inventory.py"
+for _ in $(seq 180); do
+  if python3 "$INVENTORY" --list | python3 -c '
+import json, sys
+inv = json.load(sys.stdin)
+want = inv["all"]["vars"]
+ok = all(len(inv[g]["hosts"]) >= int(want.get(f"stacklab_{r}_expected", 0))
+         for g, r in (("app_servers", "app"), ("worker_servers", "worker")))
+sys.exit(0 if ok else 1)'; then break; fi
+  sleep 10
+done
 
 /usr/local/sbin/stacklab-converge --force || fail "the cluster playbook failed (see /var/log/stacklab-deploy.log)"
 
