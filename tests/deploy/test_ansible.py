@@ -45,3 +45,22 @@ def test_ansible_lint_production_profile(deploy_env: dict[str, str]) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "Profile 'production' was required, and it passed" in result.stdout + result.stderr
+
+
+def test_the_readme_maps_every_original_variable_and_tutor_setting() -> None:
+    """README's table names the issue's edx/configuration variables and each Tutor setting we set."""
+    import yaml
+
+    readme = (ANSIBLE.parent / "README.md").read_text()
+    table = readme.split("## edx/configuration variables", 1)[1].split("\n## ", 1)[0]
+    for old in (
+        "MONGO_CLUSTERED",
+        "MARIADB_CLUSTERED",
+        "EDXAPP_MYSQL_HOST",
+        "EDXAPP_MONGO_HOSTS",
+        "FORUM_MONGO_HOSTS",
+    ):
+        assert f"`{old}" in table, old
+    settings = yaml.safe_load((ANSIBLE / "group_vars/all.yml").read_text())["tutor_backend_settings"]
+    missing = [key for key in settings if f"`{key}" not in table and f"{key}:" not in table]
+    assert missing == [], f"Tutor settings without a row in the README table: {missing}"
