@@ -46,26 +46,26 @@ WORKLOADS = {
 # the bridge server (a subprocess: its CPU and memory are its own) ---------------------------------------
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
-    from fastapi import FastAPI
 
     from stacklab.config import Settings
     from stacklab.labs.catalog import LabCatalog
     from stacklab.web.context import WebContext
-    from stacklab.web.terminal import router
+    from stacklab.web.terminal import TerminalSockets
     from stacklab.web.tokens import TokenSigner
     from stacklab.wiring import build_app
 
     stack = build_app(
         Settings(data_dir=args.data_dir, image_dir=IMAGE_DIR, terminal_keep_s=5.0, activity_throttle_s=10.0)
     )
-    web = FastAPI()
-    web.include_router(router)
-    web.state.ctx = WebContext(
-        stack=stack,
-        signer=TokenSigner(SIGNER_SECRET),
-        catalog=LabCatalog(ROOT / "examples"),
-        public_url=f"http://127.0.0.1:{args.port}",
-        admin_password="x",
+    web = TerminalSockets(
+        None,
+        WebContext(
+            stack=stack,
+            signer=TokenSigner(SIGNER_SECRET),
+            catalog=LabCatalog(ROOT / "examples"),
+            public_url=f"http://127.0.0.1:{args.port}",
+            admin_password="x",
+        ),
     )
     uvicorn.run(
         web,
@@ -348,11 +348,24 @@ async def ctrl_c_after_flood(term: Term, flood_s: float = 1.0) -> float:
     return time.perf_counter() - began
 
 
-async def asyncssh_to_prompt(target) -> float:  # type: ignore[no-untyped-def]
-    """The floor for connect-to-prompt: asyncssh in this process, no web, no database."""
+async def asyncssh_to_prompt(target, plain: bool = False) -> float:  # type: ignore[no-untyped-def]
+    """The floor for connect-to-prompt: asyncssh in this process, no web, no database; through our
+    `connect` (quick ACKs, AES-GCM first) or, with `plain`, asyncssh's defaults (the peer of that choice)."""
     import asyncssh
 
     from stacklab.access.ssh import connect
+
+    async def plain_connect(target, timeout_s: float):  # type: ignore[no-untyped-def]
+        key = asyncssh.import_private_key(target.private_key.reveal())
+        return await asyncssh.connect(
+            target.host,
+            port=target.port,
+            username=target.user,
+            client_keys=[key],
+            known_hosts=None,
+            agent_path=None,
+            config=[],
+        )
 
     began = time.perf_counter()
     prompt = asyncio.Event()
@@ -364,7 +377,7 @@ async def asyncssh_to_prompt(target) -> float:  # type: ignore[no-untyped-def]
             if PROMPT.search(seen[-64:]):
                 prompt.set()
 
-    conn = await connect(target, 10)
+    conn = await (plain_connect if plain else connect)(target, 10)
     await conn.create_session(Shell, term_type="xterm-256color", term_size=(120, 40), encoding=None)
     await asyncio.wait_for(prompt.wait(), 30)
     elapsed = time.perf_counter() - began
@@ -614,10 +627,11 @@ async def run(args: argparse.Namespace) -> None:
                 await term.close()
         for _ in range(10):
             connect.setdefault("asyncssh alone", []).append(await asyncssh_to_prompt(target))
+            connect.setdefault("asyncssh defaults", []).append(await asyncssh_to_prompt(target, plain=True))
         for name, samples in connect.items():
             if samples:
                 each = ", ".join(f"{s * 1000:.0f}" for s in samples)
-                print(f"  {name:<8} median {median(samples) * 1000:.1f} ms ({each})")
+                print(f"  {name:<17} median {median(samples) * 1000:.1f} ms ({each})")
         print(
             f"  bridge re-attach to a kept session (ready received): median {median(reattach) * 1000:.1f} ms"
         )
@@ -717,7 +731,8 @@ async def run(args: argparse.Namespace) -> None:
                 "connect to prompt (median)",
                 f"{median(connect['bridge']) * 1000:.0f} ms",
                 f"<= 100 ms ({verdict(median(connect['bridge']), 0.1)})",
-                f"asyncssh alone {median(connect['asyncssh alone']) * 1000:.0f} ms; "
+                f"asyncssh alone {median(connect['asyncssh alone']) * 1000:.0f} ms "
+                f"(asyncssh defaults {median(connect['asyncssh defaults']) * 1000:.0f} ms); "
                 f"ssh -tt {median(connect['ssh -tt']) * 1000:.0f} ms (incl. process start)"
                 + (f"; webssh {median(connect['webssh']) * 1000:.0f} ms" if webssh else ""),
             ]

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
 from tests.support.lxc import require_lxc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -32,7 +31,7 @@ from stacklab.config import Settings
 from stacklab.labs.catalog import LabCatalog
 from stacklab.types import Desired, Observed
 from stacklab.web.context import WebContext
-from stacklab.web.terminal import router
+from stacklab.web.terminal import TerminalSockets
 from stacklab.web.tokens import TokenSigner
 from stacklab.wiring import App, build_app
 
@@ -115,14 +114,15 @@ async def serve(lab: Lab) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    web = FastAPI()
-    web.include_router(router)
-    web.state.ctx = WebContext(
-        stack=lab.app,
-        signer=lab.signer,
-        catalog=LabCatalog(REPO / "examples"),
-        public_url=f"http://127.0.0.1:{port}",
-        admin_password="x",
+    web = TerminalSockets(
+        None,
+        WebContext(
+            stack=lab.app,
+            signer=lab.signer,
+            catalog=LabCatalog(REPO / "examples"),
+            public_url=f"http://127.0.0.1:{port}",
+            admin_password="x",
+        ),
     )
     config = uvicorn.Config(
         web,
@@ -443,3 +443,19 @@ async def test_private_key_never_reaches_the_client_or_the_logs(
     for line in secret_lines:
         assert line.encode() not in everything
         assert line not in caplog.text
+
+
+async def test_node_connections_prefer_aes_gcm_and_carry_bulk_output_intact(lab: Lab) -> None:
+    """The quick-ACK layer under asyncssh passes every byte (2.6 MiB here), and AES-GCM is negotiated."""
+    from stacklab.access.ssh import connect, run
+
+    record = lab.app.environments.resolve(lab.env_id)
+    target = lab.app.controller.targets(record, lab.app.environments.lab_of(record))["main"]
+    conn = await connect(target, 10)
+    try:
+        assert conn.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"
+    finally:
+        conn.close()
+    result = await run(target, "seq 1 400000")
+    assert result.exit_status == 0
+    assert result.stdout == "".join(f"{n}\n" for n in range(1, 400001))

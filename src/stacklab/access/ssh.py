@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncssh
@@ -44,6 +46,74 @@ async def probe(host: str, port: int = 22, timeout_s: float = 1.0) -> bool:
         writer.close()
 
 
+# AES-GCM first: with AES-NI it costs this process about a third less CPU per MiB than ChaCha20-Poly1305
+# (measured with asyncssh 2.24); both are AEAD ciphers every OpenSSH since 6.5 offers.
+ENCRYPTION_ALGS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+
+
+class _QuickAck(asyncio.Protocol):
+    """Sits between the socket and asyncssh's protocol and acknowledges every read at once.
+
+    sshd leaves Nagle's algorithm on until a session asks for a PTY (and for good on exec channels), so
+    its second small reply of a round waits for our ACK, which Linux delays by 40 ms: a fresh SSH
+    connection lost 40 ms opening its first channel, and so did every check run. TCP_QUICKACK after a
+    read sends the pending ACK now.
+    """
+
+    __slots__ = ("_ack", "inner")
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+        self._ack: Callable[[], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        quickack = getattr(socket, "TCP_QUICKACK", None)
+        if sock is not None and quickack is not None:
+            self._ack = lambda: sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+        if self._ack is not None:
+            try:
+                self._ack()
+            except OSError:  # the socket closed under us; the protocol sees that itself
+                self._ack = None
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _QuickAckConnector:
+    """What asyncssh calls to open the TCP connection (its `tunnel` hook), so that `_QuickAck` is in place."""
+
+    async def create_connection(
+        self, protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int
+    ) -> tuple[asyncio.BaseTransport, asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        transport, wrapper = await loop.create_connection(lambda: _QuickAck(protocol_factory()), host, port)
+        return transport, wrapper.inner
+
+
+_CONNECTOR = _QuickAckConnector()
+
+
 async def connect(target: Target, timeout_s: float) -> asyncssh.SSHClientConnection:
     """Open an SSH connection; failures become AccessError naming the node."""
     try:
@@ -57,6 +127,8 @@ async def connect(target: Target, timeout_s: float) -> asyncssh.SSHClientConnect
                 known_hosts=None,
                 agent_path=None,
                 config=[],
+                tunnel=_CONNECTOR,
+                encryption_algs=ENCRYPTION_ALGS,
             ),
             timeout_s,
         )

@@ -117,10 +117,10 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.state.ctx = ctx
     app.state.metrics = metrics
     app.include_router(api.router)
-    app.include_router(terminal.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(terminal.TerminalSockets, ctx=ctx)  # outermost: a terminal skips the routing
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
