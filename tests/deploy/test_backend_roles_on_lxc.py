@@ -1,0 +1,177 @@
+"""The backend roles galera, redis and backend_health applied for real to three local LXC nodes.
+
+Three nodes (LocalProvider on a temporary root) play backend_servers; the roles run as cluster.yml runs
+them. Checked from the host: a three-node Galera cluster (a row written on one node is read on another),
+Redis replicating from the first node with a Sentinel on each, and the health endpoints the internal
+Octavia load balancer probes - 200 on every synced Galera node, 200 on the Redis primary only; then
+Sentinel fails the primary over and the endpoint follows. MongoDB and Meilisearch are not packaged by
+Debian and nodes reach no other repository here: those two roles are covered by syntax-check and lint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import httpx
+import pytest
+from tests.deploy.test_roles_on_lxc import BOOTSTRAP, HOST_CAS, IMAGE_DIR, LOGIN, run_sync, wait_ssh
+from tests.support.lxc import require_lxc
+
+from stacklab.providers.base import NodeSpec, StackRequest
+
+pytestmark = [pytest.mark.deploy, pytest.mark.lxc]
+
+ANSIBLE = Path(__file__).resolve().parents[2] / "deploy/ansible"
+NAMES = ("b0", "b1", "b2")
+SITE = (
+    BOOTSTRAP
+    + """
+- name: Backends
+  hosts: backend_servers
+  become: true
+  roles:
+    - role: galera
+    - role: redis
+    - role: backend_health
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[dict[str, str]]:
+    require_lxc()
+    from stacklab.providers.local import LocalProvider
+    from stacklab.providers.local.image import ensure_base_image
+
+    run_sync(ensure_base_image(IMAGE_DIR, progress=lambda msg: print(f"[image] {msg}", flush=True)))
+    root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-backends-", dir="/var/tmp"))
+    root.chmod(0o755)
+    provider = LocalProvider("local-backends", {"root_dir": str(root), "image_dir": IMAGE_DIR})
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = root / "id_ed25519"
+    key_file.write_bytes(key.export_private_key())
+    key_file.chmod(0o600)
+    name = f"slb-{os.getpid() % 100000:05d}"
+    request = StackRequest(
+        name=name,
+        login_user=LOGIN,
+        public_key=key.export_public_key().decode(),
+        nodes=tuple(NodeSpec(n, memory_mb=1024, pids_max=4096) for n in NAMES),
+    )
+    try:
+        handle = run_sync(provider.create(request))
+        ips = {n: handle["nodes"][n] for n in NAMES}
+        for ip in ips.values():
+            wait_ssh(ip)
+        yield {**ips, "key_file": str(key_file), "root": str(root)}
+    finally:
+        run_sync(provider.delete({"name": name}))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def node_run(nodes: dict[str, str], node: str, command: str, check: bool = True) -> str:
+    async def go() -> str:
+        async with asyncssh.connect(
+            nodes[node], username=LOGIN, client_keys=[nodes["key_file"]], known_hosts=None
+        ) as conn:
+            return str((await conn.run(command, check=check, timeout=60)).stdout)
+
+    return run_sync(go())
+
+
+def health(ip: str, port: int) -> int:
+    try:
+        return httpx.get(f"http://{ip}:{port}/", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def play(workdir: Path, nodes: dict[str, str], env: dict[str, str]) -> str:
+    hosts = "\n".join(
+        f"{nodes[n]} ansible_host={nodes[n]} ansible_user={LOGIN} ansible_become=true "
+        f"ansible_ssh_private_key_file={nodes['key_file']} "
+        "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'"
+        for n in NAMES
+    )
+    (workdir / "inventory.ini").write_text(f"[backend_servers]\n{hosts}\n")
+    (workdir / "site.yml").write_text(SITE)
+    variables = {
+        "host_ca_certificates": HOST_CAS,
+        "galera_admin_password": "admin-password-for-the-test",
+        "galera_databases": [{"name": "stacklab", "user": "stacklab", "password": "stacklab-test-pw"}],
+        "redis_password": "redis-password-for-the-test",
+        "backend_health_redis_password": "redis-password-for-the-test",
+        "redis_sentinel_down_after_ms": 3000,
+    }
+    (workdir / "vars.json").write_text(json.dumps(variables))
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "inventory.ini", "-e", "@vars.json", "site.yml"],
+        cwd=workdir,
+        env={
+            **env,
+            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles"),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+        },
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_galera_redis_sentinel_and_health_on_three_lxc_nodes(
+    nodes: dict[str, str], deploy_env: dict[str, str], tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    try:
+        play(tmp_path, nodes, deploy_env)
+    except AssertionError as error:
+        units = "mariadb redis-server redis-sentinel stacklab-health@galera stacklab-health@redis"
+        journal = node_run(
+            nodes, "b0", f"sudo journalctl -n 60 --no-pager -u {units.replace(' ', ' -u ')}", False
+        )
+        raise AssertionError(f"{error}\n--- journal of b0 ---\n{journal}") from None
+    print(f"\nbackend roles on three nodes: {time.monotonic() - started:.0f} s")
+
+    # Galera: three synced nodes, a write on one is read on another, every node's endpoint says 200
+    size = node_run(nodes, "b1", "sudo mariadb -BN -e \"SHOW STATUS LIKE 'wsrep_cluster_size'\"")
+    assert size.split() == ["wsrep_cluster_size", "3"]
+    node_run(
+        nodes,
+        "b1",
+        "sudo mariadb -e 'CREATE TABLE IF NOT EXISTS stacklab.t (id INT PRIMARY KEY); "
+        "REPLACE INTO stacklab.t VALUES (42)'",
+    )
+    assert node_run(nodes, "b2", "sudo mariadb -BN -e 'SELECT id FROM stacklab.t'").split() == ["42"]
+    assert [health(nodes[n], 9200) for n in NAMES] == [200, 200, 200]
+
+    # Redis: b0 primary with two replicas; only the primary's endpoint admits traffic
+    auth = "REDISCLI_AUTH=redis-password-for-the-test redis-cli --no-auth-warning"
+    assert "connected_slaves:2" in node_run(nodes, "b0", f"{auth} info replication")
+    assert [health(nodes[n], 9201) for n in NAMES] == [200, 503, 503]
+
+    # A second run changes nothing (Sentinel's own rewrites of its files are left alone)
+    second = play(tmp_path, nodes, deploy_env)
+    assert " changed=0 " in second.split("PLAY RECAP")[1], second[-3000:]
+
+    # Failover: stop the primary; Sentinel promotes a replica and the health endpoint follows it
+    node_run(nodes, "b0", "sudo systemctl stop redis-server")
+    deadline = time.monotonic() + 90
+    codes: list[int] = []
+    while time.monotonic() < deadline:
+        codes = [health(nodes[n], 9201) for n in NAMES]
+        if codes.count(200) == 1 and codes[0] != 200:
+            break
+        time.sleep(1)
+    assert codes.count(200) == 1 and codes[0] == 503, codes
+    print(f"redis failover: the endpoint now admits {NAMES[codes.index(200)]}")
