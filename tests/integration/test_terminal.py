@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncssh
 import pytest
 import uvicorn
 from tests.support.lxc import require_lxc
@@ -27,6 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from stacklab.access import terminal as sessions
+from stacklab.access.ssh import POOL, ConnectionPool, Target, open_channel, run
+from stacklab.access.ssh import connect as ssh_connect
 from stacklab.config import Settings
 from stacklab.labs.catalog import LabCatalog
 from stacklab.types import Desired, Observed
@@ -447,11 +450,8 @@ async def test_private_key_never_reaches_the_client_or_the_logs(
 
 async def test_node_connections_prefer_aes_gcm_and_carry_bulk_output_intact(lab: Lab) -> None:
     """The quick-ACK layer under asyncssh passes every byte (2.6 MiB here), and AES-GCM is negotiated."""
-    from stacklab.access.ssh import connect, run
-
-    record = lab.app.environments.resolve(lab.env_id)
-    target = lab.app.controller.targets(record, lab.app.environments.lab_of(record))["main"]
-    conn = await connect(target, 10)
+    target = node_target(lab)
+    conn = await ssh_connect(target, 10)
     try:
         assert conn.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"
     finally:
@@ -459,3 +459,55 @@ async def test_node_connections_prefer_aes_gcm_and_carry_bulk_output_intact(lab:
     result = await run(target, "seq 1 400000")
     assert result.exit_status == 0
     assert result.stdout == "".join(f"{n}\n" for n in range(1, 400001))
+
+
+def node_target(lab: Lab) -> Target:
+    record = lab.app.environments.resolve(lab.env_id)
+    return lab.app.controller.targets(record, lab.app.environments.lab_of(record))["main"]
+
+
+async def test_shells_and_commands_on_one_node_share_one_ssh_connection(lab: Lab) -> None:
+    target = node_target(lab)
+    async with (
+        serve(lab) as base,
+        terminal(url(base, lab, session=sid())) as one,
+        terminal(url(base, lab, session=sid())) as two,
+    ):
+        await one.until(PROMPT)
+        await two.until(PROMPT)
+        assert POOL.usage() == (1, 2)  # two shells, one login on the node
+        shared = await run(target, "echo shared")  # a check while the terminals are open
+        assert shared.stdout == "shared\n"
+        timed_out = await run(target, "sleep 30", timeout_s=0.5)
+        assert timed_out.timed_out
+        assert POOL.usage() == (1, 2)  # the timed-out command gave its channel back
+        await one.type("echo still-$((20+22))\r")
+        await one.until(b"still-42")
+    assert POOL.usage() == (0, 0)  # closing the last shell closed the connection
+
+
+async def test_a_full_connection_gives_way_to_a_new_one(lab: Lab) -> None:
+    """At most `max_channels` per connection, and a node refusing one more (sshd's MaxSessions, 10 by
+    default) makes the pool open another connection instead of failing."""
+    target = node_target(lab)
+
+    async def exec_channel(connection: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess:
+        return await connection.create_process("sleep 30", stdin=asyncssh.DEVNULL)
+
+    small = ConnectionPool(max_channels=2)
+    leases = [await small.lease(target, 10) for _ in range(3)]
+    assert small.usage() == (2, 3)
+    for lease in leases:
+        lease.release()
+    assert small.usage() == (0, 0)
+
+    greedy = ConnectionPool(max_channels=50)
+    opened = [await open_channel(target, 10, exec_channel, pool=greedy) for _ in range(12)]
+    try:
+        assert greedy.usage() == (2, 12)  # sshd refused the 11th channel on the first connection
+        assert all(process.exit_status is None for process, _ in opened)  # all twelve are running
+    finally:
+        for process, lease in opened:
+            process.close()
+            lease.release()
+    assert greedy.usage() == (0, 0)

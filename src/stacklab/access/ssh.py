@@ -1,16 +1,21 @@
-"""Running commands on nodes over SSH (asyncssh), as the lab's login user with the environment's key."""
+"""SSH to lab nodes (asyncssh), as the lab's login user with the environment's key: connections, shared
+among the shells and commands of one node, and commands run on them."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncssh
 
 from stacklab.errors import AccessError
 from stacklab.secrets import Secret
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,127 @@ async def connect(target: Target, timeout_s: float) -> asyncssh.SSHClientConnect
         raise AccessError(f"SSH to {target.user}@{target.host}:{target.port} failed: {exc}") from exc
 
 
+PoolKey = tuple[asyncio.AbstractEventLoop, str, int, str, bytes]
+
+
+@dataclass(eq=False)
+class _Shared:
+    conn: asyncssh.SSHClientConnection
+    key: PoolKey
+    channels: int = 0
+    full: bool = False  # the node refused one more channel on it (its sshd's MaxSessions)
+
+
+class Lease:
+    """One channel's claim on a shared connection; `release()` once the channel is closed."""
+
+    __slots__ = ("_pool", "_shared")
+
+    def __init__(self, pool: ConnectionPool, shared: _Shared) -> None:
+        self._pool = pool
+        self._shared: _Shared | None = shared
+
+    @property
+    def connection(self) -> asyncssh.SSHClientConnection:
+        if self._shared is None:
+            raise RuntimeError("lease already released")
+        return self._shared.conn
+
+    def release(self, refused: bool = False) -> None:
+        """Give the channel back (`refused`: the node would not open it: use another connection next)."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            self._pool._release(shared, refused)
+
+
+class ConnectionPool:
+    """SSH connections shared by the channels (shells, commands) to one node with one key.
+
+    A new connection costs ~50 ms of login on the node and ~20 KiB here; a channel on an open one a few ms
+    and a few KiB. So a second tab on a node, or a check run while a terminal is open, reuses the
+    connection, as OpenSSH's ControlMaster does. sshd allows 10 sessions per connection by default
+    (MaxSessions): a connection carries at most `max_channels`, and one that refuses a channel is not used
+    for new ones. A connection closes with its last channel: nothing lingers. Connections belong to the
+    event loop that opened them.
+    """
+
+    def __init__(self, max_channels: int = 8) -> None:
+        self.max_channels = max_channels
+        self._open: dict[PoolKey, list[_Shared]] = {}
+        self._opening: dict[PoolKey, asyncio.Future[_Shared]] = {}
+
+    @staticmethod
+    def _key(target: Target) -> PoolKey:
+        key_id = hashlib.sha256(target.private_key.reveal().encode()).digest()
+        return (asyncio.get_running_loop(), target.host, target.port, target.user, key_id)
+
+    async def lease(self, target: Target, timeout_s: float) -> Lease:
+        """A channel slot on a connection to `target`: an open one with room, or a new one."""
+        key = self._key(target)
+        while True:
+            for shared in self._open.get(key, ()):
+                if shared.conn.is_closed():
+                    self._forget(shared)
+                elif not shared.full and shared.channels < self.max_channels:
+                    shared.channels += 1
+                    return Lease(self, shared)
+            pending = self._opening.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(self._connect(key, target, timeout_s))
+                self._opening[key] = pending
+                pending.add_done_callback(lambda _: self._opening.pop(key, None))
+            await asyncio.shield(pending)  # then take a slot on it (or a later one) in the loop above
+
+    async def _connect(self, key: PoolKey, target: Target, timeout_s: float) -> _Shared:
+        shared = _Shared(await connect(target, timeout_s), key)
+        self._open.setdefault(key, []).append(shared)
+        return shared
+
+    def _release(self, shared: _Shared, refused: bool) -> None:
+        shared.channels -= 1
+        shared.full = shared.full or refused
+        if shared.channels <= 0:
+            self._forget(shared)
+            shared.conn.close()
+
+    def _forget(self, shared: _Shared) -> None:
+        entries = self._open.get(shared.key, [])
+        if shared in entries:
+            entries.remove(shared)
+        if not entries:
+            self._open.pop(shared.key, None)
+
+    def usage(self) -> tuple[int, int]:
+        """(open connections, channels on them), over every event loop."""
+        entries = [shared for group in self._open.values() for shared in group]
+        return len(entries), sum(shared.channels for shared in entries)
+
+
+POOL = ConnectionPool()
+
+
+async def open_channel(
+    target: Target,
+    timeout_s: float,
+    opener: Callable[[asyncssh.SSHClientConnection], Awaitable[T]],
+    pool: ConnectionPool = POOL,
+) -> tuple[T, Lease]:
+    """`opener(connection)` on a pooled connection; one retry on a fresh connection when the node refuses
+    another channel on a busy one. The caller releases the lease when its channel is closed."""
+    for attempt in (1, 2):
+        lease = await pool.lease(target, timeout_s)
+        try:
+            return await opener(lease.connection), lease
+        except asyncssh.ChannelOpenError:
+            lease.release(refused=True)
+            if attempt == 2:
+                raise
+        except BaseException:
+            lease.release()
+            raise
+    raise AssertionError("unreachable")
+
+
 async def run(
     target: Target,
     command: str,
@@ -146,14 +272,24 @@ async def run(
     timeout_s: float = 60.0,
     connect_timeout_s: float = 5.0,
 ) -> CommandResult:
-    """Run one command; a timeout is a result (exit 124, like coreutils' timeout), not an exception."""
-    connection = await connect(target, connect_timeout_s)
+    """Run one command (on the node's shared connection); a timeout is a result (exit 124, like
+    coreutils' timeout), not an exception."""
+
+    async def command_run(connection: asyncssh.SSHClientConnection) -> asyncssh.SSHCompletedProcess:
+        # Without input, stdin is /dev/null: a command that reads it gets EOF instead of waiting forever.
+        process = await (
+            connection.create_process(command, stdin=asyncssh.DEVNULL)
+            if stdin is None
+            else connection.create_process(command, input=stdin)
+        )
+        try:
+            return await process.wait(check=False, timeout=timeout_s)
+        finally:
+            process.close()  # a timed-out command's channel must not stay open on a shared connection
+
     try:
-        async with connection:
-            if stdin is None:  # a command that reads stdin gets EOF at once instead of waiting forever
-                result = await connection.run(command, stdin=asyncssh.DEVNULL, check=False, timeout=timeout_s)
-            else:
-                result = await connection.run(command, input=stdin, check=False, timeout=timeout_s)
+        result, lease = await open_channel(target, connect_timeout_s, command_run)
+        lease.release()
     except asyncssh.TimeoutError as exc:
         return CommandResult(124, _text(exc.stdout), _text(exc.stderr), timed_out=True)
     except (OSError, asyncssh.Error) as exc:

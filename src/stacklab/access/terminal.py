@@ -12,11 +12,11 @@ Framework-free: the web layer (`stacklab.web.terminal`) moves bytes between a we
   session id re-attaches to the same shell; it replays what the server still holds after the client's
   offset (every unacknowledged byte, and at least the last `REPLAY_TAIL` bytes, so a reloaded page that
   starts at offset 0 shows the prompt).
-- **Costs**: no thread per session, no preallocated buffers; an idle session holds its SSH connection and a
-  few KiB of output tail.
+- **Costs**: no thread per session, no preallocated buffers; an idle session holds an SSH channel and a few
+  KiB of output tail. Shells on one node share its SSH connection (`stacklab.access.ssh.POOL`), so a second
+  tab opens in a few ms.
 
-The private key is used only to open the SSH connection (`stacklab.access.ssh.connect`); it is never stored
-here nor logged.
+The private key is used only to open the SSH connection; it is never stored here nor logged.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from stacklab.access.ssh import Target, connect
+from stacklab.access.ssh import Lease, Target, open_channel
 from stacklab.errors import AccessError
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         self._activity_throttle_s = activity_throttle_s
         self._clock = clock
         self._last_activity = float("-inf")
-        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lease: Lease | None = None
         self._chan: asyncssh.SSHClientChannel[bytes] | None = None
         self._chunks: deque[bytes] = deque()
         self.base = 0  # stream offset of the first byte still held
@@ -149,10 +149,11 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
 
     # opening -------------------------------------------------------------------------------------------
     async def start(self, target: Target, cols: int, rows: int, connect_timeout_s: float) -> None:
-        """Connect and start the login shell; raises AccessError when the node cannot be reached."""
-        self._conn = await connect(target, connect_timeout_s)
-        try:
-            await self._conn.create_session(
+        """Start the login shell (on the node's shared connection); raises AccessError when the node
+        cannot be reached."""
+
+        async def shell(connection: asyncssh.SSHClientConnection) -> object:
+            return await connection.create_session(
                 lambda: self,
                 term_type=TERM_TYPE,
                 term_size=(cols, rows),
@@ -161,9 +162,13 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
                 window=CHANNEL_WINDOW,
                 max_pktsize=CHANNEL_PACKET,
             )
+
+        try:
+            _, self._lease = await open_channel(target, connect_timeout_s, shell)
         except (OSError, asyncssh.Error) as exc:
-            self._conn.close()
             raise AccessError(f"opening a shell on {target.host} failed: {exc}") from exc
+        if self.closed is not None:  # the shell ended before we got the lease
+            self._release()
 
     # asyncssh callbacks --------------------------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:  # type: ignore[override]
@@ -286,6 +291,11 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         self._keep_timer = asyncio.get_running_loop().call_later(keep_s, self.close, "kept long enough")
 
     # closing -------------------------------------------------------------------------------------------
+    def _release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
     def close(self, reason: str) -> None:
         """Close the shell and the SSH connection; the attached client gets the rest of the output first."""
         if self.closed is not None:
@@ -298,8 +308,7 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
             self.attachment._end(reason)
         if self._chan is not None:
             self._chan.close()
-        if self._conn is not None:
-            self._conn.close()
+        self._release()
         self._chunks.clear()
         self._on_closed(self)
 
