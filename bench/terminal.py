@@ -47,6 +47,7 @@ WORKLOADS = {
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from stacklab.access.ssh import POOL
     from stacklab.config import Settings
     from stacklab.labs.catalog import LabCatalog
     from stacklab.web.context import WebContext
@@ -54,6 +55,8 @@ def serve(args: argparse.Namespace) -> None:
     from stacklab.web.tokens import TokenSigner
     from stacklab.wiring import build_app
 
+    if args.channels:
+        POOL.max_channels = args.channels
     stack = build_app(
         Settings(data_dir=args.data_dir, image_dir=IMAGE_DIR, terminal_keep_s=5.0, activity_throttle_s=10.0)
     )
@@ -405,7 +408,9 @@ class Server:
                 self.process.wait()
 
 
-def start_bridge(data_dir: str, loop: str, deflate: bool, name: str) -> Server:
+def start_bridge(data_dir: str, loop: str, deflate: bool, name: str, channels: int = 0) -> Server:
+    """A bridge server process; `channels` caps the shells per SSH connection (1: one login per shell,
+    as for shells of different learners; 0: the default sharing)."""
     port = free_port()
     command = [
         sys.executable,
@@ -420,6 +425,8 @@ def start_bridge(data_dir: str, loop: str, deflate: bool, name: str) -> Server:
     ]
     if deflate:
         command.append("--deflate")
+    if channels:
+        command.extend(["--channels", str(channels)])
     return Server(name, subprocess.Popen(command, cwd=ROOT), port)
 
 
@@ -437,14 +444,20 @@ def ensure_webssh() -> Path | None:
     return wssh
 
 
-def start_webssh(wssh: Path) -> Server:
+def start_webssh(wssh: Path, work: Path) -> Server:
+    """webssh with host key files of its own: a node address reused by another run (or by ~/.ssh's
+    known_hosts) must not fail its host key check."""
     port = free_port()
+    hosts = work / "webssh_known_hosts"
+    hosts.touch()
     command = [
         str(wssh),
         "--address=127.0.0.1",
         f"--port={port}",
         "--xsrf=False",
         "--policy=autoadd",
+        f"--hostfile={hosts}",
+        f"--syshostfile={hosts}",
         "--maxconn=1000",
         "--logging=warning",
         "--delay=30",
@@ -517,13 +530,14 @@ async def run(args: argparse.Namespace) -> None:
         token = signer.issue("learner", "bench", env_id, 3600)
 
         bridge = start_bridge(str(data_dir), "uvloop", False, "bridge")
-        servers.append(bridge)
+        own = start_bridge(str(data_dir), "uvloop", False, "bridge, a login per shell", channels=1)
+        servers.extend([bridge, own])
         variants = [bridge]
         if not args.quick:
             variants.append(start_bridge(str(data_dir), "asyncio", False, "bridge, asyncio loop"))
             variants.append(start_bridge(str(data_dir), "uvloop", True, "bridge, deflate on"))
             servers.extend(variants[1:])
-        webssh = start_webssh(wssh) if wssh else None
+        webssh = start_webssh(wssh, work) if wssh else None
         if webssh:
             servers.append(webssh)
         for server in servers:
@@ -541,9 +555,10 @@ async def run(args: argparse.Namespace) -> None:
             await term.until(PROMPT)
             return term
 
-        async def open_webssh(render_mib_s: float = 0) -> WebsshTerm:
-            assert webssh is not None
-            term = await WebsshTerm.open(webssh.port, target, render_mib_s)
+        async def open_webssh(render_mib_s: float = 0, server: Server | None = None) -> WebsshTerm:
+            server = server or webssh
+            assert server is not None
+            term = await WebsshTerm.open(server.port, target, render_mib_s)
             await term.until(PROMPT)
             return term
 
@@ -603,8 +618,9 @@ async def run(args: argparse.Namespace) -> None:
 
         # 3. connect to prompt -------------------------------------------------------------------------
         print("\nconnect to prompt: 10 fresh sessions per tool (websocket/HTTP + SSH + login + prompt)")
-        connect: dict[str, list[float]] = {"ssh -tt": [], "bridge": [], "webssh": []}
+        connect: dict[str, list[float]] = {"ssh -tt": [], "bridge": [], "bridge, 2nd shell": [], "webssh": []}
         reattach: list[float] = []
+        anchor = await open_bridge(bridge)  # the node's shared connection stays up: later shells are 2nd tabs
         for _ in range(10):
             began = time.perf_counter()
             floor = SshTerm.spawn(ssh)
@@ -612,13 +628,17 @@ async def run(args: argparse.Namespace) -> None:
             await floor.close()
             session = uuid.uuid4().hex[:12]
             began = time.perf_counter()
-            term = await BridgeTerm.open(bridge_url(bridge, session))
+            term = await BridgeTerm.open(bridge_url(own, session))  # a new login: nothing to share
             connect["bridge"].append(await term.until(PROMPT) - began)
             offset = term.offset
             await term.close()
             began = time.perf_counter()
-            term = await BridgeTerm.open(bridge_url(bridge, session) + f"&offset={offset}")
+            term = await BridgeTerm.open(bridge_url(own, session) + f"&offset={offset}")
             reattach.append(time.perf_counter() - began)
+            await term.close()
+            began = time.perf_counter()
+            term = await BridgeTerm.open(bridge_url(bridge))
+            connect["bridge, 2nd shell"].append(await term.until(PROMPT) - began)
             await term.close()
             if webssh:
                 began = time.perf_counter()
@@ -631,7 +651,7 @@ async def run(args: argparse.Namespace) -> None:
         for name, samples in connect.items():
             if samples:
                 each = ", ".join(f"{s * 1000:.0f}" for s in samples)
-                print(f"  {name:<17} median {median(samples) * 1000:.1f} ms ({each})")
+                print(f"  {name:<18} median {median(samples) * 1000:.1f} ms ({each})")
         print(
             f"  bridge re-attach to a kept session (ready received): median {median(reattach) * 1000:.1f} ms"
         )
@@ -652,30 +672,48 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"  {name:<8} {', '.join(f'{s * 1000:.0f} ms' for s in samples)}")
 
         # 5. memory per idle open session ----------------------------------------------------------------
-        await asyncio.sleep(6)  # kept sessions of the steps above expire (terminal_keep_s=5)
-        print(f"\nmemory: {args.sessions} idle open sessions per tool (server RSS growth / sessions)")
+        # Fresh server processes: one that moved 200 MiB has free heap that new sessions reuse unseen.
+        # Two batches: the second is the steady cost (the first also pays one-time growth).
+        await anchor.close()
+        for server in servers:
+            server.stop()
+        fresh = [
+            start_bridge(str(data_dir), "uvloop", False, own.name, channels=1),
+            start_bridge(str(data_dir), "uvloop", False, bridge.name),
+            *([start_webssh(wssh, work)] if wssh else []),
+        ]
+        servers.extend(fresh)
+        for server in fresh:
+            await wait_port(server.port)
+        print(
+            f"\nmemory: 2 x {args.sessions} idle open sessions per tool, fresh server processes "
+            "(server RSS growth / sessions: first batch, then the steady second batch)"
+        )
         memory: dict[str, tuple[float, int, int]] = {}
-        peers = [bridge, *([webssh] if webssh else [])]
-        for server in peers:
+        for server in fresh:
             opener: Callable[[], object] = (
-                (lambda: open_webssh()) if server is webssh else (lambda s=server: open_bridge(s))
+                (lambda s=server: open_webssh(server=s))
+                if server.name == "webssh"
+                else (lambda s=server: open_bridge(s))
             )
-            warm = [await opener() for _ in range(10)]  # type: ignore[misc]
+            terms = [await opener() for _ in range(10)]  # type: ignore[misc]
             await asyncio.sleep(1)
-            rss0, threads0 = status(server.pid, "VmRSS"), status(server.pid, "Threads")
-            terms = [await opener() for _ in range(args.sessions)]  # type: ignore[misc]
-            await asyncio.sleep(2)
-            rss1, threads1 = status(server.pid, "VmRSS"), status(server.pid, "Threads")
-            per = (rss1 - rss0) / args.sessions
-            memory[server.name] = (per, threads0, threads1)
+            rss = [status(server.pid, "VmRSS")]
+            threads0 = status(server.pid, "Threads")
+            for _ in range(2):
+                terms += [await opener() for _ in range(args.sessions)]  # type: ignore[misc]
+                await asyncio.sleep(2)
+                rss.append(status(server.pid, "VmRSS"))
+            threads1 = status(server.pid, "Threads")
+            first, steady = ((rss[i + 1] - rss[i]) / args.sessions for i in range(2))
+            memory[server.name] = (steady, threads0, threads1)
             print(
-                f"  {server.name:<8} RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB: "
-                f"{per:.1f} KiB per session; threads {threads0} -> {threads1}",
+                f"  {server.name:<26} RSS {' -> '.join(f'{r / 1024:.1f}' for r in rss)} MiB: "
+                f"{first:.1f}, then {steady:.1f} KiB per session; threads {threads0} -> {threads1}",
                 flush=True,
             )
-            for term in [*warm, *terms]:
+            for term in terms:
                 await term.close()  # type: ignore[attr-defined]
-            await asyncio.sleep(6)
 
         # the table ------------------------------------------------------------------------------------
         def med(name: str, workload: str) -> float:
@@ -737,6 +775,14 @@ async def run(args: argparse.Namespace) -> None:
                 + (f"; webssh {median(connect['webssh']) * 1000:.0f} ms" if webssh else ""),
             ]
         )
+        rows.append(
+            [
+                "connect, 2nd shell on a node (shared)",
+                f"{median(connect['bridge, 2nd shell']) * 1000:.0f} ms",
+                "-",
+                "-",
+            ]
+        )
         rows.append(["re-attach to a kept session", f"{median(reattach) * 1000:.1f} ms", "-", "-"])
         rows.append(
             [
@@ -746,11 +792,12 @@ async def run(args: argparse.Namespace) -> None:
                 f"webssh {median(interrupt['webssh']) * 1000:.0f} ms" if webssh else "-",
             ]
         )
-        per, t0, t1 = memory["bridge"]
+        per, t0, t1 = memory[own.name]
         rows.append(
             [
                 "server memory per idle open session",
-                f"{per:.1f} KiB (threads {t0} -> {t1})",
+                f"{per:.1f} KiB (threads {t0} -> {t1}); shells sharing a node's connection "
+                f"{memory[bridge.name][0]:.1f} KiB",
                 f"<= 50 KiB ({verdict(per, 50)})",
                 (lambda m: f"webssh {m[0]:.1f} KiB (threads {m[1]} -> {m[2]})")(memory["webssh"])
                 if webssh
@@ -785,6 +832,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="uvloop", help=argparse.SUPPRESS)
     parser.add_argument("--deflate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--channels", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args)

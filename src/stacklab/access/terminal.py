@@ -25,7 +25,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,7 +61,7 @@ def new_session_id() -> str:
 class Attachment:
     """One client (a websocket) attached to a session: what to send it next, and what it sent back."""
 
-    __slots__ = ("_pending", "_wake", "ended", "read_only", "ready_offset", "sent", "session")
+    __slots__ = ("_pending", "_waiter", "ended", "read_only", "ready_offset", "sent", "session")
 
     def __init__(self, session: TerminalSession, start: int, replay: bytes, read_only: bool) -> None:
         self.session = session
@@ -70,20 +69,23 @@ class Attachment:
         self.ready_offset = start  # stream offset of the first byte this attachment will receive
         self.sent = start  # stream offset after the last byte handed out by `output()`
         self._pending: list[bytes] = [replay] if replay else []
-        self._wake = asyncio.Event()
-        if replay:
-            self._wake.set()
+        self._waiter: asyncio.Future[None] | None = None  # not an asyncio.Event: this costs less per session
         self.ended: str | None = None  # why this attachment ended (the session closed, another tab took it)
 
     # session -> client --------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _push(self, data: bytes) -> None:
         self._pending.append(data)
-        self._wake.set()
+        self._wake()
 
     def _end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
-        self._wake.set()
+        self._wake()
 
     async def output(self) -> bytes | None:
         """The output produced since the last call, as one chunk; None once this attachment has ended
@@ -97,8 +99,11 @@ class Attachment:
                 return data
             if self.ended is not None:
                 return None
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     # client -> session --------------------------------------------------------------------------------
     def write(self, data: bytes) -> bool:
@@ -136,7 +141,7 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         self._last_activity = float("-inf")
         self._lease: Lease | None = None
         self._chan: asyncssh.SSHClientChannel[bytes] | None = None
-        self._chunks: deque[bytes] = deque()
+        self._chunks: list[bytes] = []  # few per idle session: a list is smaller than a deque
         self.base = 0  # stream offset of the first byte still held
         self.end = 0  # stream offset after the last byte produced
         self.acked = 0  # the client rendered everything before this offset
@@ -224,8 +229,11 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         """Drop output that is both acknowledged and older than the replay tail."""
         keep_from = min(self.acked, self.end - REPLAY_TAIL)
         chunks = self._chunks
-        while chunks and self.base + len(chunks[0]) <= keep_from:
-            self.base += len(chunks.popleft())
+        done = 0
+        while done < len(chunks) and self.base + len(chunks[done]) <= keep_from:
+            self.base += len(chunks[done])
+            done += 1
+        del chunks[:done]
         if chunks and keep_from - self.base >= 4096:
             chunks[0] = chunks[0][keep_from - self.base :]
             self.base = keep_from
