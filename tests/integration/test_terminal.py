@@ -511,3 +511,26 @@ async def test_a_full_connection_gives_way_to_a_new_one(lab: Lab) -> None:
             process.close()
             lease.release()
     assert greedy.usage() == (0, 0)
+
+
+async def test_a_read_only_viewer_watches_the_learners_live_shell(lab: Lab) -> None:
+    """Staff masquerading as the learner see the learner's own shell (with its scrollback), live, without
+    typing into it or taking it from the learner."""
+    watcher_token = lab.signer.issue("learner", "staff-view.ann", lab.env_id, 300, read_only=True)
+    async with serve(lab) as base, terminal(url(base, lab, session=sid())) as learner:
+        await learner.until(PROMPT)
+        await learner.type("echo before-$((6*7))\r")
+        await learner.until(b"before-42")
+        async with terminal(url(base, lab, session=sid(), token=watcher_token)) as watcher:
+            await watcher.until(b"before-42")  # the scrollback of the learner's shell
+            await learner.type("echo live-$((7*7))\r")
+            await watcher.until(b"live-49")  # and what happens in it now
+            await watcher.type("echo from-staff\r")
+            await watcher.ws.send(json.dumps({"type": "resize", "cols": 20, "rows": 5}))
+            await learner.type("echo after-$((8*8))\r")
+            await learner.until(b"after-64")
+            assert b"from-staff" not in learner.output
+            assert sessions.MANAGER.count() == 1  # no shell of the watcher's own
+        await learner.type("echo still-mine\r")
+        await learner.until(b"still-mine")  # the learner kept the shell when the watcher left
+        assert not any(event.get("type") == "closed" for event in learner.events)

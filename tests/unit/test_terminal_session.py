@@ -102,3 +102,25 @@ async def test_an_ack_beyond_what_was_sent_is_capped() -> None:
     feed(shell, b"z" * (HIGH_WATER + 1))
     client.ack(10**12)  # nothing was handed out yet: a lying client cannot lift the pause
     assert channel.calls == ["pause"]
+
+
+async def test_a_watcher_neither_holds_the_shell_back_nor_takes_it() -> None:
+    shell, channel = session()
+    learner = shell.attach(offset=0)
+    feed(shell, b"scrollback\n")
+    watcher = shell.watch(offset=0)
+    assert await watcher.output() == b"scrollback\n"
+    assert not watcher.write(b"rm -rf ~\n")  # watchers never type
+    feed(shell, b"w" * (HIGH_WATER + 1))
+    assert channel.calls == ["pause"]
+    watcher.ack(shell.end)  # a watcher's ack does not release the shell ...
+    assert channel.calls == ["pause"]
+    await learner.output()
+    learner.ack(shell.end)  # ... the learner's does
+    assert channel.calls == ["pause", "resume"]
+    assert learner.ended is None and shell.attachment is learner
+    feed(shell, b"v" * (HIGH_WATER + 1))  # the watcher has not read: it is now too far behind
+    assert watcher.ended is not None and "behind" in watcher.ended
+    assert shell.watchers == []
+    shell.detach(watcher, keep_s=60)  # its websocket closing afterwards changes nothing
+    assert shell.attachment is learner and shell.closed is None

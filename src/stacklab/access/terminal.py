@@ -8,6 +8,9 @@ Framework-free: the web layer (`stacklab.web.terminal`) moves bytes between a we
   not acknowledged by the client, and is read again below `LOW_WATER` (128 KiB). The SSH channel window is
   small too (`CHANNEL_WINDOW`), so after a flood only a bounded backlog sits between the shell and the
   screen and Ctrl-C acts at once. The same bound holds while no client is attached.
+- **Watching**: read-only clients (staff looking at a learner's lab) watch the learner's live shell instead of
+  opening one of their own: they get the same output, never type, never hold the shell back (their acks do
+  not count) and never take it from the learner; a watcher that falls `HIGH_WATER` behind is dropped.
 - **Keeping**: a session outlives its websocket for `keep_s` (detached), so a reconnect with the same
   session id re-attaches to the same shell; it replays what the server still holds after the client's
   offset (every unacknowledged byte, and at least the last `REPLAY_TAIL` bytes, so a reloaded page that
@@ -61,11 +64,14 @@ def new_session_id() -> str:
 class Attachment:
     """One client (a websocket) attached to a session: what to send it next, and what it sent back."""
 
-    __slots__ = ("_pending", "_waiter", "ended", "read_only", "ready_offset", "sent", "session")
+    __slots__ = ("_pending", "_waiter", "ended", "read_only", "ready_offset", "sent", "session", "watching")
 
-    def __init__(self, session: TerminalSession, start: int, replay: bytes, read_only: bool) -> None:
+    def __init__(
+        self, session: TerminalSession, start: int, replay: bytes, read_only: bool, watching: bool = False
+    ) -> None:
         self.session = session
-        self.read_only = read_only
+        self.read_only = read_only or watching
+        self.watching = watching  # a watcher: output only, and its acks do not count
         self.ready_offset = start  # stream offset of the first byte this attachment will receive
         self.sent = start  # stream offset after the last byte handed out by `output()`
         self._pending: list[bytes] = [replay] if replay else []
@@ -81,6 +87,9 @@ class Attachment:
     def _push(self, data: bytes) -> None:
         self._pending.append(data)
         self._wake()
+
+    def _backlog(self) -> int:
+        return sum(len(chunk) for chunk in self._pending)
 
     def _end(self, reason: str) -> None:
         if self.ended is None:
@@ -118,7 +127,7 @@ class Attachment:
 
     def ack(self, offset: int) -> None:
         """The client rendered output up to `offset` (a stream offset); never beyond what it was sent."""
-        if self.ended is None:
+        if self.ended is None and not self.watching:
             self.session._ack(min(offset, self.sent))
 
 
@@ -147,9 +156,11 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         self.acked = 0  # the client rendered everything before this offset
         self._paused = False
         self.attachment: Attachment | None = None
+        self.watchers: list[Attachment] = []
         self.closed: str | None = None  # the reason, once closed
         self._keep_timer: asyncio.TimerHandle | None = None
         self.created_at = clock()
+        self.attached_at = self.created_at
         self.detached_at: float | None = None
 
     # opening -------------------------------------------------------------------------------------------
@@ -186,9 +197,19 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         attachment = self.attachment
         if attachment is not None:
             attachment._push(data)
+        if self.watchers:
+            self._feed_watchers(data)
         if not self._paused and self.end - self.acked > HIGH_WATER and self._chan is not None:
             self._paused = True
             self._chan.pause_reading()
+
+    def _feed_watchers(self, data: bytes) -> None:
+        for watcher in list(self.watchers):
+            if watcher._backlog() > HIGH_WATER:
+                self.watchers.remove(watcher)
+                watcher._end("the view fell too far behind the terminal; reopen it")
+            else:
+                watcher._push(data)
 
     def eof_received(self) -> bool:
         return False  # let the channel close
@@ -267,28 +288,47 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
             self._keep_timer.cancel()
             self._keep_timer = None
         self.detached_at = None
+        self.attached_at = self._clock()
         previous = self.attachment
         if previous is not None:
             previous._end("the terminal was opened in another tab")
+        start = self._replay_from(offset)
         if 0 < offset <= self.end:
-            start = max(offset, self.base)
             self._ack(offset)
-        else:
-            start = max(self.base, self.end - REPLAY_TAIL)
-            if start > 0:
-                head = self.read(start)[:4096]
-                newline = head.find(b"\n")
-                if newline >= 0:
-                    start += newline + 1
         attachment = Attachment(self, start, self.read(start), read_only)
         self.attachment = attachment
         if cols > 0 and rows > 0:
             self.resize(cols, rows)
         return attachment
 
+    def watch(self, offset: int) -> Attachment:
+        """Add a watcher (see the module doc) that already has `offset` bytes; replay as for `attach`."""
+        if self.closed is not None:
+            raise RuntimeError("watch a closed terminal session")
+        start = self._replay_from(offset)
+        watcher = Attachment(self, start, self.read(start), read_only=True, watching=True)
+        self.watchers.append(watcher)
+        return watcher
+
+    def _replay_from(self, offset: int) -> int:
+        """Where a client with `offset` bytes resumes: after its offset, or for a fresh client (or an offset
+        of another shell) the last `REPLAY_TAIL` bytes, from a line start when there is one."""
+        if 0 < offset <= self.end:
+            return max(offset, self.base)
+        start = max(self.base, self.end - REPLAY_TAIL)
+        if start > 0:
+            newline = self.read(start)[:4096].find(b"\n")
+            if newline >= 0:
+                start += newline + 1
+        return start
+
     def detach(self, attachment: Attachment, keep_s: float) -> None:
-        """The client went away: keep the shell for `keep_s` seconds for a reconnect, then close it."""
+        """The client went away: keep the shell for `keep_s` seconds for a reconnect, then close it.
+        A watcher going away changes nothing for the shell."""
         attachment._end("detached")
+        if attachment in self.watchers:
+            self.watchers.remove(attachment)
+            return
         if self.attachment is not attachment or self.closed is not None:
             return
         self.attachment = None
@@ -314,6 +354,9 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
             self._keep_timer = None
         if self.attachment is not None:
             self.attachment._end(reason)
+        for watcher in self.watchers:
+            watcher._end(reason)
+        self.watchers.clear()
         if self._chan is not None:
             self._chan.close()
         self._release()
@@ -403,6 +446,16 @@ class TerminalManager:
                     "reason": session.closed,
                 },
             )
+
+    def watchable(self, env_id: str, node: str) -> TerminalSession | None:
+        """The shell a watcher of (environment, node) should see: the one attached most recently, else the
+        one detached most recently; None when there is none."""
+        live = [
+            s for k, s in self._sessions.items() if (k.env_id, k.node) == (env_id, node) and s.closed is None
+        ]
+        if not live:
+            return None
+        return max(live, key=lambda s: (s.attachment is not None, s.attached_at))
 
     def count(self) -> int:
         return len(self._sessions)

@@ -180,12 +180,17 @@ class TerminalSockets:
             return
         await _bridge(ws, *attached, self.ctx.stack.settings.terminal_keep_s)
 
-    async def _attach(self, scope: Scope, env_id: str, node: str) -> tuple[TerminalSession, Attachment]:
-        """Admit the client, then find or open its shell; the environment record is not kept after this."""
+    async def _attach(self, scope: Scope, env_id: str, node: str) -> tuple[TerminalSession, Attachment, str]:
+        """Admit the client, then find or open its shell (or the shell it watches); returns the session,
+        the attachment and the client's session id. The environment record is not kept after this."""
         stack = self.ctx.stack
         settings = stack.settings
         admission, target = _admit(self.ctx, scope, env_id, node)
         key = admission.key
+        if admission.claims.read_only:  # staff watching a learner: their live shell, when there is one
+            watched = MANAGER.watchable(key.env_id, node)
+            if watched is not None:
+                return watched, watched.watch(admission.offset), key.session_id
 
         def activity() -> None:
             stack.environments.touch(key.env_id)
@@ -215,7 +220,7 @@ class TerminalSockets:
             cols=0 if new else admission.cols,
             rows=0 if new else admission.rows,
         )
-        return session, attachment
+        return session, attachment, key.session_id
 
 
 async def _refuse(ws: Socket, code: int, message: str) -> None:
@@ -226,12 +231,12 @@ async def _refuse(ws: Socket, code: int, message: str) -> None:
         pass
 
 
-async def _bridge(ws: Socket, session: TerminalSession, attachment: Attachment, keep_s: float) -> None:
+async def _bridge(
+    ws: Socket, session: TerminalSession, attachment: Attachment, session_id: str, keep_s: float
+) -> None:
     pump = None
     try:
-        await ws.send_json(
-            {"type": "ready", "offset": attachment.ready_offset, "session": session.key.session_id}
-        )
+        await ws.send_json({"type": "ready", "offset": attachment.ready_offset, "session": session_id})
         pump = asyncio.ensure_future(_pump(ws, attachment))
         await _receive(ws, attachment, pump)
     except Exception:  # the client vanished mid-send
