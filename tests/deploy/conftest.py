@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from tests.deploy.nova_metadata import MetadataService
+from tests.support.heat_harness import heat_clouds as heat_clouds
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -113,31 +114,6 @@ def heat_python() -> Path:
     constraints = ROOT / "scripts/heat-harness/constraints.txt"
     extra = ["-c", str(constraints)] if constraints.exists() else []
     return _venv("heat-venv", [*extra, "openstack-heat"]) / "bin/python"
-
-
-HEAT_HARNESS = ROOT / "scripts/heat-harness"
-
-
-@pytest.fixture(scope="session")
-def heat_clouds() -> Iterator[Path]:
-    """The real Keystone + Heat of scripts/heat-harness (started once, stopped at the end unless
-    STACKLAB_HEAT_KEEP=1), openstacksdk pointed at its clouds.yaml."""
-    started = subprocess.run([str(HEAT_HARNESS / "start.sh")], capture_output=True, text=True, timeout=900)
-    if started.returncode != 0:
-        subprocess.run([str(HEAT_HARNESS / "stop.sh")], check=False)
-        pytest.fail(f"heat harness failed to start:\n{started.stdout}\n{started.stderr}")
-    home = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat"))
-    previous = os.environ.get("OS_CLIENT_CONFIG_FILE")
-    os.environ["OS_CLIENT_CONFIG_FILE"] = str(home / "etc/clouds.yaml")
-    try:
-        yield home / "etc/clouds.yaml"
-    finally:
-        if previous is None:
-            os.environ.pop("OS_CLIENT_CONFIG_FILE", None)
-        else:
-            os.environ["OS_CLIENT_CONFIG_FILE"] = previous
-        if os.environ.get("STACKLAB_HEAT_KEEP") != "1":
-            subprocess.run([str(HEAT_HARNESS / "stop.sh")], check=False, timeout=120)
 
 
 @pytest.fixture
