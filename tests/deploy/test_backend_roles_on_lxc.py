@@ -4,8 +4,12 @@ Three nodes (LocalProvider on a temporary root) play backend_servers; the roles 
 them. Checked from the host: a three-node Galera cluster (a row written on one node is read on another),
 Redis replicating from the first node with a Sentinel on each, and the health endpoints the internal
 Octavia load balancer probes - 200 on every synced Galera node, 200 on the Redis primary only; then
-Sentinel fails the primary over and the endpoint follows. MongoDB and Meilisearch are not packaged by
-Debian and nodes reach no other repository here: those two roles are covered by syntax-check and lint.
+Sentinel fails the primary over and the endpoint follows. Galera's state transfers go through mariabackup
+(the donor keeps serving): the two joiners of the new cluster got their state that way, and a node whose
+state is wiped while a row is written elsewhere gets it back by a new mariabackup SST. The SQL account task
+says "changed" on the first run and not on the second (a fingerprint of the accounts, grants and databases).
+MongoDB and Meilisearch are not packaged by Debian and nodes reach no other repository here: those two roles
+are covered by syntax-check and lint.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from pathlib import Path
 import asyncssh
 import httpx
 import pytest
-from tests.deploy.test_roles_on_lxc import BOOTSTRAP, HOST_CAS, IMAGE_DIR, LOGIN, run_sync, wait_ssh
+from tests.deploy.test_roles_on_lxc import (
+    BOOTSTRAP,
+    HOST_CAS,
+    IMAGE_DIR,
+    LOGIN,
+    run_sync,
+    task_result,
+    wait_ssh,
+)
 from tests.support.lxc import require_lxc
 
 from stacklab.providers.base import NodeSpec, StackRequest
@@ -30,6 +42,7 @@ from stacklab.providers.base import NodeSpec, StackRequest
 pytestmark = [pytest.mark.deploy, pytest.mark.lxc]
 
 ANSIBLE = Path(__file__).resolve().parents[2] / "deploy/ansible"
+DATADIR = "/var/lib/stacklab-data/mysql"
 NAMES = ("b0", "b1", "b2")
 SITE = (
     BOOTSTRAP
@@ -87,6 +100,12 @@ def node_run(nodes: dict[str, str], node: str, command: str, check: bool = True)
     return run_sync(go())
 
 
+def mariadb_journal(nodes: dict[str, str], node: str, since: str = "") -> str:
+    """MariaDB's log on a node (Debian's mariadbd logs to the journal), from `since` if given."""
+    since_arg = f" --since '{since}'" if since else ""
+    return node_run(nodes, node, f"sudo journalctl -u mariadb --no-pager -o cat{since_arg}", False)
+
+
 def health(ip: str, port: int) -> int:
     try:
         return httpx.get(f"http://{ip}:{port}/", timeout=5).status_code
@@ -134,7 +153,7 @@ def test_galera_redis_sentinel_and_health_on_three_lxc_nodes(
 ) -> None:
     started = time.monotonic()
     try:
-        play(tmp_path, nodes, deploy_env)
+        first = play(tmp_path, nodes, deploy_env)
     except AssertionError as error:
         units = "mariadb redis-server redis-sentinel stacklab-health@galera stacklab-health@redis"
         journal = node_run(
@@ -154,6 +173,15 @@ def test_galera_redis_sentinel_and_health_on_three_lxc_nodes(
     )
     assert node_run(nodes, "b2", "sudo mariadb -BN -e 'SELECT id FROM stacklab.t'").split() == ["42"]
     assert [health(nodes[n], 9200) for n in NAMES] == [200, 200, 200]
+    assert task_result(
+        first, "galera : Create the accounts and databases (once, replicated by Galera)"
+    ).startswith("changed:")
+
+    # The joiners of the new cluster got their state from a donor by mariabackup, not rsync
+    for joiner in ("b1", "b2"):
+        journal = mariadb_journal(nodes, joiner)
+        assert "wsrep_sst_mariabackup --role 'joiner'" in journal, journal[-3000:]
+        assert "wsrep_sst_rsync" not in journal, journal[-3000:]
 
     # Redis: b0 primary with two replicas; only the primary's endpoint admits traffic
     auth = "REDISCLI_AUTH=redis-password-for-the-test redis-cli --no-auth-warning"
@@ -163,6 +191,34 @@ def test_galera_redis_sentinel_and_health_on_three_lxc_nodes(
     # A second run changes nothing (Sentinel's own rewrites of its files are left alone)
     second = play(tmp_path, nodes, deploy_env)
     assert " changed=0 " in second.split("PLAY RECAP")[1], second[-3000:]
+    assert task_result(
+        second, "galera : Create the accounts and databases (once, replicated by Galera)"
+    ).startswith("ok:")
+
+    # A node that lost its state (no grastate.dat) while the cluster took a write: a full SST by mariabackup
+    node_run(nodes, "b2", f"sudo systemctl stop mariadb && sudo rm -f {DATADIR}/grastate.dat")
+    node_run(nodes, "b0", "sudo mariadb -e 'INSERT INTO stacklab.t VALUES (43)'")
+    since = node_run(nodes, "b2", "date '+%Y-%m-%d %H:%M:%S'").strip()
+    node_run(nodes, "b2", "sudo systemctl start --no-block mariadb")
+    state = ""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and "Synced" not in state:
+        time.sleep(2)
+        state = node_run(
+            nodes, "b2", "sudo mariadb -BN -e \"SHOW STATUS LIKE 'wsrep_local_state_comment'\"", False
+        )
+    journal = mariadb_journal(nodes, "b2", since)
+    assert "Synced" in state, journal[-4000:]
+    assert "wsrep_sst_mariabackup --role 'joiner'" in journal, journal[-4000:]
+    assert node_run(nodes, "b2", "sudo mariadb -BN -e 'SELECT id FROM stacklab.t ORDER BY id'").split() == [
+        "42",
+        "43",
+    ]
+    donors = [
+        n for n in ("b0", "b1") if "wsrep_sst_mariabackup --role 'donor'" in mariadb_journal(nodes, n, since)
+    ]
+    assert len(donors) == 1, donors
+    print(f"mariabackup SST to a wiped b2 from {donors[0]}")
 
     # Failover: stop the primary; Sentinel promotes a replica and the health endpoint follows it
     node_run(nodes, "b0", "sudo systemctl stop redis-server")
