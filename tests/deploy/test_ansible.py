@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,3 +65,41 @@ def test_the_readme_maps_every_original_variable_and_tutor_setting() -> None:
     settings = yaml.safe_load((ANSIBLE / "group_vars/all.yml").read_text())["tutor_backend_settings"]
     missing = [key for key in settings if f"`{key}" not in table and f"{key}:" not in table]
     assert missing == [], f"Tutor settings without a row in the README table: {missing}"
+
+
+def test_the_pinned_meilisearch_version_has_a_checksum() -> None:
+    import yaml
+
+    defaults = yaml.safe_load((ANSIBLE / "roles/meilisearch/defaults/main.yml").read_text())
+    checksum = defaults["meilisearch_checksums"][defaults["meilisearch_version"]]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", checksum), checksum
+    assert defaults["meilisearch_allow_unverified_download"] is False
+
+
+@pytest.mark.deploy
+def test_the_meilisearch_role_refuses_a_download_it_cannot_verify(
+    deploy_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A version without a checksum stops the role at its first check, before it touches the host."""
+    (tmp_path / "play.yml").write_text(
+        "- name: Meilisearch\n  hosts: localhost\n  connection: local\n  gather_facts: false\n"
+        "  roles:\n    - role: meilisearch\n"
+    )
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            "localhost,",
+            "-e",
+            "meilisearch_version=9.9.9 meilisearch_master_key=a-master-key-for-the-test",
+            "play.yml",
+        ],
+        cwd=tmp_path,
+        env={**deploy_env, "ANSIBLE_ROLES_PATH": str(ANSIBLE / "roles")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "no checksum for Meilisearch 9.9.9" in result.stdout, result.stdout[-3000:]
+    assert "Create the meilisearch user" not in result.stdout

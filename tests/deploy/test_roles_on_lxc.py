@@ -6,6 +6,8 @@ ansible-playbook from the deploy venv:
 - `stacklab` installs the service from a wheel of this repo built on the host and copied in, a systemd unit
   and nginx in front; no Open edX on the node, so the XBlock step is off. From the host: /healthz answers
   through nginx, and a websocket upgrade through nginx reaches the terminal endpoint (closed with 44xx).
+  nginx also routes Tutor's MEILISEARCH_PUBLIC_URL host (meilisearch.<LMS host>) to the Meilisearch upstream:
+  Meilisearch itself is not installable here, so a stand-in HTTP server on the node answers its /health.
 - `course_from_git` gets the course as a git bundle (nodes cannot reach the host); its import command appends
   a line to a log on the node: it runs once, not again when nothing changed, and again after a new commit.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -39,6 +42,21 @@ ANSIBLE = ROOT / "deploy/ansible"
 IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
 LOGIN = "learner"
 IMPORT_LOG = "/var/log/course-import.log"
+MEILISEARCH_HOST = "meilisearch.learn.example.org"
+# Answers like Meilisearch's GET /health, 404 elsewhere; says which Host it was asked for.
+MEILISEARCH_STANDIN = """
+import http.server, json
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        found = self.path == "/health"
+        body = json.dumps({"status": "available"} if found else {"code": "not_found"}).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Standin-Host", self.headers.get("Host", ""))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", 7700), H).serve_forever()
+"""
 HOST_CAS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
 
 BOOTSTRAP = """\
@@ -263,6 +281,8 @@ def test_stacklab_and_course_roles_on_an_lxc_node(
             "stacklab_install_xblock": False,
             "stacklab_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
             "host_ca_certificates": HOST_CAS,
+            "stacklab_meilisearch_host": MEILISEARCH_HOST,
+            "stacklab_meilisearch_upstream": "http://127.0.0.1:7700",
             "course_from_git_bundle": str(bundle),
             "course_from_git_version": "main",
             "course_from_git_environment": {},
@@ -285,6 +305,28 @@ def test_stacklab_and_course_roles_on_an_lxc_node(
     assert code is not None and 4400 <= code < 4500, code
     print(f"terminal websocket through nginx: closed by the service with {code}")
     assert node_run(node, "systemctl is-active stacklab nginx").split() == ["active", "active"]
+
+    # Tutor's MEILISEARCH_PUBLIC_URL host goes to Meilisearch (a stand-in here), every other host to stacklab
+    node_run(
+        node, f"sudo systemd-run --unit meilisearch-standin python3 -c {shlex.quote(MEILISEARCH_STANDIN)}"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        search = httpx.get(f"{base}/health", headers={"Host": MEILISEARCH_HOST}, timeout=10)
+        if search.status_code != 502:
+            break
+        time.sleep(0.5)
+    assert search.status_code == 200, search.text
+    assert search.json() == {"status": "available"}
+    assert search.headers["server"].startswith("nginx")
+    assert search.headers["x-standin-host"] == MEILISEARCH_HOST
+    assert httpx.get(f"{base}/healthz", headers={"Host": MEILISEARCH_HOST}, timeout=10).status_code == 404
+    other = httpx.get(f"{base}/health", headers={"Host": "learn.example.org"}, timeout=10)
+    assert "x-standin-host" not in other.headers
+    assert httpx.get(f"{base}/healthz", headers={"Host": "learn.example.org"}, timeout=10).json() == {
+        "status": "ok"
+    }
+    print(f"{MEILISEARCH_HOST} through nginx: /health answered by the Meilisearch stand-in")
 
     # The course was imported once, from the first commit.
     assert task_result(first_out, "course_from_git : Import the course") == "changed: [app]"

@@ -169,7 +169,13 @@ def test_cluster_topology() -> None:
     assert resources["app_monitor"]["properties"]["pool"] == {"get_resource": "app_pool"}
     assert resources["worker_group"]["properties"]["desired_capacity"] == {"get_param": "worker_count"}
     outputs = template["outputs"]
-    assert {"public_ips", "lb_address", "scale_up_url", "scale_down_url"} <= set(outputs)
+    assert {"public_ips", "lb_address", "scale_up_url", "scale_down_url", "dns_names", "search_url"} <= set(
+        outputs
+    )
+    # browsers reach Meilisearch at Tutor's MEILISEARCH_PUBLIC_URL (meilisearch.<LMS host>) via the public LB
+    assert outputs["search_url"]["value"] == {
+        "list_join": ["", ["http://meilisearch.", {"get_attr": ["site_host", "value"]}]]
+    }
     # every server waits for its wait condition
     for path in (HEAT / "cluster.yaml", HEAT / "lib/backend.yaml", HEAT / "lib/app-server.yaml"):
         types = [r["type"] for r in load(path)["resources"].values()]
