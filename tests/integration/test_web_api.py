@@ -76,6 +76,18 @@ async def launch(http: httpx.AsyncClient, learner: str, lab: str = "hello-lab") 
     return response.json()  # type: ignore[no-any-return]
 
 
+async def drive(stack: App, env_id: str) -> None:
+    """Reconcile until settled, after the passes the API itself kicked have finished.
+
+    The API submits a pass to the runner on every request that moves an environment; driving the same
+    environment from the test at the same time would be a second driver in this process, whose passes
+    both take the process's lease and both finish the step (a launch counted twice, a step recorded twice).
+    A server never does that: its runner keeps one pass per environment at a time.
+    """
+    await stack.engine.runner.idle()
+    await stack.environments.drive(env_id, 30)
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -85,7 +97,7 @@ async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type
     body = await launch(http, "learner-a")
     env_id, token = body["environment"]["id"], body["token"]
     assert body["lab_url"].endswith(f"/lab/{env_id}#token={token}")
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     status = (await http.get(f"/api/v1/environments/{env_id}", headers=bearer(token))).json()
     assert (status["ready"], status["progress"], status["nodes"]) == (True, "ready", ["main"])
     report = (await http.post(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).json()
@@ -111,7 +123,7 @@ async def test_launch_options_read_only_token_and_first_node(client) -> None:  #
     launched = watched.json()
     env_id, token = launched["environment"]["id"], launched["token"]
     assert launched["lab_url"].endswith(f"/lab/{env_id}?node=main#token={token}")
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     # A read-only token reads the lab and its checks, but may not act on it.
     assert (await http.get(f"/api/v1/environments/{env_id}", headers=bearer(token))).json()["ready"]
     assert (await http.get(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).status_code == 200
@@ -138,14 +150,14 @@ async def test_staff_observe_a_learners_lab_read_only(client) -> None:  # type: 
     assert stack.repo.list() == []  # watching never launches
     learner = await launch(http, "learner-a")
     env_id = learner["environment"]["id"]
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     stack.environments.request(env_id, Desired.SUSPENDED, "IdleTimeout")
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     watched = await http.post("/api/v1/observe", json=body, headers=headers)
     assert watched.status_code == 200, watched.text
     view = watched.json()
     assert view["environment"]["id"] == env_id and f"/lab/{env_id}#token=" in view["lab_url"]
-    await stack.environments.drive(env_id, 30)  # a paused lab is woken up for the staff member to see
+    await drive(stack, env_id)  # a paused lab is woken up for the staff member to see
     status = (await http.get(f"/api/v1/environments/{env_id}", headers=bearer(view["token"]))).json()
     assert status["ready"] is True
     assert "StaffViewResumed" in [t.reason for t in stack.repo.history(env_id)]
@@ -165,7 +177,7 @@ async def test_check_reports_carry_the_labs_score_policy(client) -> None:  # typ
     lms = bearer(lms_jwt())
     before = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()
     assert before == {"latest": None, "counted_score": None, "max_score": 3.0, "score_policy": "best"}
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     report = (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()
     assert (report["score_policy"], report["max_score"], report["counted_score"]) == ("best", 3.0, 0.0)
 
@@ -242,7 +254,7 @@ async def test_bad_input_gets_a_clear_4xx(client) -> None:  # type: ignore[no-un
 async def test_operator_actions_go_through_the_controller(client) -> None:  # type: ignore[no-untyped-def]
     http, stack = client
     env_id = (await launch(http, "learner-a"))["environment"]["id"]
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     login = await http.post("/admin/login", data={"password": "wrong"})
     assert login.status_code == 401
     login = await http.post("/admin/login", data={"password": "operator-pass"}, follow_redirects=False)
@@ -251,7 +263,7 @@ async def test_operator_actions_go_through_the_controller(client) -> None:  # ty
     assert [e["id"] for e in listed] == [env_id]
     acted = (await http.post(f"/api/v1/admin/environments/{env_id}/suspend", headers=bearer(admin))).json()
     assert (acted["desired"], acted["observed"]) == ("suspended", "running")
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     detail = (await http.get(f"/api/v1/admin/environments/{env_id}", headers=bearer(admin))).json()
     assert detail["observed"] == "suspended"
     assert [h["reason"] for h in detail["history"]][-2:] == ["OperatorSuspend", "Suspended"]
@@ -271,7 +283,7 @@ async def test_no_secret_in_any_response_or_log_line(client, caplog) -> None:  #
     caplog.set_level(logging.DEBUG)
     body = await launch(http, "learner-a")
     env_id, token = body["environment"]["id"], body["token"]
-    await stack.environments.drive(env_id, 30)
+    await drive(stack, env_id)
     login = await http.post("/admin/login", data={"password": "operator-pass"}, follow_redirects=False)
     admin = login.headers["location"].split("#token=")[1]
     texts = [str(body)]
