@@ -272,3 +272,21 @@ async def test_exec_runs_on_the_node_and_counts_as_activity(app: App, tmp_path: 
     assert app.repo.get(record.id).last_activity_at == app.controller.clock()
     with pytest.raises(NotFound, match="no node 'nope'"):
         await app.environments.exec(record.id, "true", node="nope")
+
+
+async def test_activity_bursts_are_written_once_per_throttle_interval(app: App, tmp_path: Path) -> None:
+    record = app.environments.launch(write_lab(tmp_path), "fay")
+    assert await settle(app, record.id) == Observed.RUNNING
+    clock = app.controller.clock
+    throttle = app.controller.settings.activity_throttle_s
+    clock.now += 60  # type: ignore[attr-defined]
+    app.environments.touch(record.id)
+    first = app.repo.get(record.id).last_activity_at
+    assert first == clock.now  # type: ignore[attr-defined]
+    for _ in range(5):  # a burst of pings
+        clock.now += throttle / 10  # type: ignore[attr-defined]
+        app.environments.touch(record.id)
+    assert app.repo.get(record.id).last_activity_at == first  # one write for the burst
+    clock.now += throttle  # type: ignore[attr-defined]
+    app.environments.touch(record.id)
+    assert app.repo.get(record.id).last_activity_at == clock.now  # type: ignore[attr-defined]

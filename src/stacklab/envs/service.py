@@ -160,11 +160,17 @@ class Environments:
 
     # activity and requests --------------------------------------------------------------------------
     def touch(self, ref: str) -> EnvironmentRecord:
-        """Learner activity: keeps a running lab running, wakes a suspended one."""
+        """Learner activity: keeps a running lab running, wakes a suspended one.
+
+        A running lab's activity is written at most once per `activity_throttle_s`: idle deadlines are
+        minutes, and a burst of pings (an LMS, a tool, keystrokes) must not become a burst of writes.
+        """
         record = self.resolve(ref)
         if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
-            record.last_activity_at = self.clock()
-            self.repo.touch(record.id, record.last_activity_at)
+            now = self.clock()
+            if now - (record.last_activity_at or 0.0) >= self.controller.settings.activity_throttle_s:
+                record.last_activity_at = now
+                self.repo.touch(record.id, now)
             return record
         if record.desired == Desired.DELETED:
             raise Conflict(f"environment {record.id} is being deleted; launch it again instead")
