@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from stacklab.providers.base import NodeSpec, StackRequest, StackState
+from stacklab.providers.base import NodeSpec, StackRequest, StackState, StackStatus
 from stacklab.providers.local import LocalProvider, lxc
 from stacklab.providers.local.host import bridge_rules
 from stacklab.providers.local.network import bridge_exists, bridge_name
@@ -58,6 +58,17 @@ async def wait_ssh(handle: dict, timeout_s: float = 120) -> float:
 
     await asyncio.gather(*(one(ip) for ip in handle["nodes"].values()))
     return time.monotonic() - started
+
+
+async def wait_ready(provider: LocalProvider, handle: dict, timeout_s: float = 120) -> StackStatus:
+    """Wait until the provider reports the stack running: every node up and done with its setup."""
+    started = time.monotonic()
+    while True:
+        status = await provider.status(handle)
+        if status.state is StackState.RUNNING or time.monotonic() - started > timeout_s:
+            assert status.state is StackState.RUNNING, (status.reason, status.outputs)
+            return status
+        await asyncio.sleep(0.2)
 
 
 async def ssh(
@@ -191,7 +202,7 @@ async def test_packages_setup_and_apt_inside_a_node(
         "box", packages=("jq",), setup="#!/bin/bash\nset -e\necho ran-as-$(id -un) > /root/setup.out\n"
     )
     handle = await local_provider.create(request_for(name, key, spec))
-    await wait_ssh(handle, timeout_s=300)  # firstboot (apt) finishes before sshd starts
+    await wait_ready(local_provider, handle, timeout_s=300)  # packages and setup run after sshd starts
     ip = handle["nodes"]["box"]
     r = await ssh(ip, key, "jq --version; sudo cat /root/setup.out; cat /var/lib/stacklab/firstboot.status")
     out = r.stdout.splitlines()
@@ -214,10 +225,61 @@ async def test_failed_setup_still_lets_the_learner_in(
 ) -> None:
     name = new_stack_name()
     handle = await local_provider.create(request_for(name, key, NodeSpec("box", setup="exit 3")))
-    await wait_ssh(handle)
+    await wait_ready(local_provider, handle)
     r = await ssh(handle["nodes"]["box"], key, "cat /var/lib/stacklab/firstboot.status")
     assert r.stdout.startswith("failed: setup script")
     assert (await local_provider.status(handle)).outputs["firstboot"]["box"].startswith("failed")
+
+
+# Waits for ssh.service twice over (a restart, then the end of the boot), then for the test's word.
+SETUP_THAT_WAITS_FOR_SSH = """#!/bin/bash
+set -e
+systemctl restart ssh.service
+systemctl is-system-running --wait > /root/boot.state || true
+until [ -e /tmp/release-setup ]; do sleep 0.1; done
+printf 'Port 22\nPort 2222\n' > /etc/ssh/sshd_config.d/stacklab-test.conf
+echo setup-finished > /root/setup.out
+"""
+
+
+async def test_setup_may_wait_for_sshd_and_the_node_is_not_ready_until_it_ends(
+    local_provider: LocalProvider, new_stack_name, key
+) -> None:
+    """A setup script that restarts ssh or waits for the boot to end used to wait for itself: first
+    boot ran before sshd, so sshd (and the launch) waited until the 20 min timeout. Now setup runs after
+    sshd, and the node stays "creating" to the controller while it runs, even though SSH answers. A
+    setup that changes sshd's configuration has it applied before the node is ready."""
+    name = new_stack_name()
+    handle = await local_provider.create(
+        request_for(name, key, NodeSpec("box", setup=SETUP_THAT_WAITS_FOR_SSH))
+    )
+    await wait_ssh(handle, timeout_s=60)
+    ip = handle["nodes"]["box"]
+    deadline = time.monotonic() + 60
+    while True:  # sshd restarts under the setup script: retry until it lets us in
+        try:
+            r = await ssh(ip, key, "sudo cat /root/boot.state", check=False)
+        except (OSError, asyncssh.Error):
+            r = None
+        if r is not None and r.exit_status == 0:
+            break
+        assert time.monotonic() < deadline, "the setup script did not get past ssh and the boot"
+        await asyncio.sleep(0.2)
+    assert r.stdout.strip() == "running"  # the boot finished while setup was still going
+    status = await local_provider.status(handle)
+    assert status.state is StackState.CREATING, status
+    assert status.reason == "setup running on box"
+    assert status.outputs["firstboot"]["box"].startswith("running")
+
+    await ssh(ip, key, "sudo touch /tmp/release-setup")
+    status = await wait_ready(local_provider, handle, timeout_s=30)
+    assert status.outputs["firstboot"]["box"].startswith("ok")
+    r = await ssh(ip, key, "sudo cat /root/setup.out; systemctl is-active stacklab-setup.service ssh.service")
+    assert r.stdout.split() == ["setup-finished", "inactive", "active"]
+    await wait_ssh({"nodes": {"box": ip}}, timeout_s=1)
+    reader, writer = await asyncio.open_connection(ip, 2222)  # sshd reloaded with the new port
+    assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"SSH-")
+    writer.close()
 
 
 async def test_a_stopped_node_is_failed_and_create_repairs_it(

@@ -78,6 +78,7 @@ MASKED_UNITS = (
 RECIPE_REVISION = 1  # bump when the build steps below change meaning
 FILES_DIR = Path(__file__).with_name("files")
 STAMP_FILE = "stacklab-image.json"
+FIRSTBOOT_UNITS = ("stacklab-firstboot.service", "stacklab-setup.service")
 IMAGE_PREFIX = f"debian-{SUITE}-"
 
 Progress = Callable[[str], None]
@@ -286,17 +287,18 @@ def _configure(rootfs: Path, mirror: str, security: str | None) -> None:
         if link.exists() or link.is_symlink():
             link.unlink()
         link.symlink_to("/dev/null")
-    # First boot unit.
+    # First boot units: user and key before sshd, packages and setup after it.
     sbin = rootfs / "usr" / "local" / "sbin"
     sbin.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(FILES_DIR / "stacklab-firstboot", sbin / "stacklab-firstboot")
     os.chmod(sbin / "stacklab-firstboot", 0o755)
-    shutil.copyfile(FILES_DIR / "stacklab-firstboot.service", system / "stacklab-firstboot.service")
     wants = system / "multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
-    link = wants / "stacklab-firstboot.service"
-    if not link.is_symlink():
-        link.symlink_to("/etc/systemd/system/stacklab-firstboot.service")
+    for unit in FIRSTBOOT_UNITS:
+        shutil.copyfile(FILES_DIR / unit, system / unit)
+        link = wants / unit
+        if not link.is_symlink():
+            link.symlink_to(f"/etc/systemd/system/{unit}")
     # Journald: keep it small.
     jd = etc / "systemd" / "journald.conf.d"
     jd.mkdir(parents=True, exist_ok=True)

@@ -190,6 +190,8 @@ class LocalProvider(Provider):
                     "image": lower,
                     "nodes": nodes,
                     "login_user": request.login_user,
+                    # Nodes whose first boot goes on after sshd answers (packages, setup script).
+                    "setup_nodes": sorted(n.name for n in request.nodes if n.packages or n.setup),
                     "created": rec.get("created") or time.time(),
                 }
                 self._write_record(stack, rec)
@@ -307,9 +309,9 @@ class LocalProvider(Provider):
             return StackStatus(StackState.ABSENT, reason="no container, dir or bridge exists")
         addresses = tuple(NodeAddress(n, ip) for n, ip in nodes_ip.items())
         outputs: dict[str, Any] = {}
+        fb: dict[str, str] = {}
         if rec:
             outputs = {"subnet": rec.get("subnet"), "bridge": rec.get("bridge")}
-            fb = {}
             for n in nodes_ip:
                 with contextlib.suppress(OSError):
                     fb[n] = (d / n / "upper/var/lib/stacklab/firstboot.status").read_text().strip()
@@ -338,14 +340,32 @@ class LocalProvider(Provider):
         states = {n: lxc.freezer_state(self.container(stack, n)) for n in wanted}
         values = set(states.values())
         if values == {"THAWED"}:
-            state = StackState.CREATING if creating else StackState.RUNNING
-            return StackStatus(state, nodes=addresses, outputs=outputs)
+            if creating:
+                return StackStatus(StackState.CREATING, nodes=addresses, outputs=outputs)
+            busy = self._setting_up(rec, fb)
+            if busy:
+                reason = "setup running on " + ", ".join(busy)
+                return StackStatus(StackState.CREATING, reason=reason, nodes=addresses, outputs=outputs)
+            return StackStatus(StackState.RUNNING, nodes=addresses, outputs=outputs)
         if values == {"FROZEN"}:
             return StackStatus(StackState.SUSPENDED, nodes=addresses, outputs=outputs)
         detail = ", ".join(f"{n}={s}" for n, s in states.items())
         return StackStatus(
             StackState.SUSPENDING, reason=f"nodes partly frozen: {detail}", nodes=addresses, outputs=outputs
         )
+
+    @staticmethod
+    def _setting_up(rec: dict[str, Any], firstboot: dict[str, str]) -> list[str]:
+        """Nodes whose packages or setup script have not finished (sshd answers while they run).
+
+        No outcome yet counts as running: the status file is written before sshd starts, but this
+        check may have read it before that. A failed setup is finished: the learner still gets in.
+        """
+        return [
+            n
+            for n in rec.get("setup_nodes", ())
+            if not firstboot.get(n) or firstboot[n].startswith("running")
+        ]
 
     def _creating(self, stack: str) -> bool:
         try:
