@@ -34,7 +34,7 @@ def lms_jwt(secret: str = LMS_SECRET, issuer: str = LMS_KEY, ttl_s: float = 60) 
     return jwt.encode({"iss": issuer, "exp": int(time.time() + ttl_s)}, secret, algorithm="HS256")
 
 
-def make_stack(tmp_path: Path, providers: dict[str, MemoryProvider]) -> App:
+def make_stack(tmp_path: Path, providers: dict[str, MemoryProvider], **extra: object) -> App:
     settings = Settings(
         data_dir=str(tmp_path / "data"),
         poll_interval_s=0.01,
@@ -42,6 +42,7 @@ def make_stack(tmp_path: Path, providers: dict[str, MemoryProvider]) -> App:
         admin_password="operator-pass",
         labs_dir=str(EXAMPLES),
         token_ttl_s=60,
+        **extra,  # type: ignore[arg-type]
     )
     return build_app(
         settings,
@@ -339,3 +340,45 @@ async def test_pages_and_static_files_carry_safe_headers(client) -> None:  # typ
     assert page.headers["referrer-policy"] == "no-referrer"
     static = await http.get("/static/style.css")
     assert static.status_code == 200 and static.headers["cache-control"] == "no-cache"
+
+
+def directives(policy: str) -> dict[str, str]:
+    return {d.split()[0]: " ".join(d.split()[1:]) for d in policy.split("; ")}
+
+
+async def test_pages_carry_a_content_security_policy(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    http, _stack = client
+    lab = await http.get("/lab/0000abcd")
+    policy = directives(lab.headers["content-security-policy"])
+    assert policy["script-src"] == "'self'" and policy["object-src"] == "'none'"
+    assert policy["connect-src"] == "'self' ws://testserver wss://testserver"
+    assert policy["frame-ancestors"] == "*"  # no LMS origin configured: the XBlock may embed it from anywhere
+    assert "x-frame-options" not in lab.headers
+    for path in ("/admin", "/admin/login"):
+        page = await http.get(path)
+        assert directives(page.headers["content-security-policy"])["frame-ancestors"] == "'none'", path
+        assert page.headers["x-frame-options"] == "DENY", path
+    wrong = await http.post("/admin/login", data={"password": "wrong"})
+    assert wrong.status_code == 401 and wrong.headers["x-frame-options"] == "DENY"
+    # What sets no policy of its own may not be framed: the static copy of a page, the API documentation.
+    for path in ("/static/admin.html", "/docs", "/healthz"):
+        response = await http.get(path)
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'", path
+        assert response.headers["x-frame-options"] == "DENY", path
+    # A Host header that is not a host name is not written into the policy.
+    odd = await http.get("/lab/0000abcd", headers={"host": "evil; script-src *"})
+    assert directives(odd.headers["content-security-policy"])["connect-src"] == "'self'"
+
+    lms = ("https://lms.example.org", "https://studio.example.org/", "bad; script-src *")
+    providers = {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", 1)})}
+    stack = make_stack(tmp_path / "lms", providers, allowed_origins=lms)
+    transport = httpx.ASGITransport(app=create_app(stack, run_engine=False))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://lab.example.org") as other:
+            policy = directives((await other.get("/lab/0000abcd")).headers["content-security-policy"])
+            assert policy["frame-ancestors"] == "'self' https://lms.example.org https://studio.example.org"
+            assert policy["script-src"] == "'self'"
+            admin = directives((await other.get("/admin")).headers["content-security-policy"])
+            assert admin["frame-ancestors"] == "'none'"
+    finally:
+        stack.close()

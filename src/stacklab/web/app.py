@@ -56,11 +56,20 @@ def build_context(stack: App) -> WebContext:
 
 
 class SecurityHeaders:
-    """Adds headers to every HTTP response; plain ASGI (a BaseHTTPMiddleware costs ~1 ms a request)."""
+    """Adds headers to every HTTP response; plain ASGI (a BaseHTTPMiddleware costs ~1 ms a request).
+
+    A response without a Content-Security-Policy of its own may not be framed (the pages set theirs, see
+    web/pages.py: the lab page is framed by the LMS); that covers the static HTML files served as they
+    are too (/static/admin.html), and the API documentation.
+    """
 
     HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
+    ]
+    NOT_FRAMED: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"content-security-policy", b"frame-ancestors 'none'"),
+        (b"x-frame-options", b"DENY"),
     ]
     STATIC = (b"cache-control", b"no-cache")  # revalidate: built files keep their names
 
@@ -75,7 +84,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                headers = [*message.get("headers", []), *extra]
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                    headers += self.NOT_FRAMED
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -2,11 +2,20 @@
 
 Tokens reach pages in the URL fragment (`#token=`), which browsers never send to servers, so tokens do
 not end up in access logs or Referer headers.
+
+Every page carries a Content-Security-Policy: scripts only from this service (the bundles in
+static/dist, no inline script), connections only to this service (the API and the terminal websocket,
+ws/wss of the page's own host), no plugins, no <base>, forms posting here only. Who may frame a page:
+the lab page is embedded by the LMS (the Open edX XBlock's iframe), so the `allowed_origins` setting
+names the LMS origins that may frame it (none configured: any, as an embeddable page must be until it
+is told its LMS); the operator pages may be framed by nobody (and say so to old browsers too, with
+X-Frame-Options).
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -23,18 +32,65 @@ DEMO_COURSE = "demo"
 router = APIRouter(include_in_schema=False)
 
 
-def _page(name: str) -> FileResponse:
-    return FileResponse(STATIC_DIR / name, media_type="text/html", headers={"Cache-Control": "no-store"})
+# A Host header fit to be written into a header: a name or an address, and a port.
+HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+# A source expression (an origin such as https://lms.example.org, a port may be *) that cannot end the
+# directive or the header it is written into.
+SOURCE = re.compile(r"^[^\s;,'\"]+$")
+
+
+def content_security_policy(host: str | None, frame_ancestors: str) -> str:
+    """The policy of a page served to `host` (the request's Host header) that `frame_ancestors` may frame."""
+    # 'self' covers ws/wss of the page's origin in CSP 3 browsers; older ones need the websocket spelled out.
+    sockets = f" ws://{host} wss://{host}" if host and HOST.match(host) else ""
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            # xterm.js's renderer writes its own <style> elements; a style runs no code and, with images
+            # and fonts from here only, sends nothing elsewhere.
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            f"connect-src 'self'{sockets}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            f"frame-ancestors {frame_ancestors}",
+        )
+    )
+
+
+def _operator_headers(request: Request) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": content_security_policy(request.headers.get("host"), "'none'"),
+        "X-Frame-Options": "DENY",
+    }
+
+
+def _lab_frame_ancestors(request: Request) -> str:
+    """The LMS origins that embed the lab page (the `allowed_origins` setting), or any when none is set."""
+    configured = context(request).stack.settings.allowed_origins
+    if not configured:
+        return "*"
+    return " ".join(["'self'", *(o.rstrip("/") for o in configured if SOURCE.match(o))])
+
+
+def _page(name: str, headers: dict[str, str]) -> FileResponse:
+    return FileResponse(
+        STATIC_DIR / name, media_type="text/html", headers={"Cache-Control": "no-store", **headers}
+    )
 
 
 @router.get("/")
-async def index() -> FileResponse:
-    return _page("index.html")
+async def index(request: Request) -> FileResponse:
+    policy = content_security_policy(request.headers.get("host"), "'self'")
+    return _page("index.html", {"Content-Security-Policy": policy})
 
 
 @router.get("/lab/{env_id}")
-async def lab_page(env_id: str) -> FileResponse:
-    return _page("lab.html")
+async def lab_page(request: Request, env_id: str) -> FileResponse:
+    policy = content_security_policy(request.headers.get("host"), _lab_frame_ancestors(request))
+    return _page("lab.html", {"Content-Security-Policy": policy})
 
 
 @router.get("/demo")
@@ -66,19 +122,23 @@ LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 
 
 @router.get("/admin/login")
-async def admin_login_form() -> HTMLResponse:
-    return HTMLResponse(LOGIN_FORM.format(error=""))
+async def admin_login_form(request: Request) -> HTMLResponse:
+    return HTMLResponse(LOGIN_FORM.format(error=""), headers=_operator_headers(request))
 
 
 @router.post("/admin/login", response_model=None)
 async def admin_login(request: Request, password: Annotated[str, Form()]) -> RedirectResponse | HTMLResponse:
     ctx = context(request)
     if not hmac.compare_digest(password.encode(), ctx.admin_password.encode()):
-        return HTMLResponse(LOGIN_FORM.format(error='<p role="alert">Wrong password.</p>'), status_code=401)
+        return HTMLResponse(
+            LOGIN_FORM.format(error='<p role="alert">Wrong password.</p>'),
+            status_code=401,
+            headers=_operator_headers(request),
+        )
     token = ctx.signer.issue("admin", "operator", None, ctx.stack.settings.token_ttl_s)
     return RedirectResponse(f"/admin#token={token}", status_code=303)
 
 
 @router.get("/admin")
-async def admin_page() -> FileResponse:
-    return _page("admin.html")
+async def admin_page(request: Request) -> FileResponse:
+    return _page("admin.html", _operator_headers(request))
