@@ -62,7 +62,10 @@ class Settings:
     token_ttl_s: float = field(default=900.0, metadata={"help": "Lifetime of learner and terminal tokens."})
     allowed_origins: tuple[str, ...] = field(
         default=(),
-        metadata={"help": "Extra origins allowed to open terminals (the service's own always is)."},
+        metadata={
+            "help": "LMS origins: may frame the lab page and open terminals (the service's own always may; "
+            "empty: any site may frame the lab page)."
+        },
     )
     lms_keys: dict[str, str] = field(
         default_factory=dict, metadata={"help": "LMS key -> shared secret for signed server-to-server calls."}

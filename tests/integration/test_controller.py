@@ -290,3 +290,20 @@ async def test_activity_bursts_are_written_once_per_throttle_interval(app: App, 
     clock.now += throttle  # type: ignore[attr-defined]
     app.environments.touch(record.id)
     assert app.repo.get(record.id).last_activity_at == clock.now  # type: ignore[attr-defined]
+
+
+async def test_one_pass_at_a_time_per_environment_within_a_process(
+    app: App, tmp_path: Path, providers: dict[str, MemoryProvider]
+) -> None:
+    """The lease keeps other processes out; within one process, a second pass started while one is
+    running (a drive next to the runner's pass) waits for the next round instead of repeating the step."""
+    events: list[str] = []
+    app.controller.listeners.append(lambda event, _s, _r: events.append(event))
+    record = app.environments.launch(write_lab(tmp_path), "gus")
+    for _ in range(20):
+        await asyncio.gather(*(app.controller.reconcile(record.id) for _ in range(3)))
+        if app.repo.get(record.id).observed == Observed.RUNNING:
+            break
+    assert app.repo.get(record.id).observed == Observed.RUNNING
+    assert [call for call in providers["a"].calls if call[0] == "create"] == [("create", record.stack_name)]
+    assert events.count("launched") == 1

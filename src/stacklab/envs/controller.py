@@ -80,6 +80,7 @@ class Controller:
         self.owner = process_identity()
         self._offload = repo.engine.dialect.name != "sqlite"
         self.listeners: list[Callable[[str, float, str], None]] = []
+        self._in_pass: set[str] = set()  # environments with a pass running in this process
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 
     def _emit(self, event: str, seconds: float = 0.0, reason: str = "") -> None:
@@ -92,7 +93,18 @@ class Controller:
 
         The pass takes the environment's lease and loads it in one transaction, and saves its outcome
         and gives the lease back in another: two commits for a step that needs no intermediate save.
+        The lease keeps other processes out; a second pass in this process (the lease is this process's
+        already) finds the environment busy and comes back after the poll interval.
         """
+        if env_id in self._in_pass:
+            return Result(self.settings.poll_interval_s)
+        self._in_pass.add(env_id)
+        try:
+            return await self._reconcile_once(env_id)
+        finally:
+            self._in_pass.discard(env_id)
+
+    async def _reconcile_once(self, env_id: str) -> Result:
         with self.repo.new_session() as session:
             record = await self._blocking(
                 partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
