@@ -208,6 +208,46 @@ def image_build(ctx: click.Context, force: bool) -> None:
     click.echo(f"base image ready at {path} ({time.time() - started:.1f}s)")
 
 
+@image.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def image_list(ctx: click.Context, as_json: bool) -> None:
+    """Base images on this host: the current recipe's, and older ones with what still uses them."""
+    from stacklab.providers.local.image import image_uses
+
+    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    uses = image_uses(settings.resolved_image_dir, [Path(settings.resolved_local_root_dir)])
+    if as_json:
+        rows = [{"path": str(u.path), "current": u.current, "used_by": list(u.users)} for u in uses]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not uses:
+        click.echo(f"no base image under {settings.resolved_image_dir} (stacklab image build makes one)")
+    for use in uses:
+        state = "current" if use.current else ("in use" if use.users else "unused: prune removes it")
+        click.echo(f"{use.path}  {state}")
+        for user in use.users:
+            click.echo(f"    {user}")
+
+
+@image.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_context
+def image_prune(ctx: click.Context, dry_run: bool) -> None:
+    """Remove base images of older recipes that nothing uses (no mounted node anywhere on the host, no
+    stack of this data dir recorded on them)."""
+    from stacklab.providers.local.image import prune_images
+
+    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    roots = [Path(settings.resolved_local_root_dir)]
+    removed = _run(prune_images(settings.resolved_image_dir, roots, dry_run))
+    verb = "would remove" if dry_run else "removed"
+    for path in removed:
+        click.echo(f"{verb} {path}")
+    if not removed:
+        click.echo("nothing to remove: every image is current or in use")
+
+
 # env ------------------------------------------------------------------------------------------------
 @main.group()
 def env() -> None:

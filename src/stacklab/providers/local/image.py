@@ -19,6 +19,7 @@ import stat
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from stacklab.errors import TerminalProviderError, TransientProviderError
@@ -102,6 +103,69 @@ def image_path(image_dir: str | os.PathLike[str]) -> Path:
 
 def image_ready(path: Path) -> bool:
     return (path / STAMP_FILE).is_file() and (path / "rootfs" / "sbin" / "init").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Old images: a changed recipe builds a new image dir; the old ones stay as long as a stack boots from them.
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    path: Path
+    current: bool  # the image of this code's recipe
+    users: tuple[str, ...]  # why it is in use: mounted overlays, stacks recorded on it
+
+
+def _overlay_lowers(mounts: str) -> dict[Path, list[str]]:
+    """Image dirs under live overlay mounts (`lowerdir=<image>/rootfs`), with their mount points."""
+    lowers: dict[Path, list[str]] = {}
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[2] != "overlay":
+            continue
+        for option in fields[3].split(","):
+            if option.startswith("lowerdir="):
+                lower = Path(option.removeprefix("lowerdir=").split(":")[0])
+                lowers.setdefault(lower.parent, []).append(fields[1])
+    return lowers
+
+
+def image_uses(image_dir: str | os.PathLike[str], roots: list[Path]) -> list[ImageUse]:
+    """Every image under `image_dir` and what uses it: overlays mounted anywhere on the host, and stacks
+    recorded (`<root>/<stack>/stack.json`) under the given provider roots (a stopped stack boots again
+    from the image it was made on)."""
+    base = Path(image_dir)
+    users: dict[Path, list[str]] = {}
+    mounts = Path("/proc/mounts").read_text() if Path("/proc/mounts").exists() else ""
+    for lower, points in _overlay_lowers(mounts).items():
+        users.setdefault(lower, []).extend(f"mounted at {point}" for point in points)
+    for root in roots:
+        for record in sorted(root.glob("*/stack.json")):
+            try:
+                image = json.loads(record.read_text()).get("image")
+            except (OSError, ValueError):
+                continue
+            if image:
+                users.setdefault(Path(image), []).append(f"stack {record.parent.name} under {root}")
+    current = image_path(base)
+    dirs = sorted(d for d in base.glob(f"{IMAGE_PREFIX}*") if d.is_dir()) if base.is_dir() else []
+    return [ImageUse(d, d == current, tuple(users.get(d, ()))) for d in dirs]
+
+
+async def prune_images(image_dir: str | os.PathLike[str], roots: list[Path], dry_run: bool) -> list[Path]:
+    """Remove images that are neither current nor in use (under the build lock, so a build in progress is
+    left alone); returns them."""
+
+    def unused() -> list[Path]:
+        return [use.path for use in image_uses(image_dir, roots) if not use.current and not use.users]
+
+    if dry_run:
+        return unused()
+    async with file_lock(Path(image_dir) / ".build.lock"):
+        doomed = unused()
+        for path in doomed:
+            await _remove_tree(path)
+    return doomed
 
 
 # ----------------------------------------------------------------------------------------------------
