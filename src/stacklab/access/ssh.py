@@ -259,18 +259,27 @@ async def open_channel(
 ) -> tuple[T, Lease]:
     """`opener(connection)` on a pooled connection; one retry on a fresh connection when the node refuses
     another channel on a busy one. The caller releases the lease when its channel is closed."""
-    for attempt in (1, 2):
-        lease = await pool.lease(target, timeout_s)
-        try:
-            return await opener(lease.connection), lease
-        except asyncssh.ChannelOpenError:
-            lease.release(refused=True)
-            if attempt == 2:
-                raise
-        except BaseException:
-            lease.release()
-            raise
-    raise AssertionError("unreachable")
+    try:
+        return await _open_once(target, timeout_s, opener, pool)
+    except asyncssh.ChannelOpenError:  # that connection is marked full: the pool picks or opens another
+        return await _open_once(target, timeout_s, opener, pool)
+
+
+async def _open_once(
+    target: Target,
+    timeout_s: float,
+    opener: Callable[[asyncssh.SSHClientConnection], Awaitable[T]],
+    pool: ConnectionPool,
+) -> tuple[T, Lease]:
+    lease = await pool.lease(target, timeout_s)
+    try:
+        return await opener(lease.connection), lease
+    except asyncssh.ChannelOpenError:
+        lease.release(refused=True)
+        raise
+    except BaseException:
+        lease.release()
+        raise
 
 
 async def run(

@@ -88,9 +88,6 @@ class Attachment:
         self._pending.append(data)
         self._wake()
 
-    def _backlog(self) -> int:
-        return sum(len(chunk) for chunk in self._pending)
-
     def _end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
@@ -198,14 +195,16 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         if attachment is not None:
             attachment._push(data)
         if self.watchers:
-            self._feed_watchers(data)
+            self._feed_watchers(data, self.end - len(data))
         if not self._paused and self.end - self.acked > HIGH_WATER and self._chan is not None:
             self._paused = True
             self._chan.pause_reading()
 
-    def _feed_watchers(self, data: bytes) -> None:
+    def _feed_watchers(self, data: bytes, offset: int) -> None:
+        """Hand `data` (at stream `offset`) to the watchers; one that has not taken HIGH_WATER bytes is
+        dropped (what it holds is everything after what `output()` handed it: `offset - sent`)."""
         for watcher in list(self.watchers):
-            if watcher._backlog() > HIGH_WATER:
+            if offset - watcher.sent > HIGH_WATER:
                 self.watchers.remove(watcher)
                 watcher._end("the view fell too far behind the terminal; reopen it")
             else:
