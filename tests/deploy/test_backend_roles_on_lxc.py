@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,18 +24,10 @@ from pathlib import Path
 import asyncssh
 import httpx
 import pytest
-from tests.deploy.test_roles_on_lxc import (
-    BOOTSTRAP,
-    HOST_CAS,
-    IMAGE_DIR,
-    LOGIN,
-    run_sync,
-    task_result,
-    wait_ssh,
-)
-from tests.support.lxc import require_lxc
+from tests.deploy.test_roles_on_lxc import BOOTSTRAP, HOST_CAS, LOGIN, task_result
+from tests.support.lxc import lxc_nodes, run_sync
 
-from stacklab.providers.base import NodeSpec, StackRequest
+from stacklab.providers.base import NodeSpec
 
 pytestmark = [pytest.mark.deploy, pytest.mark.lxc]
 
@@ -60,34 +50,9 @@ SITE = (
 
 @pytest.fixture(scope="module")
 def nodes() -> Iterator[dict[str, str]]:
-    require_lxc()
-    from stacklab.providers.local import LocalProvider
-    from stacklab.providers.local.image import ensure_base_image
-
-    run_sync(ensure_base_image(IMAGE_DIR, progress=lambda msg: print(f"[image] {msg}", flush=True)))
-    root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-backends-", dir="/var/tmp"))
-    root.chmod(0o755)
-    provider = LocalProvider("local-backends", {"root_dir": str(root), "image_dir": IMAGE_DIR})
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    key_file = root / "id_ed25519"
-    key_file.write_bytes(key.export_private_key())
-    key_file.chmod(0o600)
-    name = f"slb-{os.getpid() % 100000:05d}"
-    request = StackRequest(
-        name=name,
-        login_user=LOGIN,
-        public_key=key.export_public_key().decode(),
-        nodes=tuple(NodeSpec(n, memory_mb=1024, pids_max=4096) for n in NAMES),
-    )
-    try:
-        handle = run_sync(provider.create(request))
-        ips = {n: handle["nodes"][n] for n in NAMES}
-        for ip in ips.values():
-            wait_ssh(ip)
-        yield {**ips, "key_file": str(key_file), "root": str(root)}
-    finally:
-        run_sync(provider.delete({"name": name}))
-        shutil.rmtree(root, ignore_errors=True)
+    specs = tuple(NodeSpec(n, memory_mb=1024, pids_max=4096) for n in NAMES)
+    with lxc_nodes(f"slb-{os.getpid() % 100000:05d}", LOGIN, specs) as (addresses, key_file):
+        yield {**addresses, "key_file": str(key_file)}
 
 
 def node_run(nodes: dict[str, str], node: str, command: str, check: bool = True) -> str:

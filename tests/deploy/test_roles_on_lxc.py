@@ -18,8 +18,6 @@ import asyncio
 import json
 import os
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,15 +29,14 @@ import asyncssh
 import httpx
 import pytest
 import websockets
-from tests.support.lxc import require_lxc
+from tests.support.lxc import lxc_nodes, run_sync
 
-from stacklab.providers.base import NodeSpec, StackRequest
+from stacklab.providers.base import NodeSpec
 
 pytestmark = [pytest.mark.deploy, pytest.mark.lxc]
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE = ROOT / "deploy/ansible"
-IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
 LOGIN = "learner"
 IMPORT_LOG = "/var/log/course-import.log"
 MEILISEARCH_HOST = "meilisearch.learn.example.org"
@@ -107,28 +104,6 @@ COURSE = (
 )
 
 
-def run_sync(coro):  # type: ignore[no-untyped-def]
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
-
-
-def wait_ssh(ip: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((ip, 22), timeout=1) as s:
-                s.settimeout(2)
-                if s.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no SSH banner from {ip} within {timeout_s} s")
-
-
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="stacklab-roles-", dir="/var/tmp") as tmp:
@@ -136,35 +111,11 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def node(workdir: Path) -> Iterator[dict[str, str]]:
+def node() -> Iterator[dict[str, str]]:
     """One LXC node on its own provider root; deleted (root and all) at the end, even on failure."""
-    require_lxc()
-    from stacklab.providers.local import LocalProvider
-    from stacklab.providers.local.image import ensure_base_image
-
-    run_sync(ensure_base_image(IMAGE_DIR, progress=lambda msg: print(f"[image] {msg}", flush=True)))
-    root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-roles-", dir="/var/tmp"))
-    root.chmod(0o755)
-    provider = LocalProvider("local-roles", {"root_dir": str(root), "image_dir": IMAGE_DIR})
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    key_file = workdir / "id_ed25519"
-    key_file.write_bytes(key.export_private_key())
-    key_file.chmod(0o600)
-    name = f"slr-{os.getpid() % 100000:05d}"
-    request = StackRequest(
-        name=name,
-        login_user=LOGIN,
-        public_key=key.export_public_key().decode(),
-        nodes=(NodeSpec("app", memory_mb=1536, pids_max=4096),),
-    )
-    try:
-        handle = run_sync(provider.create(request))
-        ip = handle["nodes"]["app"]
-        wait_ssh(ip)
-        yield {"ip": ip, "key_file": str(key_file)}
-    finally:
-        run_sync(provider.delete({"name": name}))
-        shutil.rmtree(root, ignore_errors=True)
+    spec = NodeSpec("app", memory_mb=1536, pids_max=4096)
+    with lxc_nodes(f"slr-{os.getpid() % 100000:05d}", LOGIN, (spec,)) as (addresses, key_file):
+        yield {"ip": addresses["app"], "key_file": str(key_file)}
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.helpers import post
+from tests.support.lxc import IMAGE_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "stacklab" / "web" / "static"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
 
 
 def free_port() -> int:

@@ -6,8 +6,6 @@ happens once per machine, not once per run. Every stack a test creates is delete
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
 import tempfile
 import uuid
@@ -15,9 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.lxc import require_lxc
-
-IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
+from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +71,3 @@ def new_stack_name(local_provider) -> Iterator[Callable[[], str]]:  # type: igno
 
     run_sync(cleanup())
     assert not errors, errors
-
-
-def run_sync(coro):  # type: ignore[no-untyped-def]
-    """Run a coroutine on a private loop (fixtures must not touch the test's current event loop)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.lxc import IMAGE_DIR
 
 from stacklab.providers.local import lxc
 from stacklab.providers.local.provider import LocalProvider
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.lxc
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 STACKLAB = [sys.executable, "-m", "stacklab.cli"]
-IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
 
 
 class Cli:

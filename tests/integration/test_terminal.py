@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -24,7 +23,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 import uvicorn
-from tests.support.lxc import require_lxc
+from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -42,7 +41,6 @@ from stacklab.wiring import App, build_app
 pytestmark = pytest.mark.lxc
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
 SECRET = "terminal-test-signing-secret"
 PROMPT = re.compile(rb"\$ $")
 FRAMES: list[bytes] = []  # every frame any test client received, for the key-leak check
@@ -57,15 +55,6 @@ class Lab:
 
     def token(self, env_id: str | None = None, ttl_s: float = 300, read_only: bool = False) -> str:
         return self.signer.issue("learner", "ann", env_id or self.env_id, ttl_s, read_only=read_only)
-
-
-def run_sync(coro):  # type: ignore[no-untyped-def]
-    """Run a coroutine on a private loop (module fixtures must not touch a test's event loop)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
 
 
 @pytest.fixture(scope="module")

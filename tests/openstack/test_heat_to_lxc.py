@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -28,7 +27,7 @@ import asyncssh
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from tests.support.lxc import require_lxc
+from tests.support.lxc import IMAGE_DIR, require_lxc
 from websockets.asyncio.client import ClientConnection, connect
 
 from stacklab.config import Settings
@@ -46,7 +45,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
 ]
 
-IMAGE_DIR = os.environ.get("STACKLAB_IMAGE_DIR", "/var/lib/stacklab/images")
 LOGIN = "learner"
 LEARNER = "heat-ann"
 HOSTNAME = "heatnode"  # the LXC node's own name; the environment calls it "main"

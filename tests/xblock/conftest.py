@@ -38,3 +38,15 @@ def workbench_venv() -> Path:
     subprocess.run([*pip, "-e", str(ROOT / "xblock")], check=True, timeout=600)
     STAMP.write_text(wanted)
     return VENV
+
+
+def migrate_workbench(python: str, workdir: str | Path, env: dict[str, str]) -> None:
+    """Create the workbench's database in `workdir` (Django's migrate, for the settings `env` names)."""
+    subprocess.run(
+        [python, "-m", "django", "migrate", "--run-syncdb", "--noinput"],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )

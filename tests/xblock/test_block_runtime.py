@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from tests.xblock.conftest import migrate_workbench
 
 pytestmark = [pytest.mark.e2e]
 
@@ -38,14 +39,7 @@ def test_parse_validate_and_export_in_a_real_runtime(workbench_venv: Path) -> No
     env = {"DJANGO_SETTINGS_MODULE": "workbench.settings", "PATH": "/usr/bin:/bin"}
     with tempfile.TemporaryDirectory(prefix="stacklab-xblock-rt-") as workdir:
         (Path(workdir) / "var").mkdir()
-        subprocess.run(
-            [python, "-m", "django", "migrate", "--run-syncdb", "--noinput"],
-            cwd=workdir,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        migrate_workbench(python, workdir, env)
         result = subprocess.run(
             [python, "-c", SCRIPT], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
         )

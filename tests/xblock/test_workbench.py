@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     stop,
     wait_http,
 )
+from tests.xblock.conftest import migrate_workbench
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
 
@@ -164,14 +165,7 @@ def start_workbench(venv: Path, service_url: str, secret: str) -> tuple[subproce
         "STACKLAB_TEST_XBLOCK_SETTINGS": json.dumps(xblock_settings),
     }
     python = str(venv / "bin" / "python")
-    subprocess.run(
-        [python, "-m", "django", "migrate", "--run-syncdb", "--noinput"],
-        cwd=workdir,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    migrate_workbench(python, workdir, env)
     port = free_port()
     with open(workdir / "workbench.out", "wb") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
