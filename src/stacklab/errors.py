@@ -3,8 +3,11 @@
 StacklabError
 ├── LabError                 a lab file is invalid (carries every problem found)
 ├── ConfigError              the service configuration is invalid
+├── InvalidInput             a request's value has no acceptable form (a name, a node, a body)
 ├── NotFound                 an environment, lab or node does not exist
 ├── Conflict                 the request contradicts the current state
+├── TokenError               a token is missing, malformed, forged, expired, revoked or replayed
+├── Refused                  a request is refused with a status (a websocket close code, an HTTP status)
 ├── AccessError              SSH to a node failed (unreachable, auth, timeout)
 └── ProviderError            a provider failed a step
     ├── TransientProviderError   worth retrying later (busy, unreachable, timeout)
@@ -21,6 +24,23 @@ class StacklabError(Exception):
 
 class ConfigError(StacklabError):
     """The service configuration is invalid."""
+
+
+class InvalidInput(StacklabError):
+    """A value in a request (a learner, course, node, body field) does not have an acceptable form."""
+
+
+class TokenError(StacklabError):
+    """The token is missing, malformed, tampered with, expired, revoked, replayed or for something else."""
+
+
+class Refused(StacklabError):
+    """A request refused with a status code that the boundary (HTTP or websocket) passes on as it is."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class NotFound(StacklabError):

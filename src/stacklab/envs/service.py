@@ -14,7 +14,7 @@ from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
 from stacklab.envs.controller import Controller, seal
 from stacklab.envs.transitions import Journal
-from stacklab.errors import Conflict, NotFound, StacklabError
+from stacklab.errors import Conflict, InvalidInput, NotFound
 from stacklab.labs.loader import lab_digest, parse_lab
 from stacklab.labs.schema import Lab
 from stacklab.store.repository import EnvKey
@@ -28,10 +28,6 @@ SETTLED = {
     Desired.SUSPENDED: {Observed.SUSPENDED, Observed.NEW, Observed.DELETED},
     Desired.DELETED: {Observed.DELETED},
 }
-
-
-class InvalidInput(StacklabError):
-    """A learner, course or reference does not have an acceptable form."""
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ class EnvironmentRecord(Base):
     last_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped by every write of intent (learner side) and every controller save: saves compare-and-set."""
 
 
 class TransitionRecord(Base):

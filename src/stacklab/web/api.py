@@ -8,8 +8,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from stacklab.checks.runner import counted_score
-from stacklab.envs.service import CheckReport, InvalidInput
-from stacklab.errors import NotFound
+from stacklab.envs.service import CheckReport
+from stacklab.errors import InvalidInput, NotFound
 from stacklab.labs.schema import Lab
 from stacklab.store.repository import EnvKey
 from stacklab.store.tables import EnvironmentRecord

@@ -18,8 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stacklab import __version__
-from stacklab.envs.service import InvalidInput
-from stacklab.errors import Conflict, LabError, NotFound, StacklabError
+from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError
 from stacklab.labs.catalog import LabCatalog
 from stacklab.web import api, pages, terminal
 from stacklab.web.context import WebContext

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request, WebSocket
 
 from stacklab.labs.catalog import LabCatalog
-from stacklab.web.tokens import Claims, TokenError, TokenSigner, allows
+from stacklab.errors import TokenError
+from stacklab.web.tokens import Claims, TokenSigner, allows
 from stacklab.wiring import App
 
 

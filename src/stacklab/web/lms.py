@@ -8,7 +8,7 @@ import jwt
 from fastapi import HTTPException, Request
 
 from stacklab.web.context import bearer, context
-from stacklab.web.tokens import TokenError
+from stacklab.errors import TokenError
 
 MAX_LIFETIME_S = 300
 LEEWAY_S = 30

@@ -41,10 +41,11 @@ from stacklab.access.terminal import (
     open_terminals,
     shutdown_terminals,
 )
-from stacklab.errors import AccessError, NotFound
+from stacklab.errors import AccessError, NotFound, Refused
 from stacklab.types import Observed
 from stacklab.web.context import WebContext
-from stacklab.web.tokens import Claims, TokenError, allows
+from stacklab.errors import TokenError
+from stacklab.web.tokens import Claims, allows
 
 __all__ = ["TerminalSockets", "close_sessions", "open_terminals", "shutdown_terminals"]
 
@@ -60,13 +61,6 @@ CLOSE_BAD_TOKEN = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_NOT_RUNNING = 4409
-
-
-class Refused(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class Socket:

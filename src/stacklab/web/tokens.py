@@ -15,11 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from stacklab.errors import TokenError
+
 Role = Literal["learner", "staff", "admin"]
-
-
-class TokenError(Exception):
-    """The token is missing, malformed, tampered with, expired or for something else."""
 
 
 @dataclass(frozen=True)
