@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stacklab.errors import NotFound
+from stacklab.procs import holder_is_dead
+from stacklab.procs import process_identity as process_identity  # the controller's import
 from stacklab.store.database import session_factory
 from stacklab.store.tables import (
     CheckRunRecord,
@@ -22,27 +22,6 @@ from stacklab.store.tables import (
     ProviderUsageRecord,
     TransitionRecord,
 )
-
-
-def process_identity() -> str:
-    """Who holds a lease: host, pid and the pid's start time (so a reused pid is not mistaken)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def holder_is_dead(owner: str) -> bool:
-    """True when a lease holder on this host is no longer running (it crashed or was killed)."""
-    host, pid, started = ([*owner.split(":"), "", "", ""])[:3]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    return _start_time(int(pid)) != started
 
 
 @dataclass(frozen=True)
