@@ -1,4 +1,4 @@
-"""Fixtures for tests that run real LXC containers (marked `lxc`): a provider on a temporary root dir.
+"""Fixtures: real LXC containers (marked `lxc`) on a temporary root dir; the engine on memory providers.
 
 The base image is cached in STACKLAB_IMAGE_DIR (default /var/lib/stacklab/images) so that its one-minute build
 happens once per machine, not once per run. Every stack a test creates is deleted afterwards, even on failure.
@@ -13,7 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.engine import Clock, memory_app
 from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
+from tests.support.memory_provider import MemoryProvider
+
+from stacklab.config import Settings
+from stacklab.wiring import App
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +76,17 @@ def new_stack_name(local_provider) -> Iterator[Callable[[], str]]:  # type: igno
 
     run_sync(cleanup())
     assert not errors, errors
+
+
+@pytest.fixture
+def providers(sshd_port: int) -> dict[str, MemoryProvider]:
+    """In-memory providers named local, a and b, whose nodes are a real SSH server."""
+    return {name: MemoryProvider(name, {"ssh": ("127.0.0.1", sshd_port)}) for name in ("local", "a", "b")}
+
+
+@pytest.fixture
+def app(settings: Settings, providers: dict[str, MemoryProvider]) -> Iterator[App]:
+    """The engine on each real database, with the memory providers and a clock the test moves."""
+    built = memory_app(settings, providers, Clock())
+    yield built
+    built.close()

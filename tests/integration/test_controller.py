@@ -7,76 +7,18 @@ stacks on demand; the LXC provider has its own tests with real containers.
 from __future__ import annotations
 
 import asyncio
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.engine import settle, write_lab
 from tests.support.memory_provider import MemoryProvider
 
-from stacklab.config import Settings
 from stacklab.errors import NotFound, TerminalProviderError, TransientProviderError
 from stacklab.providers.base import StackState
 from stacklab.types import Desired, Observed
-from stacklab.wiring import App, build_app
+from stacklab.wiring import App
 
 pytestmark = pytest.mark.db
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def write_lab(tmp_path: Path, providers: str = "- {name: a, type: local}", extra: str = "") -> Path:
-    path = tmp_path / "lab.yaml"
-    path.write_text(
-        textwrap.dedent(
-            """\
-            schema: 1
-            id: demo
-            title: Demo
-            login_user: learner
-            providers:
-            {providers}
-            local:
-              nodes:
-                - name: main
-            checks:
-              - name: marker
-                node: main
-                script: test -f "$HOME/.stacklab-marker-$(id -u)" || test -f /tmp/stacklab-marker
-                weight: 2
-                hint: create the marker
-            timeouts: {{launch: 30s, idle_suspend: 10m, delete_after: 1d}}
-            {extra}
-            """
-        ).format(providers=textwrap.indent(providers, ""), extra=extra)
-    )
-    return path
-
-
-@pytest.fixture
-def providers(sshd_port: int) -> dict[str, MemoryProvider]:
-    return {name: MemoryProvider(name, {"ssh": ("127.0.0.1", sshd_port)}) for name in ("local", "a", "b")}
-
-
-@pytest.fixture
-def app(settings: Settings, providers: dict[str, MemoryProvider]) -> Iterator[App]:
-    built = build_app(settings, {"local": lambda entry: providers[entry.name]}, follow_requeue=False)
-    clock = Clock()
-    built.controller.clock = clock
-    built.environments.clock = clock
-    yield built
-    built.close()
-
-
-async def settle(app: App, env_id: str) -> str:
-    record = await app.environments.drive(env_id, timeout_s=60)
-    return record.observed
 
 
 async def test_launch_runs_and_records_history(app: App, tmp_path: Path) -> None:

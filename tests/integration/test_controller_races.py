@@ -1,0 +1,156 @@
+"""The controller under interleavings and unexpected errors: nothing a learner owns is lost.
+
+Each test forces one interleaving that a busy service meets by chance (a launch during a sweep, a
+learner's click during a pass) or an error the controller did not plan for, on the real databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from tests.support.engine import settle, write_lab
+from tests.support.memory_provider import MemoryProvider
+
+from stacklab.providers.base import Handle, StackState
+from stacklab.secrets import Vault
+from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Desired, Observed
+from stacklab.wiring import App
+
+pytestmark = pytest.mark.db
+
+
+class GatedProvider(MemoryProvider):
+    """A memory provider whose list or suspend waits at a gate the test opens, after a hook runs."""
+
+    def __init__(self, name: str, settings: dict[str, object]) -> None:
+        super().__init__(name, settings)
+        self.gate = asyncio.Event()
+        self.gated: set[str] = set()
+        self.reached = asyncio.Event()
+
+    async def _pass_gate(self, call: str) -> None:
+        if call in self.gated:
+            self.reached.set()
+            await asyncio.wait_for(self.gate.wait(), 30)
+
+    async def list(self) -> list[str]:
+        await self._pass_gate("list")
+        return await super().list()
+
+    async def suspend(self, handle: Handle) -> None:
+        await self._pass_gate("suspend")
+        await super().suspend(handle)
+
+
+@pytest.fixture
+def providers(sshd_port: int) -> dict[str, MemoryProvider]:
+    return {name: GatedProvider(name, {"ssh": ("127.0.0.1", sshd_port)}) for name in ("local", "a")}
+
+
+async def test_a_lab_launched_during_the_sweep_is_not_taken_for_a_leak(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    provider = providers["a"]
+    lab = write_lab(tmp_path)
+    assert await settle(app, app.environments.launch(lab, "oldtimer").id) == Observed.RUNNING
+    provider.gated.add("list")
+    sweep = asyncio.create_task(app.engine.sweep())
+    await asyncio.wait_for(provider.reached.wait(), 30)
+    record = app.environments.launch(lab, "newcomer")  # while the sweep lists
+    assert await settle(app, record.id) == Observed.RUNNING
+    provider.gate.set()
+    report = await asyncio.wait_for(sweep, 30)
+    assert report.removed == []
+    assert provider.stacks.get(record.stack_name) == StackState.RUNNING
+    assert app.repo.get(record.id).observed == Observed.RUNNING
+
+
+async def test_a_leak_that_an_environment_takes_back_meanwhile_is_kept(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """A stack with no owner when the owners are read, whose environment then runs again (another
+    process relaunched it), is re-checked under that environment's lease and kept."""
+    provider = providers["a"]
+    record = app.environments.launch(write_lab(tmp_path), "returning")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.environments.request(record.id, Desired.DELETED, "test")
+    assert await settle(app, record.id) == Observed.DELETED
+    provider.stacks[record.stack_name] = StackState.RUNNING  # left behind: a leak
+    read_owners = app.repo.stack_owners
+
+    def owners_then_relaunch() -> dict[str, str]:
+        owners = read_owners()
+
+        def relaunched(current: EnvironmentRecord, _session: object) -> None:
+            current.desired, current.observed = Desired.RUNNING, Observed.RUNNING
+
+        app.repo.update(record.id, relaunched)  # another process's pass brought it back
+        return owners
+
+    app.repo.stack_owners = owners_then_relaunch  # type: ignore[method-assign]
+    report = await app.engine.sweep()
+    assert report.removed == []
+    assert record.stack_name in provider.stacks
+
+
+async def test_a_wake_up_during_a_pass_is_not_lost(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """The learner comes back while the pass is suspending their lab: the pass's save must not bury
+    the wake-up, so the next pass (from any runner) resumes the lab."""
+    provider = providers["a"]
+    record = app.environments.launch(write_lab(tmp_path), "backsoon")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    provider.gated.add("suspend")
+    suspending = asyncio.create_task(app.controller.reconcile(record.id))
+    await asyncio.wait_for(provider.reached.wait(), 30)
+    app.environments.touch(record.id)  # the learner is back, mid-pass
+    provider.gated.clear()
+    provider.gate.set()
+    await asyncio.wait_for(suspending, 30)
+    current = app.repo.get(record.id)
+    assert current.desired == Desired.RUNNING
+    assert current.due_at is not None and current.due_at <= app.controller.clock()
+    await app.engine.run_pass()  # any runner: only what is due in the database is looked at
+    assert app.repo.get(record.id).observed == Observed.RUNNING
+    assert provider.stacks[record.stack_name] == StackState.RUNNING
+
+
+async def test_an_unexpected_error_backs_off_is_recorded_and_ends_in_failed(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    provider = providers["a"]
+    record = app.environments.launch(write_lab(tmp_path), "unlucky")
+    assert await settle(app, record.id) == Observed.RUNNING
+    provider.fail_suspend = RuntimeError("disk on fire")
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    await app.controller.reconcile(record.id)
+    current = app.repo.get(record.id)
+    assert (current.attempts, current.last_reason, current.last_error) == (1, "RuntimeError", "disk on fire")
+    assert current.due_at == current.next_attempt_at and current.next_attempt_at > app.controller.clock()
+    assert current.lease_owner is None
+    assert await app.engine.run_pass() == 0  # not retried every poll interval: it waits for its backoff
+    for _ in range(app.controller.settings.max_attempts):
+        app.controller.clock.now += 60  # type: ignore[attr-defined]
+        await app.controller.reconcile(record.id)
+    current = app.repo.get(record.id)
+    assert (current.observed, current.last_reason) == (Observed.FAILED, "RuntimeError")
+    reasons = [t.reason for t in app.repo.history(record.id)]
+    assert reasons.count("RuntimeError") == app.controller.settings.max_attempts  # retries, then Failed
+
+
+async def test_a_secret_that_no_longer_decrypts_is_reported_not_looped(app: App, tmp_path: Path) -> None:
+    hook = "hooks: {before_suspend: {node: main, script: 'true'}}"
+    record = app.environments.launch(write_lab(tmp_path, extra=hook), "rotated")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.controller.vault = Vault(Fernet.generate_key().decode())  # the operator changed secret_key
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    await app.controller.reconcile(record.id)
+    current = app.repo.get(record.id)
+    assert current.attempts == 1 and "cannot be decrypted" in (current.last_error or "")
+    assert current.next_attempt_at is not None and current.next_attempt_at > app.controller.clock()
