@@ -8,19 +8,24 @@ outside is named after the environment (`sl-<id>`), and the intent is saved befo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
+
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from stacklab.access.keys import generate_keypair
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
+from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.policies import apply_policies, policy_deadline
 from stacklab.envs.providerset import ProviderSet
@@ -28,6 +33,7 @@ from stacklab.envs.transitions import Journal
 from stacklab.errors import (
     AccessError,
     CapacityExhausted,
+    Conflict,
     NotFound,
     ProviderError,
     TerminalProviderError,
@@ -89,34 +95,64 @@ class Controller:
 
     # entry point ------------------------------------------------------------------------------------
     async def reconcile(self, env_id: str) -> Result:
-        """One pass over one environment; never raises for provider or SSH trouble.
+        """One pass over one environment; never raises for provider, SSH or unexpected trouble.
 
         The pass takes the environment's lease and loads it in one transaction, and saves its outcome
         and gives the lease back in another: two commits for a step that needs no intermediate save.
-        The lease keeps other processes out; a second pass in this process (the lease is this process's
-        already) finds the environment busy and comes back after the poll interval.
         """
+        async with self._exclusively(env_id) as journal:
+            if journal is None:
+                return Result(self.settings.poll_interval_s)
+            try:
+                return await self._reconcile_leased(journal)
+            except Exception as exc:  # not planned for: retried with backoff like a transient error
+                log.exception("unexpected error in a pass", extra={"env_id": env_id})
+                return await self._recover(journal.session, env_id, exc)
+
+    @contextlib.asynccontextmanager
+    async def _exclusively(self, env_id: str) -> AsyncIterator[Journal | None]:
+        """Hold the environment: None when a pass has it already. The lease keeps other processes out;
+        a set keeps out a second pass of this process (the lease is this process's already)."""
         if env_id in self._in_pass:
-            return Result(self.settings.poll_interval_s)
+            yield None
+            return
         self._in_pass.add(env_id)
         try:
-            return await self._reconcile_once(env_id)
+            with self.repo.new_session() as session:
+                journal = await self._take(session, env_id)
+                try:
+                    yield journal
+                except BaseException:
+                    if journal is not None:
+                        session.rollback()
+                        self.repo.release_lease(env_id, self.owner)
+                    raise
+                if journal is not None and journal.record.lease_owner is not None:
+                    self.repo.release_lease(env_id, self.owner)  # held without a step to save
         finally:
             self._in_pass.discard(env_id)
 
-    async def _reconcile_once(self, env_id: str) -> Result:
-        with self.repo.new_session() as session:
-            record = await self._blocking(
-                partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
-            )
-            if record is None:
-                return Result(self.settings.poll_interval_s)
-            try:
-                return await self._reconcile_leased(Journal(record, self.clock(), session))
-            except BaseException:
-                session.rollback()
-                self.repo.release_lease(env_id, self.owner)
-                raise
+    async def _take(self, session: Session, env_id: str) -> Journal | None:
+        """Lease and load the environment; None when another pass holds it."""
+        record = await self._blocking(
+            partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
+        )
+        if record is None:
+            return None
+        journal = Journal(record, self.clock(), session)
+        journal.base = snapshot(record)
+        return journal
+
+    async def _recover(self, session: Session, env_id: str, exc: Exception) -> Result:
+        """After an unexpected error: forget what the pass had not saved (its steps are idempotent and
+        re-driven), count the attempt with its reason and back off; `failed` after max_attempts."""
+        session.rollback()
+        record = await self._blocking(partial(session.get, EnvironmentRecord, env_id, populate_existing=True))
+        if record is None:
+            raise NotFound(f"no environment {env_id!r}") from exc
+        journal = Journal(record, self.clock(), session)
+        journal.base = snapshot(record)
+        return await self._finish(journal, self._retry_later(journal, exc))
 
     async def _reconcile_leased(self, journal: Journal) -> Result:
         record = journal.record
@@ -331,20 +367,39 @@ class Controller:
         record.nodes = None
         record.provider = None
 
-    async def mark_vanished(self, env_id: str) -> None:
-        """The provider lost this environment's stack: start over from NEW (the sweep calls this)."""
-        with self.repo.new_session() as session:
-            record = await self._blocking(
-                partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
-            )
-            if record is None:
-                return
-            journal = Journal(record, self.clock(), session)
+    async def mark_vanished(self, env_id: str) -> bool:
+        """The provider lost this environment's stack: start over from NEW (the sweep calls this).
+
+        Checked again under the lease, at the provider: a stack listed before it was created, or an
+        environment that moved on meanwhile, is left alone."""
+        async with self._exclusively(env_id) as journal:
+            if journal is None:
+                return False
+            record = journal.record
+            if record.observed not in (Observed.RUNNING, Observed.SUSPENDED) or not record.provider:
+                return False
+            _, provider = self._provider_of(record, self.labs.get(record.lab_digest))
+            if (await provider.status(self._handle(record))).state != StackState.ABSENT:
+                return False
             self._forget_stack(journal)
             journal.observe(
                 Observed.NEW, "StackVanished", "the provider no longer has this stack", Progress.QUEUED
             )
             await self._finish(journal, 0.0)
+            return True
+
+    async def remove_leak(self, provider: Provider, name: str, env_id: str) -> bool:
+        """Delete a stack no environment owned when the sweep looked; checked again under the lease of
+        the environment its name points at, so that a lab launched meanwhile is never removed."""
+        try:
+            async with self._exclusively(env_id) as journal:
+                if journal is None or journal.record.observed != Observed.DELETED:
+                    return False
+                await provider.delete({"name": name})
+                return True
+        except NotFound:  # no such environment at all: nobody can take this stack back
+            await provider.delete({"name": name})
+            return True
 
     # failures ---------------------------------------------------------------------------------------
     def _retry_later(self, journal: Journal, exc: Exception) -> float | None:
@@ -468,9 +523,24 @@ class Controller:
 
     async def _save(self, journal: Journal) -> None:
         journal.record.updated_at = journal.now
-        journal.session.add_all(journal.entries)
+        await self._blocking(partial(self._commit, journal))
+
+    def _commit(self, journal: Journal) -> None:
+        """Save compare-and-set on the version: a learner's change made during the pass is merged
+        (envs/intent.py), never overwritten."""
+        session, record = journal.session, journal.record
+        with session.no_autoflush:
+            if not self.repo.bump_version(session, record.id, record.version):
+                theirs = self.repo.locked_columns(session, record.id, ("version", *INTENT_FIELDS))
+                journal.look_again |= merge_intent(journal, journal.base, theirs)
+                set_committed_value(record, "version", theirs["version"])
+                if not self.repo.bump_version(session, record.id, record.version):
+                    raise Conflict(f"environment {record.id} changed under its row lock")
+        set_committed_value(record, "version", record.version + 1)
+        session.add_all(journal.entries)
         journal.entries = []
-        await self._blocking(journal.session.commit)
+        session.commit()
+        journal.base = snapshot(record)
 
     async def _blocking(self, call: Callable[[], T]) -> T:
         """Database round trips: on a server database in a worker thread, so that passes overlap and
@@ -481,6 +551,8 @@ class Controller:
 
     async def _finish(self, journal: Journal, requeue: float | None) -> Result:
         record = journal.record
+        if journal.look_again:
+            requeue = 0.0
         if requeue is not None:
             record.due_at = journal.now + requeue
         elif record.next_attempt_at and record.next_attempt_at > journal.now:
@@ -490,4 +562,4 @@ class Controller:
             record.due_at = policy_deadline(record)
         record.lease_owner = record.lease_until = None
         await self._save(journal)
-        return Result(requeue)
+        return Result(0.0 if journal.look_again else requeue)

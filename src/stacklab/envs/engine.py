@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from stacklab.envs.controller import Controller
 from stacklab.errors import ProviderError
 from stacklab.jobs.runner import InProcessRunner
+from stacklab.providers.base import Provider
 from stacklab.store.repository import Repository
 from stacklab.types import Observed
 
@@ -52,33 +53,43 @@ class Engine:
         return count
 
     async def sweep(self) -> SweepReport:
-        """Delete stacks no environment owns; repair environments whose stack vanished."""
+        """Delete stacks no environment owns; repair environments whose stack vanished.
+
+        Each provider is listed first and the owners read after, so a stack created meanwhile has its
+        owner in the read; each candidate is checked again under its environment's lease before it goes.
+        """
         report = SweepReport()
-        owners = self.repo.stack_owners()
         for provider in self.controller.providers.all():
             try:
                 names = set(await provider.list())
             except ProviderError as exc:
                 report.errors.append(f"{provider.name}: {exc}")
                 continue
+            owners = self.repo.stack_owners()
             for name in sorted(names - set(owners)):
-                if not name.startswith(STACK_PREFIX):
-                    continue
-                try:
-                    await provider.delete({"name": name})
-                    report.removed.append(name)
-                    log.info("removed leaked stack", extra={"stack": name, "provider": provider.name})
-                except ProviderError as exc:
-                    report.errors.append(f"{provider.name}/{name}: {exc}")
-            report.repaired += await self._repair_vanished(provider.name, names)
+                if name.startswith(STACK_PREFIX):
+                    await self._remove_leak(provider, name, report)
+            report.repaired += await self._repair_vanished(provider, names, report)
         return report
 
-    async def _repair_vanished(self, provider_name: str, present: set[str]) -> list[str]:
+    async def _remove_leak(self, provider: Provider, name: str, report: SweepReport) -> None:
+        try:
+            if await self.controller.remove_leak(provider, name, name.removeprefix(STACK_PREFIX)):
+                report.removed.append(name)
+                log.info("removed leaked stack", extra={"stack": name, "provider": provider.name})
+        except ProviderError as exc:
+            report.errors.append(f"{provider.name}/{name}: {exc}")
+
+    async def _repair_vanished(self, provider: Provider, present: set[str], report: SweepReport) -> list[str]:
         repaired = []
-        for env_id, stack_name in self.repo.settled_on(provider_name, (Observed.RUNNING, Observed.SUSPENDED)):
-            if stack_name not in present:
-                await self.controller.mark_vanished(env_id)
-                repaired.append(env_id)
+        for env_id, stack_name in self.repo.settled_on(provider.name, (Observed.RUNNING, Observed.SUSPENDED)):
+            if stack_name in present:
+                continue
+            try:
+                if await self.controller.mark_vanished(env_id):
+                    repaired.append(env_id)
+            except ProviderError as exc:
+                report.errors.append(f"{provider.name}/{stack_name}: {exc}")
         return repaired
 
     async def run_forever(self, stop: asyncio.Event, sweep_every_s: float = 60.0) -> None:

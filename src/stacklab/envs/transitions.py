@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from stacklab.store.tables import EnvironmentRecord, TransitionRecord
@@ -16,6 +18,10 @@ class Journal:
         self.now = now
         self.session: Session = session  # type: ignore[assignment]
         self.entries: list[TransitionRecord] = []
+        self.base: dict[str, Any] = {}
+        """The learner-side columns as the pass last read or saved them (envs/intent.py merges on it)."""
+        self.look_again = False
+        """A save merged a learner's change the pass did not act on: the environment is due again now."""
 
     def _add(self, kind: str, old: str, new: str, reason: str, message: str) -> None:
         self.entries.append(

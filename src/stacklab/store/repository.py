@@ -147,12 +147,14 @@ class Repository:
             )
 
     def update(self, env_id: str, mutate: Callable[[EnvironmentRecord, Session], Any]) -> EnvironmentRecord:
-        """Load, change and save one environment in one transaction."""
+        """Load (row locked), change and save one environment in one transaction; bumps its version, so
+        a pass running meanwhile merges the change instead of overwriting it."""
         with self.session() as session:
-            record = session.get(EnvironmentRecord, env_id)
+            record = session.get(EnvironmentRecord, env_id, with_for_update=True)
             if record is None:
                 raise NotFound(f"no environment {env_id!r}")
             mutate(record, session)
+            record.version += 1
             return record
 
     def touch(self, env_id: str, now: float) -> bool:
@@ -163,7 +165,9 @@ class Repository:
         """
         with self.session() as session:
             result = session.execute(
-                update(EnvironmentRecord).where(EnvironmentRecord.id == env_id).values(last_activity_at=now)
+                update(EnvironmentRecord)
+                .where(EnvironmentRecord.id == env_id)
+                .values(last_activity_at=now, version=EnvironmentRecord.version + 1)
             )
             return result.rowcount > 0
 
@@ -214,6 +218,27 @@ class Repository:
         record = session.get(EnvironmentRecord, env_id, populate_existing=True)
         session.commit()
         return record
+
+    @staticmethod
+    def bump_version(session: Session, env_id: str, expected: int) -> bool:
+        """Compare-and-set: move the version on from `expected`, or do nothing when it moved already.
+
+        Once it succeeds, the row stays locked for the rest of the caller's transaction (a row lock on
+        PostgreSQL and MariaDB, the database's write lock on SQLite)."""
+        result = session.execute(
+            update(EnvironmentRecord)
+            .where(EnvironmentRecord.id == env_id, EnvironmentRecord.version == expected)
+            .values(version=expected + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    @staticmethod
+    def locked_columns(session: Session, env_id: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """The current values of some columns of one environment, row locked until the caller commits."""
+        columns = [getattr(EnvironmentRecord, name) for name in names]
+        row = session.execute(select(*columns).where(EnvironmentRecord.id == env_id).with_for_update()).one()
+        return dict(zip(names, row, strict=True))
 
     # leases -----------------------------------------------------------------------------------------
     def release_lease(self, env_id: str, owner: str) -> None:
