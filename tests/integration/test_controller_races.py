@@ -7,6 +7,7 @@ learner's click during a pass) or an error the controller did not plan for, on t
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,22 @@ async def test_a_secret_that_no_longer_decrypts_is_reported_not_looped(app: App,
     current = app.repo.get(record.id)
     assert current.attempts == 1 and "cannot be decrypted" in (current.last_error or "")
     assert current.next_attempt_at is not None and current.next_attempt_at > app.controller.clock()
+
+
+async def test_a_hung_provider_call_is_cut_recorded_and_retried(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """A cloud API call that never answers must not hold the lab (and its lease) forever."""
+    provider = providers["a"]
+    record = app.environments.launch(write_lab(tmp_path), "patient")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.controller.settings = replace(app.controller.settings, provider_timeout_s=0.2)
+    provider.gated.add("suspend")  # the gate stays shut: the call hangs
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    await asyncio.wait_for(app.controller.reconcile(record.id), 30)
+    current = app.repo.get(record.id)
+    assert (current.attempts, current.last_reason, current.lease_owner) == (1, "ProviderTimeout", None)
+    assert "did not answer within 0.2s" in (current.last_error or "")
+    provider.gated.clear()  # the cloud answers again
+    app.controller.clock.now += 60  # type: ignore[attr-defined]
+    assert await settle(app, record.id) == Observed.SUSPENDED

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -213,7 +213,7 @@ class Controller:
         await self._save(journal)
         provider = self.providers.get(entry)
         try:
-            record.handle = await provider.create(self._request(record, lab, entry))
+            record.handle = await self.bounded(provider.create(self._request(record, lab, entry)), provider)
         except ProviderError as exc:
             return await self._fail_over(journal, lab, exc.reason, str(exc))
         record.progress = Progress.BOOTING
@@ -228,11 +228,11 @@ class Controller:
                 journal, lab, "LaunchTimeout", f"not ready after {lab.timeouts.launch_s:g}s"
             )
         entry, provider = self._provider_of(record, lab)
-        status = await provider.status(self._handle(record))
+        status = await self.bounded(provider.status(self._handle(record)), provider)
         if status.state == StackState.FAILED:
             return await self._fail_over(journal, lab, "CreateFailed", status.reason or "the stack failed")
         if status.state == StackState.ABSENT:
-            record.handle = await provider.create(self._request(record, lab, entry))
+            record.handle = await self.bounded(provider.create(self._request(record, lab, entry)), provider)
             return self.settings.poll_interval_s
         if status.state != StackState.RUNNING:
             return self._poll_after(provider)
@@ -297,9 +297,9 @@ class Controller:
         _, provider = self._provider_of(record, lab)
         if record.progress != Progress.SUSPENDING:
             await self._run_hook(journal, "before_suspend", lab.hooks.before_suspend)
-            await provider.suspend(self._handle(record))
+            await self.bounded(provider.suspend(self._handle(record)), provider)
             record.progress = Progress.SUSPENDING
-        status = await provider.status(self._handle(record))
+        status = await self.bounded(provider.status(self._handle(record)), provider)
         if status.state == StackState.FAILED:
             record.progress = Progress.READY  # the retry asks the provider again
             raise TransientProviderError(f"suspend failed: {status.reason}", reason="SuspendFailed")
@@ -313,9 +313,9 @@ class Controller:
         record = journal.record
         _, provider = self._provider_of(record, lab)
         if record.progress != Progress.RESUMING:
-            await provider.resume(self._handle(record))
+            await self.bounded(provider.resume(self._handle(record)), provider)
             record.progress = Progress.RESUMING
-        status = await provider.status(self._handle(record))
+        status = await self.bounded(provider.status(self._handle(record)), provider)
         if status.state == StackState.ABSENT:
             journal.observe(Observed.NEW, "StackVanished", "the suspended stack no longer exists")
             return 0.0
@@ -333,6 +333,17 @@ class Controller:
         await self._save(journal)  # the learner may connect now; the hook runs while they do
         await self._run_hook(journal, "after_resume", lab.hooks.after_resume)
         return None
+
+    async def bounded(self, call: Awaitable[T], provider: Provider) -> T:
+        """A provider call that ends: one that hangs past provider_timeout_s is a transient failure, so
+        the pass records it and backs off instead of holding the environment until the lease runs out."""
+        limit = self.settings.provider_timeout_s
+        try:
+            return await asyncio.wait_for(call, limit)
+        except TimeoutError as exc:
+            raise TransientProviderError(
+                f"provider {provider.name} did not answer within {limit:g}s", reason="ProviderTimeout"
+            ) from exc
 
     def _poll_after(self, provider: Provider) -> float:
         """Look again soon, but no sooner than the provider wants to be asked (no tight polling)."""
@@ -353,7 +364,7 @@ class Controller:
         record = journal.record
         if record.provider:
             _, provider = self._provider_of(record, lab)
-            await provider.delete(self._handle(record))
+            await self.bounded(provider.delete(self._handle(record)), provider)
         self._forget_stack(journal)
         await self._save(journal)
 
@@ -379,7 +390,8 @@ class Controller:
             if record.observed not in (Observed.RUNNING, Observed.SUSPENDED) or not record.provider:
                 return False
             _, provider = self._provider_of(record, self.labs.get(record.lab_digest))
-            if (await provider.status(self._handle(record))).state != StackState.ABSENT:
+            status = await self.bounded(provider.status(self._handle(record)), provider)
+            if status.state != StackState.ABSENT:
                 return False
             self._forget_stack(journal)
             journal.observe(
@@ -395,10 +407,10 @@ class Controller:
             async with self._exclusively(env_id) as journal:
                 if journal is None or journal.record.observed != Observed.DELETED:
                     return False
-                await provider.delete({"name": name})
+                await self.bounded(provider.delete({"name": name}), provider)
                 return True
         except NotFound:  # no such environment at all: nobody can take this stack back
-            await provider.delete({"name": name})
+            await self.bounded(provider.delete({"name": name}), provider)
             return True
 
     # failures ---------------------------------------------------------------------------------------

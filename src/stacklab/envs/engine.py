@@ -61,7 +61,7 @@ class Engine:
         report = SweepReport()
         for provider in self.controller.providers.all():
             try:
-                names = set(await provider.list())
+                names = set(await self.controller.bounded(provider.list(), provider))
             except ProviderError as exc:
                 report.errors.append(f"{provider.name}: {exc}")
                 continue
