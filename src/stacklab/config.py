@@ -49,6 +49,13 @@ class Settings:
     reconcile_batch: int = field(default=200, metadata={"help": "Environments taken per controller pass."})
     reconcile_concurrency: int = field(default=16, metadata={"help": "Environments reconciled at once."})
     lease_s: float = field(default=120.0, metadata={"help": "How long one pass may hold an environment."})
+    provider_timeout_s: float = field(
+        default=100.0,
+        metadata={
+            "help": "Longest wait for one provider call (create, status, suspend, resume, delete, list); "
+            "a call that hangs longer is a transient failure retried with backoff. Keep it below lease_s."
+        },
+    )
     poll_interval_s: float = field(default=0.5, metadata={"help": "Re-check delay while a step is underway."})
     retry_backoff_s: tuple[float, ...] = field(
         default=(5.0, 15.0, 60.0, 300.0, 900.0), metadata={"help": "Delays between retries of failed steps."}
