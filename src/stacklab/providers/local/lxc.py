@@ -202,13 +202,27 @@ async def start(root: Path, name: str) -> None:
     if is_running(name):
         return
     rc, out, err = await run("lxc-start", "-P", str(root), "-n", name, timeout=60)
-    if rc != 0 and not is_running(name):
+    if rc != 0 and not is_running(name) and not await _started_by_another(root, name):
         log = ""
         with contextlib.suppress(OSError):
             log = "\n".join((root / name / "lxc.log").read_text().splitlines()[-8:])
         raise TransientProviderError(
             f"lxc-start {name} failed (exit {rc}): {(err or out).strip()}" + (f"\n{log}" if log else "")
         )
+
+
+async def _started_by_another(root: Path, name: str, timeout_s: float = 15) -> bool:
+    """Whether an lxc-start we did not run (a crashed create's orphan) is bringing the container up.
+
+    Ours then fails with "already running" before the container has a process in its cgroup: wait for
+    it while its monitor lives, instead of reporting a failed start.
+    """
+    deadline = time.monotonic() + timeout_s
+    while monitor_running(root, name) and time.monotonic() < deadline:
+        if is_running(name):
+            return True
+        await asyncio.sleep(0.05)
+    return is_running(name)
 
 
 async def stop_kill(root: Path, name: str) -> None:

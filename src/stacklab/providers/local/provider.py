@@ -6,7 +6,7 @@ On disk, under `root_dir` (the LXC path):
     subnets.json                   stack name -> its /24
     .locks/<stack>.lock            one create/delete at a time per stack
     <stack>/stack.json             subnet, bridge, base image, node -> address
-    <stack>/.creating              present while a create runs (pid, time)
+    <stack>/.creating              present while a create runs: who runs it (creating.py)
     <stack>/<node>/                upper, work, rootfs (overlay mount), config, lxc.log, console.log
     <stack>-<node> -> <stack>/<node>   the container dir as LXC looks it up (container name = <stack>-<node>)
 """
@@ -37,6 +37,7 @@ from stacklab.providers.base import (
 )
 
 from . import lxc
+from .creating import Creator, creator, mark, unmark
 from .host import prepare_host
 from .image import ensure_base_image, file_lock, image_path, image_ready
 from .network import (
@@ -57,19 +58,13 @@ DEFAULT_ROOT_DIR = "/var/lib/stacklab/local"
 DEFAULT_IMAGE_DIR = "/var/lib/stacklab/images"
 ROOT_MARKER = ".stacklab-root"
 CREATING_GRACE_S = 120
+"""A stack dir without record or marker is taken for a create just starting for this long."""
+INTERRUPTED = (
+    "a create stopped half-way (its process is gone): creating again finishes it, deleting removes it"
+)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 NODE_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}$")
 SHIFT = lxc.UID_SHIFT
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LocalProvider(Provider):
@@ -164,8 +159,7 @@ class LocalProvider(Provider):
             d = self.stack_dir(stack)
             d.mkdir(exist_ok=True)
             os.chmod(d, 0o755)
-            creating = d / ".creating"
-            creating.write_text(json.dumps({"pid": os.getpid(), "time": time.time()}))
+            marker = mark(d)
             try:
                 rec = self._record(stack) or {}
                 subnet = rec.get("subnet") or await allocate_subnet(self.root, stack)
@@ -212,8 +206,7 @@ class LocalProvider(Provider):
                         raise TerminalProviderError(msg)
                     raise TransientProviderError(msg)
             finally:
-                with contextlib.suppress(OSError):
-                    creating.unlink()
+                unmark(marker)
         return {"name": stack, "subnet": subnet, "nodes": dict(nodes)}
 
     async def _set_bridge_owner(self, bridge: str, stack: str) -> None:
@@ -299,6 +292,13 @@ class LocalProvider(Provider):
     # status
 
     async def status(self, handle: Handle) -> StackStatus:
+        """What the stack's containers, record and `.creating` marker say.
+
+        A create whose process died (its marker names a process that is gone) left a stack that is
+        neither being made nor failed: it is reported ABSENT, with a reason, so that the caller simply
+        creates it again, which finishes the same containers, mounts and bridge instead of duplicating
+        them (or deletes it, which removes them).
+        """
         stack = handle["name"]
         rec = self._record(stack)
         d = self.stack_dir(stack)
@@ -317,16 +317,21 @@ class LocalProvider(Provider):
                     fb[n] = (d / n / "upper/var/lib/stacklab/firstboot.status").read_text().strip()
             if fb:
                 outputs["firstboot"] = fb
-        creating = self._creating(stack)
+        who = creator(d)
         wanted = list(nodes_ip) or names
         stopped = [n for n in wanted if not running.get(n, lxc.is_running(self.container(stack, n)))]
         if rec is None or stopped:
-            if creating or (
-                rec is None and d.exists() and time.time() - d.stat().st_mtime < CREATING_GRACE_S
+            if who is Creator.ALIVE or (
+                who is Creator.NONE
+                and rec is None
+                and d.exists()
+                and time.time() - d.stat().st_mtime < CREATING_GRACE_S
             ):
                 return StackStatus(
                     StackState.CREATING, reason="create in progress", nodes=addresses, outputs=outputs
                 )
+            if who is Creator.DEAD:
+                return StackStatus(StackState.ABSENT, reason=INTERRUPTED)
             if rec is None:
                 return StackStatus(StackState.FAILED, reason="a create stopped half-way (no stack record)")
             reasons = []
@@ -340,7 +345,7 @@ class LocalProvider(Provider):
         states = {n: lxc.freezer_state(self.container(stack, n)) for n in wanted}
         values = set(states.values())
         if values == {"THAWED"}:
-            if creating:
+            if who is Creator.ALIVE:
                 return StackStatus(StackState.CREATING, nodes=addresses, outputs=outputs)
             busy = self._setting_up(rec, fb)
             if busy:
@@ -366,15 +371,6 @@ class LocalProvider(Provider):
             for n in rec.get("setup_nodes", ())
             if not firstboot.get(n) or firstboot[n].startswith("running")
         ]
-
-    def _creating(self, stack: str) -> bool:
-        try:
-            info = json.loads((self.stack_dir(stack) / ".creating").read_text())
-        except (OSError, ValueError):
-            return False
-        if info.get("pid") == os.getpid() or _pid_alive(int(info.get("pid", 0))):
-            return True
-        return time.time() - float(info.get("time", 0)) < CREATING_GRACE_S
 
     # ----------------------------------------------------------------------------------------------------
     # suspend / resume
