@@ -166,7 +166,11 @@ def launch_labs(service: Service, secret: str, count: int, timeout_s: float) -> 
     learners = []
     started = time.monotonic()
     for i in range(count):
-        lms = jwt.encode({"iss": LMS_ISSUER, "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+        lms = jwt.encode(
+            {"iss": LMS_ISSUER, "exp": int(time.time()) + 60, "jti": f"bench-{i}-{time.time()}"},
+            secret,
+            algorithm="HS256",
+        )
         body = {"course": "bench", "lab": "hello-lab", "learner": f"learner{i:03d}"}
         answer = http_json("POST", f"{service.url}/api/v1/launch", lms, body)
         learners.append(Learner(answer["environment"]["id"], answer["token"]))  # type: ignore[index]

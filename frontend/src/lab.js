@@ -463,6 +463,11 @@ async function doReset(ev) {
   confirm.disabled = true;
   try {
     const status = await api.post(`${base}/reset`);
+    // A reset withdraws every earlier token of the lab, ours too: carry on with the one it hands back.
+    if (status.token) {
+      api.setToken(status.token);
+      scheduleRefresh(epoch(status.expires_at) ?? tokenExpiry(status.token));
+    }
     $("reset-dialog").close();
     for (const t of terminals.values()) {
       t.session.forget();

@@ -505,9 +505,13 @@ def reconcile(ctx: click.Context, as_json: bool) -> None:
 )
 @click.option("--host", help="Listen address (default: http_host).")
 @click.option("--port", type=int, help="Listen port (default: http_port).")
-@click.option("--demo/--no-demo", default=True, help="Offer the demo lab at /demo.")
+@click.option(
+    "--demo/--no-demo",
+    default=None,
+    help="Offer the demo lab at /demo to anyone, capped (default: the demo_enabled setting, off).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool | None) -> None:
     import uvicorn
 
     from stacklab.web.app import create_app
@@ -519,7 +523,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool) ->
     web = create_app(app)
     base = web.state.ctx.public_url
     click.echo(f"stacklab {base}  (data in {settings.data_dir})", err=True)
-    if demo:
+    if settings.demo_enabled:
         click.echo(f"  demo lab:   {base}/demo", err=True)
     click.echo(
         f"  operators:  {base}/admin  (password in {Path(settings.data_dir) / 'admin.password'})", err=True

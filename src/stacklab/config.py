@@ -25,7 +25,44 @@ def _default_data_dir() -> str:
     return str(Path.home() / ".local" / "share" / "stacklab")
 
 
-SECRET_SETTINGS = frozenset({"secret_key", "lms_keys", "admin_password"})
+SECRET_SETTINGS = frozenset({"secret_key", "lms_keys", "admin_password", "metrics_token"})
+ANY_COURSE = "*"
+
+
+@dataclass(frozen=True)
+class LmsKey:
+    """One LMS's shared secret and the courses it may act for.
+
+    `courses` holds exact course ids and prefixes written with a trailing `*` (`course-v1:Org+*`);
+    `*` alone is every course. A key must say which: an empty list lets the key act for no course.
+    """
+
+    secret: str
+    courses: tuple[str, ...]
+
+    def allows(self, course: str) -> bool:
+        return any(
+            pattern == course or (pattern.endswith(ANY_COURSE) and course.startswith(pattern[:-1]))
+            for pattern in self.courses
+        )
+
+
+def parse_lms_key(name: str, raw: Any) -> LmsKey:
+    """`{"secret": S, "courses": [...]}`; a bare secret string (the first format) means every course."""
+    if isinstance(raw, str):
+        return LmsKey(raw, (ANY_COURSE,))
+    if not isinstance(raw, dict) or not isinstance(raw.get("secret"), str) or not raw["secret"]:
+        raise ConfigError(f'setting lms_keys: key {name!r} needs a non-empty string "secret"')
+    courses = raw.get("courses")
+    if not isinstance(courses, list) or not all(isinstance(c, str) and c for c in courses):
+        raise ConfigError(
+            f'setting lms_keys: key {name!r} needs "courses": a list of course ids or prefixes ending '
+            f'in \'*\' (e.g. ["course-v1:Org+*"]; ["*"] for every course)'
+        )
+    unknown = sorted(set(raw) - {"secret", "courses"})
+    if unknown:
+        raise ConfigError(f"setting lms_keys: key {name!r} has unknown field(s): {', '.join(unknown)}")
+    return LmsKey(raw["secret"], tuple(courses))
 
 
 @dataclass(frozen=True)
@@ -74,16 +111,55 @@ class Settings:
             "empty: any site may frame the lab page)."
         },
     )
-    lms_keys: dict[str, str] = field(
-        default_factory=dict, metadata={"help": "LMS key -> shared secret for signed server-to-server calls."}
+    lms_keys: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "LMS key -> {secret, courses} for signed server-to-server calls, e.g. "
+            '{"edx": {"secret": "...", "courses": ["course-v1:Org+*", "course-v1:Other+C1+2026"]}}: '
+            "a key acts only for the listed course ids and prefixes (trailing '*'; \"*\" alone: every "
+            "course). A bare secret string, the first format, still reads as every course and is logged."
+        },
+    )
+    max_body_bytes: int = field(
+        default=65536, metadata={"help": "Largest request body accepted (bytes); larger ones get 413."}
     )
     admin_password: str = field(default="", metadata={"help": "Operator password; default generated."})
-    demo_enabled: bool = field(default=True, metadata={"help": "Offer the demo login at /demo."})
+    admin_login_max_failures: int = field(
+        default=5, metadata={"help": "Wrong operator passwords one client may try per admin_login_window_s."}
+    )
+    admin_login_account_max_failures: int = field(
+        default=20,
+        metadata={"help": "Wrong operator passwords from all clients per admin_login_window_s (lockout)."},
+    )
+    admin_login_window_s: float = field(
+        default=300.0, metadata={"help": "Window (and lockout time) of the admin login limits."}
+    )
+    metrics_token: str = field(
+        default="", metadata={"help": "Bearer token /metrics requires (Prometheus); empty: /metrics is open."}
+    )
+    demo_enabled: bool = field(
+        default=False, metadata={"help": "Offer the demo login at /demo (`stacklab serve --demo`)."}
+    )
+    demo_max_environments: int = field(
+        default=20, metadata={"help": "Demo environments that may exist at once (not deleted)."}
+    )
+    demo_launches_per_client: int = field(
+        default=3, metadata={"help": "New demo labs one client address may start per demo_window_s."}
+    )
+    demo_window_s: float = field(default=3600.0, metadata={"help": "Window of demo_launches_per_client."})
     terminal_keep_s: float = field(
         default=600.0, metadata={"help": "How long a detached terminal's shell is kept for a reconnect."}
     )
     activity_throttle_s: float = field(
         default=10.0, metadata={"help": "At most one activity write per this."}
+    )
+    terminal_watch_interval_s: float = field(
+        default=2.0,
+        metadata={
+            "help": "How often each web process checks that the labs of its open terminals still run; a "
+            "terminal of a lab paused, deleted or reset elsewhere (CLI, policies, another process) closes "
+            "within this."
+        },
     )
 
     @property
@@ -99,6 +175,10 @@ class Settings:
         if self.image_dir:
             return self.image_dir
         return "/var/lib/stacklab/images" if os.geteuid() == 0 else str(Path(self.data_dir) / "images")
+
+    @property
+    def resolved_lms_keys(self) -> dict[str, LmsKey]:
+        return {name: parse_lms_key(name, raw) for name, raw in self.lms_keys.items()}
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECRET_SETTINGS}
@@ -141,7 +221,9 @@ def load_settings(**overrides: Any) -> Settings:
             values[name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})
     coerced = {name: _coerce(name, getattr(base, name), raw) for name, raw in values.items()}
-    return Settings(**coerced)
+    settings = Settings(**coerced)
+    settings.resolved_lms_keys  # noqa: B018 - a malformed key is a configuration error at start
+    return settings
 
 
 def describe_settings() -> str:

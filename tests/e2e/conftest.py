@@ -168,6 +168,8 @@ def serving_stacklab(prefix: str, extra_env: dict[str, str] | None = None) -> It
         "STACKLAB_IMAGE_DIR": IMAGE_DIR,
         "STACKLAB_HTTP_PORT": str(port),
         "STACKLAB_ADMIN_PASSWORD": password,
+        "STACKLAB_DEMO_ENABLED": "1",  # the tests open /demo (off unless turned on) ...
+        "STACKLAB_DEMO_LAUNCHES_PER_CLIENT": "100",  # ... many times, all from 127.0.0.1
         **(extra_env or {}),
     }
     log = open(Path(data_dir) / "serve.log", "wb")  # noqa: SIM115 - kept open while the server runs

@@ -9,88 +9,35 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from tests.support.memory_provider import MemoryProvider
+from tests.support.web_app import (
+    LMS_SECRET,
+    bearer,
+    drive,
+    launch,
+    lms_call,
+    lms_jwt,
+    make_stack,
+    serving,
+)
 
-from stacklab.config import Settings
 from stacklab.types import Desired
 from stacklab.web.app import create_app
-from stacklab.wiring import App, build_app
-
-LMS_KEY, LMS_SECRET = "edx-test", "s3cret-shared-with-the-lms-at-least-32-bytes"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def lms_jwt(secret: str = LMS_SECRET, issuer: str = LMS_KEY, ttl_s: float = 60) -> str:
-    return jwt.encode({"iss": issuer, "exp": int(time.time() + ttl_s)}, secret, algorithm="HS256")
-
-
-def make_stack(tmp_path: Path, providers: dict[str, MemoryProvider], **extra: object) -> App:
-    settings = Settings(
-        data_dir=str(tmp_path / "data"),
-        poll_interval_s=0.01,
-        lms_keys={LMS_KEY: LMS_SECRET},
-        admin_password="operator-pass",
-        labs_dir=str(EXAMPLES),
-        token_ttl_s=60,
-        **extra,  # type: ignore[arg-type]
-    )
-    return build_app(
-        settings,
-        {
-            "local": lambda entry: providers.setdefault(
-                entry.name, MemoryProvider(entry.name, {"ssh": providers["_ssh"].settings["ssh"]})
-            )
-        },
-        follow_requeue=False,
-    )
+from stacklab.wiring import App
 
 
 @pytest.fixture
 async def client(tmp_path: Path, sshd_port: int) -> AsyncIterator[tuple[httpx.AsyncClient, App]]:
-    providers = {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", sshd_port)})}
-    stack = make_stack(tmp_path, providers)
-    app = create_app(stack, run_engine=False)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        yield http, stack
-    stack.close()
-
-
-async def launch(http: httpx.AsyncClient, learner: str, lab: str = "hello-lab") -> dict:  # type: ignore[type-arg]
-    response = await http.post(
-        "/api/v1/launch",
-        json={"course": "course-v1:Org+C1+2026", "lab": lab, "learner": learner},
-        headers={"Authorization": f"Bearer {lms_jwt()}"},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-async def drive(stack: App, env_id: str) -> None:
-    """Reconcile until settled, after the passes the API itself kicked have finished.
-
-    The API submits a pass to the runner on every request that moves an environment; driving the same
-    environment from the test at the same time would be a second driver in this process, whose passes
-    both take the process's lease and both finish the step (a launch counted twice, a step recorded twice).
-    A server never does that: its runner keeps one pass per environment at a time.
-    """
-    await stack.engine.runner.idle()
-    await stack.environments.drive(env_id, 30)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    async with serving(tmp_path, sshd_port) as served:
+        yield served
 
 
 async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type: ignore[no-untyped-def]
@@ -106,19 +53,20 @@ async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type
     latest = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=bearer(token))).json()
     assert latest["counted_score"] == 0 and len(latest["latest"]["results"]) == 2
     assert (await launch(http, "learner-a"))["environment"]["id"] == env_id
-    lms = bearer(lms_jwt())  # the LMS may read status and run checks for its learners
-    assert (await http.get(f"/api/v1/environments/{env_id}", headers=lms)).json()["ready"] is True
-    assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()["max_score"] == 3
+    # The LMS may read status and run checks for its learners (a fresh JWT per call: no replay).
+    assert (await http.get(f"/api/v1/environments/{env_id}", headers=lms_call())).json()["ready"] is True
+    assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms_call())).json()[
+        "max_score"
+    ] == 3
     bad = bearer(lms_jwt(secret="wrong-secret-of-a-decent-length-0123"))
     assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=bad)).status_code == 401
 
 
 async def test_launch_options_read_only_token_and_first_node(client) -> None:  # type: ignore[no-untyped-def]
     http, stack = client
-    headers = bearer(lms_jwt())
     body = {"course": "c1", "lab": "hello-lab", "learner": "ro-learner"}
     watched = await http.post(
-        "/api/v1/launch", json={**body, "read_only": True, "node": "main"}, headers=headers
+        "/api/v1/launch", json={**body, "read_only": True, "node": "main"}, headers=lms_call()
     )
     assert watched.status_code == 200, watched.text
     launched = watched.json()
@@ -135,7 +83,7 @@ async def test_launch_options_read_only_token_and_first_node(client) -> None:  #
     reset = await http.post(f"/api/v1/environments/{env_id}/reset", headers=bearer(refreshed["token"]))
     assert reset.status_code == 403  # a refreshed token stays read-only
     bad_node = await http.post(
-        "/api/v1/launch", json={**body, "learner": "other", "node": "web"}, headers=headers
+        "/api/v1/launch", json={**body, "learner": "other", "node": "web"}, headers=lms_call()
     )
     assert bad_node.status_code == 422 and "'web'" in bad_node.json()["detail"]
     assert "main" in bad_node.json()["detail"]
@@ -144,9 +92,8 @@ async def test_launch_options_read_only_token_and_first_node(client) -> None:  #
 
 async def test_staff_observe_a_learners_lab_read_only(client) -> None:  # type: ignore[no-untyped-def]
     http, stack = client
-    headers = bearer(lms_jwt())
     body = {"course": "course-v1:Org+C1+2026", "lab": "hello-lab", "learner": "learner-a"}
-    missing = await http.post("/api/v1/observe", json=body, headers=headers)
+    missing = await http.post("/api/v1/observe", json=body, headers=lms_call())
     assert missing.status_code == 404 and "not opened" in missing.json()["detail"]
     assert stack.repo.list() == []  # watching never launches
     learner = await launch(http, "learner-a")
@@ -154,7 +101,7 @@ async def test_staff_observe_a_learners_lab_read_only(client) -> None:  # type: 
     await drive(stack, env_id)
     stack.environments.request(env_id, Desired.SUSPENDED, "IdleTimeout")
     await drive(stack, env_id)
-    watched = await http.post("/api/v1/observe", json=body, headers=headers)
+    watched = await http.post("/api/v1/observe", json=body, headers=lms_call())
     assert watched.status_code == 200, watched.text
     view = watched.json()
     assert view["environment"]["id"] == env_id and f"/lab/{env_id}#token=" in view["lab_url"]
@@ -175,11 +122,10 @@ async def test_staff_observe_a_learners_lab_read_only(client) -> None:  # type: 
 async def test_check_reports_carry_the_labs_score_policy(client) -> None:  # type: ignore[no-untyped-def]
     http, stack = client
     env_id = (await launch(http, "learner-p"))["environment"]["id"]
-    lms = bearer(lms_jwt())
-    before = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()
+    before = (await http.get(f"/api/v1/environments/{env_id}/checks", headers=lms_call())).json()
     assert before == {"latest": None, "counted_score": None, "max_score": 3.0, "score_policy": "best"}
     await drive(stack, env_id)
-    report = (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms)).json()
+    report = (await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms_call())).json()
     assert (report["score_policy"], report["max_score"], report["counted_score"]) == ("best", 3.0, 0.0)
 
 
@@ -234,19 +180,18 @@ async def test_lms_calls_need_a_valid_signed_jwt(client) -> None:  # type: ignor
 
 async def test_bad_input_gets_a_clear_4xx(client) -> None:  # type: ignore[no-untyped-def]
     http, stack = client
-    headers = bearer(lms_jwt())
     unknown = await http.post(
-        "/api/v1/launch", json={"course": "c1", "lab": "nope", "learner": "x"}, headers=headers
+        "/api/v1/launch", json={"course": "c1", "lab": "nope", "learner": "x"}, headers=lms_call()
     )
     assert unknown.status_code == 404 and "hello-lab" in unknown.json()["detail"]
     bad_learner = await http.post(
-        "/api/v1/launch", json={"course": "c1", "lab": "hello-lab", "learner": "a b/c"}, headers=headers
+        "/api/v1/launch", json={"course": "c1", "lab": "hello-lab", "learner": "a b/c"}, headers=lms_call()
     )
     assert bad_learner.status_code == 422 and "learner" in bad_learner.text
     extra = await http.post(
         "/api/v1/launch",
         json={"course": "c1", "lab": "hello-lab", "learner": "x", "admin": True},
-        headers=headers,
+        headers=lms_call(),
     )
     assert extra.status_code == 422
     assert stack.repo.list() == []

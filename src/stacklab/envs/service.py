@@ -182,6 +182,8 @@ class Environments:
 
         def move(journal: Journal) -> None:
             journal.desire(desired, reason)
+            if desired == Desired.DELETED:
+                journal.record.token_generation += 1  # earlier access tokens stop working
             journal.record.next_attempt_at = None
             journal.record.due_at = journal.now
 
@@ -193,6 +195,7 @@ class Environments:
 
         def mark(journal: Journal) -> None:
             journal.record.reset_requested = True
+            journal.record.token_generation += 1  # earlier access tokens stop working
             journal.note("request", journal.record.observed, "ResetRequested")
             self._wake(journal, "Reset")
             journal.record.due_at = journal.now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -21,6 +22,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _private_database_file(path: Path) -> None:
+    """The database file (and its WAL and shared-memory files) readable by this user only (0600).
+
+    They hold sealed secrets and every learner's state. SQLite creates -wal and -shm with the mode of the
+    database file, so creating that one 0600 before SQLite opens it covers the others; files left by an
+    older version are tightened. A folder created here for the database is 0700 (an existing one is
+    left as it is: it may be shared).
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o077:
+            os.chmod(file, 0o600)
+
+
 def make_reader(url: str, writer: Engine) -> Engine:
     """On SQLite, a second engine for reads: no BEGIN IMMEDIATE, so reads never queue behind writes."""
     if not url.startswith("sqlite"):
@@ -35,7 +52,7 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_database_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))

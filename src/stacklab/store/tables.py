@@ -73,6 +73,8 @@ class EnvironmentRecord(Base):
     lease_until: Mapped[float | None] = mapped_column(Double, nullable=True)
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Bumped by every write of intent (learner side) and every controller save: saves compare-and-set."""
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Access tokens carry the generation they were issued in; delete, reset and revoke move it on."""
 
 
 class TransitionRecord(Base):
@@ -110,3 +112,13 @@ class ProviderUsageRecord(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LmsTokenIdRecord(Base):
+    """A JWT id (`jti`) an LMS has used, kept until the token expires so that it cannot be replayed."""
+
+    __tablename__ = "lms_token_ids"
+
+    issuer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)

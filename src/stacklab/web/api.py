@@ -8,29 +8,47 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from stacklab.checks.runner import counted_score
-from stacklab.envs.service import CheckReport
+from stacklab.envs.service import NAME_PATTERN, CheckReport
 from stacklab.errors import InvalidInput, NotFound
 from stacklab.labs.schema import Lab
 from stacklab.store.repository import EnvKey
+from stacklab.store.revocations import revoke_learner
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
 from stacklab.web import schemas
 from stacklab.web.context import WebContext, authorize, bearer, context
-from stacklab.web.lms import require_admin, require_server
+from stacklab.web.lms import Caller, require_admin, require_server
+from stacklab.web.tokens import Claims
 
 router = APIRouter(prefix="/api/v1")
 
 EnvId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}$", description="Environment id")]
-Server = Annotated[str, Depends(require_server)]
+Server = Annotated[Caller, Depends(require_server)]
+Course = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="Course id")]
 Admin = Annotated[str, Depends(require_admin)]
 
 
 def _learner_or_server(request: Request, env_id: str, *, write: bool = False) -> None:
-    """A learner (or staff/admin) token for the environment, or an LMS's signed JWT (acting for learners)."""
+    """A learner (or staff/admin) token for the environment, or an LMS's signed JWT for its course."""
     if (bearer(request) or "").count(".") == 2:  # a JWT (ours have one dot): an LMS server calling
-        require_server(request)
+        _for_course_of(require_server(request), context(request), env_id)
         return
     authorize(request, env_id, write=write)
+
+
+def _for_course_of(caller: Caller, ctx: WebContext, env_id: str) -> EnvironmentRecord:
+    """The environment, once the caller is known to act for its course (403 naming the course if not)."""
+    record = ctx.stack.environments.resolve(env_id)
+    caller.require_course(record.course)
+    return record
+
+
+def _token(ctx: WebContext, claims: Claims, record: EnvironmentRecord | None) -> schemas.TokenResponse:
+    """A fresh token with the same rights, in the environment's current token generation."""
+    ttl = ctx.stack.settings.token_ttl_s
+    generation = record.token_generation if record is not None else 0
+    token = ctx.signer.issue(claims.role, claims.subject, claims.env_id, ttl, claims.read_only, generation)
+    return schemas.TokenResponse(token=token, expires_at=ctx.signer.expiry(ttl))
 
 
 def _status(ctx: WebContext, env_id: str) -> schemas.EnvironmentStatus:
@@ -67,7 +85,8 @@ def _lab_page(
 ) -> schemas.LaunchResponse:
     """A token for the environment and the URL of its lab page (opening `node` first when given)."""
     _check_node(ctx.stack.environments.lab_of(record), node)
-    token = ctx.signer.issue("learner", subject, record.id, ctx.stack.settings.token_ttl_s, read_only)
+    ttl = ctx.stack.settings.token_ttl_s
+    token = ctx.signer.issue("learner", subject, record.id, ttl, read_only, record.token_generation)
     query = f"?node={quote(node)}" if node else ""
     return schemas.LaunchResponse(
         environment=_status(ctx, record.id),
@@ -106,14 +125,23 @@ async def record_activity(request: Request, env_id: EnvId) -> Response:
 
 
 @router.post("/environments/{env_id}/reset", tags=["learner"])
-async def reset_environment(request: Request, env_id: EnvId) -> schemas.EnvironmentStatus:
-    """Throw the lab away and start a fresh one."""
-    authorize(request, env_id, write=True)
+async def reset_environment(request: Request, env_id: EnvId) -> schemas.ResetResponse:
+    """Throw the lab away and start a fresh one.
+
+    A reset withdraws every earlier token of the environment; the caller gets a fresh one (`token`) to
+    carry on with (null for operator tokens, which are not bound to the environment).
+    """
+    claims = authorize(request, env_id, write=True)
     ctx = context(request)
-    ctx.stack.environments.reset(env_id)
+    record = ctx.stack.environments.reset(env_id)
     await ctx.close_terminals(env_id)
     _kick(ctx, env_id)
-    return _status(ctx, env_id)
+    fresh = _token(ctx, claims, record) if claims.env_id is not None else None
+    return schemas.ResetResponse(
+        **_status(ctx, env_id).model_dump(),
+        token=fresh.token if fresh else None,
+        expires_at=fresh.expires_at if fresh else None,
+    )
 
 
 @router.post("/environments/{env_id}/checks", tags=["learner"])
@@ -153,12 +181,13 @@ async def latest_checks(request: Request, env_id: EnvId) -> schemas.LatestChecks
 
 @router.post("/environments/{env_id}/token", tags=["learner"])
 async def refresh_token(request: Request, env_id: EnvId) -> schemas.TokenResponse:
-    """A fresh token with the same rights (the lab page refreshes before expiry)."""
+    """A fresh token with the same rights (the lab page refreshes before expiry).
+
+    Only while the environment exists and its tokens have not been withdrawn (deleted, reset, revoked).
+    """
     claims = authorize(request, env_id)
     ctx = context(request)
-    ttl = ctx.stack.settings.token_ttl_s
-    token = ctx.signer.issue(claims.role, claims.subject, claims.env_id, ttl, claims.read_only)
-    return schemas.TokenResponse(token=token, expires_at=ctx.signer.verify(token).expires_at)
+    return _token(ctx, claims, ctx.stack.repo.get(env_id) if claims.env_id is not None else None)
 
 
 # LMS servers ----------------------------------------------------------------------------------------
@@ -184,6 +213,7 @@ async def launch(request: Request, body: schemas.LaunchRequest, _caller: Server)
 
     `node` names the node the page opens first; `read_only` gives a token that may watch but not type.
     """
+    _caller.require_course(body.course)
     ctx = context(request)
     lab = ctx.catalog.labs.get(body.lab)
     if lab is not None:
@@ -200,6 +230,7 @@ async def observe(request: Request, body: schemas.ObserveRequest, _caller: Serve
     Never creates an environment (404 when the learner has not opened the lab); a paused lab is woken up so
     that there is something to see (recorded as `StaffViewResumed`).
     """
+    _caller.require_course(body.course)
     ctx = context(request)
     record = ctx.stack.repo.find(EnvKey(body.course, body.lab, body.learner))
     if record is None or record.desired == Desired.DELETED:
@@ -215,6 +246,7 @@ async def course_environments(
     request: Request, course: Annotated[str, Path(max_length=200)], _caller: Server
 ) -> list[schemas.EnvironmentStatus]:
     """Every environment of a course (for staff panels)."""
+    _caller.require_course(course)
     ctx = context(request)
     envs = ctx.stack.environments
     return [schemas.status_of(r, envs.lab_of(r)) for r in ctx.stack.repo.list(course=course)]
@@ -223,6 +255,7 @@ async def course_environments(
 @router.post("/environments/{env_id}/suspend", tags=["lms"])
 async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) -> schemas.EnvironmentStatus:
     ctx = context(request)
+    _for_course_of(_caller, ctx, env_id)
     ctx.stack.environments.request(env_id, Desired.SUSPENDED, "SuspendRequested")
     _kick(ctx, env_id)
     return _status(ctx, env_id)
@@ -230,11 +263,32 @@ async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) 
 
 @router.delete("/environments/{env_id}", tags=["lms"])
 async def delete_environment(request: Request, env_id: EnvId, _caller: Server) -> schemas.EnvironmentStatus:
+    """Delete the lab; every token issued for it stops working."""
     ctx = context(request)
+    _for_course_of(_caller, ctx, env_id)
     ctx.stack.environments.request(env_id, Desired.DELETED, "DeleteRequested")
     await ctx.close_terminals(env_id)
     _kick(ctx, env_id)
     return _status(ctx, env_id)
+
+
+@router.post("/courses/{course}/learners/{learner}/revoke", tags=["lms"])
+async def revoke_learner_tokens(
+    request: Request,
+    course: Course,
+    learner: Annotated[str, Path(pattern=NAME_PATTERN.pattern)],
+    caller: Server,
+) -> schemas.RevokeResponse:
+    """Withdraw every token of a learner's labs in a course (access removed, account compromised).
+
+    Their labs are kept; open terminals are closed; a later launch gives the learner a working token.
+    """
+    caller.require_course(course)
+    ctx = context(request)
+    revoked = revoke_learner(ctx.stack.repo, course, learner)
+    for env_id in revoked:
+        await ctx.close_terminals(env_id)
+    return schemas.RevokeResponse(environments=revoked)
 
 
 # operators ------------------------------------------------------------------------------------------
@@ -262,8 +316,10 @@ async def admin_show(request: Request, env_id: EnvId, _admin: Admin) -> schemas.
 async def refresh_admin_token(request: Request, admin: Admin) -> schemas.TokenResponse:
     """A fresh operator token (the operator page refreshes before expiry)."""
     ctx = context(request)
-    token = ctx.signer.issue("admin", admin, None, ctx.stack.settings.token_ttl_s)
-    return schemas.TokenResponse(token=token, expires_at=ctx.signer.verify(token).expires_at)
+    ttl = ctx.stack.settings.token_ttl_s
+    return schemas.TokenResponse(
+        token=ctx.signer.issue("admin", admin, None, ttl), expires_at=ctx.signer.expiry(ttl)
+    )
 
 
 ACTIONS: dict[str, Desired] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
@@ -12,17 +13,21 @@ from pathlib import Path
 from typing import ClassVar
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stacklab import __version__
+from stacklab.config import LmsKey, Settings
 from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError
 from stacklab.labs.catalog import LabCatalog
+from stacklab.store.revocations import revocation_reason
 from stacklab.web import api, pages, terminal
-from stacklab.web.context import WebContext
+from stacklab.web.context import WebContext, bearer
+from stacklab.web.limits import Limits
 from stacklab.web.metrics import Metrics
+from stacklab.web.terminal_watch import TerminalWatch
 from stacklab.web.tokens import TokenSigner
 from stacklab.wiring import App
 
@@ -43,14 +48,33 @@ def admin_password(configured: str, data_dir: str) -> str:
     return path.read_text().strip()
 
 
+def _lms_keys(settings: Settings) -> dict[str, LmsKey]:
+    """The LMS keys, saying in the log which ones still use the first format (every course)."""
+    keys = settings.resolved_lms_keys
+    for name, raw in settings.lms_keys.items():
+        if isinstance(raw, str):
+            log.warning(
+                "lms_keys: key %r is a bare secret, so it may act for every course; write it as "
+                '{"secret": ..., "courses": [...]} to bind it to its courses',
+                name,
+            )
+    return keys
+
+
 def build_context(stack: App) -> WebContext:
     settings = stack.settings
+    repo = stack.repo
     return WebContext(
         stack=stack,
-        signer=TokenSigner(stack.controller.vault.derive("access-tokens")),
+        signer=TokenSigner(
+            stack.controller.vault.derive("access-tokens"),
+            revoked=lambda claims: revocation_reason(repo, claims.env_id or "", claims.generation),
+        ),
         catalog=LabCatalog(settings.labs_dir or EXAMPLES_DIR),
         public_url=(settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/"),
         admin_password=admin_password(settings.admin_password, settings.data_dir),
+        lms_keys=_lms_keys(settings),
+        limits=Limits(settings),
     )
 
 
@@ -92,30 +116,40 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """Each problem as `where: what`, without echoing the input (it may be NaN, huge or a secret)."""
+    problems = [
+        ".".join(str(part) for part in error.get("loc", ())) + ": " + str(error.get("msg", "invalid"))
+        for error in exc.errors()
+    ]
+    return "; ".join(problems) or "invalid request"
 
 
 def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     """The ASGI app. With run_engine, the controller loop runs inside the app's lifespan."""
     ctx = build_context(stack)
 
-    async def close_terminals(env_id: str) -> None:
-        terminal.close_sessions(env_id)
-
-    ctx.terminal_closers.append(close_terminals)
-    metrics = Metrics(stack.repo, terminal.open_terminals, lambda: stack.engine.runner.failures)
+    terminals = terminal.TerminalManager()  # this app's shells, closed when their lab stops (any process)
+    watch = TerminalWatch(terminals, stack.repo, stack.settings.terminal_watch_interval_s)
+    ctx.terminal_closers.append(watch.close_now)
+    metrics = Metrics(stack.repo, terminals.count, lambda: stack.engine.runner.failures)
     stack.controller.listeners.append(metrics.observe)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         loop_task = asyncio.create_task(stack.engine.run_forever(stop)) if run_engine else None
+        watch_task = asyncio.create_task(watch.run(stop))
         try:
             yield
         finally:
             stop.set()
-            await terminal.shutdown_terminals()
+            await watch_task
+            await terminals.shutdown()
             if loop_task:
                 await loop_task
 
@@ -124,6 +158,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
         version=__version__,
         description="Per-learner lab environments: API for LMS adapters, learners' lab pages and operators.",
         lifespan=lifespan,
+        max_body_size=stack.settings.max_body_bytes,  # larger bodies get 413 before a handler reads them
     )
     app.state.ctx = ctx
     app.state.metrics = metrics
@@ -131,15 +166,27 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(terminal.TerminalSockets, ctx=ctx)  # outermost: a terminal skips the routing
+    # outermost: a terminal skips the routing
+    app.add_middleware(terminal.TerminalSockets, ctx=ctx, manager=terminals)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        expected = stack.settings.metrics_token
+        if expected and not hmac.compare_digest(
+            (bearer(request) or "").encode(errors="replace"), expected.encode()
+        ):
+            return _error(
+                401, "/metrics needs the metrics_token as a bearer token", {"WWW-Authenticate": "Bearer"}
+            )
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(RequestValidationError)
+    async def unprocessable(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_message(exc))
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
@@ -163,6 +210,6 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http(_request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), exc.headers)
 
     return app

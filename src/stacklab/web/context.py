@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request, WebSocket
 
-from stacklab.labs.catalog import LabCatalog
+from stacklab.config import LmsKey
 from stacklab.errors import TokenError
+from stacklab.labs.catalog import LabCatalog
+from stacklab.web.limits import Limits
 from stacklab.web.tokens import Claims, TokenSigner, allows
 from stacklab.wiring import App
 
@@ -20,6 +22,8 @@ class WebContext:
     catalog: LabCatalog
     public_url: str
     admin_password: str
+    lms_keys: dict[str, LmsKey] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     terminal_closers: list[Callable[[str], Awaitable[None]]] = field(default_factory=list)
 
     async def close_terminals(self, env_id: str) -> None:
@@ -27,12 +31,14 @@ class WebContext:
         for close in self.terminal_closers:
             await close(env_id)
 
-    def allowed_origins(self, host_header: str | None) -> set[str]:
-        """The service's own origin (as configured and as reached) plus configured extras."""
-        origins = {self.public_url.rstrip("/")}
-        if host_header:
-            origins |= {f"http://{host_header}", f"https://{host_header}"}
-        return origins | set(self.stack.settings.allowed_origins)
+    def allowed_origins(self, _host_header: object = None) -> set[str]:
+        """Origins whose pages may open terminals: the service's public URL and the configured LMS origins.
+
+        From configuration only: the Host header is whatever the client sends, so an origin derived from
+        it would let any page that forges the header in. (The argument is accepted and ignored.)
+        """
+        configured = {origin.rstrip("/") for origin in self.stack.settings.allowed_origins}
+        return {self.public_url.rstrip("/")} | configured
 
 
 def context(request: Request | WebSocket) -> WebContext:

@@ -15,6 +15,7 @@ X-Frame-Options).
 from __future__ import annotations
 
 import hmac
+import html
 import re
 import secrets
 from pathlib import Path
@@ -23,6 +24,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from stacklab.store.counts import live_environments
+from stacklab.store.repository import EnvKey
+from stacklab.types import Desired
 from stacklab.web.context import context
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -93,20 +97,54 @@ async def lab_page(request: Request, env_id: str) -> FileResponse:
     return _page("lab.html", {"Content-Security-Policy": policy})
 
 
+def _client(request: Request) -> str:
+    """The client's address (behind a proxy: the proxy's, so limits then count the proxy as one)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _too_many(message: str, retry_after_s: int) -> HTTPException:
+    return HTTPException(status_code=429, detail=message, headers={"Retry-After": str(retry_after_s)})
+
+
+def _admit_new_demo_lab(request: Request) -> None:
+    """A new demo lab starts only under the caps: labs at once, and new labs per client per window."""
+    ctx = context(request)
+    settings = ctx.stack.settings
+    wait = ctx.limits.demo_by_client.retry_after(_client(request))
+    if wait:
+        raise _too_many(
+            f"too many demo labs started from your address: try again in {wait} s "
+            f"(at most {settings.demo_launches_per_client} per {settings.demo_window_s:.0f} s)",
+            wait,
+        )
+    if live_environments(ctx.stack.repo, DEMO_COURSE) >= settings.demo_max_environments:
+        raise _too_many(
+            f"the demo is full ({settings.demo_max_environments} labs running): try again later", 60
+        )
+    ctx.limits.demo_by_client.record(_client(request))
+
+
 @router.get("/demo")
 async def demo(request: Request) -> RedirectResponse:
-    """A per-browser demo learner: launches the demo lab and opens its page."""
+    """A per-browser demo learner: launches the demo lab and opens its page (only with `serve --demo`)."""
     ctx = context(request)
     settings = ctx.stack.settings
     if not settings.demo_enabled or not ctx.catalog.paths:
-        raise HTTPException(status_code=404, detail="the demo is not enabled")
+        raise HTTPException(
+            status_code=403, detail="the demo is turned off on this service (`stacklab serve --demo`)"
+        )
     learner = request.cookies.get(DEMO_COOKIE) or ""
     if not learner.startswith("demo-") or len(learner) != 21:
         learner = "demo-" + secrets.token_hex(8)
     lab_id = "hello-lab" if "hello-lab" in ctx.catalog.paths else sorted(ctx.catalog.paths)[0]
+    existing = ctx.stack.repo.find(EnvKey(DEMO_COURSE, lab_id, learner))
+    if existing is None or existing.desired == Desired.DELETED:
+        _admit_new_demo_lab(request)
     record = ctx.stack.environments.launch(ctx.catalog.path(lab_id), learner, DEMO_COURSE)
     ctx.stack.engine.runner.submit(record.id)
-    token = ctx.signer.issue("learner", learner, record.id, settings.token_ttl_s)
+    token = ctx.signer.issue(
+        "learner", learner, record.id, settings.token_ttl_s, generation=record.token_generation
+    )
     response = RedirectResponse(f"/lab/{record.id}#token={token}", status_code=303)
     response.set_cookie(DEMO_COOKIE, learner, max_age=7 * 86400, httponly=True, samesite="lax")
     return response
@@ -126,15 +164,34 @@ async def admin_login_form(request: Request) -> HTMLResponse:
     return HTMLResponse(LOGIN_FORM.format(error=""), headers=_operator_headers(request))
 
 
+def _login_page(
+    request: Request, message: str, status: int, headers: dict[str, str] | None = None
+) -> HTMLResponse:
+    return HTMLResponse(
+        LOGIN_FORM.format(error=f'<p role="alert">{html.escape(message)}</p>'),
+        status_code=status,
+        headers={**_operator_headers(request), **(headers or {})},
+    )
+
+
+def _login_wait(request: Request) -> int:
+    """Seconds this client must wait before trying a password again (per client, and for the account)."""
+    limits = context(request).limits
+    return max(limits.login_by_client.retry_after(_client(request)), limits.login_by_account.retry_after(""))
+
+
 @router.post("/admin/login", response_model=None)
 async def admin_login(request: Request, password: Annotated[str, Form()]) -> RedirectResponse | HTMLResponse:
     ctx = context(request)
+    wait = _login_wait(request)
+    if wait:
+        message = f"Too many wrong passwords: sign-in is locked, try again in {wait} s."
+        return _login_page(request, message, 429, {"Retry-After": str(wait)})
     if not hmac.compare_digest(password.encode(), ctx.admin_password.encode()):
-        return HTMLResponse(
-            LOGIN_FORM.format(error='<p role="alert">Wrong password.</p>'),
-            status_code=401,
-            headers=_operator_headers(request),
-        )
+        ctx.limits.login_by_client.record(_client(request))
+        ctx.limits.login_by_account.record("")
+        return _login_page(request, "Wrong password.", 401)
+    ctx.limits.login_by_client.clear(_client(request))
     token = ctx.signer.issue("admin", "operator", None, ctx.stack.settings.token_ttl_s)
     return RedirectResponse(f"/admin#token={token}", status_code=303)
 

@@ -72,6 +72,19 @@ class TokenResponse(BaseModel):
     expires_at: float
 
 
+class ResetResponse(EnvironmentStatus):
+    """The status after a reset, with the caller's fresh token: the reset withdrew the one it used."""
+
+    token: str | None = Field(description="The caller's new token (null for operators)")
+    expires_at: float | None
+
+
+class RevokeResponse(BaseModel):
+    environments: list[str] = Field(
+        description="Ids of the learner's environments whose tokens were withdrawn"
+    )
+
+
 class CheckResultBody(BaseModel):
     name: str
     node: str

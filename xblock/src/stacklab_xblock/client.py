@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
 
 import jwt
@@ -50,7 +51,12 @@ class StacklabClient:
 
     def server_token(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
-        claims = {"iss": self.config.lms_key, "iat": int(now), "exp": int(now) + TOKEN_LIFETIME_S}
+        claims = {
+            "iss": self.config.lms_key,
+            "iat": int(now),
+            "exp": int(now) + TOKEN_LIFETIME_S,
+            "jti": uuid.uuid4().hex,  # one use: the service refuses a replayed token
+        }
         return jwt.encode(claims, self.config.lms_secret, algorithm="HS256")
 
     def _call(self, method: str, path: str, body: object | None = None) -> object:

@@ -1,0 +1,65 @@
+"""Queries behind token revocation and LMS replay protection, kept in the database so every process agrees.
+
+- An environment's `token_generation` moves on when it is deleted or reset, or when the LMS revokes its
+  learner; tokens of an older generation stop working (see web/tokens.py).
+- An LMS JWT's `jti` is remembered until the token expires: a second use is a replay. Expired ids are
+  purged as new ones arrive, so the table holds at most a few minutes of calls.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from stacklab.store.repository import Repository
+from stacklab.store.tables import EnvironmentRecord, LmsTokenIdRecord
+from stacklab.types import Desired
+
+
+def token_state(repo: Repository, env_id: str) -> tuple[str, int] | None:
+    """(desired state, token generation) of an environment, or None when there is no such environment."""
+    with repo.read() as session:
+        row = session.execute(
+            select(EnvironmentRecord.desired, EnvironmentRecord.token_generation).where(
+                EnvironmentRecord.id == env_id
+            )
+        ).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+def revocation_reason(repo: Repository, env_id: str, generation: int) -> str | None:
+    """Why a token of this generation no longer opens the environment, or None when it still does."""
+    state = token_state(repo, env_id)
+    if state is None:
+        return "the lab no longer exists"
+    desired, current = state
+    if desired == Desired.DELETED:
+        return "the lab was deleted; open it again from your course"
+    if generation != current:
+        return "the lab was reset or access was withdrawn; open it again from your course"
+    return None
+
+
+def revoke_learner(repo: Repository, course: str, learner: str) -> list[str]:
+    """Withdraw every token of a learner's environments in a course; the ids of those environments."""
+    where = (EnvironmentRecord.course == course, EnvironmentRecord.learner == learner)
+    with repo.session() as session:
+        ids = list(session.scalars(select(EnvironmentRecord.id).where(*where)))
+        session.execute(
+            update(EnvironmentRecord)
+            .where(*where)
+            .values(token_generation=EnvironmentRecord.token_generation + 1)
+            .execution_options(synchronize_session=False)
+        )
+    return sorted(ids)
+
+
+def remember_jti(repo: Repository, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+    """Record a JWT id until it expires; False when it was used before (a replay)."""
+    try:
+        with repo.session() as session:
+            session.execute(delete(LmsTokenIdRecord).where(LmsTokenIdRecord.expires_at < now))
+            session.add(LmsTokenIdRecord(issuer=issuer, jti=jti, expires_at=expires_at))
+    except IntegrityError:
+        return False
+    return True
