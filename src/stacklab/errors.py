@@ -6,6 +6,7 @@ StacklabError
 ├── InvalidInput             a request's value has no acceptable form (a name, a node, a body)
 ├── NotFound                 an environment, lab or node does not exist
 ├── Conflict                 the request contradicts the current state
+│   └── LeaseLost            a pass ran past its lease and another took the environment over
 ├── TokenError               a token is missing, malformed, forged, expired, revoked or replayed
 ├── Refused                  a request is refused with a status (a websocket close code, an HTTP status)
 ├── AccessError              SSH to a node failed (unreachable, auth, timeout)
@@ -49,6 +50,10 @@ class NotFound(StacklabError):
 
 class Conflict(StacklabError):
     """The request contradicts the current state."""
+
+
+class LeaseLost(Conflict):
+    """A pass found its lease taken over (it ran past lease_s): it drops its outcome, the holder decides."""
 
 
 class AccessError(StacklabError):

@@ -174,3 +174,31 @@ async def test_a_hung_provider_call_is_cut_recorded_and_retried(
     provider.gated.clear()  # the cloud answers again
     app.controller.clock.now += 60  # type: ignore[attr-defined]
     assert await settle(app, record.id) == Observed.SUSPENDED
+
+
+async def test_a_pass_that_outlived_its_lease_saves_nothing(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """A pass stuck past its lease was taken over by another process: the slow pass must not write its
+    stale outcome over the new holder's work."""
+    provider = providers["a"]
+    record = app.environments.launch(write_lab(tmp_path), "slowpoke")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    provider.gated.add("suspend")
+    slow = asyncio.create_task(app.controller.reconcile(record.id))
+    await asyncio.wait_for(provider.reached.wait(), 30)
+    other = "otherhost:4242:1"
+
+    def take_over(current: EnvironmentRecord, _session: object) -> None:
+        current.lease_owner, current.lease_until = other, app.controller.clock() + 120
+        current.last_error = "the other pass's work"
+
+    app.repo.update(record.id, take_over)
+    provider.gated.clear()
+    provider.gate.set()
+    await asyncio.wait_for(slow, 30)
+    current = app.repo.get(record.id)
+    assert (current.lease_owner, current.last_error) == (other, "the other pass's work")
+    assert current.observed == Observed.RUNNING  # the slow pass's "Suspended" was not written
+    assert "Suspended" not in [t.reason for t in app.repo.history(record.id)]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -34,6 +35,7 @@ from stacklab.errors import (
     AccessError,
     CapacityExhausted,
     Conflict,
+    LeaseLost,
     NotFound,
     ProviderError,
     TerminalProviderError,
@@ -105,6 +107,9 @@ class Controller:
                 return Result(self.settings.poll_interval_s)
             try:
                 return await self._reconcile_leased(journal)
+            except LeaseLost:
+                log.warning("a pass outlived its lease", extra={"env_id": env_id})
+                return Result(self.settings.poll_interval_s)
             except Exception as exc:  # not planned for: retried with backoff like a transient error
                 log.exception("unexpected error in a pass", extra={"env_id": env_id})
                 return await self._recover(journal.session, env_id, exc)
@@ -127,8 +132,11 @@ class Controller:
                         session.rollback()
                         self.repo.release_lease(env_id, self.owner)
                     raise
-                if journal is not None and journal.record.lease_owner is not None:
-                    self.repo.release_lease(env_id, self.owner)  # held without a step to save
+                # Held without a step to save: give the lease back. The loaded state is read, not the
+                # attribute: after a rollback that would query, and on SQLite hold the write lock.
+                if journal is not None and inspect(journal.record).dict.get("lease_owner") is not None:
+                    session.rollback()
+                    self.repo.release_lease(env_id, self.owner)
         finally:
             self._in_pass.discard(env_id)
 
@@ -538,17 +546,24 @@ class Controller:
         await self._blocking(partial(self._commit, journal))
 
     def _commit(self, journal: Journal) -> None:
-        """Save compare-and-set on the version: a learner's change made during the pass is merged
-        (envs/intent.py), never overwritten."""
+        """Save compare-and-set on the version and the lease: a learner's change made during the pass
+        is merged (envs/intent.py), never overwritten; a pass whose lease was taken over saves nothing."""
         session, record = journal.session, journal.record
         with session.no_autoflush:
-            if not self.repo.bump_version(session, record.id, record.version):
-                theirs = self.repo.locked_columns(session, record.id, ("version", *INTENT_FIELDS))
+            if not self.repo.bump_version(session, record.id, record.version, self.owner):
+                theirs = self.repo.locked_columns(
+                    session, record.id, ("version", "lease_owner", *INTENT_FIELDS)
+                )
+                if theirs["lease_owner"] != self.owner:
+                    session.rollback()
+                    raise LeaseLost(f"environment {record.id} was taken over by {theirs['lease_owner']}")
                 journal.look_again |= merge_intent(journal, journal.base, theirs)
                 set_committed_value(record, "version", theirs["version"])
-                if not self.repo.bump_version(session, record.id, record.version):
+                if not self.repo.bump_version(session, record.id, record.version, self.owner):
                     raise Conflict(f"environment {record.id} changed under its row lock")
         set_committed_value(record, "version", record.version + 1)
+        if record.lease_owner is not None:  # every save renews the lease of a pass that goes on
+            record.lease_until = self.clock() + self.settings.lease_s
         session.add_all(journal.entries)
         journal.entries = []
         session.commit()

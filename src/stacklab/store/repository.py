@@ -220,14 +220,19 @@ class Repository:
         return record
 
     @staticmethod
-    def bump_version(session: Session, env_id: str, expected: int) -> bool:
-        """Compare-and-set: move the version on from `expected`, or do nothing when it moved already.
+    def bump_version(session: Session, env_id: str, expected: int, owner: str) -> bool:
+        """Compare-and-set: move the version on from `expected` while `owner` holds the lease, or do
+        nothing when the version moved or the lease went elsewhere.
 
         Once it succeeds, the row stays locked for the rest of the caller's transaction (a row lock on
         PostgreSQL and MariaDB, the database's write lock on SQLite)."""
         result = session.execute(
             update(EnvironmentRecord)
-            .where(EnvironmentRecord.id == env_id, EnvironmentRecord.version == expected)
+            .where(
+                EnvironmentRecord.id == env_id,
+                EnvironmentRecord.version == expected,
+                EnvironmentRecord.lease_owner == owner,
+            )
             .values(version=expected + 1)
             .execution_options(synchronize_session=False)
         )
