@@ -12,7 +12,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -22,9 +21,8 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-import uvicorn
 from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
-from websockets.asyncio.client import ClientConnection, connect
+from tests.support.terminals import FRAMES, refusal, serve_asgi, terminal
 from websockets.exceptions import ConnectionClosed
 
 from stacklab.access import terminal as sessions
@@ -43,7 +41,7 @@ pytestmark = pytest.mark.lxc
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "terminal-test-signing-secret"
 PROMPT = re.compile(rb"\$ $")
-FRAMES: list[bytes] = []  # every frame any test client received, for the key-leak check
+MANAGER = sessions.TerminalManager()  # the shells of every test's terminal router
 
 
 @dataclass
@@ -75,7 +73,7 @@ def lab() -> Iterator[Lab]:
         env_ids.append(idle.id)
         yield Lab(app, record.id, idle.id)
     finally:
-        sessions.MANAGER.close_all()
+        MANAGER.close_all()
         try:
             for env_id in env_ids:
                 app.environments.request(env_id, Desired.DELETED, "TestDone")
@@ -104,140 +102,29 @@ def _sweep(root: Path) -> None:
 @contextlib.asynccontextmanager
 async def serve(lab: Lab) -> AsyncIterator[str]:
     """The terminal router on 127.0.0.1:<free port>; yields the ws:// base URL. Closes its sessions after."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     web = TerminalSockets(
         None,
         WebContext(
             stack=lab.app,
             signer=lab.signer,
             catalog=LabCatalog(REPO / "examples"),
-            public_url=f"http://127.0.0.1:{port}",
+            public_url="http://127.0.0.1",
             admin_password="x",
         ),
+        MANAGER,
     )
-    config = uvicorn.Config(
-        web,
-        log_level="warning",
-        lifespan="off",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
-        yield f"ws://127.0.0.1:{port}"
+        async with serve_asgi(web) as base:
+            web.ctx.public_url = base.replace("ws://", "http://")
+            yield base
     finally:
-        sessions.MANAGER.close_all()
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-        sock.close()
-
-
-class Term:
-    """A terminal client as the browser runs it: counts output bytes and acks them every 16 KiB."""
-
-    def __init__(self, ws: ClientConnection, ack: bool = True) -> None:
-        self.ws = ws
-        self.ack = ack
-        self.output = bytearray()
-        self.offset = 0  # stream offset of the next byte
-        self.acked = 0
-        self.events: list[dict] = []  # type: ignore[type-arg]
-
-    async def ready(self) -> dict:  # type: ignore[type-arg]
-        while True:
-            message = await asyncio.wait_for(self.ws.recv(), 10)
-            FRAMES.append(message if isinstance(message, bytes) else message.encode())
-            assert isinstance(message, str), "output before ready"
-            event = json.loads(message)
-            self.events.append(event)
-            if event["type"] == "ready":
-                self.offset = event["offset"]
-                return event  # type: ignore[no-any-return]
-
-    async def read_once(self, timeout: float) -> bool:
-        message = await asyncio.wait_for(self.ws.recv(), timeout)
-        FRAMES.append(message if isinstance(message, bytes) else message.encode())
-        if isinstance(message, str):
-            self.events.append(json.loads(message))
-            return False
-        self.output += message
-        self.offset += len(message)
-        if self.ack and self.offset - self.acked >= 16384:
-            await self.send_ack()
-        return True
-
-    async def send_ack(self) -> None:
-        self.acked = self.offset
-        await self.ws.send(json.dumps({"type": "ack", "offset": self.offset}))
-
-    async def until(self, pattern: re.Pattern[bytes] | bytes, timeout: float = 20.0, since: int = 0) -> bytes:
-        """Read until `pattern` appears in the output after position `since`; returns that output."""
-        regex = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not regex.search(self.output, since):
-            try:
-                await self.read_once(max(deadline - loop.time(), 0.001))
-            except TimeoutError:
-                tail = bytes(self.output[-300:])
-                raise AssertionError(
-                    f"{regex.pattern!r} did not arrive within {timeout}s; tail: {tail!r}"
-                ) from None
-        if self.ack and self.offset > self.acked:
-            await self.send_ack()
-        return bytes(self.output[since:])
-
-    async def amount(self, count: int, timeout: float = 30.0) -> None:
-        """Read until `count` more bytes of output arrived."""
-        goal = self.offset + count
-        async with asyncio.timeout(timeout):
-            while self.offset < goal:
-                await self.read_once(timeout)
-
-    async def type(self, text: str | bytes) -> None:
-        await self.ws.send(text.encode() if isinstance(text, str) else text)
-
-    async def run(self, command: str, expect: re.Pattern[bytes] | bytes, timeout: float = 20.0) -> bytes:
-        mark = len(self.output)
-        await self.type(command + "\r")
-        return await self.until(expect, timeout, since=mark)
-
-    async def drain(self, quiet_s: float) -> None:
-        """Read until nothing arrives for `quiet_s` seconds."""
-        with contextlib.suppress(TimeoutError):
-            while True:
-                await self.read_once(quiet_s)
+        MANAGER.close_all()
 
 
 def url(base: str, lab: Lab, *, node: str = "main", env_id: str | None = None, **params: object) -> str:
     params.setdefault("token", lab.token())
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return f"{base}/api/v1/environments/{env_id or lab.env_id}/terminal/{node}?{query}"
-
-
-@contextlib.asynccontextmanager
-async def terminal(address: str, ack: bool = True, **kwargs: object) -> AsyncIterator[Term]:
-    async with connect(address, compression=None, max_size=None, **kwargs) as ws:  # type: ignore[arg-type]
-        term = Term(ws, ack)
-        await term.ready()
-        yield term
-
-
-async def refusal(address: str, **kwargs: object) -> tuple[int | None, list[str]]:
-    """The close code and the messages of a connection the server refuses."""
-    messages = []
-    async with connect(address, compression=None, **kwargs) as ws:  # type: ignore[arg-type]
-        try:
-            while True:
-                messages.append(await asyncio.wait_for(ws.recv(), 10))
-        except ConnectionClosed as closed:
-            return (closed.rcvd.code if closed.rcvd else None), messages  # type: ignore[return-value]
-    return None, messages
 
 
 def line(text: bytes) -> re.Pattern[bytes]:
@@ -255,7 +142,7 @@ async def test_prompt_then_echo_arithmetic(lab: Lab) -> None:
         assert term.events[0]["type"] == "ready" and term.events[0]["offset"] == 0
         await term.until(PROMPT)
         await term.run("echo $((6*7))", line(rb"42"))
-        assert sessions.open_terminals() == 1
+        assert MANAGER.count() == 1
 
 
 async def test_size_from_query_then_resize(lab: Lab) -> None:
@@ -303,10 +190,10 @@ async def test_reconnect_with_the_same_session_finds_the_same_shell(lab: Lab) ->
             await term.run("export MARKER_VAR=kept-$((7*6))", PROMPT)
             received = term.offset
         for _ in range(100):  # the server notices the close
-            if sessions.MANAGER.attached() == 0:
+            if MANAGER.attached() == 0:
                 break
             await asyncio.sleep(0.02)
-        assert sessions.open_terminals() == 1  # detached, kept
+        assert MANAGER.count() == 1  # detached, kept
         async with terminal(url(base, lab, session=session, offset=received)) as term:
             assert term.events[-1]["offset"] == received  # nothing lost, nothing repeated
             term.offset = received
@@ -319,7 +206,7 @@ async def test_reconnect_with_the_same_session_finds_the_same_shell(lab: Lab) ->
         async with terminal(url(base, lab, session=sid())) as term:  # another tab: another shell
             await term.until(PROMPT)
             await term.run("echo [$MARKER_VAR]", line(rb"\[\]"))
-            assert sessions.open_terminals() == 2
+            assert MANAGER.count() == 2
 
 
 async def test_second_tab_with_the_same_session_takes_it_over(lab: Lab) -> None:
@@ -392,13 +279,13 @@ async def test_input_is_activity_and_output_is_not(lab: Lab) -> None:
 async def test_close_sessions_ends_the_terminals_of_an_environment(lab: Lab) -> None:
     async with serve(lab) as base, terminal(url(base, lab, session=sid())) as term:
         await term.until(PROMPT)
-        assert sessions.close_sessions("not-this-one") == 0
-        assert sessions.close_sessions(lab.env_id) == 1
+        assert MANAGER.close_sessions("not-this-one") == 0
+        assert MANAGER.close_sessions(lab.env_id) == 1
         with pytest.raises(ConnectionClosed) as closed:
             await term.drain(5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
         assert term.events[-1]["type"] == "closed"
-        assert sessions.open_terminals() == 0
+        assert MANAGER.count() == 0
 
 
 async def test_shell_exit_closes_the_session(lab: Lab) -> None:
@@ -408,7 +295,7 @@ async def test_shell_exit_closes_the_session(lab: Lab) -> None:
         with pytest.raises(ConnectionClosed):
             await term.drain(5)
         assert term.events[-1] == {"type": "closed", "reason": "the shell exited"}
-        assert sessions.open_terminals() == 0
+        assert MANAGER.count() == 0
 
 
 async def test_binary_output_is_not_reencoded(lab: Lab) -> None:
@@ -520,7 +407,7 @@ async def test_a_read_only_viewer_watches_the_learners_live_shell(lab: Lab) -> N
             await learner.type("echo after-$((8*8))\r")
             await learner.until(b"after-64")
             assert b"from-staff" not in learner.output
-            assert sessions.MANAGER.count() == 1  # no shell of the watcher's own
+            assert MANAGER.count() == 1  # no shell of the watcher's own
         await learner.type("echo still-mine\r")
         await learner.until(b"still-mine")  # the learner kept the shell when the watcher left
         assert not any(event.get("type") == "closed" for event in learner.events)

@@ -1,4 +1,5 @@
-"""A real SSH server (asyncssh) on loopback that runs commands with bash, for tests without containers."""
+"""A real SSH server (asyncssh) on loopback that runs commands with bash, and gives terminals a bash shell,
+for tests without containers."""
 
 from __future__ import annotations
 
@@ -18,8 +19,50 @@ class _AnyKeyServer(asyncssh.SSHServer):
         return True
 
 
+async def _shell(process: asyncssh.SSHServerProcess) -> None:
+    """A login shell (no command: a terminal): bash reading the client's lines, `$ ` as its prompt."""
+    child = await asyncio.create_subprocess_exec(
+        "bash",
+        "--norc",
+        "--noprofile",
+        "-i",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={"PS1": "$ ", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
+    )
+    assert child.stdin and child.stdout
+    stdin = child.stdin
+
+    async def feed() -> None:
+        while True:
+            try:
+                data = await process.stdin.read(65536)
+            except (asyncssh.TerminalSizeChanged, asyncssh.BreakReceived, asyncssh.SignalReceived):
+                continue
+            if not data:
+                break
+            stdin.write(data.encode())
+            await stdin.drain()
+        stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while data := await child.stdout.read(65536):
+            process.stdout.write(data.decode(errors="replace"))
+        process.exit(await child.wait())
+    finally:
+        feeder.cancel()
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+
 async def _handle(process: asyncssh.SSHServerProcess) -> None:
     """Run the command with bash, feeding it the client's stdin as it comes (EOF closes it)."""
+    if process.command is None:
+        await _shell(process)
+        return
     child = await asyncio.create_subprocess_shell(
         process.command or "true",
         stdin=asyncio.subprocess.PIPE,

@@ -364,7 +364,10 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
 
 
 class TerminalManager:
-    """The live terminal sessions of this process, by key; opens, re-attaches, counts and closes them."""
+    """The live terminal sessions of one web application, by key; opens, re-attaches, counts and closes them.
+
+    One per application (not per module): two applications in one process (tests, a second instance
+    standing for another process) must not close each other's shells."""
 
     def __init__(self, max_per_subject: int = MAX_SESSIONS_PER_SUBJECT) -> None:
         self.max_per_subject = max_per_subject
@@ -457,7 +460,12 @@ class TerminalManager:
         return max(live, key=lambda s: (s.attachment is not None, s.attached_at))
 
     def count(self) -> int:
+        """Sessions open, attached or kept detached (for a Prometheus gauge)."""
         return len(self._sessions)
+
+    def env_ids(self) -> set[str]:
+        """The environments with a session open or opening: what must be watched for a state change."""
+        return {key.env_id for key in self._sessions} | {key.env_id for key in self._opening}
 
     def attached(self) -> int:
         return sum(1 for s in self._sessions.values() if s.attachment is not None)
@@ -475,27 +483,7 @@ class TerminalManager:
             session.close(reason)
         return len(doomed)
 
-
-# The process's sessions (the web service has one event loop). -----------------------------------------
-MANAGER = TerminalManager()
-
-
-def open_terminals() -> int:
-    """Terminal sessions open in this process, attached or kept detached (for a Prometheus gauge)."""
-    return MANAGER.count()
-
-
-def attached_terminals() -> int:
-    """Terminal sessions with a client attached right now."""
-    return MANAGER.attached()
-
-
-def close_sessions(env_id: str, reason: str = "the environment was stopped") -> int:
-    """Close every terminal of an environment (call on delete and reset); returns how many were open."""
-    return MANAGER.close_sessions(env_id, reason)
-
-
-async def shutdown_terminals() -> None:
-    """Close every terminal (call on application shutdown) and let the closes go out."""
-    if MANAGER.close_all():
-        await asyncio.sleep(0)
+    async def shutdown(self) -> None:
+        """Close every session (on application shutdown) and let the closing messages go out."""
+        if self.close_all():
+            await asyncio.sleep(0)

@@ -3,7 +3,10 @@
 Protocol: docs/web-protocol.md, "Terminal websocket". Binary frames carry terminal bytes both ways; text
 frames carry JSON control messages. The server refuses with close codes 4401 (bad or expired token), 4403
 (other learner, foreign Origin), 4404 (unknown environment or node, or a node the learner may not open)
-and 4409 (environment not running), each after a `{"type": "error"}` message saying why.
+and 4409 (environment not running), each after a `{"type": "error"}` message saying why. A frame that breaks
+the protocol once the terminal is open (not a JSON object with a known "type", a field out of range) gets an
+error message and close code 4400; one over the size limits (`MAX_INPUT_BYTES`, `MAX_CONTROL_CHARS`) 1009.
+The token comes from `Authorization: Bearer` (clients that can set headers) or the `token` parameter.
 
 Server -> client, beyond the protocol's minimum: `ready` also carries `session` (the id in use: the one the
 client sent, or a new one when it sent none); `{"type": "pong"}` answers `ping`. A session ends with
@@ -31,23 +34,13 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stacklab.access.ssh import Target
-from stacklab.access.terminal import (
-    MANAGER,
-    Attachment,
-    SessionKey,
-    TerminalSession,
-    close_sessions,
-    new_session_id,
-    open_terminals,
-    shutdown_terminals,
-)
-from stacklab.errors import AccessError, NotFound, Refused
+from stacklab.access.terminal import Attachment, SessionKey, TerminalManager, TerminalSession, new_session_id
+from stacklab.errors import AccessError, NotFound, Refused, TokenError
 from stacklab.types import Observed
 from stacklab.web.context import WebContext
-from stacklab.errors import TokenError
 from stacklab.web.tokens import Claims, allows
 
-__all__ = ["TerminalSockets", "close_sessions", "open_terminals", "shutdown_terminals"]
+__all__ = ["TerminalManager", "TerminalSockets"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +48,15 @@ PATH = re.compile(r"^/api/v1/environments/(?P<env>[^/]+)/terminal/(?P<node>[^/]+
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_COLS, MAX_ROWS = 1000, 500
 
+MAX_INPUT_BYTES = 1 << 20  # one input frame: a paste
+MAX_CONTROL_CHARS = 4096  # one JSON control message
+MAX_OFFSET = (1 << 63) - 1  # stream offsets are 64-bit counters in every client
+PONG = '{"type":"pong"}'
+
 CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
 CLOSE_UNREACHABLE = 1011
+CLOSE_BAD_MESSAGE = 4400
 CLOSE_BAD_TOKEN = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -76,7 +76,8 @@ class Socket:
         await self.send({"type": "websocket.send", "text": json.dumps(message)})
 
     async def close(self, code: int, reason: str) -> None:
-        await self.send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        short = reason.encode()[:120].decode(errors="ignore")  # a close reason holds 123 bytes of UTF-8
+        await self.send({"type": "websocket.close", "code": code, "reason": short})
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,14 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
         return default
 
 
+def _token(headers: dict[bytes, str], query: dict[str, str]) -> str | None:
+    """`Authorization: Bearer` (clients that can set headers) or the `token` query parameter (browsers)."""
+    header = headers.get(b"authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return query.get("token")
+
+
 def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admission, Callable[[], Target]]:
     """Check origin, token, environment and node; returns the admission and how to reach the node."""
     headers = {name: value.decode("latin-1") for name, value in scope["headers"]}
@@ -105,7 +114,7 @@ def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admis
         raise Refused(CLOSE_FORBIDDEN, "this page's origin may not open terminals")
     query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
     try:
-        claims = ctx.signer.verify(query.get("token"))
+        claims = ctx.signer.verify(_token(headers, query))
     except TokenError as exc:
         raise Refused(CLOSE_BAD_TOKEN, str(exc)) from exc
     if not allows(claims, env_id):
@@ -128,7 +137,7 @@ def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admis
         raise Refused(CLOSE_NOT_FOUND, f"no node {node!r} to open in this environment")
     session_id = query.get("session") or new_session_id()
     if not SESSION_ID.match(session_id):
-        raise Refused(CLOSE_NOT_FOUND, "the session id must be 1-64 letters, digits, _ or -")
+        raise Refused(CLOSE_BAD_MESSAGE, "the session id must be 1-64 letters, digits, _ or -")
     admission = Admission(
         claims,
         SessionKey(record.id, node, f"{claims.role}:{claims.subject}", session_id),
@@ -146,9 +155,10 @@ def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admis
 class TerminalSockets:
     """ASGI: terminal websockets are served here; everything else goes on to `app` (404 without one)."""
 
-    def __init__(self, app: ASGIApp | None, ctx: WebContext) -> None:
+    def __init__(self, app: ASGIApp | None, ctx: WebContext, manager: TerminalManager | None = None) -> None:
         self.app = app
         self.ctx = ctx
+        self.manager = manager or TerminalManager()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = PATH.match(scope["path"]) if scope["type"] == "websocket" else None
@@ -172,6 +182,10 @@ class TerminalSockets:
         except Refused as refused:
             await _refuse(ws, refused.code, refused.message)
             return
+        except Exception:  # a fault of ours or of the database: say so and close, never just drop
+            log.exception("terminal: opening failed", extra={"env_id": env_id, "node": node})
+            await _refuse(ws, CLOSE_UNREACHABLE, "the terminal could not be opened; try again in a moment")
+            return
         await _bridge(ws, *attached, self.ctx.stack.settings.terminal_keep_s)
 
     async def _attach(self, scope: Scope, env_id: str, node: str) -> tuple[TerminalSession, Attachment, str]:
@@ -182,7 +196,7 @@ class TerminalSockets:
         admission, target = _admit(self.ctx, scope, env_id, node)
         key = admission.key
         if admission.claims.read_only:  # staff watching a learner: their live shell, when there is one
-            watched = MANAGER.watchable(key.env_id, node)
+            watched = self.manager.watchable(key.env_id, node)
             if watched is not None:
                 return watched, watched.watch(admission.offset), key.session_id
 
@@ -190,7 +204,7 @@ class TerminalSockets:
             stack.environments.touch(key.env_id)
 
         try:
-            session, new = await MANAGER.open(
+            session, new = await self.manager.open(
                 key,
                 target,
                 admission.cols,
@@ -233,8 +247,11 @@ async def _bridge(
         await ws.send_json({"type": "ready", "offset": attachment.ready_offset, "session": session_id})
         pump = asyncio.ensure_future(_pump(ws, attachment))
         await _receive(ws, attachment, pump)
-    except Exception:  # the client vanished mid-send
-        pass
+    except (RuntimeError, OSError):
+        pass  # the client vanished mid-send
+    except Exception:  # a fault of ours: logged, and the client is told instead of dropped
+        log.exception("terminal: bridge failed", extra={"env_id": session.key.env_id})
+        await _refuse(ws, CLOSE_UNREACHABLE, "the terminal failed; reconnect")
     finally:
         session.detach(attachment, keep_s)
         if pump is not None and not pump.done():
@@ -257,37 +274,66 @@ async def _pump(ws: Socket, attachment: Attachment) -> None:
 
 
 async def _receive(ws: Socket, attachment: Attachment, pump: asyncio.Future[None]) -> None:
-    """Binary frames -> shell input; text frames -> resize, ack, ping. Returns when the client leaves
-    or once the pump has closed the socket (the session ended, or another tab took it)."""
+    """Binary frames -> shell input; text frames -> resize, ack, ping. Returns when the client leaves, once
+    the pump has closed the socket (the session ended, or another tab took it), or after refusing a bad
+    frame (error message, then close code 4400 or 1009)."""
     receive = ws.receive
     write = attachment.write
     while True:
         message: Message = await receive()
         data = message.get("bytes")
-        if data is not None:
+        if data is not None and len(data) <= MAX_INPUT_BYTES:
             write(data)
             continue
         if message["type"] == "websocket.disconnect" or pump.done():
             return
-        text = message.get("text")
-        if text and _control(attachment, text):
-            await ws.send({"type": "websocket.send", "text": '{"type":"pong"}'})
+        try:
+            if _control(attachment, data, message.get("text")):
+                await ws.send({"type": "websocket.send", "text": PONG})
+        except Refused as refused:
+            await _refuse(ws, refused.code, refused.message)
+            return
 
 
-def _control(attachment: Attachment, text: str) -> bool:
-    """Apply one control message; True when it asks for a pong."""
+def _control(attachment: Attachment, data: bytes | None, text: str | None) -> bool:
+    """Apply one control message; True when it asks for a pong. Raises Refused for a frame that breaks
+    the protocol (docs/web-protocol.md): too big, not a JSON object with a known "type", or a field out
+    of its range. An ack beyond what was sent is clamped, not refused (a client that reconnected to a new
+    shell may ack its old offset once)."""
+    if data is not None:
+        raise Refused(CLOSE_TOO_BIG, f"an input frame may hold at most {MAX_INPUT_BYTES} bytes")
+    if text is None or len(text) > MAX_CONTROL_CHARS:
+        raise Refused(CLOSE_TOO_BIG, f"a control message may hold at most {MAX_CONTROL_CHARS} characters")
+    message = _parse(text)
+    kind = str(message["type"])
+    if kind == "ack":
+        attachment.ack(_integer(message, "offset", 0))
+    elif kind == "resize":
+        cols = min(_integer(message, "cols", 1), MAX_COLS)
+        rows = min(_integer(message, "rows", 1), MAX_ROWS)
+        if not attachment.read_only:
+            attachment.resize(cols, rows)
+    elif kind == "ping":
+        return True
+    else:
+        raise Refused(CLOSE_BAD_MESSAGE, f"unknown message type {kind[:40]!r}: expected ack, resize or ping")
+    return False
+
+
+def _parse(text: str) -> dict[str, object]:
     try:
         message = json.loads(text)
-        kind = message.get("type")
-        if kind == "ack":
-            attachment.ack(int(message["offset"]))
-        elif kind == "resize":
-            if not attachment.read_only:
-                cols = min(max(int(message["cols"]), 1), MAX_COLS)
-                rows = min(max(int(message["rows"]), 1), MAX_ROWS)
-                attachment.resize(cols, rows)
-        elif kind == "ping":
-            return True
-    except (ValueError, TypeError, KeyError, AttributeError):
-        pass  # a malformed control message is ignored, like an unknown one
-    return False
+    except (ValueError, RecursionError) as exc:
+        raise Refused(CLOSE_BAD_MESSAGE, "a control message must be JSON") from exc
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise Refused(CLOSE_BAD_MESSAGE, 'a control message must be a JSON object with a string "type"')
+    return message
+
+
+def _integer(message: dict[str, object], name: str, low: int) -> int:
+    value = message.get(name)
+    if type(value) is not int or not low <= value <= MAX_OFFSET:  # bool is an int subclass: not here
+        raise Refused(
+            CLOSE_BAD_MESSAGE, f"{message['type']} needs {name}: an integer from {low} to {MAX_OFFSET}"
+        )
+    return value

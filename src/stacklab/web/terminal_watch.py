@@ -1,0 +1,115 @@
+"""Terminals follow their lab: a shell closes when its environment stops running, whoever stopped it.
+
+A lab is paused, deleted or reset by many hands: the web API of this process, another web process, the
+`stacklab env` command, the controller's idle and age policies. Only the first can close this process's
+shells directly, so every web process also watches the environments it has shells for: one query per
+`terminal_watch_interval_s` over those ids (the primary key; nothing at all when no terminal is open),
+and the shells of any environment no longer desired and observed running, reset requested, or gone are
+closed with a `{"type": "closed"}` message saying why (read-only watchers with them). The web API's
+immediate close takes the same path (`close_now`), so a reason reads the same wherever the change came
+from. Costs nothing per session: one task per application.
+
+A reset that goes all the way from running to running again between two sweeps is not seen here; on a
+real provider the old node is gone by then, and the shell ends with its SSH connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from stacklab.access.terminal import TerminalManager
+from stacklab.store.repository import Repository
+from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Desired, Observed
+
+log = logging.getLogger(__name__)
+
+IDS_PER_QUERY = 500  # well under every supported database's limit on bound parameters
+
+DELETED = "the lab was deleted"
+RESET = "the lab was reset"
+PAUSED = "the lab was paused"
+FAILED = "the lab failed"
+STOPPED = "the lab stopped running"
+
+
+class LabState(NamedTuple):
+    """The columns of an environment that decide whether its terminals may stay open."""
+
+    desired: str
+    observed: str
+    reset_requested: bool
+
+
+def lab_states(repo: Repository, env_ids: Iterable[str]) -> dict[str, LabState]:
+    """The state of each environment that still exists, by id (read-only, primary-key lookups)."""
+    ids = sorted(env_ids)
+    table = EnvironmentRecord
+    states: dict[str, LabState] = {}
+    with repo.read() as session:
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            query = select(table.id, table.desired, table.observed, table.reset_requested).where(
+                table.id.in_(ids[start : start + IDS_PER_QUERY])
+            )
+            for env_id, desired, observed, reset in session.execute(query):
+                states[env_id] = LabState(desired, observed, bool(reset))
+    return states
+
+
+def closing_reason(state: LabState | None) -> str | None:
+    """Why the terminals of an environment in `state` (None: the row is gone) must close; None: they stay."""
+    if state is None or Desired.DELETED in (state.desired, state.observed):
+        return DELETED
+    if state.reset_requested or state.observed in (Observed.NEW, Observed.CREATING):
+        return RESET  # a running lab goes back to new only to be rebuilt: reset (or its stack vanished)
+    if Desired.SUSPENDED in (state.desired, state.observed):
+        return PAUSED
+    if state.observed == Observed.FAILED:
+        return FAILED
+    if state.observed != Observed.RUNNING:
+        return STOPPED
+    return None
+
+
+class TerminalWatch:
+    """Closes the terminals of one application whose environments stopped running (see the module doc)."""
+
+    def __init__(self, manager: TerminalManager, repo: Repository, interval_s: float) -> None:
+        self.manager = manager
+        self.repo = repo
+        self.interval_s = interval_s
+
+    def sweep(self, env_ids: Iterable[str] | None = None) -> int:
+        """Close the sessions of the given environments (default: all with sessions) that may not stay
+        open; returns how many sessions were closed."""
+        ids = set(self.manager.env_ids() if env_ids is None else env_ids)
+        if not ids:
+            return 0
+        states = lab_states(self.repo, ids)
+        closed = 0
+        for env_id in ids:
+            reason = closing_reason(states.get(env_id))
+            if reason is not None:
+                closed += self.manager.close_sessions(env_id, reason)
+        return closed
+
+    async def close_now(self, env_id: str) -> None:
+        """This process just changed the environment: close its terminals now, not at the next sweep."""
+        self.sweep((env_id,))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep every `interval_s` until `stop` is set; a failed read is retried at the next interval."""
+        while not stop.is_set():
+            try:
+                self.sweep()
+            except SQLAlchemyError as exc:
+                log.warning("terminal watch: reading environment states failed", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)
