@@ -6,6 +6,7 @@ one (these tests are about the API, the LXC path is covered by the lifecycle and
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -17,9 +18,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from tests.support.memory_provider import MemoryProvider
 from tests.support.web_app import (
     LMS_SECRET,
+    admin_token,
     bearer,
     drive,
     launch,
@@ -256,6 +259,10 @@ FUZZ_DIR = Path(tempfile.mkdtemp(prefix="stacklab-fuzz-"))
 FUZZ_STACK = make_stack(FUZZ_DIR, {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", 1)})})
 FUZZ_APP = create_app(FUZZ_STACK, run_engine=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", FUZZ_APP)
+# Strings from all of Unicode (non-ASCII, NUL), plus the NaN/Infinity and non-ASCII poison below.
+schema.config.generation.update(codec="utf-8", allow_x00=True, max_examples=15)
+POISON = [None, float("nan"), float("inf"), float("-inf"), "t\u00f6k\u00e9n\u2603", "\x00"]
+NON_ASCII_TOKEN = "Bearer t\u00f6k\u00e9n.\u00e4\u00e4"  # sent as Latin-1 bytes
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -265,16 +272,41 @@ def _remove_fuzz_store() -> Iterator[None]:
     shutil.rmtree(FUZZ_DIR, ignore_errors=True)
 
 
+def _fuzz_admin_token() -> str:
+    """A real operator token, from the login form (once per module)."""
+    if not hasattr(_fuzz_admin_token, "token"):
+        import asyncio
+
+        async def login() -> str:
+            transport = httpx.ASGITransport(app=FUZZ_APP, client=("127.0.0.9", 1))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                return await admin_token(http)
+
+        _fuzz_admin_token.token = asyncio.run(login())  # type: ignore[attr-defined]
+    return _fuzz_admin_token.token  # type: ignore[attr-defined,no-any-return]
+
+
+def _poisoned(case, poison: object) -> None:  # type: ignore[no-untyped-def]
+    """NaN, Infinity or a non-ASCII string in place of a body field (schemathesis draws neither)."""
+    if poison is not None and isinstance(case.body, dict) and case.body:
+        case.body[sorted(case.body)[0]] = poison
+        case.body = json.dumps(case.body).encode()  # as a browser or script would send it: NaN, Infinity
+
+
 @schema.parametrize()
-@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_fuzzing_the_api_finds_no_server_error(case) -> None:  # type: ignore[no-untyped-def]
+@schema.given(poison=st.sampled_from(POISON))
+@hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzzing_the_api_finds_no_server_error(case, poison) -> None:  # type: ignore[no-untyped-def]
+    """Every operation, with an LMS JWT, a real operator token, a learner token and a non-ASCII one."""
+    _poisoned(case, poison)
     signer = FUZZ_APP.state.ctx.signer
-    for token in (
-        lms_jwt(),
-        signer.issue("admin", "fuzz", None, 60),
-        signer.issue("learner", "x", "0000abcd", 60),
+    for authorization in (
+        f"Bearer {lms_jwt()}",
+        f"Bearer {_fuzz_admin_token()}",
+        f"Bearer {signer.issue('learner', 'x', '0000abcd', 60)}",
+        NON_ASCII_TOKEN,
     ):
-        response = case.call(headers={"Authorization": f"Bearer {token}"})
+        response = case.call(headers={"Authorization": authorization})
         assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
 
 
