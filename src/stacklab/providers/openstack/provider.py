@@ -83,6 +83,9 @@ class OpenStackProvider(Provider):
         self.cloud: str = self.settings.get("cloud") or name
         self.delete_wait_s = float(self.settings.get("delete_wait_s", 60.0))
         self.delete_attempts = int(self.settings.get("delete_attempts", 3))
+        self.api_timeout_s = float(self.settings.get("api_timeout_s", 30.0))
+        """One HTTP request's bound: a Heat whose engine is gone answers only after its RPC timeout (60 s),
+        and keystoneauth has no timeout of its own; a hung call would hold the environment's lease."""
         threads = int(self.settings.get("api_threads", 16))
         self._pool = ThreadPoolExecutor(threads, f"openstack-{name}")
         # Status reads get their own threads: a burst of creates must not delay noticing a finished stack.
@@ -99,7 +102,9 @@ class OpenStackProvider(Provider):
             if self._conn is None:
                 with warnings.catch_warnings():  # the SDK warns about its own defaults (InfluxDB)
                     warnings.simplefilter("ignore", sdk_warnings.RemovedInSDK60Warning)
-                    conn = openstack.connect(cloud=self.cloud, app_name="stacklab")
+                    conn = openstack.connect(
+                        cloud=self.cloud, app_name="stacklab", api_timeout=self.api_timeout_s
+                    )
                 adapter = conn.session.session.get_adapter("http://")
                 connections = self._pool._max_workers + self._reads._max_workers
                 adapter.init_poolmanager(connections, connections, block=False)
