@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from stacklab.envs.service import NAME_PATTERN
 from stacklab.labs.schema import Lab
 from stacklab.store.tables import EnvironmentRecord, TransitionRecord
-from stacklab.types import Observed
+from stacklab.types import Desired, Observed
 
+BUSY = "All lab machines are busy right now. Please try again in a few minutes."
+MISCONFIGURED = (
+    "Your lab's cloud is not set up correctly, so your lab could not be started. "
+    "Please tell your course team."
+)
 LEARNER_MESSAGES = {
-    "NoCapacity": "All lab machines are busy right now. Please try again in a few minutes.",
-    "CapacityExhausted": "All lab machines are busy right now. Please try again in a few minutes.",
+    "NoCapacity": BUSY,
+    "CapacityExhausted": BUSY,
+    "QuotaExceeded": BUSY,
     "LaunchTimeout": "Your lab took too long to start. Please retry.",
+    "AuthFailed": MISCONFIGURED,
+    "Forbidden": MISCONFIGURED,
+    "TLSFailed": MISCONFIGURED,
+    "CloudNotConfigured": MISCONFIGURED,
+    "NoHeatEndpoint": MISCONFIGURED,
 }
 DEFAULT_FAILURE = "Your lab could not be started. Please retry; if it keeps failing, tell your course team."
+RETRY_MESSAGES = {
+    "ProviderUnavailable": "The cloud is not answering",
+    "Timeout": "The cloud is not answering",
+    "RateLimited": "The cloud is busy",
+    "Conflict": "The cloud is busy",
+    "NoCapacity": "All lab machines are busy",
+    "CapacityExhausted": "All lab machines are busy",
+    "QuotaExceeded": "All lab machines are busy",
+    "LaunchTimeout": "Your lab took too long to start",
+    "CreateFailed": "The cloud could not build your lab",
+    "DeleteInProgress": "The cloud is still removing your previous lab",
+}
+"""While a retry is scheduled: what went wrong in the learner's words (operators see the error itself)."""
+DEFAULT_RETRY = "Something went wrong while preparing your lab"
 
 Name = str
 
@@ -150,10 +178,23 @@ class AdminEnvironmentDetail(AdminEnvironment):
     history: list[HistoryEntry]
 
 
-def status_of(record: EnvironmentRecord, lab: Lab) -> EnvironmentStatus:
-    message = ""
+def _in(seconds: float) -> str:
+    return f"{math.ceil(seconds)} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
+
+
+def learner_message(record: EnvironmentRecord, now: float) -> str:
+    """A sentence for the learner, never the error text: what went wrong and when the next try is."""
+    retry_at = record.next_attempt_at
+    if record.last_reason and retry_at and retry_at > now and record.desired != Desired.DELETED:
+        why = RETRY_MESSAGES.get(record.last_reason, DEFAULT_RETRY)
+        return f"{why}; retrying in {_in(retry_at - now)}."
     if record.observed == Observed.FAILED:
-        message = LEARNER_MESSAGES.get(record.last_reason or "", DEFAULT_FAILURE)
+        return LEARNER_MESSAGES.get(record.last_reason or "", DEFAULT_FAILURE)
+    return ""
+
+
+def status_of(record: EnvironmentRecord, lab: Lab, now: float | None = None) -> EnvironmentStatus:
+    message = learner_message(record, time.time() if now is None else now)
     return EnvironmentStatus(
         id=record.id,
         course=record.course,
