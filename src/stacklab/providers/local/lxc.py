@@ -199,10 +199,10 @@ def monitor_running(root: Path, name: str) -> bool:
 
 
 async def start(root: Path, name: str) -> None:
-    if is_running(name):
+    if await is_up(root, name):
         return
     rc, out, err = await run("lxc-start", "-P", str(root), "-n", name, timeout=60)
-    if rc != 0 and not is_running(name) and not await _started_by_another(root, name):
+    if rc != 0 and not await is_up(root, name):
         log = ""
         with contextlib.suppress(OSError):
             log = "\n".join((root / name / "lxc.log").read_text().splitlines()[-8:])
@@ -211,18 +211,27 @@ async def start(root: Path, name: str) -> None:
         )
 
 
-async def _started_by_another(root: Path, name: str, timeout_s: float = 15) -> bool:
-    """Whether an lxc-start we did not run (a crashed create's orphan) is bringing the container up.
+async def is_up(root: Path, name: str, timeout_s: float = 30) -> bool:
+    """Whether the container runs, once a start still in flight has ended.
 
-    Ours then fails with "already running" before the container has a process in its cgroup: wait for
-    it while its monitor lives, instead of reporting a failed start.
+    A create killed during `lxc-start` leaves its monitor starting the container: the container has
+    processes before it is up, and the monitor aborts it when it cannot report RUNNING to the dead
+    `lxc-start`. So a container whose monitor says STARTING is waited for, not taken as running.
     """
+    if not is_running(name) and not monitor_running(root, name):
+        return False
     deadline = time.monotonic() + timeout_s
-    while monitor_running(root, name) and time.monotonic() < deadline:
-        if is_running(name):
-            return True
+    state = await lxc_state(root, name)
+    while state in ("STARTING", "STOPPING", "ABORTING") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return is_running(name)
+        state = await lxc_state(root, name)
+    return state not in ("STOPPED", "STARTING", "STOPPING", "ABORTING") and is_running(name)
+
+
+async def lxc_state(root: Path, name: str) -> str:
+    """The container's state as its monitor reports it (RUNNING, STARTING, FROZEN, ...; STOPPED if none)."""
+    rc, out, _err = await run("lxc-info", "-P", str(root), "-n", name, "-s", "-H", timeout=10)
+    return out.strip() if rc == 0 and out.strip() else "STOPPED"
 
 
 async def stop_kill(root: Path, name: str) -> None:

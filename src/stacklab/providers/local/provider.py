@@ -216,7 +216,7 @@ class LocalProvider(Provider):
 
     async def _bring_up(self, stack: str, rec: dict[str, Any], spec: NodeSpec, request: StackRequest) -> None:
         cname = self.container(stack, spec.name)
-        if lxc.is_running(cname):
+        if await lxc.is_up(self.root, cname):
             return
         nd = self.stack_dir(stack) / spec.name
         nd.mkdir(exist_ok=True)
