@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from stacklab import __version__
 from stacklab.config import describe_settings, load_settings
 from stacklab.errors import LabError, StacklabError
 from stacklab.labs.durations import format_duration
@@ -22,7 +23,6 @@ from stacklab.types import Desired
 from stacklab.wiring import App, build_app
 
 T = TypeVar("T")
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -109,6 +109,7 @@ class StacklabGroup(click.Group):
 
 
 @click.group(cls=StacklabGroup)
+@click.version_option(__version__, "--version", prog_name="stacklab", message="%(prog)s %(version)s")
 @click.option("--data-dir", envvar="STACKLAB_DATA_DIR", help="Where state lives (STACKLAB_DATA_DIR).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
 @click.pass_context

@@ -32,7 +32,7 @@ from stacklab.web.tokens import TokenSigner
 from stacklab.wiring import App
 
 log = logging.getLogger(__name__)
-EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # package data; ./examples links here
 
 
 def admin_password(configured: str, data_dir: str) -> str:
