@@ -45,8 +45,8 @@ from tests.support.park import park
 from stacklab.providers.base import NodeSpec, StackRequest
 from stacklab.providers.local import LocalProvider
 
-root, image_dir, name, flag, key = sys.argv[1:6]
-park("web", Path(flag))
+root, image_dir, name, flag, key, in_flight = sys.argv[1:7]
+park("web", Path(flag), in_flight == "in-flight")
 provider = LocalProvider("local-crash", {"root_dir": root, "image_dir": image_dir})
 asyncio.run(provider.create(StackRequest(name, "learner", key, (NodeSpec("deploy"), NodeSpec("web")))))
 """
@@ -144,7 +144,13 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[list[str]], subprocess.Popen[str
         env = {**os.environ, "STACKLAB_IMAGE_DIR": IMAGE_DIR}
         with (tmp_path / f"process-{len(started)}.log").open("w") as log:
             process = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+                argv,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
             )
         started.append(process)
         return process
@@ -157,13 +163,18 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[list[str]], subprocess.Popen[str
 
 
 async def parked_creator(
-    spawn: Callable[[list[str]], subprocess.Popen[str]], provider: LocalProvider, key: asyncssh.SSHKey
+    spawn: Callable[[list[str]], subprocess.Popen[str]],
+    provider: LocalProvider,
+    key: asyncssh.SSHKey,
+    park: str = "before-start",
 ) -> tuple[str, subprocess.Popen[str]]:
-    """A process creating a new stack, stopped for good just before it starts the stack's web node."""
+    """A process creating a new stack, stopped for good just before it starts the stack's web node (or
+    with `park="in-flight"`, while its lxc-start of the web node runs)."""
     stack = f"slt-{uuid.uuid4().hex[:8]}"
     flag = provider.root / f".parked-{stack}"
     public = key.export_public_key().decode()
-    creator = spawn([sys.executable, "-c", CREATOR, str(provider.root), IMAGE_DIR, stack, str(flag), public])
+    argv = [sys.executable, "-c", CREATOR, str(provider.root), IMAGE_DIR, stack, str(flag), public, park]
+    creator = spawn(argv)
     await wait_until(
         "the creator parks", lambda: flag.exists() and lxc.is_running(f"{stack}-deploy"), creator
     )
@@ -179,9 +190,13 @@ async def wait_until(what: str, predicate: Callable[[], object], process: subpro
         await asyncio.sleep(0.05)
 
 
-def sigkill(process: subprocess.Popen[str]) -> None:
-    """As the OOM killer or `kill -9` would: no cleanup code of ours runs."""
-    process.send_signal(signal.SIGKILL)
+def sigkill(process: subprocess.Popen[str], group: bool = False) -> None:
+    """As the OOM killer or `kill -9` would (or, `group`, a killed process group, children and all):
+    no cleanup code of ours runs."""
+    if group:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
 
 
@@ -220,6 +235,25 @@ async def test_a_dead_creator_is_seen_at_once_and_create_finishes_its_stack(
     await fresh.delete(handle)
     assert leftovers(provider.root, stack, ports) == []
     assert (await fresh.status(handle)).state is StackState.ABSENT
+
+
+async def test_a_creator_killed_with_its_lxc_start_is_finished_too(
+    provider: LocalProvider, spawn, key
+) -> None:
+    """Killed together with its lxc-start, a create leaves an LXC monitor that aborts the node it was
+    starting (it cannot report to the dead lxc-start): the next create waits for that, then starts the
+    node itself, rather than taking the doomed node for a running one."""
+    stack, creator = await parked_creator(spawn, provider, key, park="in-flight")
+    sigkill(creator, group=True)
+    assert (provider.root / stack / ".creating").exists()
+
+    handle = await provider.create(request(stack, key))
+    for address in handle["nodes"].values():
+        wait_ssh(address, timeout_s=120)
+    assert (await provider.status(handle)).state is StackState.RUNNING
+    ports = assert_one_of_each(provider.root, stack)
+    await provider.delete(handle)
+    assert leftovers(provider.root, stack, ports) == []
 
 
 async def test_a_live_creator_keeps_the_stack_creating_and_a_second_create_waits(

@@ -16,14 +16,20 @@ import sys
 from pathlib import Path
 
 
-def park(node: str, flag: Path) -> None:
-    """Make this process stop for good just before it starts `node` (of any stack)."""
+def park(node: str, flag: Path, in_flight: bool = False) -> None:
+    """Make this process stop for good just before it starts `node` (of any stack), or, `in_flight`,
+    once its `lxc-start` has begun (to be killed together with it, as Ctrl-C or a killed process group
+    would)."""
     from stacklab.providers.local import lxc
 
     real_start = lxc.start
 
     async def start(root: Path, name: str) -> None:
         if name.endswith(f"-{node}"):
+            if in_flight:
+                starting = asyncio.get_running_loop().create_task(real_start(root, name))
+                while not lxc.monitor_running(root, name) and not starting.done():
+                    await asyncio.sleep(0.002)
             flag.touch()
             await asyncio.Event().wait()  # until SIGKILL
         await real_start(root, name)
