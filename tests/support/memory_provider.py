@@ -6,6 +6,7 @@ stacks) and by the controller benchmark. Its nodes point at a real SSH server wh
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from stacklab.errors import TerminalProviderError, TransientProviderError
@@ -20,6 +21,12 @@ class MemoryProvider(Provider):
         self.stacks: dict[str, StackState] = {}
         self.node_names: dict[str, tuple[str, ...]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.created: Counter[str] = Counter()  # stacks made, by name (a create that found one: not counted)
+        self.deleted: Counter[str] = Counter()  # stacks removed, by name (a delete of nothing: not counted)
+        self.keys: dict[str, str] = {}  # the login key each stack was made with
+        self.rekeyed: list[
+            str
+        ] = []  # creates that found the stack made with another key: two launches at once
         self.fail_create: Exception | None = None
         self.fail_suspend: Exception | None = None
         self.boot_polls = 0
@@ -30,6 +37,12 @@ class MemoryProvider(Provider):
         self.calls.append(("create", request.name))
         if self.fail_create:
             raise self.fail_create
+        if request.name in self.stacks:
+            if self.keys.get(request.name) != request.public_key:
+                self.rekeyed.append(request.name)
+        else:
+            self.created[request.name] += 1
+            self.keys[request.name] = request.public_key
         self.stacks.setdefault(request.name, StackState.CREATING)
         self.node_names[request.name] = tuple(n.name for n in request.nodes) or ("main",)
         self._polls[request.name] = 0
@@ -60,7 +73,8 @@ class MemoryProvider(Provider):
 
     async def delete(self, handle: Handle) -> None:
         self.calls.append(("delete", handle["name"]))
-        self.stacks.pop(handle["name"], None)
+        if self.stacks.pop(handle["name"], None) is not None:
+            self.deleted[handle["name"]] += 1
 
     async def list(self) -> list[str]:
         return list(self.stacks)
