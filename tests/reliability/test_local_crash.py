@@ -95,6 +95,16 @@ def assert_one_of_each(root: Path, stack: str) -> list[str]:
     return ports
 
 
+async def assert_running_then_delete(provider: LocalProvider, handle: dict) -> None:
+    """Every node answers SSH, the stack is running with one of everything; deleted, it leaves nothing."""
+    for address in handle["nodes"].values():
+        wait_ssh(address, timeout_s=120)
+    assert (await provider.status(handle)).state is StackState.RUNNING
+    ports = assert_one_of_each(provider.root, handle["name"])
+    await provider.delete(handle)
+    assert leftovers(provider.root, handle["name"], ports) == []
+
+
 def init_pid(root: Path, container: str) -> str:
     out = subprocess.run(
         ["lxc-info", "-P", str(root), "-n", container, "-p", "-H"], capture_output=True, text=True, timeout=30
@@ -225,15 +235,9 @@ async def test_a_dead_creator_is_seen_at_once_and_create_finishes_its_stack(
 
     handle = await fresh.create(request(stack, key))
     assert (handle["subnet"], handle["nodes"]) == (half_made["subnet"], half_made["nodes"])
-    for address in handle["nodes"].values():
-        wait_ssh(address, timeout_s=120)
-    assert (await fresh.status(handle)).state is StackState.RUNNING
     assert not (provider.root / stack / ".creating").exists()
     assert init_pid(provider.root, f"{stack}-deploy") == deploy_init  # finished, not made again
-    ports = assert_one_of_each(provider.root, stack)
-
-    await fresh.delete(handle)
-    assert leftovers(provider.root, stack, ports) == []
+    await assert_running_then_delete(fresh, handle)
     assert (await fresh.status(handle)).state is StackState.ABSENT
 
 
@@ -248,12 +252,7 @@ async def test_a_creator_killed_with_its_lxc_start_is_finished_too(
     assert (provider.root / stack / ".creating").exists()
 
     handle = await provider.create(request(stack, key))
-    for address in handle["nodes"].values():
-        wait_ssh(address, timeout_s=120)
-    assert (await provider.status(handle)).state is StackState.RUNNING
-    ports = assert_one_of_each(provider.root, stack)
-    await provider.delete(handle)
-    assert leftovers(provider.root, stack, ports) == []
+    await assert_running_then_delete(provider, handle)
 
 
 async def test_a_live_creator_keeps_the_stack_creating_and_a_second_create_waits(
@@ -276,12 +275,7 @@ async def test_a_live_creator_keeps_the_stack_creating_and_a_second_create_waits
         handle = await asyncio.wait_for(second, 180)
     finally:
         second.cancel()
-    for address in handle["nodes"].values():
-        wait_ssh(address, timeout_s=120)
-    assert (await provider.status(handle)).state is StackState.RUNNING
-    ports = assert_one_of_each(provider.root, stack)
-    await provider.delete(handle)
-    assert leftovers(provider.root, stack, ports) == []
+    await assert_running_then_delete(provider, handle)
 
 
 # ------------------------------------------------------------------------------------------------------
