@@ -42,9 +42,10 @@ from stacklab.errors import (
     TransientProviderError,
 )
 from stacklab.labs.schema import Hook, Lab, ProviderEntry
+from stacklab.procs import process_identity
 from stacklab.providers.base import Handle, NodeSpec, Provider, StackRequest, StackState, StackStatus
 from stacklab.secrets import Secret, Vault
-from stacklab.store.repository import Repository, process_identity
+from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed, Progress
 

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stacklab.errors import NotFound
 from stacklab.procs import holder_is_dead
-from stacklab.procs import process_identity as process_identity  # the controller's import
 from stacklab.store.database import session_factory
 from stacklab.store.tables import (
     CheckRunRecord,
