@@ -9,75 +9,32 @@ after the clock moved. The learner's terminal gets `{"type": "closed", "reason":
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.memory_provider import MemoryProvider
-from tests.support.terminals import Term, serve_asgi, terminal
-from tests.support.web_app import bearer, drive, launch, lms_call, make_stack
+from tests.support.terminals import LabService, Term, lab_service, terminal
+from tests.support.web_app import bearer, lms_call
 
 from stacklab.types import Desired
 from stacklab.web.app import create_app
 from stacklab.web.context import WebContext
-from stacklab.wiring import App
 
 PROMPT = b"$ "
 PAUSED, DELETED, RESET = "the lab was paused", "the lab was deleted", "the lab was reset"
 
 
-@dataclass
-class Service:
-    """One running web process and what a test needs to reach it and its database from elsewhere."""
-
-    tmp_path: Path
-    cloud: dict[str, MemoryProvider]
-    stack: App
-    http: httpx.AsyncClient
-    ws_base: str
-    env_id: str
-    token: str  # the learner's
-
-    def url(self, token: str | None = None) -> str:
-        query = f"token={token or self.token}&session={uuid.uuid4().hex[:16]}"
-        return f"{self.ws_base}/api/v1/environments/{self.env_id}/terminal/main?{query}"
-
-    def another_process(self) -> App:
-        """The service as another process builds it: its own engine and connections, the same database and
-        the same cloud."""
-        return make_stack(self.tmp_path, self.cloud)
-
+class Service(LabService):
     def read_only_token(self) -> str:
         ctx: WebContext = self.http._transport.app.state.ctx  # type: ignore[attr-defined]
         return ctx.signer.issue("learner", "staff-view.ann", self.env_id, 300, read_only=True)
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path, sshd_port: int, watch_interval_s: float) -> AsyncIterator[Service]:
-    cloud = {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", sshd_port)})}
-    stack = make_stack(tmp_path, cloud, terminal_watch_interval_s=watch_interval_s)
-    app = create_app(stack, run_engine=False)
-    try:
-        async with (
-            serve_asgi(app, lifespan="on") as ws_base,
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
-        ):
-            body = await launch(http, "ann")
-            env_id = body["environment"]["id"]
-            await drive(stack, env_id)
-            yield Service(tmp_path, cloud, stack, http, ws_base, env_id, body["token"])
-    finally:
-        stack.close()
-
-
 @pytest.fixture
 async def service(tmp_path: Path, sshd_port: int) -> AsyncIterator[Service]:
-    async with running(tmp_path, sshd_port, watch_interval_s=0.1) as served:
-        yield served
+    async with lab_service(tmp_path, sshd_port, terminal_watch_interval_s=0.1) as served:
+        yield Service(**vars(served))
 
 
 async def closed_with(term: Term, reason: str) -> None:
@@ -196,7 +153,7 @@ async def test_this_process_closes_at_once_without_waiting_for_the_watch(
     tmp_path: Path, sshd_port: int
 ) -> None:
     """The web API that deletes a lab closes its terminals itself, with the same reason."""
-    async with running(tmp_path, sshd_port, watch_interval_s=3600) as served:
+    async with lab_service(tmp_path, sshd_port, terminal_watch_interval_s=3600) as served:
         async with terminal(served.url()) as term:
             await term.until(PROMPT)
             response = await served.http.delete(f"/api/v1/environments/{served.env_id}", headers=lms_call())

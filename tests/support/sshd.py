@@ -19,6 +19,9 @@ class _AnyKeyServer(asyncssh.SSHServer):
         return True
 
 
+SHELLS: set[asyncio.Future[None]] = set()  # the shells running now (one event loop per test)
+
+
 async def _shell(process: asyncssh.SSHServerProcess) -> None:
     """A login shell (no command: a terminal): bash reading the client's lines, `$ ` as its prompt."""
     child = await asyncio.create_subprocess_exec(
@@ -61,7 +64,10 @@ async def _shell(process: asyncssh.SSHServerProcess) -> None:
 async def _handle(process: asyncssh.SSHServerProcess) -> None:
     """Run the command with bash, feeding it the client's stdin as it comes (EOF closes it)."""
     if process.command is None:
-        await _shell(process)
+        shell = asyncio.ensure_future(_shell(process))
+        SHELLS.add(shell)
+        shell.add_done_callback(SHELLS.discard)
+        await shell
         return
     child = await asyncio.create_subprocess_shell(
         process.command or "true",
@@ -86,9 +92,25 @@ async def _handle(process: asyncssh.SSHServerProcess) -> None:
     process.exit(child.returncode or 0)
 
 
-async def start_sshd() -> tuple[asyncssh.SSHAcceptor, int]:
+class SshServer:
+    """The listening server and the shells it runs: closing it ends them too, so no bash outlives a test."""
+
+    def __init__(self, acceptor: asyncssh.SSHAcceptor) -> None:
+        self.acceptor = acceptor
+
+    def close(self) -> None:
+        self.acceptor.close()
+        for shell in SHELLS:
+            shell.cancel()
+
+    async def wait_closed(self) -> None:
+        await self.acceptor.wait_closed()
+        await asyncio.gather(*SHELLS, return_exceptions=True)
+
+
+async def start_sshd() -> tuple[SshServer, int]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.create_server(
         _AnyKeyServer, "127.0.0.1", 0, server_host_keys=[host_key], process_factory=_handle
     )
-    return server, server.sockets[0].getsockname()[1]
+    return SshServer(server), server.sockets[0].getsockname()[1]

@@ -11,13 +11,22 @@ import contextlib
 import json
 import re
 import socket
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
+from tests.support.memory_provider import MemoryProvider
+from tests.support.web_app import drive, launch, make_stack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from stacklab.web.app import create_app
+from stacklab.wiring import App
 
 FRAMES: list[bytes] = []  # every frame any test client received, for key-leak checks
 WAIT_S = 10.0  # the longest any single expected message may take
@@ -159,3 +168,45 @@ async def refusal(address: str, **kwargs: Any) -> tuple[int | None, list[str]]:
         except ConnectionClosed as closed:
             return (closed.rcvd.code if closed.rcvd else None), messages  # type: ignore[return-value]
     return None, messages
+
+
+@dataclass
+class LabService:
+    """One web process of the service (served by uvicorn, its lifespan running) with one learner's lab
+    running on the in-memory provider, whose nodes are a real SSH server."""
+
+    tmp_path: Path
+    cloud: dict[str, MemoryProvider]
+    stack: App
+    http: httpx.AsyncClient  # the same app, in-process
+    ws_base: str
+    env_id: str
+    token: str  # the learner's
+
+    def url(self, token: str | None = None, node: str = "main", **params: str) -> str:
+        query = httpx.QueryParams({"token": token or self.token, "session": uuid.uuid4().hex[:16], **params})
+        return f"{self.ws_base}/api/v1/environments/{self.env_id}/terminal/{node}?{query}"
+
+    def another_process(self) -> App:
+        """The service as another process builds it: its own engine and connections, the same database and
+        the same cloud."""
+        return make_stack(self.tmp_path, self.cloud)
+
+
+@contextlib.asynccontextmanager
+async def lab_service(tmp_path: Path, sshd_port: int, **settings: object) -> AsyncIterator[LabService]:
+    """A `LabService` on SQLite in tmp_path; the controller loop does not run (tests drive the lab)."""
+    cloud = {"_ssh": MemoryProvider("_ssh", {"ssh": ("127.0.0.1", sshd_port)})}
+    stack = make_stack(tmp_path, cloud, **settings)
+    app = create_app(stack, run_engine=False)
+    try:
+        async with (
+            serve_asgi(app, lifespan="on") as ws_base,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http,
+        ):
+            body = await launch(http, "ann")
+            env_id = body["environment"]["id"]
+            await drive(stack, env_id)
+            yield LabService(tmp_path, cloud, stack, http, ws_base, env_id, body["token"])
+    finally:
+        stack.close()

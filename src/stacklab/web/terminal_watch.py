@@ -37,7 +37,6 @@ DELETED = "the lab was deleted"
 RESET = "the lab was reset"
 PAUSED = "the lab was paused"
 FAILED = "the lab failed"
-STOPPED = "the lab stopped running"
 
 
 class LabState(NamedTuple):
@@ -73,8 +72,6 @@ def closing_reason(state: LabState | None) -> str | None:
         return PAUSED
     if state.observed == Observed.FAILED:
         return FAILED
-    if state.observed != Observed.RUNNING:
-        return STOPPED
     return None
 
 
