@@ -2,10 +2,11 @@
 
 One environment goes through launch, suspend, resume, reset and delete while a second one (a bystander)
 keeps running. Each case injects one fault at the k-th call of one operation along that path: the
-provider refuses (transient, terminal, or an unexpected exception), hangs after doing the work, or the
-service process dies right after the cloud did the work; or a lifecycle hook (real SSH) fails, hangs past
-its timeout, or the process dies just after it. A dead or hung process is replaced by a fresh one on the
-same database and cloud (tests/support/restarts.py), and the path is driven on. Then:
+provider refuses (transient, terminal, or an unexpected exception), hangs after doing the work (cut by
+the controller's provider timeout), or the service process dies right after the cloud did the work; or a
+lifecycle hook (real SSH) fails, hangs past its timeout, or the process dies just after it. A dead
+process is replaced by a fresh one on the same database and cloud (tests/support/restarts.py), and the
+path is driven on. Then:
 
 - every step reaches its desired state (a terminal error may end a step in `failed`, recorded, and the
   learner's next action recovers), within the lab's timeouts plus one lease per restart;
@@ -41,6 +42,7 @@ from stacklab.types import Desired, Observed
 pytestmark = pytest.mark.db
 
 LEASE_S = 10.0
+PROVIDER_TIMEOUT_S = 0.2  # real seconds: how long a hung provider call is waited for
 HOOKS = """\
 hooks:
   before_suspend: {node: main, script: 'echo saving work', timeout: 300ms}
@@ -125,6 +127,8 @@ def recorded(service: Service, env_id: str, fault: Fault) -> bool:
     history = service.app.repo.history(env_id)
     if fault.op == "hook" and fault.mode == "hang":
         return any(t.reason == "HookFailed" and t.message.startswith("exit 124") for t in history)
+    if fault.mode == "hang":
+        return any(t.reason == "ProviderTimeout" for t in history)
     return any(fault.message in t.message and t.reason for t in history)
 
 
@@ -193,7 +197,8 @@ def service(
     hang_fifo: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Service]:
-    built = Service(dataclasses.replace(settings, lease_s=LEASE_S), clock, cloud, FaultPlan())
+    settings = dataclasses.replace(settings, lease_s=LEASE_S, provider_timeout_s=PROVIDER_TIMEOUT_S)
+    built = Service(settings, clock, cloud, FaultPlan())
     hooks = faulty_hooks(run_script, built.plan, lambda: built.life, hang=f"cat {hang_fifo}")
     monkeypatch.setattr("stacklab.envs.controller.run_script", hooks)
     yield built

@@ -4,7 +4,8 @@ kills the process at the k-th call of one operation.
 A `FaultPlan` names one fault, e.g. "the 2nd status call hangs", and counts calls across every process
 of the service (the cloud sees them all), so a fault fires once even when the service restarts. Errors
 are raised before the call reaches the cloud (the cloud refused); a hang or a kill happens after it (the
-cloud did the work, the service never learnt it), which is the harder case to recover from.
+cloud did the work, the service never learnt it), which is the harder case to recover from. A hang is an
+await that never returns: the controller's own bound on provider calls must cut it.
 """
 
 from __future__ import annotations
@@ -32,12 +33,11 @@ class ProcessKilled(BaseException):
 
 
 class Life:
-    """One process of the service: once dead (killed, or hung and then killed), it does nothing more."""
+    """One process of the service: once dead, it does nothing more."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.dead = False
-        self.hung = asyncio.Event()
 
     def check(self) -> None:
         """Called at every provider call and database statement: a dead process gets no further."""
@@ -64,8 +64,8 @@ class Fault:
 
     @property
     def restarts(self) -> bool:
-        """The process is lost: killed, or hung in a provider call (a hung hook is cut by its timeout)."""
-        return self.mode == "kill" or (self.mode == "hang" and self.op != "hook")
+        """The process is lost (a hang is cut by the controller's timeouts, in the same process)."""
+        return self.mode == "kill"
 
 
 @dataclass
@@ -98,12 +98,11 @@ def injected_error(fault: Fault) -> Exception:
 
 
 async def after_the_work(fault: Fault, life: Life) -> None:
-    """The cloud did the work; now the process dies, or hangs until the test kills it."""
+    """The cloud did the work; now the process dies, or the call never returns."""
     if fault.mode == "kill":
         life.dead = True
         raise ProcessKilled(fault.message)
-    life.hung.set()
-    await asyncio.Future()  # never done: cancelled when the hung process is killed
+    await asyncio.Future()  # never done: only a timeout around the call ends it
 
 
 class FaultyProvider(Provider):
