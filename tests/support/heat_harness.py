@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import openstack
 import pytest
+from openstack.warnings import RemovedInSDK60Warning
 
 HARNESS = Path(__file__).resolve().parents[2] / "scripts" / "heat-harness"
 HOME = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat"))
@@ -42,3 +46,45 @@ def heat_clouds() -> Iterator[Path]:
             os.environ["OS_CLIENT_CONFIG_FILE"] = previous
         if os.environ.get("STACKLAB_HEAT_KEEP") != "1":
             subprocess.run([str(HARNESS / "stop.sh")], check=False, timeout=STOP_TIMEOUT_S)
+
+
+# single services, for chaos tests -----------------------------------------------------------------------
+SERVICES = ("keystone", "heat-api", "heat-engine", "heat-small-api", "heat-small-engine")
+
+
+def stop_service(name: str, *, crash: bool = False) -> None:
+    """Stop one service of the harness (SIGTERM with a grace period; `crash`: SIGKILL at once)."""
+    if name not in SERVICES:
+        raise ValueError(f"no harness service {name!r}")
+    args = [str(HARNESS / "stop.sh"), *(["--kill"] if crash else []), name]
+    subprocess.run(args, check=True, capture_output=True, timeout=STOP_TIMEOUT_S)
+
+
+def start_services() -> None:
+    """Start again whatever is not running and wait until Keystone and both Heats answer (start.sh)."""
+    started = subprocess.run(
+        [str(HARNESS / "start.sh")], capture_output=True, text=True, timeout=START_TIMEOUT_S
+    )
+    if started.returncode != 0:
+        raise RuntimeError(f"heat harness failed to start again:\n{started.stdout}\n{started.stderr}")
+
+
+def stack_names(cloud: str) -> list[str]:
+    """Every stack of the cloud's project, whoever created it (what a leak check must see)."""
+    return sorted(stack.name for stack in _orchestration(cloud).stacks())
+
+
+def delete_all_stacks(cloud: str, wait_s: int = 120) -> None:
+    """Test cleanup only (it waits in the SDK's blocking helper, which stacklab never does)."""
+    heat = _orchestration(cloud)
+    stacks = list(heat.stacks())
+    for stack in stacks:
+        heat.delete_stack(stack)
+    for stack in stacks:
+        heat.wait_for_delete(stack, wait=wait_s)
+
+
+def _orchestration(cloud: str) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RemovedInSDK60Warning)
+        return openstack.connect(cloud=cloud).orchestration
