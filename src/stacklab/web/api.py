@@ -257,6 +257,7 @@ async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) 
     ctx = context(request)
     _for_course_of(_caller, ctx, env_id)
     ctx.stack.environments.request(env_id, Desired.SUSPENDED, "SuspendRequested")
+    await ctx.close_terminals(env_id)
     _kick(ctx, env_id)
     return _status(ctx, env_id)
 
@@ -336,7 +337,7 @@ async def admin_act(
     """Ask the controller to suspend, resume or delete (it converges; the row is not edited directly)."""
     ctx = context(request)
     record = ctx.stack.environments.request(env_id, ACTIONS[action], f"Operator{action.capitalize()}")
-    if action == "delete":
+    if action != "resume":
         await ctx.close_terminals(env_id)
     _kick(ctx, env_id)
     return schemas.admin_view(record)
