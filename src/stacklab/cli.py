@@ -498,6 +498,25 @@ def reconcile(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"error: {error}", err=True)
 
 
+@main.command("migrate")
+@click.pass_context
+def migrate_command(ctx: click.Context) -> None:
+    """Bring the database schema to the newest revision, then exit.
+
+    `serve` migrates at start too; installers (the Tutor plugin's init task, Ansible) run this first so
+    that several service processes never race to migrate one database.
+    """
+    from stacklab.store.database import make_engine, migrate
+
+    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    click.echo("the database schema is up to date", err=True)
+
+
 @main.command(
     "serve",
     help="Run the service: web API, lab pages, terminals and the controller loop, in one process.\n\n"
