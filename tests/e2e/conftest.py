@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "stacklab" / "web" / "static"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+CHECKOUT_CLI = (sys.executable, "-m", "stacklab.cli")  # the `stacklab` command of this checkout
 
 
 def free_port() -> int:
@@ -129,16 +130,25 @@ def mock_url(mock_server: str) -> Iterator[str]:
 class Stacklab:
     """A running `stacklab serve` and its CLI with the same data dir."""
 
-    def __init__(self, url: str, env: dict[str, str], admin_password: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        env: dict[str, str],
+        admin_password: str,
+        command: Sequence[str] = CHECKOUT_CLI,
+        cwd: Path = ROOT,
+    ) -> None:
         self.url = url
         self.env = env
         self.admin_password = admin_password
+        self.command = tuple(command)
+        self.cwd = cwd
 
     def cli(self, *args: str, timeout_s: float = 600) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "stacklab.cli", *args],
+            [*self.command, *args],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -155,8 +165,16 @@ class Stacklab:
 
 
 @contextlib.contextmanager
-def serving_stacklab(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[Stacklab]:
-    """`stacklab serve` on a free port with its own data dir; every environment is deleted at the end."""
+def serving_stacklab(
+    prefix: str,
+    extra_env: dict[str, str] | None = None,
+    command: Sequence[str] = CHECKOUT_CLI,
+    cwd: Path = ROOT,
+) -> Iterator[Stacklab]:
+    """`stacklab serve` on a free port with its own data dir; every environment is deleted at the end.
+
+    `command` is the `stacklab` to run (this checkout's by default; an installed wheel's in tests/dist/).
+    """
     if os.geteuid() != 0:
         pytest.fail("the local provider needs root: run the tests as root (scripts/dev test)")
     data_dir = tempfile.mkdtemp(prefix=prefix)
@@ -174,13 +192,13 @@ def serving_stacklab(prefix: str, extra_env: dict[str, str] | None = None) -> It
     }
     log = open(Path(data_dir) / "serve.log", "wb")  # noqa: SIM115 - kept open while the server runs
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stacklab.cli", "serve"],
+        [*command, "serve"],
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    service = Stacklab(f"http://127.0.0.1:{port}", env, password)
+    service = Stacklab(f"http://127.0.0.1:{port}", env, password, command, cwd)
     try:
         try:
             wait_http(f"{service.url}/healthz", 120, proc)
