@@ -1,18 +1,37 @@
-"""tutor-stacklab: with the plugin enabled, `tutor config save` renders the stacklab service, its Caddy route
-and the XBlock install into Tutor's generated environment."""
+"""tutor-stacklab with the real Tutor: `tutor config save` renders a service, an image, an init task and
+LMS settings that fit together, and the service started exactly as the rendered compose file says launches a
+lab for a JWT signed with the key the rendered LMS settings give the XBlock.
+
+Docker is not available here, so the compose service and its init job run as local processes: the same
+command, the environment of their `env_file` plus the image's `ENV`, with the data volume (/data) as a temp
+dir. The lab is the packaged hello-lab on the local (LXC) provider, booted for real; the XBlock's own client
+signs the calls.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
+import socket
 import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
-PLUGIN = Path(__file__).resolve().parents[2] / "deploy/tutor-plugin"
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = ROOT / "deploy/tutor-plugin"
+XBLOCK_SRC = ROOT / "xblock/src"
+LAB_TIMEOUT_S = 240
+COURSE = "course-v1:StacklabOrg+Tutor+2026"
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
@@ -21,42 +40,141 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
     return result.stdout
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Tutor:
+    """The real `tutor` of the deploy venv, with the plugin installed, on a TUTOR_ROOT of its own."""
+
+    def __init__(self, venv: Path, tmp: Path) -> None:
+        self.venv = venv
+        self.root = tmp / "root"
+        self.env = {**os.environ, "TUTOR_ROOT": str(self.root), "TUTOR_PLUGINS_ROOT": str(tmp / "plugins")}
+        self.env.pop("VIRTUAL_ENV", None)
+
+    def __call__(self, *args: str) -> str:
+        return run([str(self.venv / "bin/tutor"), *args], self.env)
+
+    def install_plugin(self) -> None:
+        run(
+            [str(self.venv / "bin/pip"), "install", "-q", "--no-deps", "--force-reinstall", str(PLUGIN)],
+            self.env,
+        )
+        self("plugins", "enable", "stacklab")
+
+    def file(self, relative: str) -> str:
+        return (self.root / relative).read_text()
+
+    def init_tasks(self, service: str) -> list[str]:
+        """The init tasks the plugin gives `tutor local do init` for `service`, from Tutor's own hook."""
+        code = (
+            "import json; from tutor import hooks, plugins; hooks.Actions.CORE_READY.do(); "
+            "plugins.load_all(['stacklab']); "
+            "print(json.dumps(list(hooks.Filters.CLI_DO_INIT_TASKS.iterate())))"
+        )
+        tasks = json.loads(run([str(self.venv / "bin/python"), "-c", code], self.env))
+        return [task for name, task in tasks if name == service]
+
+
+def xblock_settings(settings_py: str) -> dict[str, str]:
+    """XBLOCK_SETTINGS["stacklab"] as the LMS computes it: the plugin's statement run on an empty dict."""
+    lines = [line for line in settings_py.splitlines() if line.startswith("XBLOCK_SETTINGS")]
+    assert len(lines) == 1, lines
+    namespace: dict = {"XBLOCK_SETTINGS": {}}
+    exec(lines[0], namespace)  # the rendered line, as Django's settings module runs it
+    return dict(namespace["XBLOCK_SETTINGS"]["stacklab"])
+
+
+def env_file(text: str) -> dict[str, str]:
+    """KEY=value lines as docker compose reads an unquoted env_file (comments and blank lines skipped)."""
+    pairs = (line.split("=", 1) for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+@pytest.fixture
+def tutor(tutor_venv: Path, tmp_path: Path) -> Tutor:
+    tutor = Tutor(tutor_venv, tmp_path)
+    tutor.install_plugin()
+    return tutor
+
+
 @pytest.mark.deploy
-def test_tutor_config_save_renders_the_stacklab_service(tutor_venv: Path, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "TUTOR_ROOT": str(tmp_path / "root"),
-        "TUTOR_PLUGINS_ROOT": str(tmp_path / "plugins"),
-    }
-    env.pop("VIRTUAL_ENV", None)
-    bin_ = tutor_venv / "bin"
-    run([str(bin_ / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(PLUGIN)], env)
-    run([str(bin_ / "tutor"), "plugins", "enable", "stacklab"], env)
-    run(
-        [
-            str(bin_ / "tutor"),
-            "config",
-            "save",
-            "--set",
-            "LMS_HOST=learn.example.org",
-            "--set",
-            "STACKLAB_PIP_REQUIREMENT=git+https://git.example.org/stacklab.git@main",
-        ],
-        env,
+def test_tutor_config_save_renders_the_stacklab_service(tutor: Tutor) -> None:
+    requirement = "git+https://git.example.org/stacklab.git@main"
+    tutor(
+        "config",
+        "save",
+        "--set",
+        "LMS_HOST=learn.example.org",
+        "--set",
+        f"STACKLAB_PIP_REQUIREMENT={requirement}",
     )
-    root = tmp_path / "root"
-    compose = yaml.safe_load((root / "env/local/docker-compose.yml").read_text())
+    compose = yaml.safe_load(tutor.file("env/local/docker-compose.yml"))
     service = compose["services"]["stacklab"]
-    assert "stacklab serve --host 0.0.0.0 --port 8080" in service["command"]
-    assert "git+https://git.example.org/stacklab.git@main" in service["command"]
-    assert service["environment"]["STACKLAB_SECRET_KEY"]
-    caddyfile = (root / "env/apps/caddy/Caddyfile").read_text()
+    image = tutor("images", "printtag", "stacklab").strip()
+    assert service["image"] == image  # the image `tutor images build stacklab` makes (IMAGES_BUILD)
+    assert service["command"] == "stacklab serve --host 0.0.0.0 --port 8080"  # no pip at start
+    assert service["env_file"] == "../plugins/stacklab/apps/stacklab.env"
+    jobs = yaml.safe_load(tutor.file("env/local/docker-compose.jobs.yml"))
+    assert jobs["services"]["stacklab-job"]["image"] == image
+    assert tutor.init_tasks("stacklab") == ["stacklab migrate"]
+    dockerfile = tutor.file("env/plugins/stacklab/build/stacklab/Dockerfile")
+    assert f"pip wheel --no-deps --wheel-dir /wheels '{requirement}'" in dockerfile
+    caddyfile = tutor.file("env/apps/caddy/Caddyfile")
     assert "labs.learn.example.org{$default_site_port} {" in caddyfile
     assert "reverse_proxy stacklab:8080" in caddyfile
-    dockerfile = (root / "env/build/openedx/Dockerfile").read_text()
-    assert "pip install 'stacklab-xblock'" in dockerfile
-    config = yaml.safe_load((root / "config.yml").read_text())
-    assert "stacklab" in config["PLUGINS"]
+    assert "install 'stacklab-xblock'" in tutor.file("env/build/openedx/Dockerfile")
+    assert "stacklab" in yaml.safe_load(tutor.file("config.yml"))["PLUGINS"]
+
+    # tutor k8s: the same image and settings as a Deployment, a Service, a volume and the init Job
+    kinds = {
+        (doc["kind"], doc["metadata"]["name"])
+        for name in ("deployments", "services", "volumes", "jobs")
+        for doc in yaml.safe_load_all(tutor.file(f"env/k8s/{name}.yml"))
+        if doc
+    }
+    assert {("Deployment", "stacklab"), ("Service", "stacklab")} <= kinds
+    assert {("PersistentVolumeClaim", "stacklab"), ("Job", "stacklab-job")} <= kinds
+    generated = yaml.safe_load(tutor.file("env/kustomization.yml"))["configMapGenerator"]
+    stacklab_env = next(item for item in generated if item["name"] == "stacklab-env")
+    assert stacklab_env["envs"] == ["plugins/stacklab/apps/stacklab.env"]
+
+
+@pytest.mark.deploy
+def test_secrets_are_valid_stable_and_shared_with_the_lms(tutor: Tutor) -> None:
+    tutor("config", "save", "--set", "LMS_HOST=learn.example.org")
+    first = yaml.safe_load(tutor.file("config.yml"))
+    Fernet(first["STACKLAB_SECRET_KEY"])  # the service's secret_key: raises when it is not a Fernet key
+    service = env_file(tutor.file("env/plugins/stacklab/apps/stacklab.env"))
+    assert service["STACKLAB_SECRET_KEY"] == first["STACKLAB_SECRET_KEY"]
+
+    tutor("config", "save", "--set", "CMS_HOST=studio.learn.example.org")
+    again = yaml.safe_load(tutor.file("config.yml"))
+    assert again["STACKLAB_SECRET_KEY"] == first["STACKLAB_SECRET_KEY"]
+    assert again["STACKLAB_LMS_SECRET"] == first["STACKLAB_LMS_SECRET"]
+    assert env_file(tutor.file("env/plugins/stacklab/apps/stacklab.env")) == service
+
+    keys = json.loads(service["STACKLAB_LMS_KEYS"])
+    for app in ("lms", "cms"):
+        lms = xblock_settings(tutor.file(f"env/apps/openedx/settings/{app}/production.py"))
+        assert lms["service_url"] == "http://stacklab:8080"
+        assert keys == {lms["lms_key"]: {"secret": lms["lms_secret"], "courses": ["*"]}}
+    assert len(keys["openedx"]["secret"]) >= 32
+
+    # a key from tutor-stacklab 0.1 (a random string) is refused with the way out, not rendered
+    broken = tutor.env | {"TUTOR_ROOT": str(tutor.root)}
+    result = subprocess.run(
+        [str(tutor.venv / "bin/tutor"), "config", "save", "--set", "STACKLAB_SECRET_KEY=" + "a1" * 16],
+        env=broken,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "tutor config save --unset STACKLAB_SECRET_KEY" in result.stderr + result.stdout
 
 
 RENDER = """\
@@ -134,3 +252,106 @@ def test_the_cluster_routes_tutors_public_meilisearch_host(
     server = re.search(rf"server_name {re.escape(host)};(.*?)\n}}", nginx, re.S)
     assert server, nginx
     assert f"proxy_pass {internal[1]};" in server[1], nginx
+
+
+def container_environment(service_env: dict[str, str], data_dir: Path) -> dict[str, str]:
+    """What a container of the stacklab image sees: the image's ENV and the env_file, nothing of ours; the
+    data volume (/data) is `data_dir`. `stacklab` is this checkout's (the image's venv is /opt/stacklab)."""
+    image_env = {"PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+    image_env |= {"PYTHONUNBUFFERED": "1", "STACKLAB_DATA_DIR": "/data"}
+    merged = image_env | service_env
+    return {key: re.sub(r"^/data(?=/|$)", str(data_dir), value) for key, value in merged.items()}
+
+
+def wait_for(probe, what: str, timeout_s: float, proc: subprocess.Popen | None = None):  # type: ignore[no-untyped-def]
+    """Call `probe` until it returns something truthy (bounded); fail naming `what` and the last error."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the service exited with {proc.returncode} while waiting for {what}")
+        try:
+            result = probe()
+            if result:
+                return result
+            last = result
+        except Exception as exc:  # not up yet: retried until the deadline
+            last = exc
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout_s:g} s (last: {last!r})")
+
+
+@contextlib.contextmanager
+def compose_service(service: dict, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """The compose service's `command`, run as a process (compose splits it like a shell, runs no shell)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            shlex.split(service["command"]), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def delete_environments(env: dict[str, str]) -> None:
+    """Every environment of this data dir deleted (containers, mounts, bridge), bounded."""
+    listed = run(["stacklab", "env", "list", "--json"], env)
+    for record in json.loads(listed or "[]"):
+        if record["observed"] != "deleted":
+            run(["stacklab", "env", "delete", record["id"], "--wait"], env)
+
+
+@pytest.mark.deploy
+@pytest.mark.lxc
+def test_the_rendered_service_launches_a_lab_for_the_rendered_lms_key(tutor: Tutor) -> None:
+    from tests.support.lxc import require_lxc
+
+    require_lxc()
+    sys.path.insert(0, str(XBLOCK_SRC))
+    from stacklab_xblock.client import ServiceConfig, StacklabClient
+
+    port = free_port()  # this machine is shared: the rendered port is one nobody uses
+    tutor("config", "save", "--set", "LMS_HOST=learn.example.org", "--set", f"STACKLAB_PORT={port}")
+    compose = yaml.safe_load(tutor.file("env/local/docker-compose.yml"))["services"]["stacklab"]
+    job = yaml.safe_load(tutor.file("env/local/docker-compose.jobs.yml"))["services"]["stacklab-job"]
+    assert job["env_file"] == compose["env_file"]
+    service_env = env_file((tutor.root / "env/local" / compose["env_file"]).read_text())
+    lms = xblock_settings(tutor.file("env/apps/openedx/settings/lms/production.py"))
+
+    with tempfile.TemporaryDirectory(prefix="stacklab-tutor-", dir="/var/tmp") as data:
+        env = container_environment(service_env, Path(data))
+        for task in tutor.init_tasks("stacklab"):  # `tutor local do init`: sh -e -c TASK in stacklab-job
+            run(["sh", "-e", "-c", task], env)
+        assert (Path(data) / "stacklab.db").exists()
+        try:
+            with compose_service(compose, env, Path(data) / "serve.log") as proc:
+                url = lms["service_url"].replace("://stacklab:", "://127.0.0.1:")  # compose's DNS name
+                client = StacklabClient(ServiceConfig(url, lms["lms_key"], lms["lms_secret"]))
+                labs = wait_for(client.labs, "the service's lab list", 60, proc)
+                assert "hello-lab" in [lab["id"] for lab in labs]
+
+                launched = client.launch(COURSE, "hello-lab", "learner-ann")
+                assert launched["lab_url"].startswith("http://labs.learn.example.org/lab/")
+                env_id = launched["environment"]["id"]
+                learner = StacklabClient(ServiceConfig(url, "", ""))
+                learner.server_token = lambda now=None: launched["token"]  # type: ignore[method-assign]
+                status = wait_for(
+                    lambda: (
+                        (s := learner._call("GET", f"/api/v1/environments/{env_id}")) and s["ready"] and s
+                    ),
+                    "hello-lab ready",
+                    LAB_TIMEOUT_S,
+                    proc,
+                )
+                print(f"\nhello-lab launched through the rendered service: {status['progress']}")
+                report = client.run_checks(env_id)  # what "Check my work" in the unit does
+                assert [r["name"] for r in report["results"]] == ["hello-file", "user-alice"]
+                assert report["score"] == 0 and report["max_score"] == 3
+        finally:
+            delete_environments(env)
