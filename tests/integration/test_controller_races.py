@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from tests.support.engine import settle, write_lab
 from tests.support.memory_provider import MemoryProvider
 
+from stacklab.errors import TransientProviderError
 from stacklab.providers.base import Handle, StackState
 from stacklab.secrets import Vault
 from stacklab.store.tables import EnvironmentRecord
@@ -32,6 +33,7 @@ class GatedProvider(MemoryProvider):
         self.gate = asyncio.Event()
         self.gated: set[str] = set()
         self.reached = asyncio.Event()
+        self.unreachable: set[str] = set()
 
     async def _pass_gate(self, call: str) -> None:
         if call in self.gated:
@@ -46,10 +48,15 @@ class GatedProvider(MemoryProvider):
         await self._pass_gate("suspend")
         await super().suspend(handle)
 
+    async def delete(self, handle: Handle) -> None:
+        if "delete" in self.unreachable:
+            raise TransientProviderError(f"{self.name} is not answering")
+        await super().delete(handle)
+
 
 @pytest.fixture
 def providers(sshd_port: int) -> dict[str, MemoryProvider]:
-    return {name: GatedProvider(name, {"ssh": ("127.0.0.1", sshd_port)}) for name in ("local", "a")}
+    return {name: GatedProvider(name, {"ssh": ("127.0.0.1", sshd_port)}) for name in ("local", "a", "b")}
 
 
 async def test_a_lab_launched_during_the_sweep_is_not_taken_for_a_leak(
@@ -87,7 +94,7 @@ async def test_a_leak_that_an_environment_takes_back_meanwhile_is_kept(
         owners = read_owners()
 
         def relaunched(current: EnvironmentRecord, _session: object) -> None:
-            current.desired, current.observed = Desired.RUNNING, Observed.RUNNING
+            current.desired, current.observed, current.provider = Desired.RUNNING, Observed.RUNNING, "a"
 
         app.repo.update(record.id, relaunched)  # another process's pass brought it back
         return owners
@@ -202,3 +209,47 @@ async def test_a_pass_that_outlived_its_lease_saves_nothing(
     assert (current.lease_owner, current.last_error) == (other, "the other pass's work")
     assert current.observed == Observed.RUNNING  # the slow pass's "Suspended" was not written
     assert "Suspended" not in [t.reason for t in app.repo.history(record.id)]
+
+
+async def test_an_unreachable_provider_does_not_keep_the_lab_from_the_next_and_its_leftover_is_swept(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """Launch timeout on provider a, which then stops answering: the lab still fails over to b; the
+    stack a kept is removed by the sweep once a answers, though an environment of that name runs (on b)."""
+    a, b = providers["a"], providers["b"]
+    a.boot_polls = 10**9
+    record = app.environments.launch(
+        write_lab(tmp_path, "- {name: a, type: local}\n- {name: b, type: local}"), "x"
+    )
+    await app.controller.reconcile(record.id)
+    await app.controller.reconcile(record.id)
+    a.unreachable.add("delete")
+    app.controller.clock.now += 31  # type: ignore[attr-defined]
+    assert await settle(app, record.id) == Observed.RUNNING
+    assert app.repo.get(record.id).provider == "b"
+    notes = [(t.from_state, t.reason) for t in app.repo.history(record.id) if t.kind == "provider"]
+    assert ("a", "LaunchTimeout") in notes and ("a", "LeftBehind") in notes
+    assert record.stack_name in a.stacks  # left behind while a did not answer
+    a.unreachable.clear()
+    report = await app.engine.sweep()
+    assert report.removed == [record.stack_name] and record.stack_name not in a.stacks
+    assert b.stacks[record.stack_name] == StackState.RUNNING  # the lab itself is untouched
+    assert app.repo.usage() == {"a": 0, "b": 1}
+
+
+async def test_a_clock_step_back_does_not_stretch_a_scheduled_retry(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    provider = providers["a"]
+    record = app.environments.launch(write_lab(tmp_path), "timetraveller")
+    assert await settle(app, record.id) == Observed.RUNNING
+    provider.fail_suspend = TransientProviderError("cloud busy")
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    await app.engine.run_pass()
+    assert app.repo.get(record.id).attempts == 1
+    provider.fail_suspend = None
+    app.controller.clock.now -= 3600  # type: ignore[attr-defined]  # NTP steps the clock back an hour
+    app.controller.clock.now += max(app.controller.settings.retry_backoff_s) * 1.2 + 1  # type: ignore[attr-defined]
+    await app.engine.run_pass()  # the scheduler, not a direct pass: the retry is due on the new time
+    assert app.repo.get(record.id).observed == Observed.SUSPENDED
+    assert "ClockSteppedBack" in [t.reason for t in app.repo.history(record.id)]

@@ -224,12 +224,6 @@ async def test_a_service_down_is_retried_with_backoff_then_launches(
     await delete_and_check_nothing_leaks(app, env.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller defect: failing over first deletes the stack at the failed cloud (_fail_over -> "
-    "_remove_stack); with that cloud unreachable the delete raises, the pass is retried on the same cloud "
-    "and the lab never moves to the healthy one",
-)
 async def test_heat_api_down_fails_over_to_the_next_cloud(
     app: App, clock: Clock, tmp_path: Path, sshd_port: int
 ) -> None:
@@ -340,11 +334,6 @@ async def test_clock_stepping_back_mid_create_does_not_disturb_the_launch(
     await delete_and_check_nothing_leaks(app, env.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="controller defect: a retry scheduled before the clock stepped back waits the step on top of "
-    "the backoff (next_attempt_at is kept as an absolute time and never capped at now + the longest backoff)",
-)
 async def test_clock_stepping_back_does_not_stretch_a_scheduled_retry(
     app: App, clock: Clock, tmp_path: Path, sshd_port: int
 ) -> None:

@@ -52,6 +52,9 @@ from stacklab.types import Desired, Observed, Progress
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+CLOCK_STEP_S = 5.0
+"""A save this far ahead of the clock means the clock stepped back (NTP, a restored VM)."""
+
 
 @dataclass(frozen=True)
 class Result:
@@ -166,6 +169,7 @@ class Controller:
     async def _reconcile_leased(self, journal: Journal) -> Result:
         record = journal.record
         lab = self.labs.get(record.lab_digest)
+        self._catch_up_after_clock_step(journal)
         apply_policies(journal)
         if journal.entries:
             await self._save(journal)  # the new intent survives a crash in the step below
@@ -178,6 +182,15 @@ class Controller:
         except ProviderError as exc:
             requeue = self._fail(journal, exc.reason, str(exc))
         return await self._finish(journal, requeue)
+
+    @staticmethod
+    def _catch_up_after_clock_step(journal: Journal) -> None:
+        """A retry scheduled before the clock stepped back would wait the step on top of its backoff: the
+        last save lies ahead of the clock, so the retry is due now."""
+        record, now = journal.record, journal.now
+        if record.updated_at > now + CLOCK_STEP_S and record.next_attempt_at and record.next_attempt_at > now:
+            record.next_attempt_at = None
+            journal.note("clock", record.observed, "ClockSteppedBack", f"{record.updated_at - now:.0f}s back")
 
     async def _converge(self, journal: Journal, lab: Lab) -> float | None:
         record = journal.record
@@ -276,7 +289,13 @@ class Controller:
         record = journal.record
         failed_name = record.provider or "?"
         journal.note("provider", failed_name, reason, message)
-        await self._remove_stack(journal, lab)
+        try:
+            await self._remove_stack(journal, lab)
+        except ProviderError as exc:  # an unreachable provider must not keep the lab from the next one
+            journal.note(
+                "provider", failed_name, "LeftBehind", f"{exc}; the sweep deletes it when it answers"
+            )
+            self._forget_stack(journal)
         record.failed_providers = [*(record.failed_providers or []), failed_name]
         remaining = [p for p in lab.providers if p.name not in record.failed_providers]
         if remaining:
@@ -410,11 +429,15 @@ class Controller:
             return True
 
     async def remove_leak(self, provider: Provider, name: str, env_id: str) -> bool:
-        """Delete a stack no environment owned when the sweep looked; checked again under the lease of
-        the environment its name points at, so that a lab launched meanwhile is never removed."""
+        """Delete a stack no environment owned on this provider when the sweep looked (a leak, or what a
+        fail-over left behind); checked again under the lease of the environment its name points at, so
+        that a lab launched meanwhile is never removed."""
         try:
             async with self._exclusively(env_id) as journal:
-                if journal is None or journal.record.observed != Observed.DELETED:
+                if journal is None:
+                    return False
+                record = journal.record
+                if record.observed != Observed.DELETED and record.provider == provider.name:
                     return False
                 await self.bounded(provider.delete({"name": name}), provider)
                 return True

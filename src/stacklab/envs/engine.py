@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stacklab.envs.controller import Controller
+from stacklab.envs.controller import CLOCK_STEP_S, Controller
 from stacklab.errors import ProviderError
 from stacklab.jobs.runner import InProcessRunner
 from stacklab.providers.base import Provider
@@ -34,14 +34,26 @@ class Engine:
         self.repo = repo
         self.controller = controller
         self.runner = runner
+        self._latest = 0.0  # the latest time the clock showed (a step back is caught up with)
 
     @property
     def clock(self) -> Callable[[], float]:
         return self.controller.clock
 
     def submit_due(self) -> int:
-        """Submit every environment whose deadline has come (one indexed query)."""
-        due = self.repo.due_ids(self.clock(), self.controller.settings.reconcile_batch)
+        """Submit every environment whose deadline has come (one indexed query).
+
+        After the clock stepped back, the environments saved ahead of the clock whose retry was due by
+        the latest time seen plus the longest backoff get a pass too: a retry must not wait the step on
+        top of its backoff. (Only this process's memory knows the step: after a restart the retry waits.)
+        """
+        settings = self.controller.settings
+        now, batch = self.clock(), settings.reconcile_batch
+        self._latest = max(self._latest, now)
+        due = self.repo.due_ids(now, batch)
+        if self._latest - now > CLOCK_STEP_S:
+            horizon = self._latest + max(settings.retry_backoff_s, default=0.0) * 1.2
+            due = list(dict.fromkeys(due + self.repo.due_ids(horizon, batch, saved_after=now)))
         for env_id in due:
             self.runner.submit(env_id)
         return len(due)
@@ -66,8 +78,8 @@ class Engine:
                 report.errors.append(f"{provider.name}: {exc}")
                 continue
             owners = self.repo.stack_owners()
-            for name in sorted(names - set(owners)):
-                if name.startswith(STACK_PREFIX):
+            for name in sorted(names):
+                if name.startswith(STACK_PREFIX) and owners.get(name, "") not in (None, provider.name):
                     await self._remove_leak(provider, name, report)
             report.repaired += await self._repair_vanished(provider, names, report)
         return report

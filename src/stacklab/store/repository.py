@@ -111,15 +111,18 @@ class Repository:
         with self.read() as session:
             return list(session.scalars(query))
 
-    def stack_owners(self) -> dict[str, str]:
-        """stack name -> environment id, for every environment that may own something at a provider."""
+    def stack_owners(self) -> dict[str, str | None]:
+        """stack name -> the provider its environment holds it on ("" for none yet; None while a pass
+        holds the environment: it may be creating anywhere), for every environment that may own one."""
         with self.read() as session:
-            rows = session.execute(
-                select(EnvironmentRecord.stack_name, EnvironmentRecord.id).where(
-                    or_(EnvironmentRecord.observed != "deleted", EnvironmentRecord.lease_owner.is_not(None))
-                )
+            may_own = or_(EnvironmentRecord.observed != "deleted", EnvironmentRecord.lease_owner.is_not(None))
+            columns = (
+                EnvironmentRecord.stack_name,
+                EnvironmentRecord.provider,
+                EnvironmentRecord.lease_owner,
             )
-            return {name: env_id for name, env_id in rows}
+            rows = session.execute(select(*columns).where(may_own))
+            return {name: None if leased else provider or "" for name, provider, leased in rows}
 
     def settled_on(self, provider: str, states: tuple[str, ...]) -> list[tuple[str, str]]:
         """(id, stack name) of unleased environments on a provider in the given observed states."""
@@ -133,17 +136,14 @@ class Repository:
             )
             return [(env_id, name) for env_id, name in rows]
 
-    def due_ids(self, now: float, limit: int) -> list[str]:
-        """Environments with something to do now; served by the due_at index, never a scan."""
+    def due_ids(self, now: float, limit: int, saved_after: float | None = None) -> list[str]:
+        """Environments with something to do by `now`; served by the due_at index, never a scan.
+        `saved_after` keeps only those last saved after that time (scheduled before a clock step)."""
+        query = select(EnvironmentRecord.id).where(EnvironmentRecord.due_at <= now)
+        if saved_after is not None:
+            query = query.where(EnvironmentRecord.updated_at > saved_after)
         with self.read() as session:
-            return list(
-                session.scalars(
-                    select(EnvironmentRecord.id)
-                    .where(EnvironmentRecord.due_at <= now)
-                    .order_by(EnvironmentRecord.due_at)
-                    .limit(limit)
-                )
-            )
+            return list(session.scalars(query.order_by(EnvironmentRecord.due_at).limit(limit)))
 
     def update(self, env_id: str, mutate: Callable[[EnvironmentRecord, Session], Any]) -> EnvironmentRecord:
         """Load (row locked), change and save one environment in one transaction; bumps its version, so
