@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -29,9 +30,13 @@ import asyncssh
 import httpx
 import pytest
 import websockets
+from tests.deploy.tutor_env import Tutor, env_file, xblock_settings
 from tests.support.lxc import lxc_nodes, run_sync
 
 from stacklab.providers.base import NodeSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "xblock/src"))
+from stacklab_xblock.client import ServiceConfig, StacklabClient
 
 pytestmark = [pytest.mark.deploy, pytest.mark.lxc]
 
@@ -54,6 +59,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 http.server.HTTPServer(("127.0.0.1", 7700), H).serve_forever()
 """
+LABS_HOST = "labs.learn.example.org"
+SEED = secrets.token_hex(24)
 HOST_CAS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
 
 BOOTSTRAP = """\
@@ -89,6 +96,17 @@ SITE = (
   roles:
     - role: stacklab
     - role: course_from_git
+"""
+)
+
+SERVICE = (
+    BOOTSTRAP
+    + """
+- name: Apply the stacklab role
+  hosts: all
+  become: true
+  roles:
+    - role: stacklab
 """
 )
 
@@ -133,6 +151,20 @@ def wheel(workdir: Path) -> Path:
     return built
 
 
+def service_variables(wheel: Path) -> dict:
+    """The stacklab role's variables in these tests: this repo's wheel, no Open edX on the node, a seed of
+    this run for the secrets, the service on its own host name for an LMS at learn.example.org."""
+    return {
+        "stacklab_wheel": str(wheel),
+        "stacklab_install_xblock": False,
+        "stacklab_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
+        "host_ca_certificates": HOST_CAS,
+        "stacklab_secret_seed": SEED,
+        "stacklab_public_host": LABS_HOST,
+        "stacklab_allowed_origins": ["http://learn.example.org", "http://studio.learn.example.org"],
+    }
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {
         **os.environ,
@@ -171,6 +203,7 @@ class Ansible:
         (workdir / "vars.json").write_text(json.dumps(variables))
         (workdir / "site.yml").write_text(SITE)
         (workdir / "course.yml").write_text(COURSE)
+        (workdir / "service.yml").write_text(SERVICE)
 
     def play(self, playbook: str) -> tuple[str, float]:
         started = time.monotonic()
@@ -228,10 +261,7 @@ def test_stacklab_and_course_roles_on_an_lxc_node(
         node,
         deploy_env,
         {
-            "stacklab_wheel": str(wheel),
-            "stacklab_install_xblock": False,
-            "stacklab_pip_environment": {"PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"},
-            "host_ca_certificates": HOST_CAS,
+            **service_variables(wheel),
             "stacklab_meilisearch_host": MEILISEARCH_HOST,
             "stacklab_meilisearch_upstream": "http://127.0.0.1:7700",
             "course_from_git_bundle": str(bundle),
@@ -295,3 +325,57 @@ def test_stacklab_and_course_roles_on_an_lxc_node(
     _, took = ansible.play("course.yml")
     print(f"course.yml after a new commit: {took:.0f} s")
     assert node_run(node, f"cat {IMPORT_LOG}").splitlines() == [f"imported {first}", f"imported {second}"]
+
+
+def test_the_role_connects_the_lms_and_the_service(
+    node: dict[str, str],
+    wheel: Path,
+    workdir: Path,
+    deploy_env: dict[str, str],
+    tutor_venv: Path,
+    tmp_path: Path,
+) -> None:
+    """The service's env file and the LMS settings the role renders hold one key: Tutor renders the role's LMS
+    plugin into XBLOCK_SETTINGS, and the service (started by systemd from its env file) launches a lab for a
+    JWT the XBlock's client signs with that key, through nginx on the service's own host name."""
+    ansible = Ansible(workdir, node, deploy_env, service_variables(wheel))
+    ansible.play("service.yml")
+    service = env_file(node_run(node, "sudo cat /etc/stacklab/stacklab.env"))
+    assert node_run(node, "sudo stat -c %a /etc/stacklab/stacklab.env").strip() == "600"
+
+    tutor = Tutor(tutor_venv, tmp_path)  # the real Tutor renders the role's plugin as the app servers' does
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "stacklab_lms.yml").write_text(
+        node_run(node, "sudo cat /etc/stacklab-lms/tutor-stacklab-lms.yml")
+    )
+    tutor("plugins", "enable", "stacklab_lms")
+    tutor("config", "save", "--set", "LMS_HOST=learn.example.org")
+    lms = xblock_settings(tutor.file("env/apps/openedx/settings/lms/production.py"))
+    assert lms["service_url"] == f"http://{LABS_HOST}"
+    keys = json.loads(service["STACKLAB_LMS_KEYS"].strip("'"))
+    assert keys == {lms["lms_key"]: {"secret": lms["lms_secret"], "courses": ["*"]}}
+
+    def launch(secret: str) -> httpx.Response:
+        token = StacklabClient(ServiceConfig(lms["service_url"], lms["lms_key"], secret)).server_token()
+        # labs.<LMS host> resolves to the load balancer in a cluster; here it is the node's nginx
+        return httpx.post(
+            f"http://{node['ip']}/api/v1/launch",
+            headers={"Host": LABS_HOST, "Authorization": f"Bearer {token}"},
+            json={"course": "course-v1:Org+Roles+2026", "lab": "hello-lab", "learner": "learner-ann"},
+            timeout=30,
+        )
+
+    assert launch(secrets.token_hex(24)).status_code == 401  # another key: refused
+    accepted = launch(lms["lms_secret"])
+    assert accepted.status_code == 200, accepted.text
+    body = accepted.json()
+    assert body["lab_url"].startswith(f"http://{LABS_HOST}/lab/")
+    status = httpx.get(
+        f"http://{node['ip']}/api/v1/environments/{body['environment']['id']}",
+        headers={"Host": LABS_HOST, "Authorization": f"Bearer {body['token']}"},
+        timeout=10,
+    )
+    assert status.status_code == 200, status.text
+    assert (status.json()["course"], status.json()["learner"]) == ("course-v1:Org+Roles+2026", "learner-ann")
+    print(f"\nlaunch through nginx on {LABS_HOST} accepted: environment {body['environment']['id']} created")
