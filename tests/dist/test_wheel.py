@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,7 @@ def _path_without_node(shims: Path) -> str:
             folders.append(entry)
             continue
         shim = shims / str(len(folders))
-        shim.mkdir(parents=True)
+        shim.mkdir(mode=0o755)
         for item in folder.iterdir():
             if item.name not in NODE_TOOLS:
                 (shim / item.name).symlink_to(item)
@@ -70,11 +71,18 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def no_node_env(work: Path) -> dict[str, str]:
-    """The environment of a machine without node; no PYTHONPATH, so nothing of the checkout leaks in."""
+def no_node_env() -> Iterator[dict[str, str]]:
+    """The environment of a machine without node; no PYTHONPATH, so nothing of the checkout leaks in.
+
+    The PATH folders are readable by all: LXC runs its mount hooks as the containers' mapped root, which
+    cannot enter pytest's 0700 temporary folders (the hooks' `sh` would not be found).
+    """
+    shims = Path(tempfile.mkdtemp(prefix="stacklab-no-node-"))
+    shims.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = _path_without_node(work / "path")
-    return env
+    env["PATH"] = _path_without_node(shims)
+    yield env
+    shutil.rmtree(shims, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +181,7 @@ def test_installed_service_opens_a_lab_with_a_working_terminal(
                 wait_connected(page, timeout_s=LAUNCH_S)
             except sync_api.Error as exc:
                 log = Path(service.env["STACKLAB_DATA_DIR"], "serve.log").read_text(errors="replace")
+                log += service.cli("env", "list", "--json")
                 pytest.fail(
                     f"no terminal: {exc}\npage:\n{page.inner_text('body')}\nserve.log:\n{log[-3000:]}"
                 )
