@@ -43,6 +43,13 @@ def _run(args: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> s
     return result.stdout
 
 
+def _build(kind: str, source: Path, env: dict[str, str], out: Path) -> Path:
+    """`python -m build --sdist|--wheel` of the source tree into `out`: the file it made."""
+    _run([sys.executable, "-m", "build", f"--{kind}", "--outdir", str(out), "."], env, source, 300)
+    (found,) = out.glob("stacklab-*.whl" if kind == "wheel" else "stacklab-*.tar.gz")
+    return found
+
+
 def _path_without_node(shims: Path) -> str:
     """PATH with every folder that holds node or npm replaced by a folder of links to all the rest."""
     folders = []
@@ -88,14 +95,7 @@ def no_node_env() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="module")
 def sdist(work: Path) -> Path:
     """The sdist, built from this checkout as a release would be (npm builds the pages if they are stale)."""
-    _run(
-        [sys.executable, "-m", "build", "--sdist", "--outdir", str(work / "out"), str(ROOT)],
-        dict(os.environ),
-        ROOT,
-        300,
-    )
-    (found,) = (work / "out").glob("stacklab-*.tar.gz")
-    return found
+    return _build("sdist", ROOT, dict(os.environ), work / "out")
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +104,7 @@ def wheel(work: Path, sdist: Path, no_node_env: dict[str, str]) -> Path:
     with tarfile.open(sdist) as archive:
         archive.extractall(work / "sdist", filter="data")
     (source,) = (work / "sdist").iterdir()
-    _run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "out"), "."],
-        no_node_env,
-        source,
-        300,
-    )
-    (found,) = (work / "out").glob("stacklab-*.whl")
-    return found
+    return _build("wheel", source, no_node_env, work / "out")
 
 
 @pytest.fixture(scope="module")
