@@ -7,20 +7,23 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
-from stacklab import __version__
-from stacklab.config import describe_settings, load_settings
+from stacklab import __version__, logs
+from stacklab.config import ConfigError, Settings, SettingsInvalid, describe_settings, load_settings
 from stacklab.errors import LabError, StacklabError
 from stacklab.labs.durations import format_duration
 from stacklab.labs.loader import load_lab
+from stacklab.startup import EXIT_CONFIG, StartupError, database_problem, filesystem_problem, open_app
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired
-from stacklab.wiring import App, build_app
+from stacklab.wiring import App
 
 T = TypeVar("T")
 
@@ -29,8 +32,25 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def _settings(ctx: click.Context, serving: bool = False, **options: Any) -> Settings:
+    """Settings from the file, the environment, `--set` and this command's options; logging set up from
+    them (the service at log_level; one-shot commands at warning unless -v or --debug)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    settings = load_settings(**{"data_dir": ctx.obj.get("data_dir"), **ctx.obj["overrides"], **given})
+    ctx.obj["database_url"] = settings.resolved_database_url
+    level = "debug" if ctx.obj.get("debug") else "info" if ctx.obj.get("verbose") else None
+    ctx.obj["log_config"] = logs.configure(
+        settings.log_format, level or (settings.log_level if serving else "warning")
+    )
+    return settings
+
+
+def _echo_err(text: str) -> None:
+    click.echo(text, err=True)
+
+
 def _app(ctx: click.Context, follow_requeue: bool = True) -> App:
-    return build_app(load_settings(data_dir=ctx.obj.get("data_dir")), follow_requeue=follow_requeue)
+    return open_app(_settings(ctx), follow_requeue=follow_requeue)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -94,30 +114,87 @@ def _wait(app: App, record: EnvironmentRecord, timeout_s: float) -> EnvironmentR
 
 
 class StacklabGroup(click.Group):
-    """Turns stacklab's own errors into one clear line and a non-zero exit, never a traceback."""
+    """Turns stacklab's own errors into one clear line each and a non-zero exit; the traceback only with
+    --debug. Exit codes: 1 a command failed, 2 configuration, 3 database, 4 filesystem (stacklab.startup).
+    A database or filesystem error that a command did not convert itself is converted here.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except LabError as exc:
-            for problem in exc.problems:
-                click.echo(problem, err=True)
-            sys.exit(1)
+        except BrokenPipeError:  # `stacklab ... | head`: not a problem of ours
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            self._fail(ctx, exc, _startup_problem(ctx, exc))
         except StacklabError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            self._fail(ctx, exc, exc)
+
+    @staticmethod
+    def _fail(ctx: click.Context, raised: BaseException, exc: StacklabError) -> None:
+        if ctx.obj and ctx.obj.get("debug"):
+            traceback.print_exception(raised)
+        if isinstance(exc, LabError):
+            problems = exc.problems
+        else:
+            lines = exc.problems if isinstance(exc, SettingsInvalid) else [str(exc)]
+            problems = [f"error: {line}" for line in lines]
+        for problem in problems:
+            click.echo(problem, err=True)
+        sys.exit(_exit_code(exc))
+
+
+def _startup_problem(ctx: click.Context, exc: SQLAlchemyError | OSError) -> StartupError:
+    if isinstance(exc, OSError):
+        return filesystem_problem(exc.filename or "a file", exc)
+    known = (ctx.obj or {}).get("database_url")
+    return database_problem(
+        known or load_settings(data_dir=ctx.obj.get("data_dir")).resolved_database_url, exc
+    )
+
+
+def _exit_code(exc: StacklabError) -> int:
+    if isinstance(exc, StartupError):
+        return exc.exit_code
+    return EXIT_CONFIG if isinstance(exc, ConfigError) else 1
+
+
+def _overrides(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """`--set NAME=VALUE` pairs (NAME as in the TOML file; dashes work too)."""
+    pairs = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r}: write NAME=VALUE, e.g. --set log_format=json")
+        pairs[name.strip().replace("-", "_")] = text
+    return pairs
 
 
 @click.group(cls=StacklabGroup)
 @click.version_option(__version__, "--version", prog_name="stacklab", message="%(prog)s %(version)s")
 @click.option("--data-dir", envvar="STACKLAB_DATA_DIR", help="Where state lives (STACKLAB_DATA_DIR).")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+@click.option("--debug", is_flag=True, help="Log everything; show the traceback of an error.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=_overrides,
+    help="Set any setting for this command, over the file and STACKLAB_* (e.g. --set log_format=json); "
+    "`stacklab config show` lists them.",
+)
 @click.pass_context
-def main(ctx: click.Context, data_dir: str | None, verbose: bool) -> None:
-    """stacklab: a lab of their own for every learner."""
+def main(
+    ctx: click.Context, data_dir: str | None, verbose: bool, debug: bool, overrides: dict[str, str]
+) -> None:
+    """stacklab: a lab of their own for every learner.
+
+    Exit codes: 0 done, 1 a command failed, 2 configuration problem, 3 database problem, 4 filesystem
+    problem (data dir); each problem is one line on stderr (--debug adds the traceback).
+    """
     ctx.ensure_object(dict)
-    ctx.obj["data_dir"] = data_dir
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    ctx.obj.update(data_dir=data_dir, verbose=verbose, debug=debug, overrides=overrides)
+    logs.configure("text", "debug" if debug else "info" if verbose else "warning")
 
 
 # lab ------------------------------------------------------------------------------------------------
@@ -174,7 +251,7 @@ def provider_check(
         entry = entries[name]
     else:
         raise click.UsageError("give NAME with --lab FILE, or --cloud CLOUD")
-    factory = default_factories(load_settings(data_dir=ctx.obj.get("data_dir"))).get(entry.type)
+    factory = default_factories(_settings(ctx)).get(entry.type)
     if factory is None:
         raise click.UsageError(f"provider type {entry.type!r} is not available here")
     results = _run(factory(entry).check())
@@ -199,7 +276,7 @@ def image_build(ctx: click.Context, force: bool) -> None:
     """Build (once) the Debian base image that local nodes boot from."""
     from stacklab.providers.local.image import build_base_image
 
-    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    settings = _settings(ctx)
     started = time.time()
     path = _run(
         build_base_image(
@@ -216,7 +293,7 @@ def image_list(ctx: click.Context, as_json: bool) -> None:
     """Base images on this host: the current recipe's, and older ones with what still uses them."""
     from stacklab.providers.local.image import image_uses
 
-    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    settings = _settings(ctx)
     uses = image_uses(settings.resolved_image_dir, [Path(settings.resolved_local_root_dir)])
     if as_json:
         rows = [{"path": str(u.path), "current": u.current, "used_by": list(u.users)} for u in uses]
@@ -239,7 +316,7 @@ def image_prune(ctx: click.Context, dry_run: bool) -> None:
     stack of this data dir recorded on them)."""
     from stacklab.providers.local.image import prune_images
 
-    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    settings = _settings(ctx)
     roots = [Path(settings.resolved_local_root_dir)]
     removed = _run(prune_images(settings.resolved_image_dir, roots, dry_run))
     verb = "would remove" if dry_run else "removed"
@@ -508,13 +585,68 @@ def migrate_command(ctx: click.Context) -> None:
     """
     from stacklab.store.database import make_engine, migrate
 
-    settings = load_settings(data_dir=ctx.obj.get("data_dir"))
+    settings = _settings(ctx)
     engine = make_engine(settings.resolved_database_url)
     try:
         migrate(engine)
     finally:
         engine.dispose()
     click.echo("the database schema is up to date", err=True)
+
+
+# config ---------------------------------------------------------------------------------------------
+@main.group("config")
+def config_group() -> None:
+    """The settings: where each value comes from, and whether they can be used."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Every setting with its value (secrets masked), where the value comes from, and its help."""
+    from stacklab.config import env_name, load, masked, setting_help, setting_names
+
+    loaded = load(**{"data_dir": ctx.obj.get("data_dir"), **ctx.obj["overrides"]})
+    rows = [
+        {
+            "name": name,
+            "value": masked(name, getattr(loaded.settings, name)),
+            "source": loaded.origins[name],
+            "env": env_name(name),
+            "help": setting_help(name),
+        }
+        for name in setting_names()
+    ]
+    if as_json:
+        click.echo(json.dumps({"file": str(loaded.path), "settings": rows}, indent=2))
+        return
+    found = "" if loaded.path.is_file() else " (not found: defaults and environment only)"
+    click.echo(f"# file: {loaded.path}{found}")
+    for row in rows:
+        click.echo(f"{row['name']} = {json.dumps(row['value'])}  # {row['source']}; {row['env']}")
+        click.echo(f"    {row['help']}")
+
+
+@config_group.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the settings, the data dir and the database (connecting only); one line per problem and
+    exit 2 (configuration), 3 (database) or 4 (data dir); `ok` and exit 0 when all is well."""
+    from stacklab.startup import check_data_dir, check_database
+
+    settings = _settings(ctx)  # invalid settings: every problem on its own line, exit 2
+    problems: list[StartupError] = []
+    for check in (check_data_dir, check_database):
+        try:
+            check(settings)
+        except StartupError as exc:
+            problems.append(exc)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(problems[0].exit_code)
+    click.echo(f"ok: settings valid, data dir {settings.data_dir} writable, database reachable")
 
 
 @main.command(
@@ -536,26 +668,25 @@ def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool | N
 
     from stacklab.web.app import create_app
 
-    settings = load_settings(
-        data_dir=ctx.obj.get("data_dir"), http_host=host, http_port=port, demo_enabled=demo
-    )
-    app = build_app(settings)
+    settings = _settings(ctx, serving=True, http_host=host, http_port=port, demo_enabled=demo)
+    app = open_app(settings)
     web = create_app(app)
     base = web.state.ctx.public_url
-    click.echo(f"stacklab {base}  (data in {settings.data_dir})", err=True)
+    # JSON logs: stderr stays JSON lines, so the banner goes through the log too
+    say = logging.getLogger("stacklab.serve").info if settings.log_format == "json" else _echo_err
+    say(f"stacklab {base}  (data in {settings.data_dir})")
     if settings.demo_enabled:
-        click.echo(f"  demo lab:   {base}/demo", err=True)
-    click.echo(
-        f"  operators:  {base}/admin  (password in {Path(settings.data_dir) / 'admin.password'})", err=True
-    )
+        say(f"  demo lab:   {base}/demo")
+    say(f"  operators:  {base}/admin  (password in {Path(settings.data_dir) / 'admin.password'})")
     config = uvicorn.Config(
         web,
         host=settings.http_host,
         port=settings.http_port,
         ws="websockets-sansio",  # the implementation the terminal bridge is tested and measured with
         ws_per_message_deflate=False,  # compression costs more CPU than it saves on terminal output
-        access_log=False,  # websocket URLs carry tokens
-        log_level="warning",
+        log_config=ctx.obj["log_config"],  # uvicorn's access and error logs in our format
+        log_level=None,  # the levels of our configuration
+        access_log=True,  # in our format; query strings (a terminal's token) are cut by logs.HideQueries
     )
     try:
         uvicorn.Server(config).run()

@@ -1,19 +1,37 @@
-"""Service settings: defaults, units and help in one place; read from a TOML file and STACKLAB_* variables.
+"""Service settings: defaults, units and help in one place; read from a TOML file, STACKLAB_* variables and
+the command line (pydantic-settings), each value checked against its type.
 
-Precedence: environment variables > the TOML file > defaults. The file is `$STACKLAB_CONFIG`, or
-`<data_dir>/stacklab.toml` when it exists.
+Precedence: command line (`--set NAME=VALUE`, `--port`, ...) > environment variables > the TOML file >
+defaults. The file is `$STACKLAB_CONFIG`, or `<data_dir>/stacklab.toml` when it exists; an unknown key in
+it is an error. Environment and command-line values are text: booleans are true/false (also 1/0, yes/no,
+on/off), lists are JSON arrays or comma-separated, `lms_keys` is a JSON object. Anything else (`ture`, a
+port of `80.5`) is an error that names the setting and where the value came from.
+
+`Settings` is a frozen (pydantic) dataclass, so code and tests build it directly with keyword arguments and
+`dataclasses.replace` it; only `load_settings` reads files and the environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
-import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic.dataclasses import dataclass
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from stacklab.errors import ConfigError
+from stacklab.secrets import fernet_key
 
 
 def _default_data_dir() -> str:
@@ -27,9 +45,12 @@ def _default_data_dir() -> str:
 
 SECRET_SETTINGS = frozenset({"secret_key", "lms_keys", "admin_password", "metrics_token"})
 ANY_COURSE = "*"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MASK = "***"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LmsKey:
     """One LMS's shared secret and the courses it may act for.
 
@@ -65,102 +86,195 @@ def parse_lms_key(name: str, raw: Any) -> LmsKey:
     return LmsKey(raw["secret"], tuple(courses))
 
 
-@dataclass(frozen=True)
+# Text (environment, command line) to typed values. Native values (TOML, Python) pass through to strict
+# validation, so a TOML `http_port = true` or a float for a count is an error rather than a guess.
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _bool_text(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() in TRUE | FALSE:
+        return value.strip().lower() in TRUE
+    raise ValueError(f"{value!r} is not a boolean: write true or false")
+
+
+def _number_text(kind: type) -> Any:
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return kind(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not {'an integer' if kind is int else 'a number'}") from None
+
+    return parse
+
+
+def _list_text(value: Any) -> Any:
+    """A JSON array or comma-separated items; a list (TOML array) becomes the tuple it stands for."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return tuple(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON array: {exc}") from None
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _mapping_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f'not a JSON object ({exc}); e.g. {{"edx": {{"secret": ...}}}}') from None
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_bool_text)]
+Count = Annotated[int, BeforeValidator(_number_text(int))]
+Seconds = Annotated[float, BeforeValidator(_number_text(float))]
+Bytes = Count
+Texts = Annotated[tuple[str, ...], BeforeValidator(_list_text)]
+SecondsList = Annotated[tuple[Seconds, ...], BeforeValidator(_list_text)]
+KeyMap = Annotated[dict[str, Any], BeforeValidator(_mapping_text)]
+
+LMS_KEYS_HELP = (
+    "LMS key name -> {secret, courses} for signed server-to-server calls (the LMS signs HS256 JWTs with the "
+    "secret, `iss` = the name). A key acts only for the listed course ids and prefixes (trailing '*'; \"*\" "
+    'alone: every course). TOML: lms_keys.edx = {secret = "<32+ random chars>", courses = '
+    '["course-v1:Org+*"]}. Environment: STACKLAB_LMS_KEYS=\'{"edx": {"secret": "...", "courses": '
+    '["course-v1:Org+*", "course-v1:Other+C1+2026"]}}\'. A bare secret string, the first format, still '
+    "reads as every course and is logged."
+)
+SECRET_KEY_HELP = (
+    "Key for secrets at rest (private keys) and for signing learner tokens: a Fernet key, or any string of "
+    "16 characters or more (a Fernet key is derived from it), e.g. STACKLAB_SECRET_KEY=$(python3 -c "
+    "'import secrets; print(secrets.token_urlsafe(32))'). Keep it: data encrypted with it needs it. "
+    "Default: generated into <data_dir>/secret.key."
+)
+
+
+@dataclass(frozen=True, repr=False, config=ConfigDict(strict=True, extra="forbid"))
 class Settings:
     """Every tunable of the engine. Durations carry their unit in the name."""
 
-    data_dir: str = field(default_factory=_default_data_dir, metadata={"help": "Where state lives."})
-    database_url: str = field(
-        default="", metadata={"help": "SQLAlchemy URL; default sqlite:///<data_dir>/stacklab.db."}
-    )
-    secret_key: str = field(
+    data_dir: str = Field(default_factory=_default_data_dir, description="Where state lives.")
+    database_url: str = Field(
         default="",
-        metadata={"help": "Fernet key for secrets at rest; default generated into <data_dir>/secret.key."},
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/stacklab; "
+        "default sqlite:///<data_dir>/stacklab.db.",
     )
-    local_root_dir: str = field(default="", metadata={"help": "LXC containers; default <data_dir>/local."})
-    image_dir: str = field(
+    secret_key: str = Field(default="", description=SECRET_KEY_HELP)
+    local_root_dir: str = Field(default="", description="LXC containers; default <data_dir>/local.")
+    image_dir: str = Field(
         default="",
-        metadata={"help": "Base image cache, shared by data dirs; default /var/lib/stacklab/images (root)."},
+        description="Base image cache, shared by data dirs; default /var/lib/stacklab/images (root).",
     )
-    reconcile_interval_s: float = field(default=2.0, metadata={"help": "Seconds between controller passes."})
-    reconcile_batch: int = field(default=200, metadata={"help": "Environments taken per controller pass."})
-    reconcile_concurrency: int = field(default=16, metadata={"help": "Environments reconciled at once."})
-    lease_s: float = field(default=120.0, metadata={"help": "How long one pass may hold an environment."})
-    provider_timeout_s: float = field(
+    reconcile_interval_s: Seconds = Field(default=2.0, description="Seconds between controller passes.")
+    reconcile_batch: Count = Field(default=200, description="Environments taken per controller pass.")
+    reconcile_concurrency: Count = Field(default=16, description="Environments reconciled at once.")
+    lease_s: Seconds = Field(default=120.0, description="How long one pass may hold an environment.")
+    provider_timeout_s: Seconds = Field(
         default=100.0,
-        metadata={
-            "help": "Longest wait for one provider call (create, status, suspend, resume, delete, list); "
-            "a call that hangs longer is a transient failure retried with backoff. Keep it below lease_s."
-        },
+        description="Longest wait for one provider call (create, status, suspend, resume, delete, list); "
+        "a call that hangs longer is a transient failure retried with backoff. Keep it below lease_s.",
     )
-    poll_interval_s: float = field(default=0.5, metadata={"help": "Re-check delay while a step is underway."})
-    retry_backoff_s: tuple[float, ...] = field(
-        default=(5.0, 15.0, 60.0, 300.0, 900.0), metadata={"help": "Delays between retries of failed steps."}
+    poll_interval_s: Seconds = Field(default=0.5, description="Re-check delay while a step is underway.")
+    retry_backoff_s: SecondsList = Field(
+        default=(5.0, 15.0, 60.0, 300.0, 900.0),
+        description="Delays between retries of failed steps (a list: 5,15,60 or [5, 15, 60]).",
     )
-    max_attempts: int = field(default=5, metadata={"help": "Failed attempts before an environment stops."})
-    ssh_connect_timeout_s: float = field(default=5.0, metadata={"help": "Timeout of one SSH connection."})
-    http_host: str = field(default="127.0.0.1", metadata={"help": "Address the web service listens on."})
-    http_port: int = field(default=8080, metadata={"help": "Port the web service listens on."})
-    public_url: str = field(default="", metadata={"help": "URL learners use; default http://host:port."})
-    labs_dir: str = field(default="", metadata={"help": "Lab files the service offers; default examples/."})
-    token_ttl_s: float = field(default=900.0, metadata={"help": "Lifetime of learner and terminal tokens."})
-    allowed_origins: tuple[str, ...] = field(
+    max_attempts: Count = Field(default=5, description="Failed attempts before an environment stops.")
+    ssh_connect_timeout_s: Seconds = Field(default=5.0, description="Timeout of one SSH connection.")
+    http_host: str = Field(default="127.0.0.1", description="Address the web service listens on.")
+    http_port: Count = Field(default=8080, description="Port the web service listens on.")
+    public_url: str = Field(default="", description="URL learners use; default http://host:port.")
+    labs_dir: str = Field(default="", description="Lab files the service offers; default examples/.")
+    token_ttl_s: Seconds = Field(default=900.0, description="Lifetime of learner and terminal tokens.")
+    allowed_origins: Texts = Field(
         default=(),
-        metadata={
-            "help": "LMS origins: may frame the lab page and open terminals (the service's own always may; "
-            "empty: any site may frame the lab page)."
-        },
+        description="LMS origins: may frame the lab page and open terminals (the service's own always may; "
+        "empty: any site may frame the lab page). A list: https://lms.example.org,https://studio.example.org",
     )
-    lms_keys: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={
-            "help": "LMS key -> {secret, courses} for signed server-to-server calls, e.g. "
-            '{"edx": {"secret": "...", "courses": ["course-v1:Org+*", "course-v1:Other+C1+2026"]}}: '
-            "a key acts only for the listed course ids and prefixes (trailing '*'; \"*\" alone: every "
-            "course). A bare secret string, the first format, still reads as every course and is logged."
-        },
+    lms_keys: KeyMap = Field(default_factory=dict, description=LMS_KEYS_HELP)
+    max_body_bytes: Bytes = Field(
+        default=65536, description="Largest request body accepted (bytes); larger ones get 413."
     )
-    max_body_bytes: int = field(
-        default=65536, metadata={"help": "Largest request body accepted (bytes); larger ones get 413."}
+    admin_password: str = Field(default="", description="Operator password; default generated.")
+    admin_login_max_failures: Count = Field(
+        default=5, description="Wrong operator passwords one client may try per admin_login_window_s."
     )
-    admin_password: str = field(default="", metadata={"help": "Operator password; default generated."})
-    admin_login_max_failures: int = field(
-        default=5, metadata={"help": "Wrong operator passwords one client may try per admin_login_window_s."}
-    )
-    admin_login_account_max_failures: int = field(
+    admin_login_account_max_failures: Count = Field(
         default=20,
-        metadata={"help": "Wrong operator passwords from all clients per admin_login_window_s (lockout)."},
+        description="Wrong operator passwords from all clients per admin_login_window_s (lockout).",
     )
-    admin_login_window_s: float = field(
-        default=300.0, metadata={"help": "Window (and lockout time) of the admin login limits."}
+    admin_login_window_s: Seconds = Field(
+        default=300.0, description="Window (and lockout time) of the admin login limits."
     )
-    metrics_token: str = field(
-        default="", metadata={"help": "Bearer token /metrics requires (Prometheus); empty: /metrics is open."}
+    metrics_token: str = Field(
+        default="", description="Bearer token /metrics requires (Prometheus); empty: /metrics is open."
     )
-    demo_enabled: bool = field(
-        default=False, metadata={"help": "Offer the demo login at /demo (`stacklab serve --demo`)."}
+    demo_enabled: Flag = Field(
+        default=False, description="Offer the demo login at /demo (`stacklab serve --demo`)."
     )
-    demo_max_environments: int = field(
-        default=20, metadata={"help": "Demo environments that may exist at once (not deleted)."}
+    demo_max_environments: Count = Field(
+        default=20, description="Demo environments that may exist at once (not deleted)."
     )
-    demo_launches_per_client: int = field(
-        default=3, metadata={"help": "New demo labs one client address may start per demo_window_s."}
+    demo_launches_per_client: Count = Field(
+        default=3, description="New demo labs one client address may start per demo_window_s."
     )
-    demo_window_s: float = field(default=3600.0, metadata={"help": "Window of demo_launches_per_client."})
-    terminal_keep_s: float = field(
-        default=600.0, metadata={"help": "How long a detached terminal's shell is kept for a reconnect."}
+    demo_window_s: Seconds = Field(default=3600.0, description="Window of demo_launches_per_client.")
+    terminal_keep_s: Seconds = Field(
+        default=600.0, description="How long a detached terminal's shell is kept for a reconnect."
     )
-    activity_throttle_s: float = field(
-        default=10.0, metadata={"help": "At most one activity write per this."}
-    )
-    terminal_watch_interval_s: float = field(
+    activity_throttle_s: Seconds = Field(default=10.0, description="At most one activity write per this.")
+    terminal_watch_interval_s: Seconds = Field(
         default=2.0,
-        metadata={
-            "help": "How often each web process checks that the labs of its open terminals still run; a "
-            "terminal of a lab paused, deleted or reset elsewhere (CLI, policies, another process) closes "
-            "within this."
-        },
+        description="How often each web process checks that the labs of its open terminals still run; a "
+        "terminal of a lab paused, deleted or reset elsewhere (CLI, policies, another process) closes "
+        "within this.",
     )
+    log_format: str = Field(
+        default="text",
+        description="text (one line: time, level, logger, message, then key=value context) or json (one "
+        "object a line for log shippers: time, level, logger, message and the context fields as keys).",
+    )
+    log_level: str = Field(
+        default="info",
+        description="Level of `stacklab serve`'s log (debug, info, warning, error); info includes the "
+        "access log. Other commands log warnings only, unless -v or --debug.",
+    )
+
+    @field_validator("lms_keys")
+    @classmethod
+    def _lms_keys_parse(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, raw in value.items():
+            try:
+                parse_lms_key(name, raw)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("setting lms_keys: ")) from None
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_usable(cls, value: str) -> str:
+        if value:
+            try:
+                fernet_key(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("secret_key: ")) from None
+        return value
+
+    @field_validator("log_format", "log_level")
+    @classmethod
+    def _one_of(cls, value: str, info: Any) -> str:
+        allowed = LOG_FORMATS if info.field_name == "log_format" else LOG_LEVELS
+        if value.lower() not in allowed:
+            raise ValueError(f"{value!r} is not one of: {', '.join(allowed)}")
+        return value.lower()
 
     @property
     def resolved_database_url(self) -> str:
@@ -181,57 +295,160 @@ class Settings:
         return {name: parse_lms_key(name, raw) for name, raw in self.lms_keys.items()}
 
     def __repr__(self) -> str:
-        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECRET_SETTINGS}
+        shown = {name: getattr(self, name) for name in setting_names() if name not in SECRET_SETTINGS}
         return f"Settings({shown}, secrets=***)"
 
+    __str__ = __repr__
 
-def _coerce(name: str, default: Any, raw: Any) -> Any:
+
+def setting_names() -> list[str]:
+    return list(Settings.__pydantic_fields__)
+
+
+def setting_help(name: str) -> str:
+    return Settings.__pydantic_fields__[name].description or ""
+
+
+def env_name(name: str) -> str:
+    return f"STACKLAB_{name.upper()}"
+
+
+class SettingsInvalid(ConfigError):
+    """Settings that cannot be used; `problems` holds one line each, naming the setting and its source."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+# loading ------------------------------------------------------------------------------------------------
+class _Sources(BaseSettings):
+    """Collects raw values (pydantic-settings' own sources); `Settings` types and checks them after."""
+
+    model_config = SettingsConfigDict(env_prefix="STACKLAB_", extra="forbid", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Command line, then environment, then the TOML file; no .env or secrets directory."""
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+# One field per setting, of any value: a raw collector, so that Settings alone decides what a value means.
+_RawSettings = create_model(  # type: ignore[call-overload]
+    "_RawSettings", __base__=_Sources, **{name: (Any, None) for name in setting_names()}
+)
+
+
+def config_path(data_dir: str | None = None) -> Path:
+    """`$STACKLAB_CONFIG`, else `<data_dir>/stacklab.toml`."""
+    explicit = os.environ.get("STACKLAB_CONFIG")
+    return Path(explicit) if explicit else Path(data_dir or _default_data_dir()) / "stacklab.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """Settings with where each value came from (for `config show` and error messages)."""
+
+    settings: Settings
+    origins: Mapping[str, str]
+    path: Path
+
+
+def _origins(overrides: Mapping[str, Any], file_keys: set[str], path: Path) -> dict[str, str]:
+    environ = {key.upper() for key in os.environ}
+    origins = {}
+    for name in setting_names():
+        if name in overrides and overrides[name] != os.environ.get(env_name(name)):
+            origins[name] = "command line"  # (--data-dir reads STACKLAB_DATA_DIR too: then it is that)
+        elif env_name(name) in environ:
+            origins[name] = env_name(name)
+        elif name in file_keys:
+            origins[name] = str(path)
+        else:
+            origins[name] = "default"
+    return origins
+
+
+def _read_sources(overrides: dict[str, Any], path: Path) -> tuple[dict[str, Any], set[str]]:
+    """Raw values by precedence, and the keys the file holds; unknown file keys are problems."""
+    if os.environ.get("STACKLAB_CONFIG") and not path.is_file():
+        raise SettingsInvalid([f"STACKLAB_CONFIG={path}: no such file; point it at a TOML file or unset it"])
+    sources = type("Sources", (_RawSettings,), {"model_config": SettingsConfigDict(toml_file=path)})
     try:
-        if isinstance(default, tuple):
-            items = [i for i in raw.split(",") if i] if isinstance(raw, str) else list(raw)
-            kind = float if name.endswith("_s") else str
-            return tuple(kind(item) for item in items)
-        if isinstance(default, dict):
-            return json.loads(raw) if isinstance(raw, str) else dict(raw)
-        if isinstance(default, bool):
-            return raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
-        return type(default)(raw)
-    except (TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"setting {name}: cannot use {raw!r}: {exc}") from exc
+        file_keys = set(TomlConfigSettingsSource(sources).toml_data)
+        raw = sources(**overrides)
+    except ValidationError as exc:
+        raise SettingsInvalid([_unknown_key(path, error) for error in exc.errors()]) from None
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise SettingsInvalid([f"{path}: {exc}"]) from exc
+    return raw.model_dump(exclude_unset=True), file_keys
+
+
+def _unknown_key(path: Path, error: Any) -> str:
+    key = str(error["loc"][0])
+    near = difflib.get_close_matches(key, setting_names(), n=1)
+    hint = f" (did you mean {near[0]}?)" if near else " (`stacklab config show` lists every setting)"
+    return f"{path}: unknown setting {key!r}{hint}"
+
+
+def _problem(error: Any, origins: Mapping[str, str]) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    where = origins.get(name, "")
+    source = f" (from {where})" if where and where != "default" else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] not in ("value_error",) and name not in SECRET_SETTINGS:
+        message += f", got {error['input']!r}"
+    return f"setting {name}{source}: {message}"
+
+
+def load(**overrides: Any) -> Loaded:
+    """Settings from the TOML file, STACKLAB_* variables and explicit overrides (None: not given), with
+    every problem found, each as one line (SettingsInvalid)."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    unknown = sorted(set(given) - set(setting_names()))
+    if unknown:
+        raise SettingsInvalid([f"unknown setting {name!r} on the command line" for name in unknown])
+    path = config_path(given.get("data_dir"))
+    values, file_keys = _read_sources(given, path)
+    origins = _origins(given, file_keys, path)
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise SettingsInvalid([_problem(error, origins) for error in exc.errors()]) from None
+    return Loaded(settings, origins, path)
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from defaults, the TOML file, STACKLAB_* variables and explicit overrides."""
-    base = Settings()
-    values: dict[str, Any] = {}
-    data_dir = overrides.get("data_dir") or base.data_dir
-    config_path = os.environ.get("STACKLAB_CONFIG") or str(Path(data_dir) / "stacklab.toml")
-    if Path(config_path).exists():
-        try:
-            values.update(tomllib.loads(Path(config_path).read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{config_path}: {exc}") from exc
-    known = {f.name: f for f in fields(Settings)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{config_path}: unknown setting(s): {', '.join(unknown)}")
-    for name in known:
-        env = os.environ.get(f"STACKLAB_{name.upper()}")
-        if env is not None:
-            values[name] = env
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    coerced = {name: _coerce(name, getattr(base, name), raw) for name, raw in values.items()}
-    settings = Settings(**coerced)
-    settings.resolved_lms_keys  # noqa: B018 - a malformed key is a configuration error at start
-    return settings
+    return load(**overrides).settings
+
+
+# showing ------------------------------------------------------------------------------------------------
+def masked(name: str, value: Any) -> Any:
+    """A value as it may be shown: secrets as *** (LMS keys keep their names and courses)."""
+    if name not in SECRET_SETTINGS:
+        return list(value) if isinstance(value, tuple) else value
+    if name == "lms_keys":
+        return {
+            key: {"secret": MASK, "courses": list(parse_lms_key(key, raw).courses)}
+            for key, raw in value.items()
+        }
+    return MASK if value else ""
 
 
 def describe_settings() -> str:
-    """One line per setting with its default and help, for `--help` texts and docs."""
+    """One line per setting (secrets included, never their values) with its default and help."""
     base = Settings()
-    return "\n".join(
-        f"  {f.name} (STACKLAB_{f.name.upper()}): {f.metadata.get('help', '')} "
-        f"[default: {getattr(base, f.name)!r}]"
-        for f in fields(Settings)
-        if f.name not in SECRET_SETTINGS
-    )
+    lines = []
+    for name in setting_names():
+        default = "(not set)" if name in SECRET_SETTINGS else repr(masked(name, getattr(base, name)))
+        secret = " Secret: never shown." if name in SECRET_SETTINGS else ""
+        lines.append(f"  {name} ({env_name(name)}): {setting_help(name)}{secret} [default: {default}]")
+    return "\n".join(lines)

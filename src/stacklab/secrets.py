@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stacklab.errors import ConfigError
 
@@ -35,15 +38,34 @@ class Secret:
         return hash(self._value)
 
 
+MIN_PASSPHRASE_CHARS = 16
+MAKE_KEY_HINT = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def fernet_key(secret_key: str) -> bytes:
+    """The Fernet key a secret_key stands for: a Fernet key as it is (what earlier versions stored data
+    with), any other string of 16 characters or more through HKDF-SHA256 (deterministic: the same string
+    always opens the same data), so that deployment tools may hand over any long random string."""
+    try:
+        Fernet(secret_key.encode())
+        return secret_key.encode()
+    except (ValueError, TypeError):
+        pass
+    if len(secret_key) < MIN_PASSPHRASE_CHARS:
+        raise ConfigError(
+            f"secret_key: too short ({len(secret_key)} characters): give a Fernet key or any string of "
+            f"{MIN_PASSPHRASE_CHARS} characters or more; {MAKE_KEY_HINT}"
+        )
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"stacklab secret_key", info=b"fernet")
+    return base64.urlsafe_b64encode(hkdf.derive(secret_key.encode()))
+
+
 class Vault:
     """Encrypts and decrypts small secrets (private keys, passwords) for the store."""
 
     def __init__(self, key: str) -> None:
         self._key = key.encode()
-        try:
-            self._fernet = Fernet(self._key)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError("secret_key is not a valid Fernet key (32 url-safe base64 bytes)") from exc
+        self._fernet = Fernet(fernet_key(key))
 
     def derive(self, purpose: str) -> str:
         """A separate key for another purpose (such as signing tokens): one key never serves two uses."""

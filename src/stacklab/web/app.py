@@ -27,6 +27,7 @@ from stacklab.web import api, pages, terminal
 from stacklab.web.context import WebContext, bearer
 from stacklab.web.limits import Limits
 from stacklab.web.metrics import Metrics
+from stacklab.web.request_ids import RequestIds, current_request_id
 from stacklab.web.terminal_watch import TerminalWatch
 from stacklab.web.tokens import TokenSigner
 from stacklab.wiring import App
@@ -117,7 +118,10 @@ class SecurityHeaders:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+    """`{"detail": ..., "request_id": ...}`: the id finds the request's log lines (RequestIds)."""
+    return JSONResponse(
+        {"detail": message, "request_id": current_request_id()}, status_code=status, headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -166,6 +170,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestIds)  # around the handlers and the error bodies, inside the terminal's path
     # outermost: a terminal skips the routing
     app.add_middleware(terminal.TerminalSockets, ctx=ctx, manager=terminals)
 
