@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from dataclasses import dataclass
 
 import pytest
 
 from stacklab.jobs.runner import InProcessRunner
+from stacklab.logs import TextFormatter
 
 
 @dataclass
@@ -105,3 +107,23 @@ async def test_cancelled_timers_do_not_fire() -> None:
     await asyncio.sleep(0.1)
     await asyncio.wait_for(runner.idle(), 5)
     assert jobs.calls == []
+
+
+async def test_every_line_a_pass_logs_names_its_environment() -> None:
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("stacklab.test.runner")
+    logger.addHandler(handler)
+
+    async def job(env_id: str) -> Outcome:
+        logger.warning("a step went wrong")  # no extra= given
+        return Outcome()
+
+    try:
+        runner = InProcessRunner(job)
+        runner.submit("0000beef")
+        await asyncio.wait_for(runner.idle(), 5)
+    finally:
+        logger.removeHandler(handler)
+    assert "a step went wrong" in lines.getvalue() and "env_id=0000beef" in lines.getvalue()

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from stacklab.logs import log_context
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +60,10 @@ class InProcessRunner:
         self.submit(env_id)
 
     async def _run(self, env_id: str) -> None:
+        with log_context(env_id=env_id):  # every line of the pass names its environment
+            await self._passes(env_id)
+
+    async def _passes(self, env_id: str) -> None:
         requeue: float | None = None
         try:
             while True:
