@@ -26,6 +26,7 @@ from tutor.exceptions import TutorError
 
 __version__ = "0.2.0"
 HERE = resources.files("tutor_stacklab")
+MIN_SECRET_KEY_CHARS = 16  # stacklab.secrets.MIN_PASSPHRASE_CHARS
 
 
 def fernet_key() -> str:
@@ -38,11 +39,17 @@ def fernet_key() -> str:
 
 
 def is_fernet_key(value: object) -> bool:
-    """What the service accepts as `secret_key`: url-safe base64 of exactly 32 bytes."""
+    """Url-safe base64 of exactly 32 bytes: what the plugin generates."""
     try:
         return isinstance(value, str) and len(base64.urlsafe_b64decode(value.encode())) == 32
     except (binascii.Error, ValueError):
         return False
+
+
+def is_usable_secret_key(value: object) -> bool:
+    """What the service accepts as `secret_key`: a Fernet key, or any text of 16 characters or more (which it
+    turns into one)."""
+    return is_fernet_key(value) or (isinstance(value, str) and len(value) >= MIN_SECRET_KEY_CHARS)
 
 
 def compact_json(value: Any) -> str:
@@ -81,14 +88,11 @@ hooks.Filters.ENV_TEMPLATE_FILTERS.add_item(("stacklab_json", compact_json))
 
 @hooks.Actions.CONFIG_LOADED.add()
 def _check_secret_key(config: dict[str, Any]) -> None:
-    """Refuse a key the service cannot use, rather than render a service that exits at every start.
-
-    tutor-stacklab 0.1 stored a 32-character random string here; nothing was ever encrypted with it.
-    """
-    if "STACKLAB_SECRET_KEY" in config and not is_fernet_key(config["STACKLAB_SECRET_KEY"]):
+    """Refuse a key the service cannot use, rather than render a service that exits at every start."""
+    if "STACKLAB_SECRET_KEY" in config and not is_usable_secret_key(config["STACKLAB_SECRET_KEY"]):
         raise TutorError(
-            "STACKLAB_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes; tutor-stacklab 0.1 wrote "
-            "a random string). Let the plugin make one and keep it: "
+            "STACKLAB_SECRET_KEY is too short for the service (a Fernet key, or any text of "
+            f"{MIN_SECRET_KEY_CHARS} characters or more). Let the plugin make one and keep it: "
             "tutor config save --unset STACKLAB_SECRET_KEY && tutor config save"
         )
 
