@@ -1,13 +1,17 @@
-// The operator view: /admin#token=T (an admin token, given after the password login).
-import { Api, ApiError, ago, h, isoTime } from "./api.js";
+// The operator view: /admin#token=T (an operator token, given after signing in with a named account).
+// Lists environments (suspend, resume, delete, reset, history, a read-only view of the learner's lab) and
+// the audit log of what operators did. The token is refreshed before it expires (its JWT `exp`).
+import { Api, ApiError, ago, epoch, h, isoTime, tokenClaims, tokenExpiry } from "./api.js";
 
 const REFRESH_MS = 10_000;
+const AUDIT_ROWS = 50;
 const base = "/api/v1/admin/environments";
 const api = new Api("stacklab.admin.token");
 const $ = (id) => document.getElementById(id);
 
 let rows = [];
 let refreshTimer = null;
+let tokenTimer = null;
 let loading = false;
 
 function filters() {
@@ -33,6 +37,7 @@ function showError(err) {
   if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
     box.replaceChildren("Your operator session has expired. ", h("a", { href: "/admin/login" }, "Sign in again"), ".");
     clearInterval(refreshTimer);
+    clearTimeout(tokenTimer);
   }
   box.hidden = false;
 }
@@ -51,12 +56,42 @@ async function load() {
     render();
     showError(null);
     $("status-line").textContent = `${rows.length} environment${rows.length === 1 ? "" : "s"} · updated ${new Date().toLocaleTimeString()}`;
+    await loadAudit();
   } catch (err) {
     showError(err);
     $("status-line").textContent = "";
   } finally {
     loading = false;
   }
+}
+
+async function loadAudit() {
+  const body = $("audit-rows");
+  let entries;
+  try {
+    entries = await api.get(`/api/v1/admin/audit?limit=${AUDIT_ROWS}`);
+  } catch (err) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: "6", class: "error-text" }, err.message)));
+    return;
+  }
+  if (!entries.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: "6", class: "empty" }, "No operator action yet.")));
+    return;
+  }
+  body.replaceChildren(
+    ...entries.map((e) =>
+      h(
+        "tr",
+        { "data-audit": e.id },
+        h("td", { class: "nowrap", title: ago(e.at) }, isoTime(e.at)),
+        h("td", {}, e.operator),
+        h("td", {}, e.action),
+        h("td", { class: "id" }, e.env_id || ""),
+        h("td", {}, e.target || ""),
+        h("td", { class: "muted" }, e.detail || ""),
+      ),
+    ),
+  );
 }
 
 function stateBadge(value) {
@@ -128,6 +163,28 @@ function render() {
             "button",
             {
               type: "button",
+              class: "small",
+              disabled: env.desired === "deleted",
+              "aria-label": `View ${env.id} read-only`,
+              onclick: () => observe(env),
+            },
+            "View",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
+              class: "small danger-outline",
+              disabled: env.desired === "deleted",
+              "aria-label": `Reset ${env.id}`,
+              onclick: () => confirmReset(env),
+            },
+            "Reset",
+          ),
+          h(
+            "button",
+            {
+              type: "button",
               class: "small danger-outline",
               disabled: env.desired === "deleted",
               "aria-label": `Delete ${env.id}`,
@@ -157,16 +214,60 @@ async function act(env, action) {
   await load();
 }
 
-function confirmDelete(env) {
+function describe(env) {
+  return `${env.id} (${env.learner || "?"}, ${env.course || "?"}/${env.lab || "?"})`;
+}
+
+/** Ask before an action that destroys the learner's work; `then` runs on confirmation. */
+function confirmAction(heading, text, okLabel, then) {
   const dialog = $("confirm-dialog");
-  $("confirm-text").textContent =
-    `Delete ${env.id} (${env.learner || "?"}, ${env.course || "?"}/${env.lab || "?"})? Its machines and everything on them are removed.`;
+  $("confirm-heading").textContent = heading;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = okLabel;
   dialog.onclose = () => {
-    if (dialog.returnValue === "delete") act(env, "delete");
+    if (dialog.returnValue === "ok") then();
   };
   dialog.returnValue = "";
   dialog.showModal();
   $("confirm-cancel").focus();
+}
+
+function confirmDelete(env) {
+  confirmAction(
+    "Delete environment?",
+    `Delete ${describe(env)}? Its machines and everything on them are removed.`,
+    "Delete",
+    () => act(env, "delete"),
+  );
+}
+
+function confirmReset(env) {
+  confirmAction(
+    "Reset environment?",
+    `Reset ${describe(env)}? Its machines are thrown away and a fresh lab starts; the learner opens it again from their course.`,
+    "Reset",
+    () => act(env, "reset"),
+  );
+}
+
+/** Open the learner's lab read-only in a new tab (the tab is opened at the click, so no popup blocker). */
+async function observe(env) {
+  const tab = window.open("about:blank", "_blank");
+  $("status-line").textContent = `opening ${env.id} read-only…`;
+  try {
+    const view = await api.post(`${base}/${encodeURIComponent(env.id)}/observe`);
+    if (tab) {
+      tab.opener = null;
+      tab.location.replace(view.lab_url);
+    } else {
+      location.assign(view.lab_url);
+    }
+    showError(null);
+  } catch (err) {
+    if (tab) tab.close();
+    showError(err);
+  }
+  await load();
 }
 
 async function showHistory(env) {
@@ -249,12 +350,18 @@ function start() {
   $("confirm-cancel").addEventListener("click", () => $("confirm-dialog").close(""));
   $("confirm-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    $("confirm-dialog").close("delete");
+    $("confirm-dialog").close("ok");
+  });
+  $("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(api.storageKey);
+    location.replace("/admin/login");
   });
   if (!api.token) {
     location.replace("/admin/login");
     return;
   }
+  $("operator-name").textContent = tokenClaims(api.token).sub || "";
+  scheduleTokenRefresh(tokenExpiry(api.token));
   load();
   refreshTimer = setInterval(() => {
     if (document.visibilityState === "visible" && !$("history-dialog").open) load();
@@ -262,3 +369,21 @@ function start() {
 }
 
 start();
+
+function scheduleTokenRefresh(expiresAt) {
+  clearTimeout(tokenTimer);
+  const remaining = expiresAt ? expiresAt - Date.now() / 1000 : 300;
+  const delay = Math.max(5, Math.min(remaining - 60, remaining * 0.7));
+  tokenTimer = setTimeout(refreshToken, delay * 1000);
+}
+
+async function refreshToken() {
+  try {
+    const fresh = await api.post("/api/v1/admin/token");
+    api.setToken(fresh.token);
+    scheduleTokenRefresh(epoch(fresh.expires_at) ?? tokenExpiry(fresh.token));
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) showError(err);
+    else tokenTimer = setTimeout(refreshToken, 15_000);
+  }
+}

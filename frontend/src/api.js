@@ -24,21 +24,30 @@ export function takeToken(key) {
   return sessionStorage.getItem(key);
 }
 
-/** A token's public claims ({r: role, s: subject, e: env, x: expiry, ro: read-only}), or {} if unreadable. */
+/**
+ * A token's public claims, or {} if unreadable. Tokens are standard JWTs (header.claims.signature, base64url):
+ * {sub, role, env, read_only, gen, exp, iss, aud}. The page only reads them (expiry, read-only); the server
+ * checks the signature.
+ */
 export function tokenClaims(token) {
   try {
-    const body = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
-    const claims = JSON.parse(atob(body + "=".repeat((4 - (body.length % 4)) % 4)));
-    return claims && typeof claims === "object" ? claims : {};
+    const parts = String(token).split(".");
+    if (parts.length !== 3) return {};
+    const body = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = new TextDecoder().decode(
+      Uint8Array.from(atob(body + "=".repeat((4 - (body.length % 4)) % 4)), (c) => c.charCodeAt(0)),
+    );
+    const claims = JSON.parse(json);
+    return claims && typeof claims === "object" && !Array.isArray(claims) ? claims : {};
   } catch {
     return {};
   }
 }
 
-/** Expiry (epoch seconds) from a token's public claims, or null if it cannot be read. */
+/** Expiry (epoch seconds, the JWT's `exp`) of a token, or null if it cannot be read. */
 export function tokenExpiry(token) {
   const claims = tokenClaims(token);
-  return typeof claims.x === "number" ? claims.x : null;
+  return typeof claims.exp === "number" ? claims.exp : null;
 }
 
 export class Api {

@@ -16,7 +16,7 @@ const envId = decodeURIComponent(location.pathname.replace(/^\/lab\//, "").repla
 const base = `/api/v1/environments/${encodeURIComponent(envId)}`;
 const api = new Api(`stacklab.token.${envId}`);
 const firstNode = new URLSearchParams(location.search).get("node");
-const readOnly = Boolean(api.token && tokenClaims(api.token).ro);
+const readOnly = Boolean(api.token && tokenClaims(api.token).read_only === true);
 
 const terminals = new Map(); // node -> {session, host, tab}
 let activeNode = null;

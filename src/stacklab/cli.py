@@ -694,5 +694,110 @@ def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool | N
         app.close()
 
 
+# operators ------------------------------------------------------------------------------------------
+@main.group()
+def operator() -> None:
+    """Operator accounts of the admin page (/admin): argon2 password hashes kept in the database.
+
+    The one generated password of older installs is the account `admin` (it follows the admin_password
+    setting or <data_dir>/admin.password until `stacklab operator passwd admin` gives it its own).
+    """
+
+
+def _new_password() -> str:
+    """Asked twice, hidden, on a terminal; otherwise the first line of stdin (scripts, provisioning)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _cli_operator() -> str:
+    """Who acts from the command line, as the audit log names them."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+def _account_change(ctx: click.Context, name: str, action: str, change: Callable[[App], object]) -> None:
+    from stacklab.store.operators import record_action
+
+    app = _app(ctx)
+    try:
+        change(app)
+        record_action(app.repo, _cli_operator(), action, time.time(), target=f"operator {name}")
+    finally:
+        app.close()
+
+
+@operator.command("add")
+@click.argument("name")
+@click.pass_context
+def operator_add(ctx: click.Context, name: str) -> None:
+    """Add an operator account NAME; the password comes from a prompt, or from stdin when piped."""
+    from stacklab.store.operators import add_operator, check_name
+
+    check_name(name)  # before asking for a password
+    password = _new_password()
+    _account_change(
+        ctx, name, "operator-add", lambda app: add_operator(app.repo, name, password, time.time())
+    )
+    click.echo(f"operator {name} added: sign in at /admin/login")
+
+
+@operator.command("passwd")
+@click.argument("name")
+@click.pass_context
+def operator_passwd(ctx: click.Context, name: str) -> None:
+    """Give operator NAME a new password (from a prompt or stdin); their open sessions end."""
+    from stacklab.store.operators import set_password
+
+    password = _new_password()
+    _account_change(
+        ctx, name, "operator-passwd", lambda app: set_password(app.repo, name, password, time.time())
+    )
+    click.echo(f"operator {name}: password changed")
+
+
+@operator.command("remove")
+@click.argument("name")
+@click.pass_context
+def operator_remove(ctx: click.Context, name: str) -> None:
+    """Remove operator NAME: they can no longer sign in, and their open sessions end at once."""
+    from stacklab.store.operators import remove_operator
+
+    _account_change(ctx, name, "operator-remove", lambda app: remove_operator(app.repo, name, time.time()))
+    click.echo(f"operator {name} removed")
+
+
+@operator.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_context
+def operator_list(ctx: click.Context, as_json: bool) -> None:
+    """The operator accounts (never their password hashes)."""
+    from stacklab.store.operators import list_operators
+
+    app = _app(ctx)
+    try:
+        operators = list_operators(app.repo)
+    finally:
+        app.close()
+    if as_json:
+        click.echo(json.dumps([o.__dict__ for o in operators], indent=2))
+        return
+    rows = [
+        (
+            o.name,
+            "admin_password setting" if o.from_setting else "own",
+            _when(o.created_at),
+            _when(o.updated_at),
+        )
+        for o in operators
+    ]
+    click.echo(_table(("NAME", "PASSWORD", "CREATED", "CHANGED"), rows))
+
+
 if __name__ == "__main__":
     main()

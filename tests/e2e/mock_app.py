@@ -262,6 +262,24 @@ def create_app() -> FastAPI:
         state.actions.append(f"admin-{action}-{env}")
         return {"id": env}
 
+    @app.get("/api/v1/admin/audit")
+    def admin_audit(request: Request) -> list[dict]:
+        """The operator actions taken through the mock so far, newest first, as the audit log lists them."""
+        auth(request, admin=True)
+        done = [a.split("-", 2) for a in state.actions if a.startswith("admin-")]
+        return [
+            {
+                "id": n,
+                "at": time.time(),
+                "operator": "mock",
+                "action": action,
+                "env_id": env,
+                "target": "",
+                "detail": "",
+            }
+            for n, (_, action, env) in reversed(list(enumerate(done, 1)))
+        ]
+
     # ---- test hooks ----
     @app.post("/mock/suspend")
     async def mock_suspend(how: str = "4409") -> dict:

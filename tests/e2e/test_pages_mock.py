@@ -212,13 +212,18 @@ def test_missing_token_explains_what_to_do(page, mock_url: str) -> None:  # type
 
 
 def test_token_is_refreshed_before_it_expires(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
-    claims = json.dumps({"r": "learner", "s": "demo", "e": "e-mock1", "x": time.time() + 8}).encode()
-    token = base64.urlsafe_b64encode(claims).rstrip(b"=").decode() + ".mock"
+    claims = {"sub": "demo", "role": "learner", "env": "e-mock1", "exp": time.time() + 8}
+    # A JWT's shape (the page reads `exp` from it); the mock takes any *.mock token.
+    token = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}.mock"
     page.goto(f"{mock_url}/lab/e-mock1#token={token}")
     wait_connected(page)
     wait_for(lambda: get_json(f"{mock_url}/mock/state")["tokens_issued"] >= 1, 15, "a token refresh")
     stored = page.evaluate("() => sessionStorage.getItem('stacklab.token.e-mock1')")
     assert stored.startswith("mock-learner-token-")
+
+
+def _b64(part: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
 
 
 def test_operator_view(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -230,6 +235,9 @@ def test_operator_view(page, mock_url: str) -> None:  # type: ignore[no-untyped-
     assert "launch timed out" in page.locator("#env-rows").inner_text()
     page.get_by_role("button", name="Suspend e-mock1").click()
     wait_for(lambda: "admin-suspend-e-mock1" in get_json(f"{mock_url}/mock/state")["actions"], 5, "suspend")
+    page.locator("#audit-rows tr[data-audit]").first.wait_for()  # the audit log, reloaded after the action
+    newest = page.locator("#audit-rows tr").first.inner_text().split("\t")
+    assert newest[1:4] == ["mock", "suspend", "e-mock1"]
     page.get_by_role("button", name="History of e-mock1").click()
     dialog = page.get_by_role("dialog", name=re.compile("History of e-mock1"))
     dialog.locator("tbody tr").first.wait_for()

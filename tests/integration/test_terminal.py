@@ -227,11 +227,11 @@ async def test_refusals(lab: Lab) -> None:
         expired = lab.token(ttl_s=-5)
         code, messages = await refusal(url(base, lab, token=expired))
         assert code == 4401 and "expired" in messages[0]
-        body, signature = lab.token().split(".")
+        header, body, signature = lab.token().split(".")
         tampered = json.loads(__import__("base64").urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        tampered["s"] = "mallory"
+        tampered["sub"] = "mallory"
         forged = __import__("base64").urlsafe_b64encode(json.dumps(tampered).encode()).rstrip(b"=").decode()
-        assert (await refusal(url(base, lab, token=f"{forged}.{signature}")))[0] == 4401
+        assert (await refusal(url(base, lab, token=f"{header}.{forged}.{signature}")))[0] == 4401
         assert (await refusal(url(base, lab, token="garbage")))[0] == 4401
         assert (await refusal(url(base, lab).replace("token=", "nothing=")))[0] == 4401
         foreign = await refusal(url(base, lab), origin="https://evil.example")  # type: ignore[arg-type]

@@ -154,11 +154,13 @@ async def test_expired_tampered_and_missing_tokens_are_refused(client) -> None: 
     env_id, token = body["environment"]["id"], body["token"]
     signer = http._transport.app.state.ctx.signer  # type: ignore[attr-defined]
     expired = signer.issue("learner", "learner-a", env_id, ttl_s=-1)
-    _payload, signature = token.split(".")
-    forged = signer.issue("admin", "learner-a", None, 60).split(".")[0] + "." + signature
+    header, _claims, signature = token.split(".")
+    admin_claims = signer.issue("admin", "learner-a", None, 60).split(".")[1]
+    forged = f"{header}.{admin_claims}.{signature}"
     for bad, reason in [
         (expired, "expired"),
-        (token[:-2] + "xx", "signature"),
+        (token[:-10] + ("A" if token[-10] != "A" else "B") + token[-9:], "signature"),
+        (token[:-2] + "xx", "malformed"),  # not even the encoding of a signature
         (forged, "signature"),
         ("garbage", "malformed"),
         ("", "missing"),

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from tests.support.web_app import (
     COURSE,
     LMS_KEY,
     LMS_SECRET,
+    admin_token,
     bearer,
     drive,
     launch,
@@ -29,6 +32,7 @@ from tests.support.web_app import (
     serving,
 )
 
+from stacklab.store.operators import add_operator, remove_operator
 from stacklab.web.tokens import TokenSigner
 from stacklab.wiring import App
 
@@ -99,14 +103,17 @@ async def test_forged_and_malformed_tokens_get_401(client) -> None:  # type: ign
     body = await launch(http, "learner-a")
     env_id, token = body["environment"]["id"], body["token"]
     signer: TokenSigner = http._transport.app.state.ctx.signer  # type: ignore[attr-defined]
-    claims, signature = token.split(".")
-    admin_claims = signer.issue("admin", "learner-a", None, 60).split(".")[0]
+    header, claims, signature = token.split(".")
+    admin_claims = signer.issue("admin", "learner-a", None, 60).split(".")[1]
+    ours = jwt.decode(token, options={"verify_signature": False})
     forged = {
         "tampered signature": token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
-        "admin claims, learner signature": f"{admin_claims}.{signature}",
+        "admin claims, learner signature": f"{header}.{admin_claims}.{signature}",
         "signed with another key": TokenSigner("not-the-service-key").issue("admin", "x", None, 60),
+        "our claims signed with an LMS's secret": jwt.encode(ours, LMS_SECRET, algorithm="HS256"),
+        "our claims, unsigned": jwt.encode({**ours, "role": "admin"}, None, algorithm="none"),
         "expired": signer.issue("learner", "learner-a", env_id, ttl_s=-1),
-        "two dots, not a JWT": f"{claims}.{signature}.x",
+        "four parts, not a JWT": f"{header}.{claims}.{signature}.x",
         "junk": "garbage",
         "huge": "a" * 5000 + "." + "b" * 5000,
     }
@@ -122,6 +129,14 @@ async def test_forged_and_malformed_tokens_get_401(client) -> None:  # type: ign
             response = await http.request(method, path, headers=bearer(bad))
             assert response.status_code == 401, (name, path, response.text)
             assert response.json()["detail"], (name, path)
+    for method, path in [  # an LMS's JWT is no learner's, nor an operator's token
+        ("POST", f"/api/v1/environments/{env_id}/reset"),
+        ("POST", f"/api/v1/environments/{env_id}/token"),
+        ("GET", "/api/v1/admin/environments"),
+        ("GET", "/api/v1/admin/audit"),
+    ]:
+        response = await http.request(method, path, headers=lms_call())
+        assert response.status_code == 401, (path, response.text)
     for method, path in [
         ("GET", f"/api/v1/environments/{env_id}"),
         ("POST", f"/api/v1/environments/{env_id}/reset"),
@@ -445,6 +460,74 @@ async def test_admin_login_locks_out_a_guesser(tmp_path: Path) -> None:
                 "/admin/login", data={"password": "operator-pass"}, follow_redirects=False
             )
             assert account.status_code == 429 and "retry-after" in account.headers
+
+
+# operators ------------------------------------------------------------------------------------------------
+async def test_a_removed_operators_token_acts_no_more(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    add_operator(stack.repo, "mallory", "mallory-password", time.time())
+    env_id = (await launch(http, "learner-a"))["environment"]["id"]
+    await drive(stack, env_id)
+    login = {"name": "mallory", "password": "mallory-password"}
+    token = (await http.post("/admin/login", data=login)).headers["location"].split("#token=")[1]
+    refreshed = (await http.post("/api/v1/admin/token", headers=bearer(token))).json()["token"]
+    app = http._transport.app  # type: ignore[attr-defined]
+    origin = {"origin": app.state.ctx.public_url}
+    # No such lab: the terminal takes the operator's token, then finds nothing to open (no shell is started).
+    terminal = "/api/v1/environments/0000abcd/terminal/main?token="
+    assert await websocket_close_code(app, terminal + token, origin) in (4404, 4409)
+    remove_operator(stack.repo, "mallory", time.time())
+    before = await snapshot(stack)
+    for bad in (token, refreshed):
+        for method, path in [
+            ("GET", "/api/v1/admin/environments"),
+            ("GET", "/api/v1/admin/audit"),
+            ("POST", "/api/v1/admin/token"),
+            ("POST", f"/api/v1/admin/environments/{env_id}/suspend"),
+            ("POST", f"/api/v1/admin/environments/{env_id}/reset"),
+            ("POST", f"/api/v1/admin/environments/{env_id}/observe"),
+            ("POST", f"/api/v1/environments/{env_id}/reset"),
+            ("DELETE", f"/api/v1/environments/{env_id}"),
+            ("POST", f"/api/v1/courses/{COURSE}/learners/learner-a/revoke"),
+            ("GET", "/api/v1/labs"),
+        ]:
+            response = await http.request(method, path, headers=bearer(bad))
+            assert response.status_code == 401, (method, path, response.text)
+            assert "no longer exists" in response.json()["detail"], (method, path)
+        assert await websocket_close_code(app, terminal + bad, origin) == 4401
+    assert (await http.post("/admin/login", data=login)).status_code == 401
+    assert await snapshot(stack) == before
+
+
+async def test_the_audit_log_and_operator_actions_are_for_operators_only(client) -> None:  # type: ignore[no-untyped-def]
+    http, stack = client
+    learner = await launch(http, "learner-a")
+    env_id = learner["environment"]["id"]
+    await drive(stack, env_id)
+    watcher = await http.post(
+        "/api/v1/launch",
+        json={"course": COURSE, "lab": "hello-lab", "learner": "learner-a", "read_only": True},
+        headers=lms_call(),
+    )
+    await admin_token(http)  # something in the log
+    before = await snapshot(stack)
+    paths = [
+        ("GET", "/api/v1/admin/audit"),
+        ("POST", f"/api/v1/admin/environments/{env_id}/observe"),
+        ("POST", f"/api/v1/admin/environments/{env_id}/reset"),
+    ]
+    for method, path in paths:
+        for who, headers, status in [
+            ("learner", bearer(learner["token"]), 403),
+            ("read-only", bearer(watcher.json()["token"]), 403),
+            ("LMS", lms_call(), 401),
+            ("another LMS", other_lms(), 401),
+            ("nobody", {}, 401),
+        ]:
+            response = await http.request(method, path, headers=headers)
+            assert response.status_code == status, (who, path, response.text)
+            assert "sign-in" not in response.text, (who, path)
+    assert await snapshot(stack) == before
 
 
 async def test_metrics_can_require_a_token(tmp_path: Path) -> None:

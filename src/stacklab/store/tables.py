@@ -122,3 +122,37 @@ class LmsTokenIdRecord(Base):
     issuer: Mapped[str] = mapped_column(String(200), primary_key=True)
     jti: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+class OperatorRecord(Base):
+    """A named operator account. Removed accounts stay as rows (no password) so that their name keeps its
+    place in the audit log and the legacy `admin` account is not brought back by the next start."""
+
+    __tablename__ = "operators"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255), default="")
+    """An argon2id hash (PHC string); empty once the account is removed."""
+    from_setting: Mapped[bool] = mapped_column(default=False)
+    """The `admin` account of installs from before named accounts: its password is the admin_password
+    setting (or the generated admin.password) until an operator sets one with the CLI."""
+    token_generation: Mapped[int] = mapped_column(Integer, default=0)
+    """Operator tokens carry it; removing the account or changing its password moves it on."""
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    removed_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class AuditRecord(Base):
+    """One operator action: who did what to which environment (or account), and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Double, index=True)
+    operator: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    env_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    """No foreign key: the log outlives whatever it names."""
+    target: Mapped[str] = mapped_column(String(600), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,7 +1,12 @@
-"""The HTTP API: learners (token bound to their environment), LMS servers (signed JWTs), operators."""
+"""The HTTP API: learners (token bound to their environment), LMS servers (signed JWTs), operators.
+
+What operators do to environments (and the revocations they make) goes to the audit log, whichever
+endpoint they use.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -9,16 +14,17 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from stacklab.checks.runner import counted_score
 from stacklab.envs.service import NAME_PATTERN, CheckReport
-from stacklab.errors import InvalidInput, NotFound
+from stacklab.errors import Conflict, InvalidInput, NotFound
 from stacklab.labs.schema import Lab
+from stacklab.store.operators import audit_entries, record_action
 from stacklab.store.repository import EnvKey
 from stacklab.store.revocations import revoke_learner
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
 from stacklab.web import schemas
 from stacklab.web.context import WebContext, authorize, bearer, context
-from stacklab.web.lms import Caller, require_admin, require_server
-from stacklab.web.tokens import Claims
+from stacklab.web.lms import Caller, operator_claims, require_admin, require_server
+from stacklab.web.tokens import Claims, is_access_token
 
 router = APIRouter(prefix="/api/v1")
 
@@ -26,11 +32,12 @@ EnvId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}$", description="Environment i
 Server = Annotated[Caller, Depends(require_server)]
 Course = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="Course id")]
 Admin = Annotated[str, Depends(require_admin)]
+OperatorClaims = Annotated[Claims, Depends(operator_claims)]
 
 
 def _learner_or_server(request: Request, env_id: str, *, write: bool = False) -> None:
     """A learner (or staff/admin) token for the environment, or an LMS's signed JWT for its course."""
-    if (bearer(request) or "").count(".") == 2:  # a JWT (ours have one dot): an LMS server calling
+    if not is_access_token(bearer(request)):  # not ours by its issuer and audience: an LMS calling
         _for_course_of(require_server(request), context(request), env_id)
         return
     authorize(request, env_id, write=write)
@@ -49,6 +56,13 @@ def _token(ctx: WebContext, claims: Claims, record: EnvironmentRecord | None) ->
     generation = record.token_generation if record is not None else 0
     token = ctx.signer.issue(claims.role, claims.subject, claims.env_id, ttl, claims.read_only, generation)
     return schemas.TokenResponse(token=token, expires_at=ctx.signer.expiry(ttl))
+
+
+def _audit(ctx: WebContext, operator: str | None, action: str, record: EnvironmentRecord) -> None:
+    """Record what an operator did to an environment (LMS calls are not operator actions)."""
+    if operator is not None:
+        target = f"{record.course} / {record.lab_id} / {record.learner}"
+        record_action(ctx.stack.repo, operator, action, time.time(), record.id, target)
 
 
 def _status(ctx: WebContext, env_id: str) -> schemas.EnvironmentStatus:
@@ -235,10 +249,16 @@ async def observe(request: Request, body: schemas.ObserveRequest, _caller: Serve
     record = ctx.stack.repo.find(EnvKey(body.course, body.lab, body.learner))
     if record is None or record.desired == Desired.DELETED:
         raise NotFound("this learner has no lab here yet: they have not opened this unit")
-    if record.desired != Desired.RUNNING and record.observed != Observed.FAILED:
-        ctx.stack.environments.request(record.id, Desired.RUNNING, "StaffViewResumed")
-        _kick(ctx, record.id)
+    _wake_for_viewing(ctx, record, "StaffViewResumed")
+    _audit(ctx, _caller.operator, "observe", record)
     return _lab_page(ctx, record, body.node, True, f"staff-view.{body.learner}")
+
+
+def _wake_for_viewing(ctx: WebContext, record: EnvironmentRecord, reason: str) -> None:
+    """A paused lab is woken up so that a watcher has something to see (a failed one is left as it is)."""
+    if record.desired != Desired.RUNNING and record.observed != Observed.FAILED:
+        ctx.stack.environments.request(record.id, Desired.RUNNING, reason)
+        _kick(ctx, record.id)
 
 
 @router.get("/courses/{course}/environments", tags=["lms"])
@@ -255,8 +275,9 @@ async def course_environments(
 @router.post("/environments/{env_id}/suspend", tags=["lms"])
 async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) -> schemas.EnvironmentStatus:
     ctx = context(request)
-    _for_course_of(_caller, ctx, env_id)
+    record = _for_course_of(_caller, ctx, env_id)
     ctx.stack.environments.request(env_id, Desired.SUSPENDED, "SuspendRequested")
+    _audit(ctx, _caller.operator, "suspend", record)
     await ctx.close_terminals(env_id)
     _kick(ctx, env_id)
     return _status(ctx, env_id)
@@ -266,8 +287,9 @@ async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) 
 async def delete_environment(request: Request, env_id: EnvId, _caller: Server) -> schemas.EnvironmentStatus:
     """Delete the lab; every token issued for it stops working."""
     ctx = context(request)
-    _for_course_of(_caller, ctx, env_id)
+    record = _for_course_of(_caller, ctx, env_id)
     ctx.stack.environments.request(env_id, Desired.DELETED, "DeleteRequested")
+    _audit(ctx, _caller.operator, "delete", record)
     await ctx.close_terminals(env_id)
     _kick(ctx, env_id)
     return _status(ctx, env_id)
@@ -287,6 +309,10 @@ async def revoke_learner_tokens(
     caller.require_course(course)
     ctx = context(request)
     revoked = revoke_learner(ctx.stack.repo, course, learner)
+    if caller.operator is not None:
+        detail = f"tokens of {len(revoked)} environment(s) withdrawn"
+        target = f"{course} / {learner}"
+        record_action(ctx.stack.repo, caller.operator, "revoke", time.time(), None, target, detail)
     for env_id in revoked:
         await ctx.close_terminals(env_id)
     return schemas.RevokeResponse(environments=revoked)
@@ -314,13 +340,26 @@ async def admin_show(request: Request, env_id: EnvId, _admin: Admin) -> schemas.
 
 
 @router.post("/admin/token", tags=["admin"])
-async def refresh_admin_token(request: Request, admin: Admin) -> schemas.TokenResponse:
-    """A fresh operator token (the operator page refreshes before expiry)."""
+async def refresh_admin_token(request: Request, claims: OperatorClaims) -> schemas.TokenResponse:
+    """A fresh operator token (the operator page refreshes before expiry), while the account exists."""
     ctx = context(request)
     ttl = ctx.stack.settings.token_ttl_s
-    return schemas.TokenResponse(
-        token=ctx.signer.issue("admin", admin, None, ttl), expires_at=ctx.signer.expiry(ttl)
-    )
+    token = ctx.signer.issue("admin", claims.subject, None, ttl, generation=claims.generation)
+    return schemas.TokenResponse(token=token, expires_at=ctx.signer.expiry(ttl))
+
+
+@router.get("/admin/audit", tags=["admin"])
+async def admin_audit(
+    request: Request,
+    _admin: Admin,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="Entries older than this id")] = None,
+    env: Annotated[str | None, Query(pattern=r"^[0-9a-f]{8}$")] = None,
+    operator: Annotated[str | None, Query(max_length=200)] = None,
+) -> list[schemas.AuditEntry]:
+    """What operators did (suspend, resume, delete, reset, observe, revoke, sign-in), newest first."""
+    entries = audit_entries(context(request).stack.repo, limit, before, env, operator or None)
+    return [schemas.audit_entry(e) for e in entries]
 
 
 ACTIONS: dict[str, Desired] = {
@@ -330,6 +369,31 @@ ACTIONS: dict[str, Desired] = {
 }
 
 
+@router.post("/admin/environments/{env_id}/observe", tags=["admin"])
+async def admin_observe(request: Request, env_id: EnvId, admin: Admin) -> schemas.LaunchResponse:
+    """A read-only token and lab page for a learner's environment (woken up when paused), as the LMS's
+    observe gives course staff."""
+    ctx = context(request)
+    record = ctx.stack.environments.resolve(env_id)
+    if record.desired == Desired.DELETED:
+        raise Conflict(f"environment {env_id} is deleted: there is nothing to watch")
+    _wake_for_viewing(ctx, record, "OperatorViewResumed")
+    _audit(ctx, admin, "observe", record)
+    return _lab_page(ctx, ctx.stack.repo.get(env_id), None, True, f"operator-view.{admin}")
+
+
+@router.post("/admin/environments/{env_id}/reset", tags=["admin"])
+async def admin_reset(request: Request, env_id: EnvId, admin: Admin) -> schemas.AdminEnvironment:
+    """Throw the learner's lab away and start a fresh one. Their open terminals close and their tokens stop
+    working: the lab page asks them to open the lab again from their course."""
+    ctx = context(request)
+    record = ctx.stack.environments.reset(env_id)
+    _audit(ctx, admin, "reset", record)
+    await ctx.close_terminals(env_id)
+    _kick(ctx, env_id)
+    return schemas.admin_view(record)
+
+
 @router.post("/admin/environments/{env_id}/{action}", tags=["admin"])
 async def admin_act(
     request: Request, env_id: EnvId, action: Literal["suspend", "resume", "delete"], admin: Admin
@@ -337,6 +401,7 @@ async def admin_act(
     """Ask the controller to suspend, resume or delete (it converges; the row is not edited directly)."""
     ctx = context(request)
     record = ctx.stack.environments.request(env_id, ACTIONS[action], f"Operator{action.capitalize()}")
+    _audit(ctx, admin, action, record)
     if action != "resume":
         await ctx.close_terminals(env_id)
     _kick(ctx, env_id)

@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -22,9 +23,9 @@ from stacklab import __version__
 from stacklab.config import LmsKey, Settings
 from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError
 from stacklab.labs.catalog import LabCatalog
-from stacklab.store.revocations import revocation_reason
-from stacklab.web import api, pages, terminal
-from stacklab.web.context import WebContext, bearer
+from stacklab.store.operators import sync_setting_account
+from stacklab.web import api, pages, readiness, terminal
+from stacklab.web.context import WebContext, bearer, token_revocation
 from stacklab.web.limits import Limits
 from stacklab.web.metrics import Metrics
 from stacklab.web.request_ids import RequestIds, current_request_id
@@ -65,15 +66,17 @@ def _lms_keys(settings: Settings) -> dict[str, LmsKey]:
 def build_context(stack: App) -> WebContext:
     settings = stack.settings
     repo = stack.repo
+    password = admin_password(settings.admin_password, settings.data_dir)
+    sync_setting_account(repo, password, time.time())  # older installs' password: the `admin` account
     return WebContext(
         stack=stack,
         signer=TokenSigner(
             stack.controller.vault.derive("access-tokens"),
-            revoked=lambda claims: revocation_reason(repo, claims.env_id or "", claims.generation),
+            revoked=token_revocation(repo),
         ),
         catalog=LabCatalog(settings.labs_dir or EXAMPLES_DIR),
         public_url=(settings.public_url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/"),
-        admin_password=admin_password(settings.admin_password, settings.data_dir),
+        admin_password=password,
         lms_keys=_lms_keys(settings),
         limits=Limits(settings),
     )
@@ -168,6 +171,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.state.metrics = metrics
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(readiness.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # around the handlers and the error bodies, inside the terminal's path

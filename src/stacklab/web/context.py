@@ -10,8 +10,11 @@ from fastapi import HTTPException, Request, WebSocket
 from stacklab.config import LmsKey
 from stacklab.errors import TokenError
 from stacklab.labs.catalog import LabCatalog
+from stacklab.store.operators import operator_revocation
+from stacklab.store.repository import Repository
+from stacklab.store.revocations import revocation_reason
 from stacklab.web.limits import Limits
-from stacklab.web.tokens import Claims, TokenSigner, allows
+from stacklab.web.tokens import Claims, RevocationCheck, TokenSigner, allows
 from stacklab.wiring import App
 
 
@@ -22,6 +25,7 @@ class WebContext:
     catalog: LabCatalog
     public_url: str
     admin_password: str
+    """The admin_password setting (or the generated one): the `admin` account's while it follows it."""
     lms_keys: dict[str, LmsKey] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     terminal_closers: list[Callable[[str], Awaitable[None]]] = field(default_factory=list)
@@ -39,6 +43,19 @@ class WebContext:
         """
         configured = {origin.rstrip("/") for origin in self.stack.settings.allowed_origins}
         return {self.public_url.rstrip("/")} | configured
+
+
+def token_revocation(repo: Repository) -> RevocationCheck:
+    """The store's word on a correctly signed token: its lab's or its operator account's generation."""
+
+    def revoked(claims: Claims) -> str | None:
+        if claims.env_id is not None:
+            return revocation_reason(repo, claims.env_id, claims.generation)
+        if claims.role == "admin":
+            return operator_revocation(repo, claims.subject, claims.generation)
+        return None
+
+    return revoked
 
 
 def context(request: Request | WebSocket) -> WebContext:

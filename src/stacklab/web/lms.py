@@ -3,6 +3,10 @@
 Each LMS key names the courses it may act for (the `lms_keys` setting); a call for any other course is
 refused (403) naming the course. Every JWT carries a `jti` that is remembered in the database until the
 token expires, so a captured token cannot be replayed, by this process or another.
+
+The service's own access tokens are JWTs too (web/tokens.py): which verifier a bearer token goes to is
+decided by its claims (our issuer and audience), and each verifier refuses the other's tokens, so a learner
+token can never pass for an LMS call nor an LMS JWT for a learner or operator.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from stacklab.config import LmsKey
 from stacklab.errors import TokenError
 from stacklab.store.revocations import remember_jti
 from stacklab.web.context import bearer, context
+from stacklab.web.tokens import ISSUER, Claims, is_access_token
 
 MAX_LIFETIME_S = 300
 LEEWAY_S = 30
@@ -30,6 +35,8 @@ class Caller:
 
     name: str
     lms_key: LmsKey | None = None
+    operator: str | None = None
+    """The operator account, when an operator (not an LMS) calls: their actions go to the audit log."""
 
     def require_course(self, course: str) -> None:
         """403 naming the course when this LMS key may not act for it."""
@@ -48,7 +55,7 @@ def verify_lms_token(token: str, keys: dict[str, LmsKey], now: float | None = No
     except (jwt.PyJWTError, UnicodeError) as exc:
         raise ValueError("malformed token") from exc
     key = keys.get(str(issuer))
-    if key is None:
+    if key is None or issuer == ISSUER:  # ours are never LMS calls, whatever lms_keys holds
         raise ValueError("unknown issuer")
     try:
         claims: dict[str, Any] = jwt.decode(
@@ -87,22 +94,27 @@ def require_server(request: Request) -> Caller:
     token = bearer(request)
     if not token:
         raise HTTPException(status_code=401, detail="missing token")
-    if token.count(".") == 2:  # a JWT; our own tokens have one dot
+    if not is_access_token(token):
         return _lms_caller(request, token)
-    try:
-        claims = context(request).signer.verify(token)
-    except TokenError as exc:
-        raise HTTPException(status_code=401, detail=str(exc)) from exc
-    if claims.role != "admin":
-        raise HTTPException(status_code=403, detail="this call is for LMS servers and operators")
-    return Caller(f"admin:{claims.subject}")
+    operator = _operator(request, "this call is for LMS servers and operators").subject
+    return Caller(f"operator {operator!r}", operator=operator)
+
+
+def operator_claims(request: Request) -> Claims:
+    """Dependency: the claims of an operator token (of an account that still exists)."""
+    return _operator(request, "operators only")
 
 
 def require_admin(request: Request) -> str:
+    """Dependency: an operator token (of an account that still exists). Returns the operator's name."""
+    return _operator(request, "operators only").subject
+
+
+def _operator(request: Request, refusal: str) -> Claims:
     try:
         claims = context(request).signer.verify(bearer(request))
     except TokenError as exc:
         raise HTTPException(status_code=401, detail=str(exc)) from exc
     if claims.role != "admin":
-        raise HTTPException(status_code=403, detail="operators only")
-    return claims.subject
+        raise HTTPException(status_code=403, detail=refusal)
+    return claims

@@ -10,14 +10,18 @@ the lab page is embedded by the LMS (the Open edX XBlock's iframe), so the `allo
 names the LMS origins that may frame it (none configured: any, as an embeddable page must be until it
 is told its LMS); the operator pages may be framed by nobody (and say so to old browsers too, with
 X-Frame-Options).
+
+Operators sign in with a named account (store/operators.py; `admin` is the one password of older installs);
+failed sign-ins are limited per client and per account (web/limits.py), successful ones go to the audit log.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import html
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +29,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from stacklab.store.counts import live_environments
+from stacklab.store.operators import SETTING_ACCOUNT, record_action, sign_in
 from stacklab.store.repository import EnvKey
 from stacklab.types import Desired
 from stacklab.web.context import context
@@ -154,7 +159,9 @@ LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/static/style.css"></head>
 <body><main class="login"><h1>stacklab operators</h1>{error}
-<form method="post" action="/admin/login"><label for="password">Password</label>
+<form method="post" action="/admin/login"><label for="name">Operator</label>
+<input id="name" name="name" autocomplete="username" placeholder="admin" autocapitalize="none">
+<label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required autofocus>
 <button type="submit">Sign in</button></form></main></body></html>"""
 
@@ -174,25 +181,33 @@ def _login_page(
     )
 
 
-def _login_wait(request: Request) -> int:
+def _login_wait(request: Request, name: str) -> int:
     """Seconds this client must wait before trying a password again (per client, and for the account)."""
     limits = context(request).limits
-    return max(limits.login_by_client.retry_after(_client(request)), limits.login_by_account.retry_after(""))
+    by_client = limits.login_by_client.retry_after(_client(request))
+    return max(by_client, limits.login_by_account.retry_after(name))
 
 
 @router.post("/admin/login", response_model=None)
-async def admin_login(request: Request, password: Annotated[str, Form()]) -> RedirectResponse | HTMLResponse:
+async def admin_login(
+    request: Request, password: Annotated[str, Form()], name: Annotated[str, Form(max_length=200)] = ""
+) -> RedirectResponse | HTMLResponse:
+    """An operator token for a named account (no name: `admin`), given to the admin page in the fragment."""
     ctx = context(request)
-    wait = _login_wait(request)
+    name = name.strip().lower() or SETTING_ACCOUNT
+    wait = _login_wait(request, name)
     if wait:
         message = f"Too many wrong passwords: sign-in is locked, try again in {wait} s."
         return _login_page(request, message, 429, {"Retry-After": str(wait)})
-    if not hmac.compare_digest(password.encode(), ctx.admin_password.encode()):
+    operator = await asyncio.to_thread(sign_in, ctx.stack.repo, name, password)  # argon2 takes ~50 ms
+    if operator is None:
         ctx.limits.login_by_client.record(_client(request))
-        ctx.limits.login_by_account.record("")
-        return _login_page(request, "Wrong password.", 401)
+        ctx.limits.login_by_account.record(name)
+        return _login_page(request, "Wrong operator name or password.", 401)
     ctx.limits.login_by_client.clear(_client(request))
-    token = ctx.signer.issue("admin", "operator", None, ctx.stack.settings.token_ttl_s)
+    record_action(ctx.stack.repo, operator.name, "sign-in", time.time(), detail=f"from {_client(request)}")
+    ttl = ctx.stack.settings.token_ttl_s
+    token = ctx.signer.issue("admin", operator.name, None, ttl, generation=operator.generation)
     return RedirectResponse(f"/admin#token={token}", status_code=303)
 
 

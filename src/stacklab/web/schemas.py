@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stacklab.envs.service import NAME_PATTERN
 from stacklab.labs.schema import Lab
-from stacklab.store.tables import EnvironmentRecord, TransitionRecord
+from stacklab.store.tables import AuditRecord, EnvironmentRecord, TransitionRecord
 from stacklab.types import Desired, Observed
 
 BUSY = "All lab machines are busy right now. Please try again in a few minutes."
@@ -238,4 +238,28 @@ def admin_detail(record: EnvironmentRecord, history: list[TransitionRecord]) -> 
             )
             for t in history
         ],
+    )
+
+
+class AuditEntry(BaseModel):
+    """One operator action, as the audit log keeps it."""
+
+    id: int
+    at: float
+    operator: str = Field(description="The operator account (or `cli:<user>` for the command line)")
+    action: str = Field(description="suspend, resume, delete, reset, observe, revoke, sign-in, ...")
+    env_id: str | None
+    target: str = Field(description="course / lab / learner, or the account acted on")
+    detail: str
+
+
+def audit_entry(record: AuditRecord) -> AuditEntry:
+    return AuditEntry(
+        id=record.id,
+        at=record.at,
+        operator=record.operator,
+        action=record.action,
+        env_id=record.env_id,
+        target=record.target,
+        detail=record.detail,
     )

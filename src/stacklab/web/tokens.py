@@ -1,31 +1,39 @@
-"""Short-lived signed access tokens, bound to a role, a subject and (for learners) one environment.
+"""Short-lived access tokens: standard JWTs (HS256), bound to a role, a subject and (for learners) one lab.
 
-Format: base64url(JSON claims) "." base64url(HMAC-SHA256). The signing key is derived from the service's
-secret key, so rotating that key invalidates every token. Claims are public (not encrypted): never put a
-secret in them.
+One format to audit: the service's own tokens are JWTs like the ones an LMS signs for its calls, told apart
+by their claims, never by their shape. Ours carry `iss` = "stacklab" and `aud` = "stacklab-access"; an LMS
+JWT names its LMS key in `iss` and never carries our audience, so each verifier refuses the other's tokens
+(web/lms.py). The signing key is derived from the service's secret key, so rotating that key invalidates
+every token. Claims are public (signed, not encrypted): never put a secret in them.
 
-A signature only proves who issued a token, not that it still should work: an environment-bound token
-also carries the environment's token generation (`g`) at the time it was issued. Deleting or resetting
-the environment, or the LMS revoking its learner, moves the generation on, and `revoked` (a check the
-service plugs in, reading the store) refuses every token of an older generation, in every process.
+Claims: `sub` (learner, or operator account), `role` (learner, staff, admin), `env` (the environment a
+learner token opens, absent otherwise), `read_only`, `gen` (a token generation), `exp` (epoch seconds).
+
+A signature only proves who issued a token, not that it still should work. An environment-bound token
+carries the environment's token generation when it was issued; deleting or resetting the environment, or
+the LMS revoking its learner, moves that generation on. An operator token carries its account's generation;
+removing the account (or changing its password) moves it on. `revoked` (a check the service plugs in,
+reading the store) refuses every token of an older generation, in every process.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import jwt
 
 from stacklab.errors import TokenError
 
 Role = Literal["learner", "staff", "admin"]
+ROLES = ("learner", "staff", "admin")
+ISSUER = "stacklab"
+AUDIENCE = "stacklab-access"
+ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 2048
 
 
@@ -37,30 +45,67 @@ class Claims:
     expires_at: float
     read_only: bool = False
     generation: int = 0
-    """The environment's token generation when the token was issued (learner tokens)."""
+    """The token generation when the token was issued: the environment's (learner tokens) or the operator
+    account's (admin tokens)."""
 
 
 RevocationCheck = Callable[[Claims], str | None]
-"""Why a correctly signed token no longer works (deleted environment, revoked learner), or None."""
+"""Why a correctly signed token no longer works (deleted environment, revoked learner, removed operator)."""
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def unverified_claims(token: str | None) -> dict[str, Any]:
+    """A JWT's claims without checking anything (to route it to its verifier); {} when it is not a JWT."""
+    if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        return {}
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except (jwt.PyJWTError, UnicodeError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def is_access_token(token: str | None) -> bool:
+    """Whether a token claims to be one of ours (our issuer and audience), as opposed to an LMS's JWT."""
+    claims = unverified_claims(token)
+    return claims.get("iss") == ISSUER and claims.get("aud") == AUDIENCE
 
 
-def _parse(raw: object) -> Claims:
-    if not isinstance(raw, dict) or raw.get("r") not in ("learner", "staff", "admin"):
-        raise TokenError("malformed token")
-    expires_at = float(raw["x"])
-    if not math.isfinite(expires_at):
-        raise TokenError("malformed token")
-    return Claims(
-        raw["r"], str(raw["s"]), raw["e"], expires_at, bool(raw.get("ro", False)), int(raw.get("g", 0))
-    )
+def _parse(raw: dict[str, Any]) -> Claims:
+    """Typed claims, or TokenError("malformed ...") for a correctly signed token with nonsense in it."""
+    role, subject, env_id = raw.get("role"), raw.get("sub"), raw.get("env")
+    read_only, generation, expires_at = raw.get("read_only", False), raw.get("gen", 0), raw.get("exp")
+    if role not in ROLES or not isinstance(subject, str) or not (env_id is None or isinstance(env_id, str)):
+        raise TokenError("malformed token: role, sub or env")
+    if not isinstance(read_only, bool) or type(generation) is not int:
+        raise TokenError("malformed token: read_only or gen")
+    if type(expires_at) not in (int, float) or not math.isfinite(expires_at):
+        raise TokenError("malformed token: exp")
+    return Claims(role, subject, env_id, float(expires_at), read_only, generation)
+
+
+def _decode(token: str, key: bytes) -> dict[str, Any]:
+    """Signature, algorithm, issuer and audience checked by PyJWT; expiry is ours (the signer's clock)."""
+    try:
+        return jwt.decode(  # type: ignore[no-any-return]
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iss", "aud", "sub"], "verify_exp": False, "verify_iat": False},
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise TokenError("invalid token signature") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise TokenError("wrong token audience: not a stacklab access token") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise TokenError("wrong token issuer: not a stacklab access token") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        if exc.claim in ("iss", "aud"):
+            raise TokenError(f"not a stacklab access token: no {exc.claim!r} claim") from exc
+        raise TokenError(f"malformed token: no {exc.claim!r} claim") from exc
+    except (jwt.PyJWTError, UnicodeError, ValueError) as exc:
+        raise TokenError("malformed token") from exc
 
 
 class TokenSigner:
@@ -83,42 +128,35 @@ class TokenSigner:
         read_only: bool = False,
         generation: int = 0,
     ) -> str:
-        claims = {
-            "r": role,
-            "s": subject,
-            "e": env_id,
-            "x": self.expiry(ttl_s),
-            "ro": read_only,
-            "g": generation,
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": subject,
+            "role": role,
+            "exp": self.expiry(ttl_s),
+            "read_only": read_only,
+            "gen": generation,
         }
-        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        return f"{body}.{self._sign(body)}"
+        if env_id is not None:
+            claims["env"] = env_id
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def expiry(self, ttl_s: float) -> float:
-        """When a token issued now with this lifetime expires (epoch seconds, as in its claims)."""
+        """When a token issued now with this lifetime expires (epoch seconds, its `exp` claim)."""
         return round(self._clock() + ttl_s, 3)
 
     def verify(self, token: str | None) -> Claims:
-        if not token or token.count(".") != 1:
-            raise TokenError("missing or malformed token")
+        if not token:
+            raise TokenError("missing token")
         if len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise TokenError("malformed token: too long or not ASCII")
-        body, signature = token.split(".")
-        if not hmac.compare_digest(signature, self._sign(body)):
-            raise TokenError("invalid token signature")
-        try:
-            claims = _parse(json.loads(_unb64(body)))
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            raise TokenError("malformed token") from exc
+        claims = _parse(_decode(token, self._key))
         if claims.expires_at < self._clock():
             raise TokenError("token expired")
-        reason = self._revoked(claims) if self._revoked and claims.env_id is not None else None
+        reason = self._revoked(claims) if self._revoked else None
         if reason:
             raise TokenError(f"token revoked: {reason}")
         return claims
-
-    def _sign(self, body: str) -> str:
-        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
 
 
 def allows(claims: Claims, env_id: str, *, write: bool = False) -> bool:
