@@ -183,6 +183,28 @@ function fatal(err) {
   return false;
 }
 
+function showPaused() {
+  if (view !== "terminal") return;
+  pollGeneration += 1;
+  disconnectAll();
+  showView("progress");
+  const box = $("progress-view");
+  box.dataset.progress = "paused";
+  const resume = readOnly
+    ? h("p", {}, "You are watching: the learner's next visit wakes it up.")
+    : h("button", { class: "primary", type: "button", id: "resume-button", onclick: () => openLab() }, "Resume my lab");
+  box.replaceChildren(
+    h(
+      "div",
+      { class: "notice", role: "status" },
+      h("h2", {}, "Your lab is paused"),
+      h("p", {}, "Everything is kept as you left it; it uses no machines while paused."),
+      resume,
+    ),
+  );
+  if (!readOnly) $("resume-button").focus();
+}
+
 function showFatal(message) {
   pollGeneration += 1;
   disconnectAll();
@@ -340,8 +362,11 @@ function notRunning() {
 
 async function shellEnded(node, reason) {
   if (/another tab/i.test(reason)) return;
-  // A shell also ends when the lab is stopped (suspended, reset): then open the lab again; the same
-  // session id gets a new shell once it is back.
+  // Paused by someone else (course staff, the idle policy): stay paused until the learner asks, rather
+  // than undo the pause at once. Deleted: this page's token is revoked; the course opens a fresh lab.
+  if (/was paused/i.test(reason)) return showPaused();
+  if (/was deleted/i.test(reason)) return showFatal("Your lab was deleted. Open it again from your course to get a fresh one.");
+  // Reset (or stopped otherwise): open the lab again; the same session id gets a new shell once it is back.
   try {
     const status = await api.get(base);
     if (!status.ready && view === "terminal") openLab();

@@ -81,6 +81,8 @@ def test_suspended_lab_comes_back_as_it_was(lab_page, stacklab: Stacklab) -> Non
     run_in_terminal(page, "LABMARK=kept-$((6*7)); echo file-$((2+2)) > ~/before.txt; echo set-$((3+3))")
     wait_output(page, "set-6")
     stacklab.cli("env", "suspend", env_id(page), "--wait")
+    # The open page hears that its lab was paused, and leaves it paused until the learner asks.
+    page.get_by_role("button", name="Resume my lab").wait_for(timeout=30_000)
     assert json.loads(stacklab.cli("env", "show", env_id(page), "--json"))["observed"] == "suspended"
     page.reload()
     wait_connected(page, timeout_s=LAUNCH_S)

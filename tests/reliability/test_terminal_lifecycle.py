@@ -160,3 +160,20 @@ async def test_this_process_closes_at_once_without_waiting_for_the_watch(
             assert response.status_code == 200, response.text
             await closed_with(term, DELETED)
         await served.stack.engine.runner.idle()
+
+
+async def test_a_paused_lab_keeps_its_shell_for_the_learners_return(service: Service) -> None:
+    """Paused, not lost: the client is let go, the shell is kept, and the learner who comes back after the
+    resume gets the same shell (its variables, its history) under the same session id."""
+    address = service.url(session="kept-shell")
+    async with terminal(address) as term:
+        await term.until(PROMPT)
+        await term.run("MARK=kept-$((6*7))", PROMPT)
+        await cli_suspend(service)
+        await closed_with(term, PAUSED)
+    other = service.another_process()
+    other.environments.request(service.env_id, Desired.RUNNING, "ResumeRequested")
+    await other.environments.drive(service.env_id, 30)
+    other.close()
+    async with terminal(address) as term:
+        await term.run('echo "mark=$MARK"', b"mark=kept-42")

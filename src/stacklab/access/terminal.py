@@ -337,6 +337,19 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
             return
         self._keep_timer = asyncio.get_running_loop().call_later(keep_s, self.close, "kept long enough")
 
+    def pause(self, reason: str, keep_s: float) -> None:
+        """The lab was paused: its clients are told why and let go, the shell is kept as after a closed
+        tab (its frozen node keeps it as it was), so the learner's return finds it with its history."""
+        if self.closed is not None:
+            return
+        for watcher in self.watchers:
+            watcher._end(reason)
+        self.watchers.clear()
+        if self.attachment is not None:
+            attachment = self.attachment
+            attachment._end(reason)
+            self.detach(attachment, keep_s)
+
     # closing -------------------------------------------------------------------------------------------
     def _release(self) -> None:
         lease, self._lease = self._lease, None
@@ -476,6 +489,13 @@ class TerminalManager:
         for session in doomed:
             session.close(reason)
         return len(doomed)
+
+    def pause_sessions(self, env_id: str, reason: str, keep_s: float) -> int:
+        """Let go of the clients of one paused environment, keeping its shells; returns how many had one."""
+        paused = [s for k, s in self._sessions.items() if k.env_id == env_id and (s.attachment or s.watchers)]
+        for session in paused:
+            session.pause(reason, keep_s)
+        return len(paused)
 
     def close_all(self, reason: str = "the service is shutting down") -> int:
         doomed = list(self._sessions.values())

@@ -141,7 +141,9 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     ctx = build_context(stack)
 
     terminals = terminal.TerminalManager()  # this app's shells, closed when their lab stops (any process)
-    watch = TerminalWatch(terminals, stack.repo, stack.settings.terminal_watch_interval_s)
+    watch = TerminalWatch(
+        terminals, stack.repo, stack.settings.terminal_watch_interval_s, stack.settings.terminal_keep_s
+    )
     ctx.terminal_closers.append(watch.close_now)
     metrics = Metrics(stack.repo, terminals.count, lambda: stack.engine.runner.failures)
     stack.controller.listeners.append(metrics.observe)

@@ -5,7 +5,9 @@ A lab is paused, deleted or reset by many hands: the web API of this process, an
 shells directly, so every web process also watches the environments it has shells for: one query per
 `terminal_watch_interval_s` over those ids (the primary key; nothing at all when no terminal is open),
 and the shells of any environment no longer desired and observed running, reset requested, or gone are
-closed with a `{"type": "closed"}` message saying why (read-only watchers with them). The web API's
+closed with a `{"type": "closed"}` message saying why (read-only watchers with them). A paused lab's
+shells are only let go, not closed: its frozen nodes keep them, and the learner's return within
+`terminal_keep_s` finds the same shell (as after a closed tab). The web API's
 immediate close takes the same path (`close_now`), so a reason reads the same wherever the change came
 from. Costs nothing per session: one task per application.
 
@@ -78,10 +80,11 @@ def closing_reason(state: LabState | None) -> str | None:
 class TerminalWatch:
     """Closes the terminals of one application whose environments stopped running (see the module doc)."""
 
-    def __init__(self, manager: TerminalManager, repo: Repository, interval_s: float) -> None:
+    def __init__(self, manager: TerminalManager, repo: Repository, interval_s: float, keep_s: float) -> None:
         self.manager = manager
         self.repo = repo
         self.interval_s = interval_s
+        self.keep_s = keep_s  # how long the shells of a paused lab are kept for the learner's return
 
     def sweep(self, env_ids: Iterable[str] | None = None) -> int:
         """Close the sessions of the given environments (default: all with sessions) that may not stay
@@ -93,7 +96,9 @@ class TerminalWatch:
         closed = 0
         for env_id in ids:
             reason = closing_reason(states.get(env_id))
-            if reason is not None:
+            if reason == PAUSED:
+                closed += self.manager.pause_sessions(env_id, reason, self.keep_s)
+            elif reason is not None:
                 closed += self.manager.close_sessions(env_id, reason)
         return closed
 
