@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 
@@ -11,7 +10,9 @@ from xblock.core import XBlock
 from xblock.exceptions import JsonHandlerError
 from xblock.fields import Boolean, Float, Scope, String
 from xblock.scorable import ScorableXBlockMixin, Score
-from xblock.validation import ValidationMessage
+from xblock.utils.resources import ResourceLoader
+from xblock.utils.studio_editable import StudioEditableXBlockMixin
+from xblock.validation import Validation, ValidationMessage
 
 from stacklab_xblock import olx
 from stacklab_xblock.client import ServiceConfig, ServiceError, StacklabClient
@@ -35,100 +36,9 @@ STAFF_VIEW = (
 NOT_OPENED = "This learner has not opened this lab yet, so there is nothing to show."
 ANONYMOUS_ID = "edx-platform.anonymous_user_id"
 IS_STAFF = "edx-platform.user_is_staff"
-
-CSS = """
-.stacklab-block { font-family: inherit; }
-.stacklab-block iframe { width: 100%; height: 640px; border: 1px solid #ccc; border-radius: 4px; }
-.stacklab-block .stacklab-bar { display: flex; gap: 1em; align-items: center; margin-top: .5em; }
-.stacklab-block .stacklab-error { padding: 1em; background: #fdecea; color: #611a15; border-radius: 4px; }
-.stacklab-block .stacklab-pass { color: #1b5e20; } .stacklab-block .stacklab-fail { color: #b71c1c; }
-.stacklab-block .stacklab-staff-view { padding: .5em 1em; background: #fff4d6; color: #5c4400; border-radius: 4px; }
-"""
-
-JS = """
-function StacklabXBlock(runtime, element) {
-  var root = element.jquery ? element[0] : element;
-  function csrf() {
-    var m = document.cookie.match(/(?:^|; )csrftoken=([^;]*)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
-  function call(handler, body) {
-    return fetch(runtime.handlerUrl(element, handler), {
-      method: "POST", credentials: "same-origin",
-      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf()},
-      body: JSON.stringify(body || {})
-    }).then(function (r) { return r.json(); });
-  }
-  function text(el, value) { if (el) el.textContent = value; }
-  var button = root.querySelector(".stacklab-check");
-  if (button) button.addEventListener("click", function () {
-    button.disabled = true;
-    text(root.querySelector(".stacklab-status"), "Checking your work...");
-    call("check").then(function (res) {
-      button.disabled = false;
-      if (res.error) { text(root.querySelector(".stacklab-status"), res.error); return; }
-      text(root.querySelector(".stacklab-score"), res.score_text);
-      text(root.querySelector(".stacklab-status"), "Checked: " + res.passed + " of " + res.total + " passed.");
-      var list = root.querySelector(".stacklab-results");
-      list.innerHTML = "";
-      res.results.forEach(function (r) {
-        var li = document.createElement("li");
-        li.className = r.passed ? "stacklab-pass" : "stacklab-fail";
-        li.textContent = (r.passed ? "\\u2713 " : "\\u2717 ") + r.name + (r.passed || !r.hint ? "" : " \\u2014 " + r.hint);
-        list.appendChild(li);
-      });
-    }).catch(function (e) {
-      button.disabled = false;
-      text(root.querySelector(".stacklab-status"), "The check could not run: " + e);
-    });
-  });
-  var staff = root.querySelector(".stacklab-staff-load");
-  if (staff) staff.addEventListener("click", function () {
-    call("staff_environments").then(function (res) {
-      var out = root.querySelector(".stacklab-staff-list");
-      out.innerHTML = "";
-      if (res.error) { out.textContent = res.error; return; }
-      res.environments.forEach(function (e) {
-        var li = document.createElement("li");
-        li.dataset.environment = e.id;
-        li.textContent = e.learner + " \\u2014 " + e.lab + ": " + e.observed + " (" + e.progress + ")" +
-          (e.message ? " \\u2014 " + e.message : "");
-        out.appendChild(li);
-      });
-      if (!res.environments.length) out.textContent = "No environments in this course yet.";
-    });
-  });
-}
-"""
-
-STUDIO_JS = """
-function StacklabStudio(runtime, element) {
-  var root = element.jquery ? element[0] : element;
-  function csrf() {
-    var m = document.cookie.match(/(?:^|; )csrftoken=([^;]*)/);
-    return m ? decodeURIComponent(m[1]) : "";
-  }
-  root.querySelector(".stacklab-save").addEventListener("click", function (ev) {
-    ev.preventDefault();
-    var data = {};
-    root.querySelectorAll("[data-field]").forEach(function (input) {
-      data[input.dataset.field] = input.type === "checkbox" ? input.checked : input.value;
-    });
-    fetch(runtime.handlerUrl(element, "studio_submit"), {
-      method: "POST", credentials: "same-origin",
-      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf()}, body: JSON.stringify(data)
-    }).then(function (r) { return r.json(); }).then(function (res) {
-      var out = root.querySelector(".stacklab-studio-messages");
-      out.textContent = res.errors && res.errors.length ? res.errors.join(" ") : "Saved.";
-      if (!(res.errors && res.errors.length) && runtime.notify) runtime.notify("save", {state: "end"});
-    });
-  });
-  var cancel = root.querySelector(".stacklab-cancel");
-  if (cancel) cancel.addEventListener("click", function (ev) {
-    ev.preventDefault(); if (runtime.notify) runtime.notify("cancel", {});
-  });
-}
-"""
+SCRIPT = "static/js/stacklab.js"
+STYLE = "static/css/stacklab.css"
+loader = ResourceLoader(__name__)
 
 
 def _fmt(number: float) -> str:
@@ -137,7 +47,7 @@ def _fmt(number: float) -> str:
 
 @XBlock.needs("user")
 @XBlock.wants("settings")
-class StacklabXBlock(ScorableXBlockMixin, XBlock):
+class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
     """A stacklab lab in a course unit. The lab itself is defined once in the service (by its id)."""
 
     display_name = String(display_name="Display name", default="Lab", scope=Scope.settings)
@@ -166,6 +76,8 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
     last_checked = String(default="", scope=Scope.user_state)
 
     has_score = True
+    public_dir = "static"
+    """What the runtime may serve from the package (`local_resource_url`): the script and the style sheet."""
     icon_class = "problem"
     block_settings_key = "stacklab"
     """The bucket of XBLOCK_SETTINGS the runtime's settings service gives this block."""
@@ -253,81 +165,61 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
 
     # ---- learner view ----------------------------------------------------------------------------------
     def student_view(self, context=None) -> Fragment:
-        name = html.escape(self.display_name)
-        parts = [f'<div class="stacklab-block" data-lab="{html.escape(self.lab)}"><h3>{name}</h3>']
-        client = self._client()
-        problems = client.config.problems() + ([] if self.lab else ["no lab id set"])
-        masquerading = not problems and self._masquerading()
-        if problems:
-            log.warning("stacklab XBlock not configured: %s", "; ".join(problems))
-            parts.append(f'<p class="stacklab-error" role="alert">{html.escape(NOT_CONFIGURED)}</p>')
-        elif masquerading:
-            parts.append(self._staff_view_html(client, name))
-        else:
-            parts.append(self._lab_html(client, name))
-        if not problems and not masquerading:
-            parts.append(
-                '<div class="stacklab-bar">'
-                f'<button type="button" class="stacklab-check">{html.escape(self.check_label)}</button>'
-                f'<span>Score: <span class="stacklab-score">{html.escape(self._score_text())}</span></span>'
-                '<span class="stacklab-status" role="status"></span></div><ul class="stacklab-results"></ul>'
-            )
-        if self._is_staff():
-            parts.append(
-                '<details class="stacklab-staff"><summary>Staff: environments of this course</summary>'
-                '<button type="button" class="stacklab-staff-load">Load</button>'
-                '<ul class="stacklab-staff-list"></ul></details>'
-            )
-        parts.append("</div>")
-        frag = Fragment("".join(parts))
-        frag.add_css(CSS)
-        frag.add_javascript(JS)
+        """The unit: the lab page (or why it cannot open), the check bar and, for staff, the course panel.
+
+        The markup is templates/student.html; the script and style are files the runtime serves from this
+        package (`public_dir`), so the page loads them by URL and only the initializer call is inline.
+        """
+        frag = Fragment(loader.render_django_template("templates/student.html", self._view_context()))
+        frag.add_css_url(self.runtime.local_resource_url(self, STYLE))
+        frag.add_javascript_url(self.runtime.local_resource_url(self, SCRIPT))
         frag.initialize_js("StacklabXBlock")
         return frag
 
-    @staticmethod
-    def _frame(title: str, url: str) -> str:
-        return (
-            f'<iframe class="stacklab-frame" title="{title}" src="{html.escape(url)}" '
-            'allow="clipboard-read; clipboard-write" referrerpolicy="no-referrer"></iframe>'
-        )
+    def _view_context(self) -> dict:
+        """What the template shows for this learner (staff masquerading see the learner's lab read-only)."""
+        page: dict = {"lab": self.lab, "title": self.display_name, "is_staff": self._is_staff()}
+        client = self._client()
+        problems = client.config.problems() + ([] if self.lab else ["no lab id set"])
+        if problems:
+            log.warning("stacklab XBlock not configured: %s", "; ".join(problems))
+            return {**page, "not_configured": NOT_CONFIGURED}
+        if self._masquerading():
+            return {**page, "staff_view": STAFF_VIEW, **self._observed(client)}
+        return {
+            **page,
+            **self._launched(client),
+            "can_check": True,
+            "check_label": self.check_label,
+            "score_text": self._score_text(),
+        }
 
-    @staticmethod
-    def _error(message: str) -> str:
-        return f'<p class="stacklab-error" role="alert">{html.escape(message)}</p>'
-
-    def _lab_html(self, client: StacklabClient, title: str) -> str:
-        """Launch or resume this learner's lab (ahead of the first keystroke) and embed its page."""
+    def _launched(self, client: StacklabClient) -> dict:
+        """Launch or resume this learner's lab (ahead of the first keystroke): its page, or why not."""
         try:
             launched = client.launch(
                 self._course_id(), self.lab, self._learner(), node=self.node, read_only=self.read_only
             )
         except ServiceError as exc:
             log.warning("stacklab launch failed: %s", exc)
-            return self._error(UNREACHABLE if exc.unreachable else f"The lab could not open: {exc}")
+            return {"error": UNREACHABLE if exc.unreachable else f"The lab could not open: {exc}"}
         if self.environment != launched["environment"]["id"]:
             self.environment = launched["environment"]["id"]
             self.save()  # views do not save fields by themselves
         if self.background:
-            progress = html.escape(str(launched["environment"].get("progress", "")))
-            return (
-                '<p class="stacklab-background" role="status">Your lab is being prepared in the background '
-                f'(<span class="stacklab-progress">{progress}</span>); use the check button when you are '
-                "done.</p>"
-            )
-        return self._frame(title, launched["lab_url"])
+            return {"background": True, "progress": str(launched["environment"].get("progress", ""))}
+        return {"lab_url": launched["lab_url"]}
 
-    def _staff_view_html(self, client: StacklabClient, title: str) -> str:
+    def _observed(self, client: StacklabClient) -> dict:
         """Staff masquerading as a learner: that learner's lab, read-only; nothing is launched for them."""
-        notice = f'<p class="stacklab-staff-view" role="note">{html.escape(STAFF_VIEW)}</p>'
         try:
             watched = client.observe(self._course_id(), self.lab, self._learner(), node=self.node)
         except ServiceError as exc:
             if exc.status == 404:
-                return notice + f'<p class="stacklab-not-opened" role="status">{html.escape(NOT_OPENED)}</p>'
+                return {"not_opened": NOT_OPENED}
             log.warning("stacklab observe failed: %s", exc)
-            return notice + self._error(UNREACHABLE if exc.unreachable else f"The lab cannot be shown: {exc}")
-        return notice + self._frame(title, watched["lab_url"])
+            return {"error": UNREACHABLE if exc.unreachable else f"The lab cannot be shown: {exc}"}
+        return {"lab_url": watched["lab_url"]}
 
     @XBlock.json_handler
     def check(self, data, suffix=""):
@@ -425,50 +317,28 @@ class StacklabXBlock(ScorableXBlockMixin, XBlock):
         """Publish the kept score (the LMS calls this after an instructor's override)."""
         self._publish_grade(self.get_score())
 
-    # ---- Studio ----------------------------------------------------------------------------------------
-    def _values(self) -> dict:
-        return {name: getattr(self, name) for name in olx.DEFAULTS}
+    # ---- Studio (the form and its save handler come from StudioEditableXBlockMixin) ------------------------
+    def _values(self, data: object = None) -> dict:
+        """The OLX values of `data` (this block, or the mixin's preview of an edit before it is saved)."""
+        source = self if data is None else data
+        return {name: getattr(source, name) for name in olx.DEFAULTS}
 
-    def validate(self):
-        validation = super().validate()
-        for problem in olx.validate(self._values()):
-            kind = ValidationMessage.ERROR if problem.level == "error" else ValidationMessage.WARNING
-            validation.add(ValidationMessage(kind, f"{problem.field}: {problem.message}"))
-        return validation
+    def validate_field_data(self, validation: Validation, data: object) -> None:
+        """Our rules (olx.validate) for Studio's validation panel and for the form's Save.
 
-    def studio_view(self, context=None) -> Fragment:
-        rows = []
-        for name in self.editable_fields:
-            field = self.fields[name]
-            value = getattr(self, name)
-            label = html.escape(field.display_name or name)
-            if isinstance(field, Boolean):
-                control = f'<input type="checkbox" data-field="{name}"{" checked" if value else ""}>'
-            else:
-                control = f'<input type="text" data-field="{name}" value="{html.escape(str(value))}">'
-            rows.append(f"<li><label>{label} {control}</label></li>")
-        body = (
-            '<div class="stacklab-studio"><ul>' + "".join(rows) + "</ul>"
-            '<p class="stacklab-studio-messages" role="status"></p>'
-            '<button class="stacklab-save">Save</button> <button class="stacklab-cancel">Cancel</button></div>'
-        )
-        frag = Fragment(body)
-        frag.add_javascript(STUDIO_JS)
-        frag.initialize_js("StacklabStudio")
-        return frag
-
-    @XBlock.json_handler
-    def studio_submit(self, data, suffix=""):
-        attrs = {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in data.items()}
-        values, problems = olx.parse_attributes(attrs)
-        merged = {**self._values(), **values}
-        problems += olx.validate(merged)
-        errors = [f"{p.field}: {p.message}" for p in problems if p.level == "error"]
-        if errors:
-            return {"errors": errors}
-        for name, value in values.items():
-            setattr(self, name, value)
-        return {"errors": [], "warnings": [f"{p.field}: {p.message}" for p in problems]}
+        The mixin refuses a save on any message, while a warning (weight 0, an empty label) must not stop an
+        author: on save (`data` is the mixin's preview, not this block) only the errors are added.
+        """
+        saving = data is not self
+        for problem in olx.validate(self._values(data)):
+            if problem.level == "error":
+                validation.add(
+                    ValidationMessage(ValidationMessage.ERROR, f"{problem.field}: {problem.message}")
+                )
+            elif not saving:
+                validation.add(
+                    ValidationMessage(ValidationMessage.WARNING, f"{problem.field}: {problem.message}")
+                )
 
     # ---- OLX -------------------------------------------------------------------------------------------
     @classmethod
