@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,18 @@ def migrate_workbench(python: str, workdir: str | Path, env: dict[str, str]) -> 
         capture_output=True,
         timeout=300,
     )
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[object]:
+    """A chromium page (one per module) for the workbench's pages."""
+    from playwright import sync_api
+    from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.set_default_timeout(30_000)
+        yield context.new_page()
+        context.close()
+        browser.close()

@@ -34,17 +34,22 @@ print(json.dumps(out))
 """
 
 
-def test_parse_validate_and_export_in_a_real_runtime(workbench_venv: Path) -> None:
+def run_in_runtime(workbench_venv: Path, script: str) -> dict:
+    """Run `script` in the workbench's venv (a real XBlock runtime and its database): its JSON last line."""
     python = str(workbench_venv / "bin" / "python")
     env = {"DJANGO_SETTINGS_MODULE": "workbench.settings", "PATH": "/usr/bin:/bin"}
     with tempfile.TemporaryDirectory(prefix="stacklab-xblock-rt-") as workdir:
         (Path(workdir) / "var").mkdir()
         migrate_workbench(python, workdir, env)
         result = subprocess.run(
-            [python, "-c", SCRIPT], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+            [python, "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
         )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_parse_validate_and_export_in_a_real_runtime(workbench_venv: Path) -> None:
+    out = run_in_runtime(workbench_venv, SCRIPT)
     assert out["read_only"] is True and out["node"] == "main"
     assert [(m["type"], m["text"].split(":")[0]) for m in out["bad"]] == [
         ("error", "lab"),
@@ -54,3 +59,49 @@ def test_parse_validate_and_export_in_a_real_runtime(workbench_venv: Path) -> No
     assert out["max_score"] == 3.0
     assert "<stacklab " in out["xml"] and 'lab="hello-lab"' in out["xml"] and 'weight="3"' in out["xml"]
     assert 'check_label="Go"' in out["xml"] and "read_only" not in out["xml"]
+
+
+STUDIO_SCRIPT = """
+import json, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workbench.settings")
+import django
+django.setup()
+import webob
+from workbench.runtime import WorkbenchRuntime
+rt = WorkbenchRuntime()
+rt.id_generator.set_scenario("t")
+block = rt.get_block(rt.parse_xml_string('<stacklab lab="hello-lab" weight="3"/>'))
+out = {"form": rt.render(block, "studio_view").content}
+def save(values):
+    body = json.dumps({"values": values, "defaults": []}).encode()
+    response = rt.handle(block, "submit_studio_edits", webob.Request.blank("/", method="POST", body=body))
+    return {"status": response.status_code, "body": json.loads(response.body)}
+out["refused"] = save({"lab": "Hello Lab", "weight": -1, "node": "main"})
+out["after_refusal"] = [block.lab, block.weight, block.node]
+out["saved"] = save({"lab": "pair-lab", "weight": 0, "read_only": True})
+out["after_save"] = [block.lab, block.weight, block.read_only]
+out["panel"] = [m.to_json() for m in block.validate().messages]
+print(json.dumps(out))
+"""
+
+
+def test_studio_form_saves_and_refuses_with_our_messages(workbench_venv: Path) -> None:
+    """Studio's editor (StudioEditableXBlockMixin) lists the unit's settings; Save applies our rules: an
+    error refuses the whole edit with the message Studio shows, a warning (weight 0) saves and stays in the
+    validation panel."""
+    out = run_in_runtime(workbench_venv, STUDIO_SCRIPT)
+    for label in ("Display name", "Lab id", "Weight", "Node opened first", "Read-only", "Check button label"):
+        assert f">{label}</label>" in out["form"], label
+    assert 'data-field-name="lab"' in out["form"] and 'value="hello-lab"' in out["form"]
+    assert out["refused"]["status"] == 400
+    texts = [m["text"] for m in out["refused"]["body"]["error"]["messages"]]
+    assert texts == [
+        "lab: 'Hello Lab' is not a lab id (lowercase letters, digits and '-', at most 40)",
+        "weight: must not be negative, got -1.0",
+    ]
+    assert out["after_refusal"] == ["hello-lab", 3.0, ""]
+    assert out["saved"] == {"status": 200, "body": {"result": "success"}}
+    assert out["after_save"] == ["pair-lab", 0.0, True]
+    assert out["panel"] == [
+        {"type": "warning", "text": "weight: is 0: the lab will not count towards the grade"}
+    ]

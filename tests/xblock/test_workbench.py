@@ -22,8 +22,6 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     STATIC,
     Stacklab,
     free_port,
@@ -189,19 +187,6 @@ def workbench(workbench_venv: Path, service: tuple[Stacklab, str]) -> Iterator[W
     finally:
         stop(proc)
         shutil.rmtree(bench.workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def page() -> Iterator[object]:
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000})
-        context.set_default_timeout(30_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
 
 
 def terminal_text(frame) -> str:  # type: ignore[no-untyped-def]
