@@ -15,7 +15,7 @@ path is driven on. Then:
   cloud holds only the bystander's stack, and the provider's capacity counts only the bystander;
 - the bystander is untouched.
 
-Every case runs on SQLite; a sample runs on PostgreSQL and MariaDB.
+Every case runs on SQLite; a sample runs on PostgreSQL and MariaDB, and two kills on real LXC.
 """
 
 from __future__ import annotations
@@ -24,18 +24,22 @@ import asyncio
 import dataclasses
 import errno
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.engine import Clock, write_lab
 from tests.support.faulty_provider import HOOK_MODES, PROVIDER_MODES, Fault, FaultPlan, faulty_hooks
+from tests.support.lxc import IMAGE_DIR, require_lxc
 from tests.support.memory_provider import MemoryProvider
 from tests.support.restarts import Service
 
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
 from stacklab.envs.service import Environments
+from stacklab.providers.base import Provider
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
 
@@ -237,3 +241,56 @@ async def test_a_sample_of_faults_on_server_databases(
     service: Service, cloud: dict[str, MemoryProvider], tmp_path: Path, fault: Fault
 ) -> None:
     await check_case(service, cloud, write_lab(tmp_path, extra=HOOKS), fault)
+
+
+# ------------------------------------------------------------------------------------------------------
+# a sample on real LXC
+
+
+@pytest.fixture
+async def lxc_cloud() -> AsyncIterator[dict[str, Provider]]:
+    """The local provider on a temporary root; every stack left in it is deleted afterwards."""
+    require_lxc()
+    from stacklab.providers.local import LocalProvider
+    from stacklab.providers.local.image import ensure_base_image
+
+    await ensure_base_image(IMAGE_DIR)
+    root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-faults-", dir="/var/tmp"))
+    root.chmod(0o755)
+    provider = LocalProvider("a", {"root_dir": str(root), "image_dir": IMAGE_DIR})
+    try:
+        yield {"local": provider, "a": provider}
+    finally:
+        for name in await provider.list():
+            await provider.delete({"name": name})
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.lxc
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "fault", [Fault("create", 1, "kill"), Fault("delete", 1, "kill")], ids=lambda f: f.id
+)
+async def test_a_kill_after_the_cloud_acted_on_real_lxc(
+    settings: Settings, clock: Clock, lxc_cloud: dict[str, Provider], tmp_path: Path, fault: Fault
+) -> None:
+    """Killed between the provider's create (or delete) and the save; the next process finishes the
+    same stack (or its removal) without a failure, and no container is left."""
+    service = Service(dataclasses.replace(settings, lease_s=LEASE_S), clock, lxc_cloud, FaultPlan())
+    try:
+        envs = service.app.environments
+        record = envs.launch(write_lab(tmp_path), "learner", "c1")
+        service.plan.stack, service.plan.fault = record.stack_name, fault
+        running = await service.drive(record.id, reached(Observed.RUNNING, clock), rounds=240, pause_s=0.5)
+        assert running.observed == Observed.RUNNING, story(service, record.id)
+        service.app.environments.request(record.id, Desired.DELETED, "Test")
+        deleted = await service.drive(record.id, reached(Observed.DELETED, clock), rounds=240, pause_s=0.5)
+        assert deleted.observed == Observed.DELETED, story(service, record.id)
+        assert (service.plan.fired, service.kills) == (True, 1)
+        assert service.plan.calls["create"] == 1, "the stack was created again"
+        reasons = [t.reason for t in service.app.repo.history(record.id)]
+        assert "Failed" not in reasons and "LaunchTimeout" not in reasons, story(service, record.id)
+        assert await service.sweep() is not None
+        assert await lxc_cloud["a"].list() == []
+    finally:
+        service.close()

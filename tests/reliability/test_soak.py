@@ -21,7 +21,7 @@ from stacklab.types import Desired, Observed
 from stacklab.wiring import App
 
 LEARNERS = 200
-STEPS = 400
+STEPS = 1000
 
 
 @pytest.fixture
