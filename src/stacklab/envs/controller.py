@@ -28,7 +28,7 @@ from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
 from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
-from stacklab.envs.policies import apply_policies, policy_deadline
+from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
 from stacklab.envs.providerset import ProviderSet
 from stacklab.envs.transitions import Journal
 from stacklab.errors import (
@@ -196,6 +196,7 @@ class Controller:
         record = journal.record
         desired, observed = record.desired, record.observed
         if desired == Desired.DELETED:
+            record.reset_requested = False  # nothing to reset in a lab that goes away
             return await self._delete(journal, lab) if observed != Observed.DELETED else None
         if observed == Observed.CREATING:
             return await self._advance_create(journal, lab)
@@ -608,6 +609,9 @@ class Controller:
             record.due_at = journal.now + requeue
         elif record.next_attempt_at and record.next_attempt_at > journal.now:
             record.due_at = record.next_attempt_at
+        elif not is_settled(record):  # asked for while the step ran (a suspend during a launch): now
+            requeue = 0.0
+            record.due_at = journal.now
         else:
             record.next_attempt_at = None
             record.due_at = policy_deadline(record)

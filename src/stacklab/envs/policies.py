@@ -25,6 +25,20 @@ def apply_policies(journal: Journal) -> None:
         journal.desire(Desired.SUSPENDED, "Idle", f"no activity for {format_duration(idle_for)}")
 
 
+SETTLED = {
+    Desired.RUNNING: {Observed.RUNNING},
+    Desired.SUSPENDED: {Observed.SUSPENDED, Observed.NEW, Observed.DELETED},
+    Desired.DELETED: {Observed.DELETED},
+}
+
+
+def is_settled(record: EnvironmentRecord) -> bool:
+    """The observed state is where the desired one wants it (or failed: a person or a retry decides)."""
+    if record.observed == Observed.FAILED:
+        return True
+    return record.observed in SETTLED[Desired(record.desired)] and not record.reset_requested
+
+
 def policy_deadline(record: EnvironmentRecord) -> float | None:
     """When a policy will next want to change this environment (None: never)."""
     if record.desired == Desired.DELETED:

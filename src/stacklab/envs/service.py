@@ -13,6 +13,7 @@ from pathlib import Path
 from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
 from stacklab.envs.controller import Controller, seal
+from stacklab.envs.policies import is_settled
 from stacklab.envs.transitions import Journal
 from stacklab.errors import Conflict, InvalidInput, NotFound
 from stacklab.labs.loader import lab_digest, parse_lab
@@ -22,12 +23,6 @@ from stacklab.store.tables import CheckRunRecord, EnvironmentRecord, TransitionR
 from stacklab.types import Desired, Observed, Progress
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,199}$")
-
-SETTLED = {
-    Desired.RUNNING: {Observed.RUNNING},
-    Desired.SUSPENDED: {Observed.SUSPENDED, Observed.NEW, Observed.DELETED},
-    Desired.DELETED: {Observed.DELETED},
-}
 
 
 @dataclass(frozen=True)
@@ -211,10 +206,9 @@ class Environments:
         return self.repo.update(record.id, mutate)
 
     # driving ----------------------------------------------------------------------------------------
-    def settled(self, record: EnvironmentRecord) -> bool:
-        if record.observed == Observed.FAILED:
-            return True
-        return record.observed in SETTLED[Desired(record.desired)] and not record.reset_requested
+    @staticmethod
+    def settled(record: EnvironmentRecord) -> bool:
+        return is_settled(record)
 
     async def drive(
         self,
