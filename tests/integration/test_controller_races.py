@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from tests.support.engine import settle, write_lab
+from tests.support.engine import memory_app, settle, write_lab
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.errors import TransientProviderError
@@ -253,3 +253,19 @@ async def test_a_clock_step_back_does_not_stretch_a_scheduled_retry(
     await app.engine.run_pass()  # the scheduler, not a direct pass: the retry is due on the new time
     assert app.repo.get(record.id).observed == Observed.SUSPENDED
     assert "ClockSteppedBack" in [t.reason for t in app.repo.history(record.id)]
+
+
+async def test_a_restarted_service_sweeps_providers_it_has_not_used_yet(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """After a restart nothing has touched provider a yet; its leak is found all the same."""
+    record = app.environments.launch(write_lab(tmp_path), "gone")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.environments.request(record.id, Desired.DELETED, "test")
+    assert await settle(app, record.id) == Observed.DELETED
+    providers["a"].stacks[record.stack_name] = StackState.RUNNING  # left behind
+    restarted = memory_app(app.settings, providers, app.controller.clock)  # type: ignore[arg-type]
+    try:
+        assert (await restarted.engine.sweep()).removed == [record.stack_name]
+    finally:
+        restarted.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stacklab.envs.controller import CLOCK_STEP_S, Controller
-from stacklab.errors import ProviderError
+from stacklab.errors import ProviderError, StacklabError
 from stacklab.jobs.runner import InProcessRunner
 from stacklab.providers.base import Provider
 from stacklab.store.repository import Repository
@@ -71,7 +71,7 @@ class Engine:
         owner in the read; each candidate is checked again under its environment's lease before it goes.
         """
         report = SweepReport()
-        for provider in self.controller.providers.all():
+        for provider in self._every_provider(report):
             try:
                 names = set(await self.controller.bounded(provider.list(), provider))
             except ProviderError as exc:
@@ -83,6 +83,18 @@ class Engine:
                     await self._remove_leak(provider, name, report)
             report.repaired += await self._repair_vanished(provider, names, report)
         return report
+
+    def _every_provider(self, report: SweepReport) -> list[Provider]:
+        """Every provider a stored lab names, not only those this process has used since it started: a
+        leak on a cloud nobody launches on any more is found too."""
+        providers = self.controller.providers
+        for digest in self.repo.lab_digests():
+            try:
+                for entry in self.controller.labs.get(digest).providers:
+                    providers.get(entry)
+            except StacklabError as exc:  # a provider type this host lacks, a lab that no longer parses
+                report.errors.append(f"lab {digest[:12]}: {exc}")
+        return providers.all()
 
     async def _remove_leak(self, provider: Provider, name: str, report: SweepReport) -> None:
         try:

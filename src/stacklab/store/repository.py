@@ -64,6 +64,11 @@ class Repository:
         except IntegrityError:
             pass  # a concurrent launch stored the same content first
 
+    def lab_digests(self) -> list[str]:
+        """Every stored lab version (a handful per lab: one per edit that was launched)."""
+        with self.read() as session:
+            return list(session.scalars(select(LabRecord.digest)))
+
     def get_lab(self, digest: str) -> LabRecord:
         with self.read() as session:
             record = session.get(LabRecord, digest)
