@@ -1,7 +1,7 @@
 // The operator view: /admin#token=T (an operator token, given after signing in with a named account).
 // Lists environments (suspend, resume, delete, reset, history, a read-only view of the learner's lab) and
 // the audit log of what operators did. The token is refreshed before it expires (its JWT `exp`).
-import { Api, ApiError, ago, epoch, h, isoTime, tokenClaims, tokenExpiry } from "./api.js";
+import { Api, ApiError, ago, epoch, h, isoTime, operatorText, tokenClaims, tokenExpiry } from "./api.js";
 
 const REFRESH_MS = 10_000;
 const AUDIT_ROWS = 50;
@@ -33,7 +33,7 @@ function showError(err) {
     box.hidden = true;
     return;
   }
-  box.replaceChildren(err.message);
+  box.replaceChildren(operatorText(err));
   if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
     box.replaceChildren("Your operator session has expired. ", h("a", { href: "/admin/login" }, "Sign in again"), ".");
     clearInterval(refreshTimer);
@@ -71,7 +71,7 @@ async function loadAudit() {
   try {
     entries = await api.get(`/api/v1/admin/audit?limit=${AUDIT_ROWS}`);
   } catch (err) {
-    body.replaceChildren(h("tr", {}, h("td", { colspan: "6", class: "error-text" }, err.message)));
+    body.replaceChildren(h("tr", {}, h("td", { colspan: "6", class: "error-text" }, operatorText(err))));
     return;
   }
   if (!entries.length) {
@@ -328,7 +328,7 @@ async function showHistory(env) {
         : h("p", { class: "muted" }, "No transition recorded."),
     );
   } catch (err) {
-    $("history-body").replaceChildren(h("p", { class: "error-text", role: "alert" }, err.message));
+    $("history-body").replaceChildren(h("p", { class: "error-text", role: "alert" }, operatorText(err)));
   }
 }
 

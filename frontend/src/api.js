@@ -3,10 +3,22 @@
 // A page receives its token in the URL fragment (#token=T): it is moved to sessionStorage at once and the
 // fragment is removed, so the token never reaches a server log, a referrer or the browser history.
 
+/**
+ * A failed call. `message` is a sentence for people (never an HTTP status, a URL or an exception text);
+ * `detail` and `requestId` are for staff: the console gets them, the page shows only the reference.
+ * `status` is 0 when the service could not be reached at all.
+ */
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, { detail = "", requestId = null } = {}) {
     super(message);
     this.status = status;
+    this.detail = detail;
+    this.requestId = requestId;
+  }
+
+  /** The service did not answer, or answered with a fault of its own: worth trying again by itself. */
+  get transient() {
+    return this.status === 0 || this.status === 429 || this.status >= 500;
   }
 }
 
@@ -75,8 +87,9 @@ export class Api {
         cache: "no-store",
         credentials: "same-origin",
       });
-    } catch {
-      throw new ApiError(0, "The service cannot be reached. Check your connection; retrying…");
+    } catch (exc) {
+      console.warn(`stacklab: ${method} ${path} did not reach the service:`, exc);
+      throw new ApiError(0, peopleMessage(0), { detail: String(exc) });
     }
     if (response.status === 204) return null;
     let data = null;
@@ -89,7 +102,10 @@ export class Api {
       }
     }
     if (!response.ok) {
-      throw new ApiError(response.status, errorMessage(response.status, data));
+      const requestId = (data && typeof data.request_id === "string" && data.request_id) || response.headers.get("X-Request-ID");
+      const detail = technicalDetail(data) || text.slice(0, 500);
+      console.warn(`stacklab: ${method} ${path} answered HTTP ${response.status}: ${detail} (request_id ${requestId})`);
+      throw new ApiError(response.status, peopleMessage(response.status), { detail, requestId });
     }
     return data;
   }
@@ -103,18 +119,22 @@ export class Api {
   }
 }
 
-function errorMessage(status, data) {
-  if (status === 401) return "Your access to this page has expired. Open it again from your course.";
-  if (status === 403) return "This page is not yours to open. Open your own lab from your course.";
+/** What a learner reads for a failed call: what happened and what to do next (docs/web-protocol.md). */
+export function peopleMessage(status) {
+  if (status === 401) return "Your access to this lab has expired. Open the lab again from your course.";
+  if (status === 403) return "This lab cannot be opened with this link any more. Open the lab again from your course.";
+  if (status === 404) return "This lab no longer exists. Open the lab again from your course to get a fresh one.";
+  if (status === 409) return "Your lab is not running yet: it is still starting or paused. We will try again in a moment.";
+  if (status === 429) return "The lab service is busy. We will try again in a moment.";
+  if (status === 0 || status >= 500) return "The lab service is not answering; we keep trying.";
+  return "Something went wrong with this request. Try again; if it keeps happening, tell your course staff.";
+}
+
+function technicalDetail(data) {
   const detail = data && data.detail;
   if (typeof detail === "string") return detail;
-  if (Array.isArray(detail) && detail.length) {
-    return detail.map((d) => d.msg || String(d)).join("; ");
-  }
-  if (status === 404) return "Not found.";
-  if (status === 429) return "Too many requests; please wait a moment.";
-  if (status >= 500) return "The service had a problem. Please try again in a moment.";
-  return `Request failed (HTTP ${status}).`;
+  if (Array.isArray(detail)) return detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+  return "";
 }
 
 /** Human "3 min ago" for an epoch (seconds) or ISO timestamp. */
@@ -160,4 +180,11 @@ export function h(tag, attrs = {}, ...children) {
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return el;
+}
+
+/** What an operator reads for a failed call: the service's own words and the request id to find its log. */
+export function operatorText(err) {
+  if (!(err instanceof ApiError)) return String(err && err.message ? err.message : err);
+  const what = err.detail ? `${err.detail} (HTTP ${err.status || "unreachable"})` : err.message;
+  return err.requestId ? `${what} — reference: ${err.requestId}` : what;
 }

@@ -3,6 +3,9 @@
 // `node` names the machine shown first. A read-only token (course staff watching a learner, or a unit set to
 // read-only) watches the lab: no resume, check or reset, and the terminals take no input (the server drops
 // it too; the page only says so).
+// `?embedded=1` (the LMS unit's iframe): the unit owns checking, grading and the title, so the page shows no
+// Check button, no progress card and no title of its own, never loads another page into the frame, and
+// takes the keyboard focus only once the learner has acted in it.
 import { Api, ApiError, epoch, h, tokenClaims, tokenExpiry } from "./api.js";
 import { TerminalSession } from "./terminal.js";
 
@@ -15,7 +18,12 @@ const $ = (id) => document.getElementById(id);
 const envId = decodeURIComponent(location.pathname.replace(/^\/lab\//, "").replace(/\/+$/, ""));
 const base = `/api/v1/environments/${encodeURIComponent(envId)}`;
 const api = new Api(`stacklab.token.${envId}`);
-const firstNode = new URLSearchParams(location.search).get("node");
+const params = new URLSearchParams(location.search);
+const firstNode = params.get("node");
+const embedded = params.get("embedded") === "1";
+const framed = window.self !== window.top;
+// Waits between tries while the service does not answer (5xx, network): then a Retry button.
+const UNREACHABLE_BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
 const readOnly = Boolean(api.token && tokenClaims(api.token).read_only === true);
 
 const terminals = new Map(); // node -> {session, host, tab}
@@ -25,6 +33,8 @@ let pollGeneration = 0;
 let lastStatus = null;
 let progressStarted = Date.now();
 let refreshTimer = null;
+let failures = 0; // service faults in a row while opening the lab
+let learnerActed = !embedded; // embedded: no focus is taken before the learner clicks or types here
 
 // ---- progress view -------------------------------------------------------------------------------------
 
@@ -61,10 +71,27 @@ function renderLab(status) {
   $("lab-title").textContent = title;
   document.title = `${title} — stacklab`;
   $("lab-description").textContent = (status.description || "").trim();
-  $("lab-meta").textContent = [status.course, status.lab].filter(Boolean).join(" · ");
+  $("lab-meta").textContent = embedded ? courseName(status) : [courseName(status), status.lab].filter(Boolean).join(" · ");
 }
 
-function renderProgress(status, note) {
+/** The course's display name when the service knows it; inside the course the raw id means nothing. */
+function courseName(status) {
+  if (status.course_name) return status.course_name;
+  return embedded ? "" : status.course;
+}
+
+/** Focus, unless the page is embedded and the learner has not acted in it yet (no focus stolen on load). */
+function focusIfAllowed(el) {
+  if (el && learnerActed) el.focus();
+}
+
+/** "reference: <request id>" in small text, so staff can find the log line of a failed call. */
+function reference(err) {
+  if (!(err instanceof ApiError) || !err.requestId) return null;
+  return h("span", { class: "reference" }, `reference: ${err.requestId}`);
+}
+
+function renderProgress(status, note, err = null) {
   renderLab(status);
   const progress = status ? status.progress : "queued";
   const box = $("progress-view");
@@ -78,10 +105,11 @@ function renderProgress(status, note) {
         { class: "notice notice-error", role: "alert" },
         h("h2", {}, "Your lab could not start"),
         h("p", {}, status.message || "Something went wrong while preparing your lab."),
+        h("p", {}, "Try again; if it fails again, tell your course staff."),
         h("button", { class: "primary", type: "button", id: "retry-button", onclick: () => openLab() }, "Retry"),
       ),
     );
-    $("retry-button").focus();
+    focusIfAllowed($("retry-button"));
     return;
   }
   if (progress === "deleted") {
@@ -125,6 +153,7 @@ function renderProgress(status, note) {
         { class: "progress-note", role: "status" },
         note || (steps === RESUME_STEPS ? "Everything is as you left it." : `This usually takes under a minute (${seconds} s).`),
       ),
+      reference(err),
     ),
   );
 }
@@ -141,7 +170,8 @@ async function openLab() {
     // Watching only: whoever gave the read-only token has asked for the lab to run.
     status = readOnly ? await api.get(base) : await api.post(`${base}/resume`);
   } catch (err) {
-    if (fatal(err)) return;
+    if (stopsOpening(err)) return;
+    renderProgress(lastStatus, err.message, err);
   }
   await pollUntilReady(generation, status);
 }
@@ -153,6 +183,7 @@ async function pollUntilReady(generation, first) {
   for (;;) {
     if (generation !== pollGeneration) return;
     if (status) {
+      failures = 0;
       renderProgress(status);
       if (status.ready) {
         showTerminals(status);
@@ -167,20 +198,54 @@ async function pollUntilReady(generation, first) {
     try {
       status = await api.get(base);
     } catch (err) {
-      if (fatal(err)) return;
-      renderProgress(lastStatus, err.message);
+      if (stopsOpening(err)) return;
+      renderProgress(lastStatus, err.message, err);
       status = null;
-      delay = Math.min(delay * 2, POLL_MAX_MS);
+      delay = err.transient ? UNREACHABLE_BACKOFF_MS[failures - 1] : Math.min(delay * 2, POLL_MAX_MS);
     }
   }
 }
 
+/** Whether a failed call ends the opening: the token or the lab is gone, or the service stays silent. */
+function stopsOpening(err) {
+  if (fatal(err)) return true;
+  if (!(err instanceof ApiError) || !err.transient) return false;
+  failures += 1;
+  if (failures <= UNREACHABLE_BACKOFF_MS.length) return false;
+  showUnreachable(err);
+  return true;
+}
+
 function fatal(err) {
   if (err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404)) {
-    showFatal(err.status === 404 ? "This lab does not exist (any more). Open it again from your course." : err.message);
+    showFatal(err.message, err);
     return true;
   }
   return false;
+}
+
+/** The service stayed silent through every try: say so, and let the learner try again. */
+function showUnreachable(err) {
+  pollGeneration += 1;
+  disconnectAll();
+  showView("progress");
+  $("progress-view").dataset.progress = "unreachable";
+  $("progress-view").replaceChildren(
+    h(
+      "div",
+      { class: "notice notice-error", role: "alert" },
+      h("h2", {}, "The lab service is not answering"),
+      h("p", {}, "We tried several times. Try again in a minute; if it keeps happening, tell your course staff."),
+      h("button", { class: "primary", type: "button", id: "retry-button", onclick: () => retryOpening() }, "Retry"),
+      reference(err),
+    ),
+  );
+  focusIfAllowed($("retry-button"));
+}
+
+function retryOpening() {
+  failures = 0;
+  openLab();
 }
 
 function showPaused() {
@@ -202,17 +267,17 @@ function showPaused() {
       resume,
     ),
   );
-  if (!readOnly) $("resume-button").focus();
+  if (!readOnly) focusIfAllowed($("resume-button"));
 }
 
-function showFatal(message) {
+function showFatal(message, err = null) {
   pollGeneration += 1;
   disconnectAll();
   showView("progress");
   view = "fatal";
   $("reset-button").disabled = true;
   $("progress-view").replaceChildren(
-    h("div", { class: "notice notice-error", role: "alert" }, h("h2", {}, "Cannot open this lab"), h("p", {}, message)),
+    h("div", { class: "notice notice-error", role: "alert" }, h("h2", {}, "Cannot open this lab"), h("p", {}, message), reference(err)),
   );
 }
 
@@ -256,7 +321,7 @@ function showTerminals(status) {
   if (!activeNode || !nodes.includes(activeNode)) activeNode = nodes.includes(firstNode) ? firstNode : nodes[0];
   // Re-attach the shells opened before (same session, same offset), then show the active one.
   for (const [node, t] of terminals) if (node !== activeNode) t.session.connect();
-  selectNode(activeNode);
+  selectNode(activeNode, learnerActed);
 }
 
 function tabKeys(ev, nodes, node) {
@@ -300,6 +365,7 @@ function selectNode(node, focusTerminal = true) {
       onAuthFailed: () => refreshToken(),
       onTrouble: (attempt) => checkStillRunning(attempt),
       onEnded: (reason) => shellEnded(node, reason),
+      onLeave: () => leaveTerminal(),
     });
     t = { session, host };
     terminals.set(node, t);
@@ -448,7 +514,8 @@ async function runChecks() {
     renderChecks(await api.post(`${base}/checks`));
   } catch (err) {
     if (!fatal(err)) {
-      $("check-error").textContent = err.message;
+      const text = err.status === 409 ? "Your lab is not running right now (still starting or paused): check again once the terminal is connected." : err.message;
+      $("check-error").replaceChildren(text, " ", reference(err) || "");
       $("check-error").hidden = false;
     }
   } finally {
@@ -506,7 +573,7 @@ async function doReset(ev) {
     const generation = ++pollGeneration;
     pollUntilReady(generation, status);
   } catch (err) {
-    $("reset-error").textContent = err.message;
+    $("reset-error").replaceChildren(err.message, " ", reference(err) || "");
     $("reset-error").hidden = false;
   } finally {
     confirm.disabled = false;
@@ -533,7 +600,7 @@ function refreshToken() {
         return true;
       } catch (err) {
         if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
-          showFatal(err.message);
+          showFatal(err.message, err);
           return false;
         }
         refreshTimer = setTimeout(() => refreshToken(), 15_000);
@@ -574,6 +641,9 @@ window.stacklabTerm = {
   get readOnly() {
     return readOnly;
   },
+  get embedded() {
+    return embedded;
+  },
   text(node) {
     const t = terminals.get(node ?? activeNode);
     return t ? t.session.text() : "";
@@ -594,8 +664,71 @@ function showReadOnly() {
   );
 }
 
+/** Inside the course unit: the unit owns the check, the score and the title (docs/web-protocol.md). */
+function setUpEmbedded() {
+  document.body.dataset.embedded = "true";
+  $("check-button").hidden = true;
+  $("checks-card").hidden = true;
+  $("tip-check").hidden = true;
+  $("lab-title").classList.add("visually-hidden");
+  const brand = document.querySelector(".brand");
+  brand.replaceWith(h("span", { class: "brand" }, "stacklab"));
+  for (const type of ["pointerdown", "keydown"]) {
+    document.addEventListener(type, () => (learnerActed = true), { capture: true, once: true });
+  }
+}
+
+/** Framed but not embedded: a link to another page of the service opens outside the frame. */
+function keepLinksOutOfFrame() {
+  for (const link of document.querySelectorAll("a[href]")) {
+    link.target = "_blank";
+    link.rel = "noopener";
+  }
+}
+
+/** Ctrl+] (or Esc then Tab) in the terminal: focus goes to the bar above it, out of the keyboard's reach of the shell. */
+function leaveTerminal() {
+  const tab = document.querySelector(".node-tab[aria-selected=true]");
+  (tab && !$("node-bar").hidden ? tab : $("fullscreen-button")).focus();
+}
+
+function toggleFullscreen() {
+  if (document.fullscreenElement) {
+    document.exitFullscreen().catch((exc) => console.warn("stacklab: leaving full screen failed:", exc));
+  } else {
+    $("terminal-view").requestFullscreen().catch((exc) => console.warn("stacklab: full screen refused:", exc));
+  }
+}
+
+function onFullscreenChange() {
+  const on = document.fullscreenElement === $("terminal-view");
+  const button = $("fullscreen-button");
+  button.textContent = on ? "Exit full screen" : "Full screen";
+  button.setAttribute("aria-pressed", String(on));
+  activeSession()?.scheduleFit();
+}
+
+/** xterm.js's screen-reader mode (its output as an accessible live region), for every terminal. */
+function toggleScreenReader() {
+  const button = $("reader-button");
+  const on = button.getAttribute("aria-pressed") !== "true";
+  button.setAttribute("aria-pressed", String(on));
+  TerminalSession.screenReaderMode = on;
+  for (const t of terminals.values()) t.session.term.options.screenReaderMode = on;
+}
+
+function setUpTerminalBar() {
+  $("fullscreen-button").hidden = !document.fullscreenEnabled;
+  $("fullscreen-button").addEventListener("click", toggleFullscreen);
+  document.addEventListener("fullscreenchange", onFullscreenChange);
+  $("reader-button").addEventListener("click", toggleScreenReader);
+}
+
 function start() {
+  if (embedded) setUpEmbedded();
+  else if (framed) keepLinksOutOfFrame();
   if (readOnly) showReadOnly();
+  setUpTerminalBar();
   $("check-button").addEventListener("click", runChecks);
   $("reset-button").addEventListener("click", askReset);
   $("reset-form").addEventListener("submit", doReset);
@@ -609,7 +742,7 @@ function start() {
     return;
   }
   scheduleRefresh(tokenExpiry(api.token));
-  loadChecks();
+  if (!embedded) loadChecks();
   openLab();
 }
 

@@ -69,6 +69,9 @@ export const THEME = {
 };
 
 export class TerminalSession {
+  /** Whether new terminals start in xterm.js's screen-reader mode (the page's toggle sets it). */
+  static screenReaderMode = false;
+
   /**
    * @param {object} o
    * @param {string} o.envId
@@ -81,6 +84,7 @@ export class TerminalSession {
    * @param {() => Promise<boolean>} o.onAuthFailed refresh the token; true if a fresh one is there
    * @param {(attempt: number) => void} [o.onTrouble] called on each failed reconnect attempt
    * @param {(reason: string) => void} [o.onEnded] the server ended this session (`closed` message)
+   * @param {() => void} [o.onLeave] the learner pressed the key that leaves the terminal (Ctrl+])
    */
   constructor(o) {
     Object.assign(this, {
@@ -94,7 +98,9 @@ export class TerminalSession {
       onAuthFailed: o.onAuthFailed,
       onTrouble: o.onTrouble || (() => {}),
       onEnded: o.onEnded || (() => {}),
+      onLeave: o.onLeave || (() => this.term.blur()),
     });
+    this.escapeArmed = false; // Esc was the last key: a Tab now leaves the terminal instead of completing
     this.storageKey = `stacklab.term.${this.envId}.${this.node}`;
     this.session = sessionStorage.getItem(this.storageKey);
     if (!this.session) this.newSessionId();
@@ -116,7 +122,7 @@ export class TerminalSession {
       scrollback: 5000,
       theme: THEME,
       allowProposedApi: false,
-      screenReaderMode: false,
+      screenReaderMode: TerminalSession.screenReaderMode,
       disableStdin: this.readOnly,
     });
     this.fit = new FitAddon();
@@ -136,10 +142,24 @@ export class TerminalSession {
     sessionStorage.setItem(this.storageKey, this.session);
   }
 
-  /** Keys xterm.js should leave to us or to the browser: copy and paste shortcuts. */
+  /**
+   * Keys xterm.js should leave to us or to the browser: copy and paste shortcuts, and the ways out of the
+   * terminal (WCAG 2.1.2, no keyboard trap): Ctrl+] moves the focus out, and Esc then Tab (or Shift+Tab)
+   * lets the browser move it on as anywhere else, while a plain Tab still completes in the shell.
+   */
   onKey(ev) {
     if (ev.type !== "keydown") return true;
     const key = ev.key.toLowerCase();
+    if (ev.ctrlKey && !ev.altKey && !ev.metaKey && (ev.key === "]" || ev.code === "BracketRight")) {
+      ev.preventDefault();
+      this.onLeave();
+      return false;
+    }
+    if (ev.key === "Tab" && this.escapeArmed && !ev.ctrlKey && !ev.altKey) {
+      this.escapeArmed = false;
+      return false;
+    }
+    if (!["Shift", "Control", "Alt", "Meta"].includes(ev.key)) this.escapeArmed = ev.key === "Escape";
     if (ev.ctrlKey && ev.shiftKey && !ev.altKey && key === "c") {
       if (this.term.hasSelection()) copyText(this.term.getSelection());
       ev.preventDefault();

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "stacklab" / "web" / "static"
@@ -60,12 +60,30 @@ class MockState:
     resizes: list[tuple[int, int]] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     last_report: dict | None = None
+    course_name: str | None = "Linux for beginners"
+    # An injected fault: API calls whose path has `path` answer `status`, `times` times (-1: until cleared).
+    fault: dict | None = None
 
 
 def create_app() -> FastAPI:
     app = FastAPI()
     state = MockState(home=Path(tempfile.mkdtemp(prefix="stacklab-mock-home-")))
     app.state.mock = state
+
+    @app.middleware("http")
+    async def inject_fault(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """Fail as the service does: a `{"detail", "request_id"}` body and the X-Request-ID header."""
+        fault = state.fault
+        if fault and request.url.path.startswith("/api/") and fault["path"] in request.url.path:
+            if fault["times"] > 0:
+                fault["times"] -= 1
+            if fault["times"] == 0:
+                state.fault = None
+            request_id = f"mockreq{fault['status']:x}"  # no status digits in it
+            detail = f"HTTP {fault['status']} technical detail at {request.url.path}"
+            body = {"detail": detail, "request_id": request_id}
+            return JSONResponse(body, status_code=fault["status"], headers={"X-Request-ID": request_id})
+        return await call_next(request)
 
     def auth(request: Request | WebSocket, admin: bool = False) -> None:
         header = request.headers.get("authorization", "")
@@ -93,7 +111,8 @@ def create_app() -> FastAPI:
         advance()
         return {
             "id": ENV_ID,
-            "course": "demo",
+            "course": "course-v1:Demo+Linux+2026",
+            **({"course_name": state.course_name} if state.course_name else {}),
             "lab": "hello-lab",
             "learner": "demo",
             "title": "Hello, lab",
@@ -316,6 +335,7 @@ def create_app() -> FastAPI:
                 item.unlink()
         state.progress, state.since, state.fail_next = "queued", time.time(), False
         state.nodes, state.last_report = ["main"], None
+        state.course_name, state.fault = "Linux for beginners", None
         state.acks.clear()
         state.resizes.clear()
         state.actions.clear()
@@ -330,6 +350,18 @@ def create_app() -> FastAPI:
     def mock_fail_next() -> dict:
         state.fail_next = True
         state.progress, state.since = "queued", time.time()
+        return {}
+
+    @app.post("/mock/fault")
+    async def mock_fault(request: Request) -> dict:
+        """Body `{status, path, times}`; `{}` clears the fault."""
+        body = await request.json()
+        state.fault = {"path": "", "times": -1, **body} if body else None
+        return {}
+
+    @app.post("/mock/course-name")
+    async def mock_course_name(request: Request) -> dict:
+        state.course_name = (await request.json())["name"]
         return {}
 
     @app.post("/mock/nodes")
