@@ -90,7 +90,7 @@ def test_studio_form_saves_and_refuses_with_our_messages(workbench_venv: Path) -
     error refuses the whole edit with the message Studio shows, a warning (weight 0) saves and stays in the
     validation panel."""
     out = run_in_runtime(workbench_venv, STUDIO_SCRIPT)
-    for label in ("Display name", "Lab id", "Weight", "Node opened first", "Read-only", "Check button label"):
+    for label in ("Display name", "Lab", "Weight", "Node opened first", "Read-only", "Check button label"):
         assert f">{label}</label>" in out["form"], label
     assert 'data-field-name="lab"' in out["form"] and 'value="hello-lab"' in out["form"]
     assert out["refused"]["status"] == 400

@@ -18,7 +18,12 @@ pytestmark = [pytest.mark.e2e]
 
 XBLOCK = Path(__file__).resolve().parents[2] / "xblock"
 PACKAGE = XBLOCK / "src" / "stacklab_xblock"
-SHIPPED = ("static/js/stacklab.js", "static/css/stacklab.css", "templates/student.html")
+SHIPPED = (
+    "static/js/stacklab.js",
+    "static/css/stacklab.css",
+    "templates/student.html",
+    "templates/studio_preview.html",
+)
 SCRIPT_URL = "/resource/stacklab/static/js/stacklab.js"
 STYLE_URL = "/resource/stacklab/static/css/stacklab.css"
 
@@ -69,7 +74,7 @@ def test_workbench_page_loads_the_script_and_style_by_url(workbench_venv: Path, 
         assert not [body for body in inline if any(word in body for word in ours)], inline
         assert page.evaluate("() => typeof StacklabXBlock") == "function"
         page.get_by_role("button", name="Check my work").click()
-        page.locator(".stacklab-block .stacklab-status", has_text="cannot be reached").wait_for()
+        page.locator(".stacklab-block .stacklab-status", has_text="not answering").wait_for()
     finally:
         stop(proc)
         shutil.rmtree(bench.workdir, ignore_errors=True)

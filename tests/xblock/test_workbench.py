@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -38,6 +40,8 @@ LMS_DIR = Path(__file__).resolve().parent / "lms"
 LMS_KEY = "workbench"
 COURSE = "course-v1:StacklabX+XB1+2026"
 LAUNCH_S = 300
+WIDTHS = (1440, 1280, 1024, 800)
+HTTP_STATUS = re.compile(r"HTTP|\b[45]\d\d\b")
 
 PAIR_LAB = """\
 # Two machines the learner may open (for the unit option `node`).
@@ -241,15 +245,16 @@ def test_scenario_is_listed(workbench: Workbench, page) -> None:  # type: ignore
     assert page.get_by_text("stacklab: hello lab").first.is_visible()
 
 
-def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(0, "alice"))
     unit = page.locator(".stacklab-block")
     unit.wait_for()
     assert unit.locator(".stacklab-error").count() == 0, unit.inner_text()
     assert unit.locator(".stacklab-staff").count() == 0  # no staff panel for a learner
     iframe = unit.locator("iframe.stacklab-frame")
+    iframe.wait_for()
     src = iframe.get_attribute("src") or ""
-    assert "/lab/" in src and "#token=" in src
+    assert "/lab/" in src and "?embedded=1#token=" in src  # the page leaves checking to the unit
     frame = lab_frame(page)
     wait_connected(frame)
     wait_output(frame, "$ ", 60)
@@ -272,6 +277,11 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
         "{'value': 0.0, 'max_value': 3.0, 'only_if_higher': None}",
         "{'value': 3.0, 'max_value': 3.0, 'only_if_higher': None}",
     ]
+    assert unit.locator(".stacklab-score").inner_text() == "3 / 3"  # the one score: what the LMS got
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.screenshot(path=str(tmp_path / f"unit-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1000})
     page.reload()
     page.locator(".stacklab-block .stacklab-score", has_text="3 / 3").wait_for()
     # A worse check never lowers the score (the lab's policy is "best").
@@ -322,15 +332,23 @@ def test_background_unit_launches_without_a_terminal(workbench: Workbench, page)
     unit.locator(".stacklab-background").wait_for()
     assert unit.locator("iframe").count() == 0
     assert "prepared in the background" in unit.inner_text()
+    # The progress follows the lab without a reload (it used to stay at "(queued)").
+    unit.locator(".stacklab-progress", has_text="ready").wait_for(timeout=90_000)
     check = unit.get_by_role("button", name="Check", exact=True)
     check.click()
     unit.locator(".stacklab-status", has_text="of 2 passed").wait_for(timeout=90_000)
 
 
 def test_read_only_unit_opens_the_named_node_and_takes_no_input(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    grades_before = len(workbench.grades())
     page.goto(workbench.scenario(2, "alice"))
     iframe = page.locator(".stacklab-block iframe.stacklab-frame")
-    assert "?node=main#token=" in (iframe.get_attribute("src") or "")
+    iframe.wait_for()
+    assert "?node=main&embedded=1#token=" in (iframe.get_attribute("src") or "")
+    assert page.locator(".stacklab-block .stacklab-check").count() == 0  # read-only units never grade
+    refused = call_handler(page, "check")
+    assert refused["status"] == 403 and "Read-only" in refused["body"]["error"]
+    assert len(workbench.grades()) == grades_before
     frame = lab_frame(page)
     wait_connected(frame, 120)
     assert frame.locator("#read-only-badge").is_visible()
@@ -351,8 +369,9 @@ def test_staff_masquerading_see_the_learners_lab_read_only(
     page.goto(workbench.scenario(0, "staff~alice"))
     unit = page.locator(".stacklab-block")
     unit.locator(".stacklab-staff-view").wait_for()
+    unit.locator("iframe.stacklab-frame").wait_for()
     src = unit.locator("iframe.stacklab-frame").get_attribute("src") or ""
-    assert f"/lab/{alice_env['id']}#token=" in src  # alice's own environment
+    assert f"/lab/{alice_env['id']}?embedded=1#token=" in src  # alice's own environment
     assert unit.get_by_role("button", name="Check my work").count() == 0
     frame = lab_frame(page)
     wait_connected(frame, 120)
@@ -373,14 +392,21 @@ def test_staff_masquerading_see_the_learners_lab_read_only(
     assert not [e for e in env_list(stacklab) if e["learner"] == "anon-bob"]
 
 
-def test_staff_panel_lists_the_course_environments_and_refuses_learners(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+def test_staff_panel_shows_learners_and_watches_their_lab_read_only(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(1, "staff"))
     unit = page.locator(".stacklab-block")
     unit.locator(".stacklab-staff summary").click()
     unit.get_by_role("button", name="Load").click()
-    alice = unit.locator(".stacklab-staff-list li", has_text="anon-alice")
+    alice = unit.locator(".stacklab-staff-list tr", has_text="alice")
     alice.wait_for()
-    assert "hello-lab: running" in alice.inner_text()
+    assert "anon-" not in alice.inner_text()  # the LMS username, not the anonymous id
+    assert re.search(r"ready.*\d / \d", alice.inner_text()), alice.inner_text()  # state, counted score
+    alice.get_by_role("button", name="Watch alice's lab").click()
+    watched = unit.locator(".stacklab-staff-watch iframe.stacklab-frame")
+    watched.wait_for()
+    frame = watched.element_handle().content_frame()
+    wait_connected(frame, 120)
+    assert frame.locator("#read-only-badge").is_visible()
     page.goto(workbench.scenario(1, "alice"))
     page.locator(".stacklab-block .stacklab-background").wait_for()
     assert page.locator(".stacklab-staff").count() == 0
@@ -407,17 +433,111 @@ def test_lab_page_opens_the_node_the_unit_names(service: tuple[Stacklab, str], p
     assert (report["score"], report["score_policy"]) == (1.0, "latest")
 
 
-def test_unreachable_service_shows_a_clear_message(workbench_venv: Path, page) -> None:  # type: ignore[no-untyped-def]
-    proc, bench = start_workbench(workbench_venv, f"http://127.0.0.1:{free_port()}", "x" * 40)
+def learner_sees(page, sentence: str) -> str:  # type: ignore[no-untyped-def]
+    """The unit's error, once shown: `sentence`, and no HTTP status or raw API text."""
+    error = page.locator(".stacklab-block .stacklab-lab .stacklab-error")
+    error.wait_for(timeout=15_000)
+    shown = str(error.inner_text())
+    assert sentence in shown and not HTTP_STATUS.search(shown), shown
+    return str(page.locator(".stacklab-block").inner_text())
+
+
+def test_misconfigured_units_speak_plainly_and_tell_staff_what_failed(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(workbench.scenario(3, "alice"))
+    unit_text = learner_sees(page, "not available right now")
+    assert "tell your course staff" in unit_text and "request id" not in unit_text
+    page.get_by_role("button", name="Check my work").click()
+    status = page.locator(".stacklab-block .stacklab-status", has_text="not available")
+    status.wait_for(timeout=15_000)
+    assert "gone" not in status.inner_text() and not HTTP_STATUS.search(status.inner_text())
+    page.goto(workbench.scenario(4, "alice"))
+    learner_sees(page, "learners may not use")
+    page.goto(workbench.scenario(3, "staff"))
+    detail = page.locator(".stacklab-block .stacklab-staff-detail")
+    detail.wait_for(timeout=15_000)
+    assert "unit setting lab" in detail.inner_text() and "request id " in detail.inner_text()
+
+
+def service_pid(stacklab: Stacklab) -> int:
+    """The process listening on the service's port (the one to stop, to make the service hang)."""
+    import psutil
+
+    port = int(stacklab.url.rsplit(":", 1)[1])
+    (pid,) = {c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == "LISTEN"}
+    return int(pid)
+
+
+def test_hung_service_gives_feedback_within_seconds(
+    workbench: Workbench, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    pid = service_pid(service[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        page.goto(workbench.scenario(0, "alice"))
+        page.locator(".stacklab-block .stacklab-progress-line").wait_for(timeout=5_000)  # rendered at once
+        learner_sees(page, "not answering")
+        page.get_by_role("button", name="Try again").click()
+        page.locator(".stacklab-block .stacklab-progress-line").wait_for(timeout=5_000)
+        page.locator(".stacklab-block .stacklab-lab .stacklab-error", has_text="not answering").wait_for(
+            timeout=5_000
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    page.get_by_role("button", name="Try again").click()
+    page.locator(".stacklab-block iframe.stacklab-frame").wait_for(timeout=30_000)
+
+
+def studio_save(page, values: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Studio's Save (the mixin's submit_studio_edits handler), from the page as its script posts it."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """async (values) => {
+            const block = document.querySelector("[data-block-type=stacklab]");
+            const url = handlerBaseUrl + block.dataset.usage + "/submit_studio_edits/?student=" + studentId;
+            const token = (document.cookie.match(/csrftoken=([^;]*)/) || [])[1] || "";
+            const body = JSON.stringify({values: values, defaults: []});
+            const r = await fetch(url, {method: "POST", headers: {"X-CSRFToken": token}, body: body});
+            return {status: r.status, body: await r.json()};
+        }""",
+        values,
+    )
+
+
+def test_studio_offers_the_services_labs_and_refuses_unknown_ones(
+    workbench: Workbench, page, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{workbench.url}/scenario/stacklab.5/studio_view/?student=staff")
+    lab = page.locator("select#xb-field-edit-lab")
+    lab.wait_for()
+    options = lab.locator("option").all_inner_texts()
+    assert any("(hello-lab)" in o for o in options) and any("(pair-lab)" in o for o in options), options
+    assert page.get_by_text("The machine the lab page opens first").count() == 1  # help texts are shown
+    assert "weight: is 0" in page.locator(".stacklab-warnings").inner_text()
+    chosen = page.locator(".stacklab-preview[open]")
+    assert "pair-lab" in chosen.inner_text() and "main, side" in chosen.inner_text()
+    assert "checks and hints are not part of it" in page.locator(".stacklab-studio").inner_text()
+    page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+    for values, message in (
+        ({"lab": "no-such-lab"}, "lab: the service offers no lab 'no-such-lab'"),
+        ({"lab": "pair-lab", "node": "db"}, "node: lab 'pair-lab' has no node 'db' (it has: main, side)"),
+    ):
+        refused = studio_save(page, values)
+        assert refused["status"] == 400, refused
+        texts = [m["text"] for m in refused["body"]["error"]["messages"]]
+        assert any(t.startswith(message) for t in texts), texts
+
+
+def test_a_wrong_secret_shows_a_clear_message(
+    workbench_venv: Path, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    proc, bench = start_workbench(workbench_venv, service[0].url, "x" * 40)  # not the service's secret
     try:
         page.goto(bench.scenario(0, "alice"))
-        error = page.locator(".stacklab-block .stacklab-error")
-        error.wait_for()
-        assert "cannot be reached" in error.inner_text()
+        learner_sees(page, "could not sign you in")
         assert page.locator("iframe.stacklab-frame").count() == 0
-        # The check button is offered (the service may come back) and says the same when pressed.
-        page.get_by_role("button", name="Check my work").click()
-        page.locator(".stacklab-block .stacklab-status", has_text="cannot be reached").wait_for()
+        page.goto(bench.scenario(0, "staff"))
+        detail = page.locator(".stacklab-block .stacklab-staff-detail")
+        detail.wait_for(timeout=15_000)
+        assert "lms_key and lms_secret" in detail.inner_text()
     finally:
         stop(proc)
         shutil.rmtree(bench.workdir, ignore_errors=True)

@@ -14,7 +14,7 @@ from xblock.utils.resources import ResourceLoader
 from xblock.utils.studio_editable import StudioEditableXBlockMixin
 from xblock.validation import Validation, ValidationMessage
 
-from stacklab_xblock import olx
+from stacklab_xblock import messages, olx
 from stacklab_xblock.client import ServiceConfig, ServiceError, StacklabClient
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,6 @@ SETTINGS_ENV = {
     "lms_secret": "STACKLAB_XBLOCK_LMS_SECRET",
     "course": "STACKLAB_XBLOCK_COURSE",
 }
-UNREACHABLE = (
-    "The lab service cannot be reached right now, so your lab cannot open. Reload this page in a minute; "
-    "if this persists, tell the course staff."
-)
 NOT_CONFIGURED = "This lab is not set up yet: the course staff must configure the stacklab service."
 STAFF_VIEW = (
     "Staff view: this is the learner's own lab, read-only. You can watch it but not type, check or reset."
@@ -45,30 +41,61 @@ def _fmt(number: float) -> str:
     return f"{number:g}"
 
 
+def embedded(lab_url: str) -> str:
+    """The lab page in its embedded mode (`embedded=1`: no Check or score of its own; the unit grades)."""
+    base, hash_mark, fragment = lab_url.partition("#")
+    return f"{base}{'&' if '?' in base else '?'}embedded=1{hash_mark}{fragment}"
+
+
 @XBlock.needs("user")
 @XBlock.wants("settings")
 class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
     """A stacklab lab in a course unit. The lab itself is defined once in the service (by its id)."""
 
-    display_name = String(display_name="Display name", default="Lab", scope=Scope.settings)
-    lab = String(
-        display_name="Lab id",
-        help="The id of a lab the stacklab service offers",
-        default="",
+    display_name = String(
+        display_name="Display name",
+        help="The unit's title, shown to learners above the lab",
+        default="Lab",
         scope=Scope.settings,
     )
-    weight = Float(
-        display_name="Weight", help="Maximum score of this unit", default=1.0, scope=Scope.settings
+    lab = String(
+        display_name="Lab",
+        help="The lab the stacklab service offers for this unit (the list comes from the service)",
+        default="",
+        scope=Scope.settings,
+        values_provider=lambda block: block._lab_choices(),
     )
-    node = String(display_name="Node opened first", default="", scope=Scope.settings)
-    read_only = Boolean(display_name="Read-only", default=False, scope=Scope.settings)
+    weight = Float(
+        display_name="Weight",
+        help="Maximum score of this unit; 0 means the lab does not count towards the grade",
+        default=1.0,
+        scope=Scope.settings,
+    )
+    node = String(
+        display_name="Node opened first",
+        help="The machine the lab page opens first (one of the chosen lab's nodes); empty: the lab's first",
+        default="",
+        scope=Scope.settings,
+        values_provider=lambda block: block._node_choices(),
+    )
+    read_only = Boolean(
+        display_name="Read-only",
+        help="Learners watch the lab but cannot type; the unit does not check or grade",
+        default=False,
+        scope=Scope.settings,
+    )
     background = Boolean(
         display_name="Launch in the background",
         help="Launch without showing a terminal",
         default=False,
         scope=Scope.settings,
     )
-    check_label = String(display_name="Check button label", default="Check my work", scope=Scope.settings)
+    check_label = String(
+        display_name="Check button label",
+        help="The words on the button that checks the learner's work and records the grade",
+        default="Check my work",
+        scope=Scope.settings,
+    )
 
     environment = String(default="", scope=Scope.user_state)
     score_fraction = Float(default=None, scope=Scope.user_state)
@@ -165,10 +192,8 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
 
     # ---- learner view ----------------------------------------------------------------------------------
     def student_view(self, context=None) -> Fragment:
-        """The unit: the lab page (or why it cannot open), the check bar and, for staff, the course panel.
-
-        The markup is templates/student.html; the script and style are files the runtime serves from this
-        package (`public_dir`), so the page loads them by URL and only the initializer call is inline.
+        """The unit, rendered at once without asking the service (a hung service must not hold the page):
+        the page's script then opens the lab through the `open` handler and shows progress meanwhile.
         """
         frag = Fragment(loader.render_django_template("templates/student.html", self._view_context()))
         frag.add_css_url(self.runtime.local_resource_url(self, STYLE))
@@ -176,39 +201,63 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         frag.initialize_js("StacklabXBlock")
         return frag
 
+    def _read_only(self) -> bool:
+        """Read-only units (the option, or staff masquerading as a learner) watch the lab and never grade."""
+        return self.read_only or self._masquerading()
+
     def _view_context(self) -> dict:
-        """What the template shows for this learner (staff masquerading see the learner's lab read-only)."""
+        """What the template shows for this learner; nothing here calls the service."""
         page: dict = {"lab": self.lab, "title": self.display_name, "is_staff": self._is_staff()}
-        client = self._client()
-        problems = client.config.problems() + ([] if self.lab else ["no lab id set"])
+        problems = self._client().config.problems() + ([] if self.lab else ["no lab id set"])
         if problems:
             log.warning("stacklab XBlock not configured: %s", "; ".join(problems))
             return {**page, "not_configured": NOT_CONFIGURED}
-        if self._masquerading():
-            return {**page, "staff_view": STAFF_VIEW, **self._observed(client)}
         return {
             **page,
-            **self._launched(client),
-            "can_check": True,
+            "staff_view": STAFF_VIEW if self._masquerading() else "",
+            "background": self.background,
+            "can_check": not self._read_only(),
             "check_label": self.check_label,
             "score_text": self._score_text(),
         }
 
-    def _launched(self, client: StacklabClient) -> dict:
-        """Launch or resume this learner's lab (ahead of the first keystroke): its page, or why not."""
+    def _words(self, exc: ServiceError, checking: bool = False) -> dict:
+        log.warning("stacklab call failed: %s (request id %s)", exc, exc.request_id or "-")
+        return messages.describe(exc, self._is_staff() or self._masquerading(), checking).as_json()
+
+    @XBlock.json_handler
+    def open(self, data, suffix=""):
+        """Launch or resume this learner's lab (staff masquerading: watch it): the embedded page, or why not."""
+        client = self._client()
         try:
+            if self._masquerading():
+                return self._observed(client)
             launched = client.launch(
                 self._course_id(), self.lab, self._learner(), node=self.node, read_only=self.read_only
             )
         except ServiceError as exc:
-            log.warning("stacklab launch failed: %s", exc)
-            return {"error": UNREACHABLE if exc.unreachable else f"The lab could not open: {exc}"}
+            return self._words(exc)
         if self.environment != launched["environment"]["id"]:
             self.environment = launched["environment"]["id"]
-            self.save()  # views do not save fields by themselves
+        status = launched["environment"]
         if self.background:
-            return {"background": True, "progress": str(launched["environment"].get("progress", ""))}
-        return {"lab_url": launched["lab_url"]}
+            return {
+                "background": True,
+                "progress": str(status.get("progress", "")),
+                "ready": status.get("ready"),
+            }
+        return {"lab_url": embedded(launched["lab_url"])}
+
+    @XBlock.json_handler
+    def status(self, data, suffix=""):
+        """The lab's progress, for a unit that shows no lab page (background units poll this)."""
+        if not self.environment:
+            return {"progress": "not launched"}
+        try:
+            status = self._client().status(self.environment)
+        except ServiceError as exc:
+            return self._words(exc, checking=True)
+        return {"progress": str(status.get("progress", "")), "ready": bool(status.get("ready"))}
 
     def _observed(self, client: StacklabClient) -> dict:
         """Staff masquerading as a learner: that learner's lab, read-only; nothing is launched for them."""
@@ -217,28 +266,34 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         except ServiceError as exc:
             if exc.status == 404:
                 return {"not_opened": NOT_OPENED}
-            log.warning("stacklab observe failed: %s", exc)
-            return {"error": UNREACHABLE if exc.unreachable else f"The lab cannot be shown: {exc}"}
-        return {"lab_url": watched["lab_url"]}
+            raise
+        return {"lab_url": embedded(watched["lab_url"])}
 
     @XBlock.json_handler
     def check(self, data, suffix=""):
-        """Run the lab's checks for this learner (as the LMS, with its signed JWT) and publish the grade."""
-        if self._masquerading():
-            raise JsonHandlerError(403, "Read-only: staff viewing a learner's lab cannot run their checks.")
+        """Run the lab's checks for this learner (as the LMS, with its signed JWT) and publish the grade.
+
+        The unit is the only place that checks (the lab page is embedded without its own Check), so the
+        grade published here is the counted score the unit shows.
+        """
+        if self._read_only():
+            raise JsonHandlerError(403, "Read-only: this unit does not run checks or grade.")
         client = self._client()
         try:
             if not self.environment:  # the unit could not open the lab (yet): find or launch it now
                 self.environment = client.launch(self._course_id(), self.lab, self._learner())["environment"][
                     "id"
                 ]
+        except ServiceError as exc:
+            return self._words(exc)
+        try:
             report = client.run_checks(self.environment)
         except ServiceError as exc:
-            if exc.unreachable:
-                return {"error": UNREACHABLE}
-            if exc.status == 404:
-                return {"error": "Your lab is gone (it had not been used for a long time): reload the page."}
-            return {"error": f"The check could not run: {exc}"}
+            return self._words(exc, checking=True)
+        return self._graded(report)
+
+    def _graded(self, report: dict) -> dict:
+        """Keep and publish the counted score (best or latest, as the lab says); what the unit shows."""
         fraction = self._fraction(report.get("counted_score"), report.get("max_score"))
         new_value = olx.grade_to_publish(
             self.score_fraction, fraction, str(report.get("score_policy") or "best")
@@ -266,15 +321,51 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
 
     @XBlock.json_handler
     def staff_environments(self, data, suffix=""):
-        """Every environment of this course with its state (course staff only)."""
+        """This unit's labs in the course, by learner (LMS username where the runtime knows it), with state and
+        counted score (course staff only)."""
         if not self._is_staff():
             raise JsonHandlerError(403, "Only course staff may list the course's labs.")
+        client = self._client()
         try:
-            envs = self._client().course_environments(self._course_id())
+            envs = [e for e in client.course_environments(self._course_id()) if e.get("lab") == self.lab]
         except ServiceError as exc:
-            return {"error": UNREACHABLE if exc.unreachable else str(exc)}
-        keys = ("id", "learner", "lab", "desired", "observed", "progress", "message")
-        return {"environments": [{k: e.get(k) for k in keys} for e in envs]}
+            return self._words(exc)
+        return {"environments": [self._staff_row(client, e) for e in envs]}
+
+    def _staff_row(self, client: StacklabClient, env: dict) -> dict:
+        learner = str(env.get("learner", ""))
+        row = {k: env.get(k) for k in ("id", "learner", "lab", "observed", "progress", "message")}
+        row["username"] = self._username(learner)
+        try:
+            latest = client.latest_checks(str(env.get("id")))
+        except ServiceError:
+            latest = {}
+        counted, top = latest.get("counted_score"), latest.get("max_score")
+        row["score"] = (
+            "not checked" if counted is None else f"{_fmt(float(counted))} / {_fmt(float(top or 0))}"
+        )
+        return row
+
+    def _username(self, anonymous_id: str) -> str:
+        """The LMS username for an anonymous id (edx-platform's user service), else the id itself."""
+        service = self.runtime.service(self, "user")
+        lookup = getattr(service, "get_user_by_anonymous_id", None)
+        try:
+            user = lookup(anonymous_id) if lookup else None
+        except Exception:  # noqa: BLE001 - a runtime that cannot map ids
+            user = None
+        return str(getattr(user, "username", "") or anonymous_id)
+
+    @XBlock.json_handler
+    def staff_observe(self, data, suffix=""):
+        """A learner's lab, read-only, for course staff (the service's observe: nothing is launched)."""
+        if not self._is_staff():
+            raise JsonHandlerError(403, "Only course staff may watch a learner's lab.")
+        try:
+            watched = self._client().observe(self._course_id(), self.lab, str(data.get("learner", "")))
+        except ServiceError as exc:
+            return {"not_opened": NOT_OPENED} if exc.status == 404 else self._words(exc)
+        return {"lab_url": embedded(watched["lab_url"])}
 
     # ---- grading (ScorableXBlockMixin: rescore and override) -------------------------------------------
     def has_submitted_answer(self):
@@ -323,14 +414,57 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         source = self if data is None else data
         return {name: getattr(source, name) for name in olx.DEFAULTS}
 
+    def _service_labs(self) -> list[dict] | None:
+        """The service's labs (GET /api/v1/labs), once per block instance; None when it cannot be asked."""
+        if not hasattr(self, "_labs_cache"):
+            client = self._client()
+            labs = None
+            if not client.config.problems():
+                try:
+                    labs = client.labs()
+                except ServiceError as exc:
+                    log.warning("stacklab: the lab list could not be read: %s", exc)
+            self._labs_cache = labs
+        return self._labs_cache
+
+    def _lab_choices(self) -> list[dict] | None:
+        labs = self._service_labs()
+        if labs is None:
+            return None  # a free text field: the service cannot say what exists
+        choices = [{"display_name": f"{lab['title']} ({lab['id']})", "value": lab["id"]} for lab in labs]
+        if self.lab not in {lab["id"] for lab in labs}:  # keep the saved value visible, marked
+            choices.insert(0, {"display_name": f"{self.lab or '(none)'} — not offered", "value": self.lab})
+        return choices
+
+    def _node_choices(self) -> list[dict] | None:
+        labs = self._service_labs()
+        if labs is None:
+            return None
+        nodes: dict[str, list[str]] = {}
+        for lab in labs:
+            for node in lab.get("nodes", []):
+                nodes.setdefault(node, []).append(lab["id"])
+        choices = [{"display_name": "(the lab's first node)", "value": ""}]
+        choices += [{"display_name": f"{n} (in {', '.join(ids)})", "value": n} for n, ids in nodes.items()]
+        if self.node and self.node not in nodes:
+            choices.append({"display_name": f"{self.node} — not in any lab", "value": self.node})
+        return choices
+
+    def _problems(self, data: object) -> list[olx.Problem]:
+        labs = self._service_labs()
+        known = None if labs is None else [lab["id"] for lab in labs]
+        nodes = None if labs is None else {lab["id"]: list(lab.get("nodes", [])) for lab in labs}
+        return olx.validate(self._values(data), known, nodes)
+
     def validate_field_data(self, validation: Validation, data: object) -> None:
-        """Our rules (olx.validate) for Studio's validation panel and for the form's Save.
+        """Our rules (olx.validate, with the service's labs and nodes when it answers) for Studio's validation
+        panel and for the form's Save.
 
         The mixin refuses a save on any message, while a warning (weight 0, an empty label) must not stop an
         author: on save (`data` is the mixin's preview, not this block) only the errors are added.
         """
         saving = data is not self
-        for problem in olx.validate(self._values(data)):
+        for problem in self._problems(data):
             if problem.level == "error":
                 validation.add(
                     ValidationMessage(ValidationMessage.ERROR, f"{problem.field}: {problem.message}")
@@ -339,6 +473,18 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
                 validation.add(
                     ValidationMessage(ValidationMessage.WARNING, f"{problem.field}: {problem.message}")
                 )
+
+    def studio_view(self, context=None) -> Fragment:
+        """The mixin's form, then the warnings and a read-only preview of the chosen lab (from the service's
+        lab list: nothing is launched)."""
+        frag = super().studio_view(context)
+        preview = {
+            "labs": self._service_labs(),
+            "chosen": self.lab,
+            "warnings": [f"{p.field}: {p.message}" for p in self._problems(self) if p.level == "warning"],
+        }
+        frag.add_content(loader.render_django_template("templates/studio_preview.html", preview))
+        return frag
 
     # ---- OLX -------------------------------------------------------------------------------------------
     @classmethod
@@ -376,5 +522,17 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
                     '<vertical_demo><stacklab lab="hello-lab" read_only="true" node="main" '
                     'display_name="Watch your lab"/></vertical_demo>'
                 ),
+            ),
+            (
+                "stacklab: a lab the service does not offer",
+                '<vertical_demo><stacklab lab="no-such-lab" display_name="Missing lab"/></vertical_demo>',
+            ),
+            (
+                "stacklab: a node learners may not open",
+                '<vertical_demo><stacklab lab="pair-lab" node="db" display_name="Bad node"/></vertical_demo>',
+            ),
+            (
+                "stacklab: a unit that does not count (weight 0)",
+                '<vertical_demo><stacklab lab="pair-lab" weight="0" display_name="Practice"/></vertical_demo>',
             ),
         ]

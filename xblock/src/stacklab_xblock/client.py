@@ -13,16 +13,40 @@ from dataclasses import dataclass
 import jwt
 
 TOKEN_LIFETIME_S = 120
-TIMEOUT_S = 30
+TIMEOUT_S = 3
+"""Launch, observe, status and lab list: the learner waits on these, so a hung service must fail fast."""
+CHECK_TIMEOUT_S = 30
+"""Checks run scripts in the learner's machines: they may take longer than a launch."""
 
 
 class ServiceError(Exception):
-    """A call failed. `unreachable` when the service could not be reached at all (vs. an answered error)."""
+    """A call failed. `unreachable` when the service could not be reached or did not answer in time (vs. an
+    answered error); `detail` and `request_id` come from the service's JSON error body, for staff and logs."""
 
-    def __init__(self, message: str, status: int | None = None, unreachable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        unreachable: bool = False,
+        detail: str = "",
+        request_id: str = "",
+        url: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.unreachable = unreachable
+        self.detail = detail
+        self.request_id = request_id
+        self.url = url
+
+
+def _error_body(exc: urllib.error.HTTPError) -> dict:
+    """The service's JSON error body (`detail`, `request_id`), or {} when the body is not JSON."""
+    try:
+        body = json.loads(exc.read())
+    except (ValueError, OSError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -59,7 +83,9 @@ class StacklabClient:
         }
         return jwt.encode(claims, self.config.lms_secret, algorithm="HS256")
 
-    def _call(self, method: str, path: str, body: object | None = None) -> object:
+    def _call(
+        self, method: str, path: str, body: object | None = None, timeout_s: float | None = None
+    ) -> object:
         url = self.config.url.rstrip("/") + path
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "application/json", "Authorization": f"Bearer {self.server_token()}"}
@@ -67,17 +93,22 @@ class StacklabClient:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as response:
                 text = response.read()
         except urllib.error.HTTPError as exc:
-            detail = ""
-            try:
-                detail = str(json.loads(exc.read()).get("detail", ""))
-            except (ValueError, AttributeError, OSError):
-                detail = ""  # not a JSON error body
-            raise ServiceError(f"{method} {path}: HTTP {exc.code} {detail}".strip(), status=exc.code) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise ServiceError(f"the stacklab service is unreachable: {exc}", unreachable=True) from exc
+            error = _error_body(exc)
+            detail, request_id = str(error.get("detail", "")), str(error.get("request_id") or "")
+            raise ServiceError(
+                f"{method} {path}: HTTP {exc.code} {detail}".strip(),
+                status=exc.code,
+                detail=detail,
+                request_id=request_id,
+                url=url,
+            ) from exc
+        except (urllib.error.URLError, OSError) as exc:  # refused, or no answer in time (TimeoutError)
+            raise ServiceError(
+                f"the stacklab service is unreachable: {exc}", unreachable=True, url=url
+            ) from exc
         return json.loads(text) if text else None
 
     def labs(self) -> list[dict]:
@@ -102,7 +133,11 @@ class StacklabClient:
     def run_checks(self, env_id: str) -> dict:
         """Run the lab's checks now (as the LMS, for the learner whose environment this is)."""
         path = f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}/checks"
-        return dict(self._call("POST", path, {}))  # type: ignore[arg-type]
+        return dict(self._call("POST", path, {}, timeout_s=CHECK_TIMEOUT_S))  # type: ignore[arg-type]
+
+    def status(self, env_id: str) -> dict:
+        """The environment's status (progress, ready, message), as the LMS sees it."""
+        return dict(self._call("GET", f"/api/v1/environments/{urllib.parse.quote(env_id, safe='')}"))  # type: ignore[arg-type]
 
     def latest_checks(self, env_id: str) -> dict:
         """The latest results and the counted score (best or latest, as the lab says), without running checks."""

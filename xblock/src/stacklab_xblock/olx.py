@@ -144,8 +144,13 @@ def export_olx(values: dict[str, object], url_name: str | None = None) -> str:
     return ET.tostring(to_element(values, url_name), encoding="unicode")
 
 
-def validate(values: dict[str, object], known_labs: list[str] | None = None) -> list[Problem]:
-    """Problems with complete settings (defaults filled in) for Studio; `known_labs` when the service told us."""
+def validate(
+    values: dict[str, object],
+    known_labs: list[str] | None = None,
+    lab_nodes: dict[str, list[str]] | None = None,
+) -> list[Problem]:
+    """Problems with complete settings (defaults filled in) for Studio; `known_labs` and `lab_nodes` (each
+    lab's nodes) when the service told us."""
     merged = {**DEFAULTS, **values}
     problems: list[Problem] = []
     lab = str(merged["lab"] or "").strip()
@@ -170,6 +175,9 @@ def validate(values: dict[str, object], known_labs: list[str] | None = None) -> 
     node = str(merged["node"] or "")
     if node and not NODE_NAME.fullmatch(node):
         problems.append(Problem("error", "node", f"{node!r} is not a node name"))
+    elif node and lab_nodes is not None and lab in lab_nodes and node not in lab_nodes[lab]:
+        offered = ", ".join(lab_nodes[lab]) or "none"
+        problems.append(Problem("error", "node", f"lab {lab!r} has no node {node!r} (it has: {offered})"))
     if not str(merged["check_label"] or "").strip() and not merged["background"]:
         problems.append(Problem("warning", "check_label", "is empty: the check button will have no label"))
     return problems

@@ -1,8 +1,13 @@
-/* The stacklab unit in the LMS: "Check my work" and the staff panel, both through the block's JSON handlers.
-   Loaded by URL from the XBlock's package (block.py); the runtime calls StacklabXBlock(runtime, element). */
+/* The stacklab unit in the LMS: opens the lab after the page rendered (the `open` handler), "Check my work"
+   and the staff panel, all through the block's JSON handlers. Loaded by URL from the XBlock's package
+   (block.py); the runtime calls StacklabXBlock(runtime, element). */
 function StacklabXBlock(runtime, element) {
   "use strict";
   var root = element.jquery ? element[0] : element;
+  var HANDLER_TIMEOUT_MS = 15000; /* the handlers' own service calls time out sooner (client.py) */
+  var POLL_MS = 3000;
+  var NO_ANSWER = "The lab service is not answering right now. Try again in a minute; " +
+    "if this persists, tell your course staff.";
 
   /* Django's CSRF token (the LMS and the workbench both set the csrftoken cookie). */
   function csrf() {
@@ -10,15 +15,83 @@ function StacklabXBlock(runtime, element) {
     return m ? decodeURIComponent(m[1]) : "";
   }
 
+  /* A handler's JSON answer; a failed or hung call answers {error} in words, never a status. */
   function call(handler, body) {
+    var abort = new AbortController();
+    var timer = setTimeout(function () { abort.abort(); }, HANDLER_TIMEOUT_MS);
     return fetch(runtime.handlerUrl(element, handler), {
-      method: "POST", credentials: "same-origin",
+      method: "POST", credentials: "same-origin", signal: abort.signal,
       headers: {"Content-Type": "application/json", "X-CSRFToken": csrf()},
       body: JSON.stringify(body || {})
-    }).then(function (r) { return r.json(); });
+    }).then(function (r) { return r.json(); })
+      .catch(function () { return {error: NO_ANSWER}; })
+      .finally(function () { clearTimeout(timer); });
   }
 
   function text(el, value) { if (el) el.textContent = value; }
+  function make(tag, cls, value) {
+    var el = document.createElement(tag);
+    if (cls) el.className = cls;
+    if (value !== undefined) el.textContent = value;
+    return el;
+  }
+
+  /* An error in words, staff's detail under it, and a way to try again. */
+  function showError(box, res, retry) {
+    box.innerHTML = "";
+    box.appendChild(make("p", "stacklab-error", res.error || res.starting)).setAttribute("role", "alert");
+    if (res.staff_detail) box.appendChild(make("p", "stacklab-staff-detail", res.staff_detail));
+    if (retry) {
+      var again = box.appendChild(make("button", "stacklab-retry", "Try again"));
+      again.type = "button";
+      again.addEventListener("click", retry);
+    }
+  }
+
+  function frame(box, url, title) {
+    box.innerHTML = "";
+    var f = make("iframe", "stacklab-frame");
+    f.title = title; f.src = url; f.referrerPolicy = "no-referrer";
+    f.setAttribute("allow", "clipboard-read; clipboard-write");
+    box.appendChild(f);
+  }
+
+  var lab = root.querySelector(".stacklab-lab");
+  var polling = null;
+
+  /* Background units: follow the lab's progress while the unit is visible, and at once when shown again. */
+  function pollStatus() {
+    if (document.hidden) return;
+    call("status").then(function (res) {
+      if (res.error) { showError(lab, res, openLab); stopPolling(); return; }
+      text(lab.querySelector(".stacklab-progress"), res.progress);
+      if (res.ready || res.progress === "failed") stopPolling();
+    });
+  }
+  function stopPolling() { if (polling) clearInterval(polling); polling = null; }
+
+  function showBackground(res) {
+    lab.innerHTML = "";
+    var p = lab.appendChild(make("p", "stacklab-background"));
+    p.setAttribute("role", "status");
+    p.append("Your lab is being prepared in the background (", make("span", "stacklab-progress", res.progress),
+      "); use the check button when you are done.");
+    if (!res.ready) { stopPolling(); polling = setInterval(pollStatus, POLL_MS); }
+  }
+
+  function openLab() {
+    if (!lab) return;
+    lab.innerHTML = "";
+    lab.appendChild(make("p", "stacklab-progress-line", "Opening your lab…")).setAttribute("role", "status");
+    call("open").then(function (res) {
+      if (res.lab_url) frame(lab, res.lab_url, lab.dataset.title || "Lab");
+      else if (res.background) showBackground(res);
+      else if (res.not_opened) { lab.innerHTML = ""; lab.appendChild(make("p", "stacklab-not-opened", res.not_opened)); }
+      else showError(lab, res, openLab);
+    });
+  }
+  document.addEventListener("visibilitychange", function () { if (polling && !document.hidden) pollStatus(); });
+  openLab();
 
   function showResults(res) {
     text(root.querySelector(".stacklab-score"), res.score_text);
@@ -26,39 +99,57 @@ function StacklabXBlock(runtime, element) {
     var list = root.querySelector(".stacklab-results");
     list.innerHTML = "";
     res.results.forEach(function (r) {
-      var li = document.createElement("li");
-      li.className = r.passed ? "stacklab-pass" : "stacklab-fail";
-      li.textContent = (r.passed ? "\u2713 " : "\u2717 ") + r.name + (r.passed || !r.hint ? "" : " \u2014 " + r.hint);
-      list.appendChild(li);
+      list.appendChild(make("li", r.passed ? "stacklab-pass" : "stacklab-fail",
+        (r.passed ? "\u2713 " : "\u2717 ") + r.name + (r.passed || !r.hint ? "" : " \u2014 " + r.hint)));
     });
   }
 
   var button = root.querySelector(".stacklab-check");
   if (button) button.addEventListener("click", function () {
+    var status = root.querySelector(".stacklab-status");
     button.disabled = true;
-    text(root.querySelector(".stacklab-status"), "Checking your work...");
+    text(status, "Checking your work…");
     call("check").then(function (res) {
       button.disabled = false;
-      if (res.error) { text(root.querySelector(".stacklab-status"), res.error); return; }
+      if (res.error || res.starting) {
+        text(status, (res.error || res.starting) + (res.staff_detail ? " " + res.staff_detail : ""));
+        return;
+      }
       showResults(res);
-    }).catch(function (e) {
-      button.disabled = false;
-      text(root.querySelector(".stacklab-status"), "The check could not run: " + e);
     });
   });
 
+  function watch(learner) {
+    var out = root.querySelector(".stacklab-staff-watch");
+    text(out, "Opening " + learner.username + "'s lab (read-only)…");
+    call("staff_observe", {learner: learner.learner}).then(function (res) {
+      if (res.lab_url) frame(out, res.lab_url, learner.username + "'s lab (read-only)");
+      else if (res.not_opened) text(out, res.not_opened);
+      else showError(out, res, null);
+    });
+  }
+
+  function staffRow(e) {
+    var tr = make("tr");
+    tr.dataset.environment = e.id;
+    [e.username, e.progress + (e.message ? " \u2014 " + e.message : ""), e.score].forEach(function (v) {
+      tr.appendChild(make("td", "", v));
+    });
+    var b = make("button", "stacklab-watch", "Watch " + e.username + "'s lab");
+    b.type = "button";
+    b.addEventListener("click", function () { watch(e); });
+    tr.appendChild(make("td")).appendChild(b);
+    return tr;
+  }
+
   function showEnvironments(res) {
     var out = root.querySelector(".stacklab-staff-list");
+    var status = root.querySelector(".stacklab-staff-status");
     out.innerHTML = "";
-    if (res.error) { out.textContent = res.error; return; }
-    res.environments.forEach(function (e) {
-      var li = document.createElement("li");
-      li.dataset.environment = e.id;
-      li.textContent = e.learner + " \u2014 " + e.lab + ": " + e.observed + " (" + e.progress + ")" +
-        (e.message ? " \u2014 " + e.message : "");
-      out.appendChild(li);
-    });
-    if (!res.environments.length) out.textContent = "No environments in this course yet.";
+    text(status, "");
+    if (res.error) { text(status, res.error + (res.staff_detail ? " " + res.staff_detail : "")); return; }
+    res.environments.forEach(function (e) { out.appendChild(staffRow(e)); });
+    if (!res.environments.length) text(status, "No learner has opened this lab yet.");
   }
 
   var staff = root.querySelector(".stacklab-staff-load");
