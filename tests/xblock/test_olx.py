@@ -116,3 +116,12 @@ def test_validate_against_the_labs_the_service_offers() -> None:
 )
 def test_the_grade_never_goes_down_unless_latest(previous, new, policy, published) -> None:  # type: ignore[no-untyped-def]
     assert olx.grade_to_publish(previous, new, policy) == published
+
+
+def test_validate_refuses_a_node_the_chosen_lab_does_not_have() -> None:
+    nodes = {"pair-lab": ["main", "side"]}
+    problems = olx.validate({"lab": "pair-lab", "node": "db"}, ["pair-lab"], nodes)
+    assert [(p.level, p.field, p.message) for p in problems] == [
+        ("error", "node", "lab 'pair-lab' has no node 'db' (it has: main, side)")
+    ]
+    assert olx.validate({"lab": "pair-lab", "node": "side"}, ["pair-lab"], nodes) == []

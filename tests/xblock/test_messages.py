@@ -1,0 +1,48 @@
+"""What learners and staff read when the service refuses or fails (messages.py), without a runtime."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from stacklab_xblock.client import ServiceError
+from stacklab_xblock.messages import describe
+
+HTTP_STATUS = re.compile(r"HTTP|\b[45]\d\d\b")
+
+
+@pytest.mark.parametrize(
+    ("status", "checking", "sentence"),
+    [
+        (404, False, "This lab is not available right now; tell your course staff."),
+        (404, True, "Your lab could not be found"),
+        (422, False, "learners may not use"),
+        (401, False, "could not sign you in"),
+        (403, False, "may not use the lab service"),
+        (500, True, "had a problem"),
+        (None, False, "not answering"),
+    ],
+)
+def test_learners_get_a_sentence_with_a_next_step_and_no_status(
+    status: int | None, checking: bool, sentence: str
+) -> None:
+    exc = ServiceError(
+        f"POST /api/v1/launch: HTTP {status} raw detail",
+        status=status,
+        unreachable=status is None,
+        detail="raw detail",
+        request_id="abc123",
+        url="http://svc/api/v1/launch",
+    )
+    words = describe(exc, staff=False, checking=checking).as_json()
+    assert sentence in words["error"] and not HTTP_STATUS.search(words["error"])
+    assert "gone" not in words["error"] and "staff_detail" not in words
+
+
+def test_a_lab_still_starting_is_progress_not_an_error_and_staff_see_the_request_id() -> None:
+    exc = ServiceError(
+        "x", status=409, detail="environment e1 is creating", request_id="r-9", url="http://s/c"
+    )
+    words = describe(exc, staff=True, checking=True).as_json()
+    assert "error" not in words and words["starting"].startswith("Your lab is still starting")
+    assert "http://s/c: HTTP 409 environment e1 is creating (request id r-9)" in words["staff_detail"]
