@@ -222,6 +222,14 @@ def wait_score(unit, text: str) -> None:  # type: ignore[no-untyped-def]
         raise AssertionError(f"score {text!r} not shown; the unit shows: {unit.inner_text()}") from exc
 
 
+def screenshots(page, folder: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    """The page at each width a course page is seen at, kept as test artefacts (pytest's tmp dir)."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+
+
 def call_handler(page, handler: str) -> dict:  # type: ignore[no-untyped-def]
     """POST to one of the block's handlers from the page, as its JavaScript would (status and body)."""
     return page.evaluate(  # type: ignore[no-any-return]
@@ -278,10 +286,7 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
         "{'value': 3.0, 'max_value': 3.0, 'only_if_higher': None}",
     ]
     assert unit.locator(".stacklab-score").inner_text() == "3 / 3"  # the one score: what the LMS got
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 1000})
-        page.screenshot(path=str(tmp_path / f"unit-{width}.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 1000})
+    screenshots(page, tmp_path, "unit")
     page.reload()
     page.locator(".stacklab-block .stacklab-score", has_text="3 / 3").wait_for()
     # A worse check never lowers the score (the lab's policy is "best").
@@ -392,7 +397,9 @@ def test_staff_masquerading_see_the_learners_lab_read_only(
     assert not [e for e in env_list(stacklab) if e["learner"] == "anon-bob"]
 
 
-def test_staff_panel_shows_learners_and_watches_their_lab_read_only(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
+    workbench: Workbench, page, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(1, "staff"))
     unit = page.locator(".stacklab-block")
     unit.locator(".stacklab-staff summary").click()
@@ -407,6 +414,7 @@ def test_staff_panel_shows_learners_and_watches_their_lab_read_only(workbench: W
     frame = watched.element_handle().content_frame()
     wait_connected(frame, 120)
     assert frame.locator("#read-only-badge").is_visible()
+    screenshots(page, tmp_path, "staff-panel")
     page.goto(workbench.scenario(1, "alice"))
     page.locator(".stacklab-block .stacklab-background").wait_for()
     assert page.locator(".stacklab-staff").count() == 0
@@ -442,7 +450,9 @@ def learner_sees(page, sentence: str) -> str:  # type: ignore[no-untyped-def]
     return str(page.locator(".stacklab-block").inner_text())
 
 
-def test_misconfigured_units_speak_plainly_and_tell_staff_what_failed(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+def test_misconfigured_units_speak_plainly_and_tell_staff_what_failed(
+    workbench: Workbench, page, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(3, "alice"))
     unit_text = learner_sees(page, "not available right now")
     assert "tell your course staff" in unit_text and "request id" not in unit_text
@@ -456,6 +466,7 @@ def test_misconfigured_units_speak_plainly_and_tell_staff_what_failed(workbench:
     detail = page.locator(".stacklab-block .stacklab-staff-detail")
     detail.wait_for(timeout=15_000)
     assert "unit setting lab" in detail.inner_text() and "request id " in detail.inner_text()
+    screenshots(page, tmp_path, "error-for-staff")
 
 
 def service_pid(stacklab: Stacklab) -> int:
