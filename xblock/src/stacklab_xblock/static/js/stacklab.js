@@ -52,7 +52,7 @@ function StacklabXBlock(runtime, element) {
     box.innerHTML = "";
     var f = make("iframe", "stacklab-frame");
     f.title = title; f.src = url; f.referrerPolicy = "no-referrer";
-    f.setAttribute("allow", "clipboard-read; clipboard-write");
+    f.setAttribute("allow", "clipboard-read; clipboard-write; fullscreen");  // the page has a Full screen button
     box.appendChild(f);
   }
 
