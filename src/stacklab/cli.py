@@ -478,11 +478,15 @@ def _request_command(name: str, desired: Desired | None, help_text: str) -> None
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def command(ctx: click.Context, ref: str, wait: bool, timeout_s: float, as_json: bool) -> None:
+        from stacklab.store.operators import record_action
+
         app = _app(ctx)
         if desired is None:
             record = app.environments.reset(ref)
         else:
             record = app.environments.request(ref, desired, f"{name.capitalize()}Requested")
+        target = f"{record.course} / {record.lab_id} / {record.learner}"  # as the operator page records it
+        record_action(app.repo, _cli_operator(), name, time.time(), record.id, target)
         if wait:
             record = _wait(app, record, timeout_s)
         _emit_env(record, as_json)

@@ -215,6 +215,23 @@ async def test_the_operator_command_adds_lists_and_removes_accounts(tmp_path: Pa
         assert actions == [("operator-remove", "operator dora"), ("operator-add", "operator dora")]
 
 
+async def test_environment_actions_from_the_cli_are_in_the_audit_log(tmp_path: Path, sshd_port: int) -> None:
+    """An operator who suspends or deletes a learner's lab with `stacklab env` is recorded as one who
+    does so on the operator page: who, what, which lab, when."""
+    async with serving(tmp_path, sshd_port) as (http, stack):
+        env_id = (await launch(http, "cli-audited"))["environment"]["id"]
+        await stack.engine.runner.idle()
+        for action in ("suspend", "delete"):
+            done = stacklab(tmp_path / "data", "env", action, env_id)
+            assert done.returncode == 0, done.stderr
+        audit = (
+            await http.get("/api/v1/admin/audit", headers=bearer(await sign_in(http, "", "operator-pass")))
+        ).json()
+        cli = [(e["action"], e["env_id"], e["target"]) for e in audit if e["operator"].startswith("cli")]
+        target = f"{COURSE} / hello-lab / cli-audited"
+        assert cli == [("delete", env_id, target), ("suspend", env_id, target)]
+
+
 async def test_readyz_answers_while_the_database_does(served) -> None:  # type: ignore[no-untyped-def]
     http, _stack = served
     assert (await http.get("/healthz")).json() == {"status": "ok"}
