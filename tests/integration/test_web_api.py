@@ -65,6 +65,14 @@ async def test_lms_launch_gives_a_learner_a_working_lab(client) -> None:  # type
     assert (await http.post(f"/api/v1/environments/{env_id}/checks", headers=bad)).status_code == 401
 
 
+async def test_the_lab_list_says_which_nodes_a_unit_may_open(client) -> None:  # type: ignore[no-untyped-def]
+    """Studio offers a unit's `node` from this list: only nodes learners may open, beside all nodes."""
+    http, _stack = client
+    labs = {lab["id"]: lab for lab in (await http.get("/api/v1/labs", headers=bearer(lms_jwt()))).json()}
+    cluster = labs["cluster-lab"]
+    assert cluster["learner_nodes"] == ["deploy"] and "worker1" in cluster["nodes"]
+
+
 async def test_launch_options_read_only_token_and_first_node(client) -> None:  # type: ignore[no-untyped-def]
     http, stack = client
     body = {"course": "c1", "lab": "hello-lab", "learner": "ro-learner"}

@@ -125,3 +125,10 @@ def test_validate_refuses_a_node_the_chosen_lab_does_not_have() -> None:
         ("error", "node", "lab 'pair-lab' has no node 'db' (it has: main, side)")
     ]
     assert olx.validate({"lab": "pair-lab", "node": "side"}, ["pair-lab"], nodes) == []
+
+
+def test_studio_offers_the_nodes_learners_may_open() -> None:
+    """A lab whose workers only the lab itself reaches offers its learner nodes; an older service without
+    `learner_nodes` offers every node, as before."""
+    assert olx.learner_nodes({"nodes": ["deploy", "worker1"], "learner_nodes": ["deploy"]}) == ["deploy"]
+    assert olx.learner_nodes({"nodes": ["deploy", "worker1"]}) == ["deploy", "worker1"]

@@ -215,6 +215,7 @@ async def list_labs(request: Request, _caller: Server) -> list[schemas.LabInfo]:
             title=lab.title,
             description=lab.description or "",
             nodes=list(lab.all_node_names()),
+            learner_nodes=list(lab.learner_nodes),
             max_score=lab.max_score(),
         )
         for lab in catalog.labs.values()

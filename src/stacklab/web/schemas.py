@@ -144,6 +144,7 @@ class LabInfo(BaseModel):
     title: str
     description: str
     nodes: list[str]
+    learner_nodes: list[str] = Field(description="The nodes a unit may open for learners (`node` options)")
     max_score: float
 
 

@@ -442,7 +442,7 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             return None
         nodes: dict[str, list[str]] = {}
         for lab in labs:
-            for node in lab.get("nodes", []):
+            for node in olx.learner_nodes(lab):
                 nodes.setdefault(node, []).append(lab["id"])
         choices = [{"display_name": "(the lab's first node)", "value": ""}]
         choices += [{"display_name": f"{n} (in {', '.join(ids)})", "value": n} for n, ids in nodes.items()]
@@ -453,7 +453,7 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
     def _problems(self, data: object) -> list[olx.Problem]:
         labs = self._service_labs()
         known = None if labs is None else [lab["id"] for lab in labs]
-        nodes = None if labs is None else {lab["id"]: list(lab.get("nodes", [])) for lab in labs}
+        nodes = None if labs is None else {lab["id"]: olx.learner_nodes(lab) for lab in labs}
         return olx.validate(self._values(data), known, nodes)
 
     def validate_field_data(self, validation: Validation, data: object) -> None:

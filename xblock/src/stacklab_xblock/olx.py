@@ -10,6 +10,7 @@ import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import Any
 
 TAG = "stacklab"
 LAB_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
@@ -142,6 +143,12 @@ def parse_olx(text: str) -> dict[str, object]:
 
 def export_olx(values: dict[str, object], url_name: str | None = None) -> str:
     return ET.tostring(to_element(values, url_name), encoding="unicode")
+
+
+def learner_nodes(lab: dict[str, Any]) -> list[str]:
+    """The nodes a unit may open for learners, from the service's lab list (a service older than
+    `learner_nodes` lists only all nodes)."""
+    return list(lab.get("learner_nodes", lab.get("nodes", [])))
 
 
 def validate(
