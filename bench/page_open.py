@@ -358,7 +358,7 @@ def main() -> None:
         },
         postgres=False,
     )
-    service = Service("stacklab-bench-page-")
+    service = Service("stacklab-bench-page-", {"STACKLAB_DEMO_ENABLED": "true"})  # off unless turned on
     try:
         service.start()
         run(service, args.rounds)
