@@ -269,3 +269,26 @@ async def test_a_restarted_service_sweeps_providers_it_has_not_used_yet(
         assert (await restarted.engine.sweep()).removed == [record.stack_name]
     finally:
         restarted.close()
+
+
+async def test_a_reset_then_a_pause_throws_the_lab_away_and_rests(
+    app: App, tmp_path: Path, providers: dict[str, GatedProvider]
+) -> None:
+    """Reset asked for, then paused again before any pass (found by the soak): the old lab goes, the new
+    one waits paused, and the environment rests instead of being due again and again."""
+    record = app.environments.launch(write_lab(tmp_path), "changeofmind")
+    assert await settle(app, record.id) == Observed.RUNNING
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    assert await settle(app, record.id) == Observed.SUSPENDED
+    app.environments.reset(record.id)
+    app.environments.request(record.id, Desired.SUSPENDED, "test")
+    await app.engine.run_pass()
+    await app.engine.run_pass()
+    current = app.repo.get(record.id)
+    assert (current.desired, current.observed, current.reset_requested) == (
+        Desired.SUSPENDED,
+        Observed.NEW,
+        False,
+    )
+    assert record.stack_name not in providers["a"].stacks
+    assert await app.engine.run_pass() == 0  # nothing due: at rest

@@ -205,10 +205,10 @@ class Controller:
             return await self._suspend(journal, lab)
         if observed == Observed.SUSPENDED and record.progress == Progress.RESUMING:
             return await self._resume(journal, lab)
+        if record.reset_requested:  # before a pause: a fresh lab that waits paused is what was asked for
+            return await self._reset(journal, lab)
         if desired == Desired.SUSPENDED:
             return await self._suspend(journal, lab) if observed == Observed.RUNNING else None
-        if record.reset_requested:
-            return await self._reset(journal, lab)
         if observed in (Observed.NEW, Observed.DELETED):
             return await self._start_create(journal, lab)
         if observed == Observed.FAILED:
