@@ -151,6 +151,10 @@ class Controller:
         )
         if record is None:
             return None
+        return self._journal(record, session)
+
+    def _journal(self, record: EnvironmentRecord, session: Session) -> Journal:
+        """A pass's journal, with the learner-side columns as loaded: the base its saves merge on."""
         journal = Journal(record, self.clock(), session)
         journal.base = snapshot(record)
         return journal
@@ -162,8 +166,7 @@ class Controller:
         record = await self._blocking(partial(session.get, EnvironmentRecord, env_id, populate_existing=True))
         if record is None:
             raise NotFound(f"no environment {env_id!r}") from exc
-        journal = Journal(record, self.clock(), session)
-        journal.base = snapshot(record)
+        journal = self._journal(record, session)
         return await self._finish(journal, self._retry_later(journal, exc))
 
     async def _reconcile_leased(self, journal: Journal) -> Result:

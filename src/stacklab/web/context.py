@@ -31,7 +31,8 @@ class WebContext:
     terminal_closers: list[Callable[[str], Awaitable[None]]] = field(default_factory=list)
 
     async def close_terminals(self, env_id: str) -> None:
-        """Close open terminals of an environment that is being reset or deleted."""
+        """Let go of the terminals of an environment this process just paused, reset or deleted (at once,
+        not at the terminal watch's next look)."""
         for close in self.terminal_closers:
             await close(env_id)
 
