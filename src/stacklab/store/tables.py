@@ -156,3 +156,51 @@ class AuditRecord(Base):
     """No foreign key: the log outlives whatever it names."""
     target: Mapped[str] = mapped_column(String(600), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class MemberRecord(Base):
+    """One process of a deployment (a web process, a worker, a scheduler), alive while it heartbeats.
+
+    Web processes publish the address their peers reach them at (terminal relays); workers of local
+    hosts publish their host, queue, capacity and load (placement)."""
+
+    __tablename__ = "members"
+    __table_args__ = (Index("ix_members_role_heartbeat", "role", "heartbeat_at"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    queue: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    load: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double)
+
+
+class LeaseRecord(Base):
+    """A named lease (e.g. "scheduler"): held by one owner until it expires or is renewed. A row, not a
+    database lock, so that it works the same on SQLite, PostgreSQL and Galera (which does not replicate
+    GET_LOCK)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[float] = mapped_column(Double)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TerminalSessionRecord(Base):
+    """Which web process holds a terminal session's shell, so that a websocket that reconnects to
+    another process (through a load balancer) is relayed to it."""
+
+    __tablename__ = "terminal_sessions"
+    __table_args__ = (Index("ix_terminal_sessions_env_node", "env_id", "node"),)
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    env_id: Mapped[str] = mapped_column(String(16))
+    node: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    member_id: Mapped[str] = mapped_column(String(200), index=True)
+    updated_at: Mapped[float] = mapped_column(Double)
