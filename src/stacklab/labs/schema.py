@@ -29,6 +29,9 @@ from pydantic import (
 )
 
 from stacklab.labs.durations import parse_duration
+from stacklab.labs.node_access import NodeAccess, access_problems
+from stacklab.labs.scripts import Script
+from stacklab.names import LoginUser, NodeName, Slug
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 PROVIDER_TYPES = ("local", "openstack")
@@ -88,26 +91,6 @@ def type_word(value: object) -> str:
     return type(value).__name__
 
 
-Slug = Annotated[
-    StrictStr,
-    AfterValidator(
-        _pattern(
-            r"[a-z0-9][a-z0-9-]{0,39}",
-            "a slug (lowercase letters, digits and '-', starting with a letter or digit, "
-            "at most 40 characters)",
-        )
-    ),
-]
-NodeName = Annotated[
-    StrictStr,
-    AfterValidator(
-        _pattern(
-            r"[a-z][a-z0-9-]{0,19}",
-            "a hostname-safe node name (lowercase letters, digits and '-', starting with a letter, "
-            "at most 20 characters)",
-        )
-    ),
-]
 PackageName = Annotated[
     StrictStr, AfterValidator(_pattern(r"[a-z0-9][a-z0-9+.-]+", "a Debian package name such as 'git'"))
 ]
@@ -129,6 +112,8 @@ class LocalNode(_Model):
     packages: tuple[PackageName, ...] = ()
     setup: StrictStr | None = None
     """First-boot shell script, run as root."""
+    desktop: bool = Field(False, strict=True)
+    """Run the local desktop recipe (TigerVNC, openbox, xterm; see `stacklab.labs.node_access`)."""
 
 
 class LocalSection(_Model):
@@ -163,17 +148,19 @@ class Check(_Model):
 
     name: Text
     node: StrictStr
-    script: Text
+    script: Script
     weight: StrictFloat = Field(1.0, ge=0)
     hint: StrictStr = ""
     timeout_s: Duration = Field(30.0, alias="timeout")
+    solve: Script | None = None
+    """What a learner would do to pass, run by `stacklab lab test` (never shown to learners)."""
 
 
 class Hook(_Model):
     """A script run over SSH on `node` at one point of the environment's life."""
 
     node: StrictStr
-    script: Text
+    script: Script
     timeout_s: Duration = Field(60.0, alias="timeout")
 
 
@@ -203,7 +190,7 @@ class Lab(_Model):
     id: Slug
     title: Text
     description: StrictStr = ""
-    login_user: StrictStr
+    login_user: LoginUser
     learner_nodes: tuple[NodeName, ...] = ()
     score: Literal["best", "latest"] = "best"
     providers: tuple[ProviderEntry, ...] = DEFAULT_PROVIDERS
@@ -212,6 +199,8 @@ class Lab(_Model):
     checks: tuple[Check, ...] = ()
     hooks: Hooks = Hooks()
     timeouts: Timeouts = Timeouts()
+    access: dict[NodeName, NodeAccess] = Field(default_factory=dict)
+    """How each node may be opened (terminal, desktop); nodes left out offer a terminal only."""
 
     _lab_dir: str | None = PrivateAttr(None)
 
@@ -233,17 +222,6 @@ class Lab(_Model):
             supported = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
             raise ValueError(f"unsupported schema version {value} (this stacklab reads schema {supported})")
         return value
-
-    @field_validator("login_user")
-    @classmethod
-    def _login_user(cls, value: str) -> str:
-        if value == "root":
-            raise ValueError("must not be root: the learner logs in as an ordinary user (with sudo)")
-        return _pattern(
-            r"[a-z_][a-z0-9_-]{0,31}",
-            "a Linux user name (lowercase letters, digits, '_' and '-', starting with a letter or '_', "
-            "at most 32 characters)",
-        )(value)
 
     @model_validator(mode="after")
     def _resolve_and_cross_check(self, info: ValidationInfo) -> Lab:
@@ -466,6 +444,7 @@ def cross_field_problems(data: Mapping[str, Any], lab_dir: str | None = None) ->
         for moment, hook in hooks.items():
             if isinstance(hook, Mapping):
                 check_node(("hooks", moment, "node"), hook.get("node"))
+    access_problems(data, check_node, add)
     return problems
 
 
