@@ -20,6 +20,7 @@ from stacklab.store.operators import audit_entries, record_action
 from stacklab.store.repository import EnvKey
 from stacklab.store.revocations import revoke_learner
 from stacklab.store.tables import EnvironmentRecord
+from stacklab.store.usage import running_seconds
 from stacklab.types import Desired, Observed
 from stacklab.web import schemas
 from stacklab.web.context import WebContext, authorize, bearer, context
@@ -265,12 +266,19 @@ def _wake_for_viewing(ctx: WebContext, record: EnvironmentRecord, reason: str) -
 @router.get("/courses/{course}/environments", tags=["lms"])
 async def course_environments(
     request: Request, course: Annotated[str, Path(max_length=200)], _caller: Server
-) -> list[schemas.EnvironmentStatus]:
-    """Every environment of a course (for staff panels)."""
+) -> list[schemas.CourseEnvironment]:
+    """Every environment of a course with the time it has run (for staff panels)."""
     _caller.require_course(course)
     ctx = context(request)
     envs = ctx.stack.environments
-    return [schemas.status_of(r, envs.lab_of(r)) for r in ctx.stack.repo.list(course=course)]
+    records = ctx.stack.repo.list(course=course)
+    used = running_seconds(ctx.stack.repo, [r.id for r in records], until=ctx.stack.controller.clock())
+    return [
+        schemas.CourseEnvironment(
+            **schemas.status_of(r, envs.lab_of(r)).model_dump(), running_s=round(used.get(r.id, 0.0), 1)
+        )
+        for r in records
+    ]
 
 
 @router.post("/environments/{env_id}/suspend", tags=["lms"])

@@ -89,6 +89,12 @@ class EnvironmentStatus(BaseModel):
     message: str = Field(description="A learner-friendly sentence when something is wrong")
 
 
+class CourseEnvironment(EnvironmentStatus):
+    """A course's environment as staff panels list it."""
+
+    running_s: float = Field(description="Seconds the lab has been running so far, from its recorded history")
+
+
 class LaunchResponse(BaseModel):
     environment: EnvironmentStatus
     token: str

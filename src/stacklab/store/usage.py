@@ -1,0 +1,68 @@
+"""How long environments have run, from their recorded transitions (the staff panel's "time used"; usage
+limits and cost reports read the same figure).
+
+A running interval starts at an observed transition into `running` and ends at the next observed transition
+out of it; an interval still open counts up to `until`. Only the rows that enter or leave `running` are read,
+through the transitions' env_id index, and the database sums them (a window function): nothing is held in
+process memory, so the answer is the same after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+
+from stacklab.store.repository import Repository
+from stacklab.store.tables import TransitionRecord
+from stacklab.types import Observed
+
+IDS_PER_QUERY = 500
+"""Ids bound in one IN list (far below every database's limit on bound parameters)."""
+
+
+def _later(a: ColumnElement[float], b: float) -> ColumnElement[float]:
+    return case((a < b, b), else_=a)
+
+
+def _earlier(a: ColumnElement[float], b: float) -> ColumnElement[float]:
+    return case((a > b, b), else_=a)
+
+
+def running_seconds(
+    repo: Repository, env_ids: Iterable[str], until: float, since: float | None = None
+) -> dict[str, float]:
+    """Seconds each environment was observed running between `since` (default: ever) and `until` (now,
+    usually); environments that never ran are absent. One query per IDS_PER_QUERY ids."""
+    ids = list(dict.fromkeys(env_ids))
+    used: dict[str, float] = {}
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        used.update(_running_seconds(repo, ids[start : start + IDS_PER_QUERY], until, since))
+    return used
+
+
+def _running_seconds(repo: Repository, ids: list[str], until: float, since: float | None) -> dict[str, float]:
+    t = TransitionRecord
+    edges = (
+        select(
+            t.env_id,
+            t.at,
+            t.to_state,
+            func.lead(t.at).over(partition_by=t.env_id, order_by=(t.at, t.id)).label("left_at"),
+        )
+        .where(
+            t.env_id.in_(ids),
+            t.kind == "observed",
+            or_(t.to_state == Observed.RUNNING, t.from_state == Observed.RUNNING),
+        )
+        .subquery()
+    )
+    begin = edges.c.at if since is None else _later(edges.c.at, since)
+    end = _earlier(func.coalesce(edges.c.left_at, until), until)
+    query = (
+        select(edges.c.env_id, func.sum(end - begin))
+        .where(and_(edges.c.to_state == Observed.RUNNING, end > begin))
+        .group_by(edges.c.env_id)
+    )
+    with repo.read() as session:
+        return {env_id: float(seconds or 0.0) for env_id, seconds in session.execute(query)}
