@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -120,3 +121,10 @@ class Provider(abc.ABC):
     async def check(self) -> list[tuple[str, bool, str]]:
         """Verify that the provider can work: a list of (what, ok, detail)."""
         return [("provider", True, "no checks defined")]
+
+    async def check_lab(
+        self, request: StackRequest, names: Mapping[str, Sequence[str]]
+    ) -> list[tuple[str, bool, str]]:
+        """Verify that this lab could be created here (`names`: what it needs by name, kind -> names, such as
+        flavors and images); a list of (what, ok, detail). Providers with nothing to ask answer []."""
+        return []

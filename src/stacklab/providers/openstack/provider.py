@@ -18,17 +18,24 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import openstack
+from keystoneauth1 import exceptions as ksa_exceptions
 from openstack import exceptions as sdk
 from openstack import warnings as sdk_warnings
 
-from stacklab.errors import TerminalProviderError, TransientProviderError
+from stacklab.errors import ProviderError, TerminalProviderError, TransientProviderError
 from stacklab.providers.base import Handle, NodeAddress, Provider, StackRequest, StackState, StackStatus
+from stacklab.providers.openstack.contract import (
+    SECRET_OUTPUTS,
+    address_outputs,
+    port_output,
+    supplied_parameters,
+)
 from stacklab.providers.openstack.errors import translate
 
 log = logging.getLogger(__name__)
@@ -36,9 +43,14 @@ T = TypeVar("T")
 
 TAG = "stacklab"
 """Every stack this provider creates carries this tag; `list()` returns only those."""
-PUBLIC_KEY_PARAMETERS = ("public_key", "ssh_public_key")
-SECRET_OUTPUTS = ("private_key", "password")
 TEMPLATE_VERSION = "2018-08-31"
+LOOKUPS = {
+    "flavor": ("compute", "find_flavor"),
+    "image": ("image", "find_image"),
+    "network": ("network", "find_network"),
+    "key pair": ("compute", "find_keypair"),
+}
+"""What `check_lab` can look up: kind -> (openstacksdk service, proxy method)."""
 
 STATES = {
     "CREATE_IN_PROGRESS": StackState.CREATING,
@@ -144,15 +156,7 @@ class OpenStackProvider(Provider):
         if existing is not None and existing.status != "DELETE_COMPLETE":
             return {"name": request.name, "id": existing.id, "nodes": nodes}
         attrs = self._template(request)
-        declared = attrs["template"].get("parameters") or {}
-        parameters: dict[str, Any] = dict(request.config.get("parameters") or {})
-        if "run" in declared:
-            parameters["run"] = request.name
-        if "login_user" in declared:
-            parameters["login_user"] = request.login_user
-        for key in PUBLIC_KEY_PARAMETERS:
-            if key in declared:
-                parameters[key] = request.public_key
+        parameters = self._parameters(request, attrs["template"])
         heat = self.connection().orchestration
         try:
             stack = heat.create_stack(name=request.name, parameters=parameters, tags=TAG, **attrs)
@@ -162,6 +166,21 @@ class OpenStackProvider(Provider):
                 raise
         log.info("stack created", extra={"stack": request.name, "cloud": self.cloud})
         return {"name": request.name, "id": stack.id, "nodes": nodes}
+
+    @staticmethod
+    def _parameters(request: StackRequest, template: dict[str, Any]) -> dict[str, Any]:
+        """The lab's parameters and those stacklab supplies (contract.SUPPLIED_PARAMETERS)."""
+        parameters: dict[str, Any] = dict(request.config.get("parameters") or {})
+        declared = template.get("parameters") or {}
+        parameters.update(
+            supplied_parameters(
+                declared,
+                stack_name=request.name,
+                login_user=request.login_user,
+                public_key=request.public_key,
+            )
+        )
+        return parameters
 
     def _template(self, request: StackRequest) -> dict[str, Any]:
         """Template and `files` (get_file targets, nested templates), resolved relative to the lab file."""
@@ -200,9 +219,9 @@ class OpenStackProvider(Provider):
         names = list(handle.get("nodes") or ["main"])
         nodes, missing = [], []
         for i, node in enumerate(names):
-            keys = ("public_ip",) if i == 0 else (f"{node}_public_ip", f"{node}_ip")
+            keys = address_outputs(i, node)
             host = next((_scalar(outputs[k]) for k in keys if outputs.get(k)), None)
-            port_key = "ssh_port" if i == 0 else f"{node}_ssh_port"
+            port_key = port_output(i, node)
             if host is None:
                 missing.append(f"{keys[0]} ({errors[keys[0]]})" if keys[0] in errors else keys[0])
                 continue
@@ -334,3 +353,54 @@ class OpenStackProvider(Provider):
                 if what == "credentials":
                     break
         return results
+
+    async def check_lab(
+        self, request: StackRequest, names: Mapping[str, Sequence[str]]
+    ) -> list[tuple[str, bool, str]]:
+        """Heat's validation of the lab's real template (with its files and parameters), then whether the
+        cloud has each of `names` (kind -> names: flavor, image, network, key pair)."""
+        results: list[tuple[str, bool, str]] = []
+        try:
+            results.append(
+                (
+                    "template",
+                    True,
+                    await self._run("validating the template", partial(self._validate, request)),
+                )
+            )
+        except ProviderError as exc:
+            results.append(("template", False, str(exc)))
+        for kind, wanted in names.items():
+            for name in wanted:
+                ok, detail = await self._run(
+                    f"finding {kind} {name}", partial(self._lookup, kind, name), read=True
+                )
+                results.append((f"{kind} {name}", ok, detail))
+        return results
+
+    def _validate(self, request: StackRequest) -> str:
+        """POST /validate with `files` and the parameters (the SDK's validate_template sends no files)."""
+        attrs = self._template(request)
+        parameters = self._parameters(request, attrs["template"])
+        body = {
+            "template": attrs["template"],
+            "files": attrs["files"],
+            "environment": {"parameters": parameters},
+        }
+        response = self.connection().orchestration.post("/validate", json=body)
+        sdk.raise_from_response(response)
+        declared = response.json().get("Parameters") or {}
+        return f"Heat accepts it ({len(declared)} parameters, {len(attrs['files'])} files)"
+
+    def _lookup(self, kind: str, name: str) -> tuple[bool, str]:
+        service, method = LOOKUPS[kind]
+        conn = self.connection()
+        try:
+            found = getattr(getattr(conn, service), method)(name, ignore_missing=True)
+        except (sdk.EndpointNotFound, ksa_exceptions.EndpointNotFound, ksa_exceptions.EmptyCatalog):
+            return False, f"the cloud has no {service} service, so it has no {kind} {name!r}"
+        except sdk.SDKException as exc:
+            return False, str(translate(exc, self.cloud, f"finding {kind} {name}"))
+        if found is None:
+            return False, f"the cloud has no {kind} {name!r} (visible to this project)"
+        return True, f"found ({getattr(found, 'id', None) or name})"
