@@ -507,7 +507,8 @@ class Controller:
         config: dict[str, object] = {}
         if entry.type == "local" and lab.local:
             nodes = tuple(
-                NodeSpec(n.name, n.memory_mb, n.pids_max, tuple(n.packages), n.setup) for n in lab.local.nodes
+                NodeSpec(n.name, n.memory_mb, n.pids_max, tuple(n.packages), n.setup, n.desktop)
+                for n in lab.local.nodes
             )
         elif lab.openstack:
             config = lab.openstack.model_dump()

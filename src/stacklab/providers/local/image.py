@@ -125,8 +125,8 @@ def _overlay_lowers(mounts: str) -> dict[Path, list[str]]:
             continue
         for option in fields[3].split(","):
             if option.startswith("lowerdir="):
-                lower = Path(option.removeprefix("lowerdir=").split(":")[0])
-                lowers.setdefault(lower.parent, []).append(fields[1])
+                for lower in option.removeprefix("lowerdir=").split(":"):  # a desktop layer, then the base
+                    lowers.setdefault(Path(lower).parent, []).append(fields[1])
     return lowers
 
 

@@ -85,7 +85,7 @@ def is_mounted(path: Path) -> bool:
     return str(path) in mounts_under(path)
 
 
-async def mount_overlay(lower: Path, node_dir: Path) -> None:
+async def mount_overlay(lower: Path | str, node_dir: Path) -> None:
     rootfs = node_dir / "rootfs"
     if is_mounted(rootfs):
         return

@@ -38,6 +38,7 @@ from stacklab.providers.base import (
 
 from . import lxc
 from .creating import Creator, creator, mark, unmark
+from .desktop import ensure_desktop_layer, lower_dirs
 from .host import prepare_host
 from .image import ensure_base_image, file_lock, image_path, image_ready
 from .network import (
@@ -154,6 +155,11 @@ class LocalProvider(Provider):
             await prepare_host()
             self._host_ready = True
         image = await ensure_base_image(self.image_dir)
+        desktop = (
+            await ensure_desktop_layer(self.image_dir, image)
+            if any(n.desktop for n in request.nodes)
+            else None
+        )
 
         async with self._lock(stack):
             d = self.stack_dir(stack)
@@ -184,6 +190,9 @@ class LocalProvider(Provider):
                     "image": lower,
                     "nodes": nodes,
                     "login_user": request.login_user,
+                    # Nodes with the desktop recipe: their root has the desktop layer under it.
+                    "layers": rec.get("layers")
+                    or {n.name: str(desktop) for n in request.nodes if n.desktop and desktop},
                     # Nodes whose first boot goes on after sshd answers (packages, setup script).
                     "setup_nodes": sorted(n.name for n in request.nodes if n.packages or n.setup),
                     "created": rec.get("created") or time.time(),
@@ -227,7 +236,7 @@ class LocalProvider(Provider):
         # The merged root takes the upper dir's owner: the container's root.
         os.chown(upper, SHIFT, SHIFT)
         os.chmod(upper, 0o755)
-        await lxc.mount_overlay(Path(rec["image"]) / "rootfs", nd)
+        await lxc.mount_overlay(self._lower(rec, spec.name), nd)
         if not (nd / ".provisioned").exists():
             self._write_node_files(rootfs, spec, rec, request)
             (nd / ".provisioned").touch()
@@ -415,8 +424,14 @@ class LocalProvider(Provider):
         nd = self.stack_dir(stack) / node
         if not (nd / "config").exists():
             raise TerminalProviderError(f"node {node} of {stack} has no config: create it again")
-        await lxc.mount_overlay(Path(rec["image"]) / "rootfs", nd)
+        await lxc.mount_overlay(self._lower(rec, node), nd)
         await lxc.start(self.root, self.container(stack, node))
+
+    @staticmethod
+    def _lower(rec: dict[str, Any], node: str) -> str:
+        """The node's overlay lower dirs: the base image, under the desktop layer if it has one."""
+        layer = (rec.get("layers") or {}).get(node)
+        return lower_dirs(Path(layer) if layer else None, Path(rec["image"]))
 
     # ----------------------------------------------------------------------------------------------------
     # delete

@@ -1,0 +1,140 @@
+"""The desktop recipe: an image layer with a light desktop, stacked over the base image for nodes that ask.
+
+Labs that ask for it (`local.nodes[].desktop: true`) get TigerVNC's Xvnc, openbox and xterm, from Debian
+packages, and a unit that runs them as the login user (`desktop_files/`). The packages are installed once
+per host into a layer of their own, cached next to the base image (`desktop-<base>-<recipe>/rootfs`), so
+that neither the base image (and every CI run) pays for them nor a graphical lab waits for apt at launch:
+a desktop node's root is an overlay of its own upper dir over the layer over the base image.
+
+The layer is built in a chroot over an overlay of the base image; what apt writes there is then shifted
+to the containers' uid range, as the base image is. Built under a file lock, in a temporary dir renamed
+into place at the end: concurrent launches wait for one build, a killed build leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from stacklab.errors import TransientProviderError
+
+from .image import UID_SHIFT, Progress, _remove_tree, _umount_under, file_lock, shift_owners
+from .lxc import run, run_ok
+
+PACKAGES = ("tigervnc-standalone-server", "openbox", "xterm", "x11-utils", "x11-xserver-utils")
+RECIPE_REVISION = 1  # bump when the steps below change meaning
+FILES_DIR = Path(__file__).with_name("desktop_files")
+UNIT = "stacklab-desktop.service"
+STAMP_FILE = "stacklab-layer.json"
+APT_TIMEOUT_S = 900
+
+
+def layer_path(image_dir: Path, base: Path) -> Path:
+    """Where the desktop layer for `base` lives: a new base or a changed recipe gives a new dir."""
+    h = hashlib.sha256(repr((RECIPE_REVISION, PACKAGES, UID_SHIFT)).encode())
+    for f in sorted(FILES_DIR.iterdir()):
+        h.update(f.name.encode() + f.read_bytes())
+    return image_dir / f"desktop-{base.name}-{h.hexdigest()[:12]}"
+
+
+def lower_dirs(layer: Path | None, base: Path) -> str:
+    """The overlay `lowerdir` of a node: the layer (when it has a desktop) over the base image."""
+    return f"{layer / 'rootfs'}:{base / 'rootfs'}" if layer else str(base / "rootfs")
+
+
+async def ensure_desktop_layer(image_dir: Path, base: Path, progress: Progress | None = None) -> Path:
+    """The desktop layer over `base`, built on first use (once, even with concurrent callers)."""
+    final = layer_path(image_dir, base)
+    if (final / STAMP_FILE).is_file():
+        return final
+    say = progress or (lambda _msg: None)
+    async with file_lock(image_dir / ".desktop.lock"):
+        if (final / STAMP_FILE).is_file():
+            return final
+        for stale in image_dir.glob(".tmp-desktop-*"):
+            await _remove_tree(stale)
+        tmp = image_dir / f".tmp-{final.name}-{os.getpid()}"
+        try:
+            started = time.monotonic()
+            say(f"building the desktop layer ({', '.join(PACKAGES)}); once per host")
+            await _build(tmp, base)
+            tmp.rename(final)
+            say(f"desktop layer ready in {time.monotonic() - started:.0f} s: {final}")
+        except BaseException:
+            await _remove_tree(tmp)
+            raise
+    return final
+
+
+async def _build(tmp: Path, base: Path) -> None:
+    upper, work, merged = tmp / "rootfs", tmp / "work", tmp / "merged"
+    for d in (upper, work, merged):
+        d.mkdir(parents=True)
+    async with _chroot(base, upper, work, merged):
+        await _apt(merged)
+        _install_unit(merged)
+    shutil.rmtree(work)
+    merged.rmdir()
+    shift_owners(upper, UID_SHIFT)
+    stamp = {"packages": list(PACKAGES), "base": str(base), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    (tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
+    os.chmod(tmp, 0o755)
+
+
+@contextlib.asynccontextmanager
+async def _chroot(base: Path, upper: Path, work: Path, merged: Path) -> AsyncIterator[None]:
+    """`merged`: the base image with writes going to `upper`, with /proc and /dev, for apt in a chroot."""
+    opts = f"lowerdir={base / 'rootfs'},upperdir={upper},workdir={work}"
+    await run_ok("mount", "-t", "overlay", "overlay", "-o", opts, str(merged), what="mounting the layer")
+    try:
+        await run_ok("mount", "-t", "proc", "proc", str(merged / "proc"), what="mounting /proc")
+        await run_ok("mount", "--bind", "/dev", str(merged / "dev"), what="binding /dev")
+        yield
+    finally:
+        await _umount_under(merged)
+        await run("umount", str(merged))
+
+
+async def _apt(merged: Path) -> None:
+    """Install the packages in the chroot, with the host's DNS; leave no lists, archives or resolv.conf."""
+    resolv = merged / "etc" / "resolv.conf"
+    saved = resolv.read_bytes() if resolv.is_file() else None
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)
+    env = ("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive")
+    # The chroot's files belong to the containers' uids: apt's download sandbox user could not write them.
+    apt = ("apt-get", "-q", "-o", "APT::Sandbox::User=root")
+    script = [
+        (*apt, "update"),
+        (*apt, "install", "-y", "--no-install-recommends", *PACKAGES),
+        (*apt, "clean"),
+    ]
+    try:
+        for step in script:
+            rc, out, err = await run("chroot", str(merged), *env, *step, timeout=APT_TIMEOUT_S)
+            if rc != 0:
+                tail = "\n".join((out + err).strip().splitlines()[-10:])
+                raise TransientProviderError(f"desktop layer: {' '.join(step)} failed (exit {rc}):\n{tail}")
+    finally:
+        for lists in (merged / "var" / "lib" / "apt" / "lists").glob("*_*"):
+            lists.unlink()
+        resolv.unlink(missing_ok=True)
+        if saved is not None:
+            resolv.write_bytes(saved)
+
+
+def _install_unit(merged: Path) -> None:
+    sbin = merged / "usr" / "local" / "sbin" / "stacklab-desktop"
+    shutil.copyfile(FILES_DIR / "stacklab-desktop", sbin)
+    os.chmod(sbin, 0o755)
+    system = merged / "etc" / "systemd" / "system"
+    shutil.copyfile(FILES_DIR / UNIT, system / UNIT)
+    wants = system / "multi-user.target.wants" / UNIT
+    if not wants.is_symlink():
+        wants.symlink_to(f"/etc/systemd/system/{UNIT}")
