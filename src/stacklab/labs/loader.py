@@ -28,6 +28,7 @@ from stacklab.labs.schema import (
     format_path,
     type_word,
 )
+from stacklab.labs.yamlmap import line_of, read_yaml, yaml_problem
 
 _Problem = tuple[int, Path, str]
 """(line, path, message) before formatting."""
@@ -61,9 +62,9 @@ def parse_lab(text: str, source: str = "<string>", lab_dir: str | None = None) -
     is given.
     """
     try:
-        data, lines, problems = _read_yaml(text)
+        data, lines, problems = read_yaml(text)
     except yaml.YAMLError as exc:
-        raise LabError([_yaml_problem(exc, text, source)]) from None
+        raise LabError([yaml_problem(exc, text, source)]) from None
     except RecursionError:
         raise LabError([f"{source}:1: invalid YAML: nested too deeply"]) from None
     if data is None:
@@ -98,76 +99,6 @@ def parse_lab(text: str, source: str = "<string>", lab_dir: str | None = None) -
     return lab
 
 
-# --- YAML -> data and line map ---------------------------------------------------------------------------
-
-
-def _read_yaml(text: str) -> tuple[Any, dict[Path, int], list[_Problem]]:
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            return None, {}, []
-        lines: dict[Path, int] = {(): root.start_mark.line + 1}
-        duplicates: list[_Problem] = []
-        _map_lines(root, (), lines, duplicates, set())
-        data = loader.construct_document(root)
-    finally:
-        loader.dispose()
-    return data, lines, duplicates
-
-
-def _map_lines(
-    node: yaml.Node, path: Path, lines: dict[Path, int], duplicates: list[_Problem], visited: set[int]
-) -> None:
-    """Record the line of each value under `node`: a mapping value at its key, a list item where it starts."""
-    if id(node) in visited:  # an alias met again: its lines are those of the anchor, already recorded
-        return
-    visited.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        first_line: dict[object, int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key = _scalar_key(key_node)
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                duplicates.append((line, path, f"duplicate key {key!r} (first at line {first_line[key]})"))
-            else:
-                first_line[key] = line
-            lines[(*path, key)] = line
-            _map_lines(value_node, (*path, key), lines, duplicates, visited)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[(*path, index)] = item.start_mark.line + 1
-            _map_lines(item, (*path, index), lines, duplicates, visited)
-
-
-def _scalar_key(node: yaml.ScalarNode) -> Any:
-    if node.tag == "tag:yaml.org,2002:str":
-        return node.value
-    try:
-        key = yaml.safe_load(node.value)
-    except yaml.YAMLError:
-        return node.value
-    return key if isinstance(key, str | int | float | bool) else node.value
-
-
-def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        message = exc.problem or "invalid YAML"
-        if exc.context and exc.context_mark is not None:
-            message += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        elif exc.context:
-            message += f" ({exc.context})"
-        return f"{source}:{exc.problem_mark.line + 1}: invalid YAML: {message}"
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text[: exc.position].count("\n") + 1
-        character = exc.character
-        shown = f"U+{character:04X}" if isinstance(character, int) else repr(character)
-        return f"{source}:{line}: invalid YAML: character {shown} is not allowed"
-    return f"{source}:1: invalid YAML: {exc}"
-
-
 # --- pydantic errors -> human words -------------------------------------------------------------------
 
 
@@ -177,10 +108,7 @@ def _clean_loc(loc: tuple[str | int, ...]) -> Path:
 
 def _line_of(loc: tuple[str | int, ...], lines: dict[Path, int]) -> int:
     """The line of the deepest part of `loc` present in the file (a missing field: its parent's line)."""
-    path = _clean_loc(loc)
-    while path not in lines and path:
-        path = path[:-1]
-    return lines.get(path, 1)
+    return line_of(_clean_loc(loc), lines)
 
 
 def _describe(error: ErrorDetails) -> str:
