@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic.dataclasses import dataclass
@@ -237,6 +238,23 @@ class Settings:
         "terminal of a lab paused, deleted or reset elsewhere (CLI, policies, another process) closes "
         "within this.",
     )
+    advertise_url: str = Field(
+        default="",
+        description="URL other web processes reach this one at, to relay a terminal whose shell lives here "
+        "(http://host:port; default the bind address, or the host name when bound to a wildcard).",
+    )
+    member_heartbeat_s: Seconds = Field(
+        default=5.0, description="How often a web process tells the database it is alive."
+    )
+    member_ttl_s: Seconds = Field(
+        default=15.0,
+        description="A web process silent this long counts as gone: its terminals are not relayed to.",
+    )
+    relay_connect_timeout_s: Seconds = Field(
+        default=3.0,
+        description="Longest wait to open a relay to the web process holding a terminal; past it, that "
+        "process counts as gone and a new shell opens.",
+    )
     log_format: str = Field(
         default="text",
         description="text (one line: time, level, logger, message, then key=value context) or json (one "
@@ -267,6 +285,14 @@ class Settings:
             except ConfigError as exc:
                 raise ValueError(str(exc).removeprefix("secret_key: ")) from None
         return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise_url_usable(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+        return value.rstrip("/")
 
     @field_validator("log_format", "log_level")
     @classmethod

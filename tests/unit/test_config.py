@@ -63,6 +63,11 @@ def sample(name: str) -> tuple[Any, str, str]:
         "secret_key": (PASSPHRASE, PASSPHRASE, json.dumps(PASSPHRASE)),
         "log_format": ("json", "json", '"json"'),
         "log_level": ("debug", "debug", '"debug"'),
+        "advertise_url": (
+            "http://web-2.internal:8080",
+            "http://web-2.internal:8080",
+            '"http://web-2.internal:8080"',
+        ),
         "lms_keys": (
             {"edx": {"secret": LMS_SECRET, "courses": ["course-v1:Org+*"]}},
             json.dumps({"edx": {"secret": LMS_SECRET, "courses": ["course-v1:Org+*"]}}),

@@ -380,10 +380,16 @@ class TerminalManager:
     """The live terminal sessions of one web application, by key; opens, re-attaches, counts and closes them.
 
     One per application (not per module): two applications in one process (tests, a second instance
-    standing for another process) must not close each other's shells."""
+    standing for another process) must not close each other's shells. `on_closed` hears of every shell
+    that closes (the web process forgets where it lived)."""
 
-    def __init__(self, max_per_subject: int = MAX_SESSIONS_PER_SUBJECT) -> None:
+    def __init__(
+        self,
+        max_per_subject: int = MAX_SESSIONS_PER_SUBJECT,
+        on_closed: Callable[[SessionKey], None] | None = None,
+    ) -> None:
         self.max_per_subject = max_per_subject
+        self._on_closed = on_closed
         self._sessions: dict[SessionKey, TerminalSession] = {}
         self._opening: dict[SessionKey, asyncio.Future[TerminalSession]] = {}
 
@@ -452,6 +458,8 @@ class TerminalManager:
     def _forget(self, session: TerminalSession) -> None:
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
+            if self._on_closed is not None:
+                self._on_closed(session.key)
             log.info(
                 "terminal closed",
                 extra={

@@ -27,7 +27,9 @@ from stacklab.store.operators import sync_setting_account
 from stacklab.web import api, pages, readiness, terminal
 from stacklab.web.context import WebContext, bearer, token_revocation
 from stacklab.web.limits import Limits
+from stacklab.web.membership import Membership
 from stacklab.web.metrics import Metrics
+from stacklab.web.relay import RelayKey, Relays
 from stacklab.web.request_ids import RequestIds, current_request_id
 from stacklab.web.terminal_watch import TerminalWatch
 from stacklab.web.tokens import TokenSigner
@@ -140,7 +142,14 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     """The ASGI app. With run_engine, the controller loop runs inside the app's lifespan."""
     ctx = build_context(stack)
 
-    terminals = terminal.TerminalManager()  # this app's shells, closed when their lab stops (any process)
+    membership = Membership(stack.repo, stack.settings)  # this process among the web processes
+    relays = Relays(
+        membership,
+        RelayKey(stack.controller.vault.derive("terminal-relay")),
+        stack.settings.relay_connect_timeout_s,
+    )
+    # this app's shells, closed when their lab stops (any process); reached from peers through relays
+    terminals = terminal.TerminalManager(on_closed=membership.released)
     watch = TerminalWatch(
         terminals, stack.repo, stack.settings.terminal_watch_interval_s, stack.settings.terminal_keep_s
     )
@@ -151,6 +160,8 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        await asyncio.to_thread(membership.join)
+        member_task = asyncio.create_task(membership.run(stop))
         loop_task = asyncio.create_task(stack.engine.run_forever(stop)) if run_engine else None
         watch_task = asyncio.create_task(watch.run(stop))
         try:
@@ -159,6 +170,8 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
             stop.set()
             await watch_task
             await terminals.shutdown()
+            await member_task
+            await asyncio.to_thread(membership.leave)
             if loop_task:
                 await loop_task
 
@@ -178,7 +191,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # around the handlers and the error bodies, inside the terminal's path
     # outermost: a terminal skips the routing
-    app.add_middleware(terminal.TerminalSockets, ctx=ctx, manager=terminals)
+    app.add_middleware(terminal.TerminalSockets, ctx=ctx, manager=terminals, relays=relays)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -19,6 +19,11 @@ saves on terminal output. The data path does no decoding and no formatting.
 The endpoint is plain ASGI (`TerminalSockets`), ahead of FastAPI's routing: a terminal stays open for
 hours, and every framework layer would keep its coroutine frames and per-request objects alive as long
 (about 14 KiB per open terminal with FastAPI's websocket route).
+
+With `relays` (every `stacklab serve`), a websocket for a session whose shell another live web process
+holds is relayed to that process, frames unchanged (`stacklab.web.relay`, docs/terminals.md); the
+handshake answer names this process (`x-stacklab-member`) and, when relayed, the holder
+(`x-stacklab-relayed-to`).
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection
 
 from stacklab.access.ssh import Target
 from stacklab.access.terminal import Attachment, SessionKey, TerminalManager, TerminalSession, new_session_id
 from stacklab.errors import AccessError, NotFound, Refused, TokenError
 from stacklab.types import Observed
 from stacklab.web.context import WebContext
+from stacklab.web.relay import Relays, pipe
 from stacklab.web.tokens import Claims, allows
 
 __all__ = ["TerminalManager", "TerminalSockets"]
@@ -155,10 +162,17 @@ def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admis
 class TerminalSockets:
     """ASGI: terminal websockets are served here; everything else goes on to `app` (404 without one)."""
 
-    def __init__(self, app: ASGIApp | None, ctx: WebContext, manager: TerminalManager | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp | None,
+        ctx: WebContext,
+        manager: TerminalManager | None = None,
+        relays: Relays | None = None,
+    ) -> None:
         self.app = app
         self.ctx = ctx
         self.manager = manager or TerminalManager()
+        self.relays = relays
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = PATH.match(scope["path"]) if scope["type"] == "websocket" else None
@@ -176,24 +190,54 @@ class TerminalSockets:
         ws = Socket(receive, send)
         if (await receive())["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
+        accepted = False
         try:
-            attached = await self._attach(scope, env_id, node)
+            admission, target = _admit(self.ctx, scope, env_id, node)
+            relayed = await self._relayed(admission, scope)
+            if relayed is not None:
+                connection, holder = relayed
+                accepted = await self._accept(send, holder)
+                await pipe(receive, send, connection)
+                return
+            accepted = await self._accept(send)
+            attached = await self._attach(admission, target)
         except Refused as refused:
+            accepted = accepted or await self._accept(send)
             await _refuse(ws, refused.code, refused.message)
             return
         except Exception:  # a fault of ours or of the database: say so and close, never just drop
             log.exception("terminal: opening failed", extra={"env_id": env_id, "node": node})
+            accepted = accepted or await self._accept(send)
             await _refuse(ws, CLOSE_UNREACHABLE, "the terminal could not be opened; try again in a moment")
             return
         await _bridge(ws, *attached, self.ctx.stack.settings.terminal_keep_s)
 
-    async def _attach(self, scope: Scope, env_id: str, node: str) -> tuple[TerminalSession, Attachment, str]:
-        """Admit the client, then find or open its shell (or the shell it watches); returns the session,
-        the attachment and the client's session id. The environment record is not kept after this."""
+    async def _accept(self, send: Send, relayed_to: str | None = None) -> bool:
+        """Accept the websocket, naming this process (and the holder it is relayed to) in the answer."""
+        headers = []
+        if self.relays is not None:
+            headers.append((b"x-stacklab-member", self.relays.membership.id.encode()))
+            if relayed_to is not None:
+                headers.append((b"x-stacklab-relayed-to", relayed_to.encode()))
+        await send({"type": "websocket.accept", "headers": headers})
+        return True
+
+    async def _relayed(self, admission: Admission, scope: Scope) -> tuple[ClientConnection, str] | None:
+        """A websocket to the peer holding this session, when another live process holds it; None to serve
+        here (also for a websocket a peer relayed here: a forged relay header is refused)."""
+        relays = self.relays
+        if relays is None or relays.relayed(scope):
+            return None
+        return await relays.route(admission.key, admission.claims.read_only, self.manager, scope)
+
+    async def _attach(
+        self, admission: Admission, target: Callable[[], Target]
+    ) -> tuple[TerminalSession, Attachment, str]:
+        """Find or open the admitted client's shell (or the shell it watches); returns the session, the
+        attachment and the client's session id. The environment record is not kept after this."""
         stack = self.ctx.stack
         settings = stack.settings
-        admission, target = _admit(self.ctx, scope, env_id, node)
+        node = admission.key.node
         key = admission.key
         if admission.claims.read_only:  # staff watching a learner: their live shell, when there is one
             watched = self.manager.watchable(key.env_id, node)
@@ -228,6 +272,8 @@ class TerminalSockets:
             cols=0 if new else admission.cols,
             rows=0 if new else admission.rows,
         )
+        if self.relays is not None:
+            await self.relays.membership.hold(key)
         return session, attachment, key.session_id
 
 
