@@ -223,6 +223,57 @@ def lab_validate(files: tuple[str, ...]) -> None:
     sys.exit(1 if failed else 0)
 
 
+@lab.command("test")
+@click.argument("labfile", type=click.Path(dir_okay=False))
+@click.option("--keep", is_flag=True, help="Leave the lab running afterwards (to debug it); print its id.")
+@click.option(
+    "--solve-timeout", "solve_timeout_s", default=300.0, show_default=True, help="Seconds per solve script."
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (for CI).")
+@click.pass_context
+def lab_test(ctx: click.Context, labfile: str, keep: bool, solve_timeout_s: float, as_json: bool) -> None:
+    """Launch the lab, expect every check to fail, run the solve scripts, expect every check to pass,
+    suspend, resume, expect them to pass still, delete. Exit 1 on any surprise (each is named)."""
+    from stacklab.labtest import LabTest
+
+    app = _app(ctx)
+    started = time.time()
+    progress = None if as_json else lambda step: _echo_err(f"  [{time.time() - started:5.1f}s] {step}")
+    report = _run(
+        LabTest(
+            app.environments, labfile, keep=keep, solve_timeout_s=solve_timeout_s, progress=progress
+        ).run()
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"lab test {report.lab} (environment {report.env})")
+        click.echo(
+            _table(
+                ["step", "result", "seconds"],
+                [(s.name, "ok" if s.ok else "FAIL", s.seconds) for s in report.steps],
+            )
+        )
+        click.echo()
+        click.echo(
+            _table(
+                ["check", "node", "before solve", "solve", "after solve", "after resume"],
+                [
+                    (c.name, c.node, c.before_solve, c.solve, c.after_solve, c.after_resume)
+                    for c in report.checks
+                ],
+            )
+        )
+        click.echo()
+        for surprise in report.surprises:
+            click.echo(f"SURPRISE {surprise}")
+        click.echo(
+            ("ok: no surprises" if report.ok else f"FAILED: {_count(len(report.surprises), 'surprise')}")
+            + (f"; environment {report.env} kept" if report.kept else "")
+        )
+    sys.exit(0 if report.ok else 1)
+
+
 # provider -------------------------------------------------------------------------------------------
 @main.group()
 def provider() -> None:

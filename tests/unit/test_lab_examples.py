@@ -33,7 +33,7 @@ def test_cluster() -> None:
     assert lab.all_node_names() == ("deploy", "worker1", "worker2")
     assert lab.learner_nodes == ("deploy",)
     assert {c.name: c.node for c in lab.checks} == {
-        "network": "deploy",
+        "known-hosts": "deploy",
         "worker1-version": "worker1",
         "worker2-version": "worker2",
     }
@@ -45,6 +45,7 @@ def test_cluster() -> None:
     workers = [node for node in lab.local.nodes if node.name.startswith("worker")]
     assert all(node.setup and "useradd" in node.setup for node in workers)
     assert lab.provider("local").capacity == 10
+    assert all(check.solve for check in lab.checks)  # `stacklab lab test` proves them
 
 
 def test_readme_describes_every_example() -> None:
