@@ -24,7 +24,7 @@ from stacklab.config import LmsKey, Settings
 from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError
 from stacklab.labs.catalog import LabCatalog
 from stacklab.store.operators import sync_setting_account
-from stacklab.web import api, pages, readiness, terminal
+from stacklab.web import api, desktop, pages, readiness, terminal
 from stacklab.web.context import WebContext, bearer, token_revocation
 from stacklab.web.limits import Limits
 from stacklab.web.membership import Membership
@@ -187,11 +187,13 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(readiness.router)
+    app.include_router(desktop.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # around the handlers and the error bodies, inside the terminal's path
     # outermost: a terminal skips the routing
     app.add_middleware(terminal.TerminalSockets, ctx=ctx, manager=terminals, relays=relays)
+    app.add_middleware(desktop.DesktopSockets, ctx=ctx)  # desktop websockets (RFB over the node's SSH)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
