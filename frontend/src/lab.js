@@ -8,6 +8,7 @@
 // takes the keyboard focus only once the learner has acted in it.
 import { Api, ApiError, epoch, h, tokenClaims, tokenExpiry } from "./api.js";
 import { TerminalSession } from "./terminal.js";
+import { DesktopTabs } from "./desktop_tabs.js";
 
 const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
 const POLL_MS = 500;
@@ -27,6 +28,7 @@ const UNREACHABLE_BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
 const readOnly = Boolean(api.token && tokenClaims(api.token).read_only === true);
 
 const terminals = new Map(); // node -> {session, host, tab}
+const desktops = new DesktopTabs({ envId, api, readOnly, onNotRunning: () => notRunning(), onAuthFailed: () => refreshToken() });
 let activeNode = null;
 let view = "progress"; // progress | terminal | fatal
 let pollGeneration = 0;
@@ -318,6 +320,7 @@ function showTerminals(status) {
     ),
   );
   $("node-bar").hidden = nodes.length < 2;
+  desktops.render(nodes, tabs, $("node-bar")); // a desktop tab beside each node that has one
   if (!activeNode || !nodes.includes(activeNode)) activeNode = nodes.includes(firstNode) ? firstNode : nodes[0];
   // Re-attach the shells opened before (same session, same offset), then show the active one.
   for (const [node, t] of terminals) if (node !== activeNode) t.session.connect();
@@ -341,7 +344,7 @@ function tabKeys(ev, nodes, node) {
 function selectNode(node, focusTerminal = true) {
   activeNode = node;
   for (const tab of document.querySelectorAll(".node-tab")) {
-    const selected = tab.dataset.node === node;
+    const selected = tab.dataset.node === node && !tab.dataset.kind;
     tab.setAttribute("aria-selected", String(selected));
     tab.tabIndex = selected ? 0 : -1;
   }
@@ -370,6 +373,7 @@ function selectNode(node, focusTerminal = true) {
     t = { session, host };
     terminals.set(node, t);
   }
+  desktops.hide();
   for (const [other, o] of terminals) o.host.hidden = other !== node;
   t.session.scheduleFit();
   t.session.connect();
@@ -419,6 +423,7 @@ function onTerminalState(node, state, detail) {
 
 function disconnectAll() {
   for (const t of terminals.values()) t.session.disconnect();
+  desktops.disconnect();
 }
 
 function notRunning() {
