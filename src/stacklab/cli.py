@@ -206,7 +206,11 @@ def lab() -> None:
 @lab.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def lab_validate(files: tuple[str, ...]) -> None:
-    """Check lab files; print FILE:LINE: field: problem for each error."""
+    """Check lab files and their Heat templates (offline, against the Heat release stacklab knows);
+    print FILE:LINE: problem for each error."""
+    from stacklab.labs.heat_catalogue import heat_version
+    from stacklab.labs.lab_templates import lab_template_problems
+
     failed = False
     for file in files:
         try:
@@ -216,9 +220,16 @@ def lab_validate(files: tuple[str, ...]) -> None:
             for problem in exc.problems:
                 click.echo(problem)
             continue
+        problems = lab_template_problems(parsed, file)
+        for problem in problems:
+            click.echo(problem)
+        if problems:
+            failed = True
+            continue
+        checked = f", template checked against Heat {heat_version()}" if parsed.openstack else ""
         click.echo(
             f"{file}: ok ({parsed.id}: {_count(len(parsed.all_node_names()), 'node')}, "
-            f"{_count(len(parsed.checks), 'check')})"
+            f"{_count(len(parsed.checks), 'check')}{checked})"
         )
     sys.exit(1 if failed else 0)
 
@@ -289,14 +300,18 @@ def provider() -> None:
 def provider_check(
     ctx: click.Context, name: str | None, lab_file: str | None, cloud: str | None, as_json: bool
 ) -> None:
-    """Verify that a provider can work (credentials, endpoint, quotas); exit 1 on any failure."""
+    """Verify that a provider can work (credentials, endpoint, quotas); with --lab, also that the lab could
+    be created there (an openstack cloud validates the lab's template with its files and parameters and is
+    asked for the flavors, images, networks and key pairs the template names); exit 1 on any failure."""
     from stacklab.labs.schema import ProviderEntry
     from stacklab.wiring import default_factories
 
+    parsed = None
     if cloud:
         entry = ProviderEntry(name=name or "cloud", type="openstack", cloud=cloud)
     elif lab_file and name:
-        entries = {e.name: e for e in load_lab(lab_file).providers}
+        parsed = load_lab(lab_file)
+        entries = {e.name: e for e in parsed.providers}
         if name not in entries:
             raise click.UsageError(f"{lab_file} has no provider {name!r} (it has: {', '.join(entries)})")
         entry = entries[name]
@@ -305,13 +320,74 @@ def provider_check(
     factory = default_factories(_settings(ctx)).get(entry.type)
     if factory is None:
         raise click.UsageError(f"provider type {entry.type!r} is not available here")
-    results = _run(factory(entry).check())
+    instance = factory(entry)
+    results = _run(instance.check())
+    if parsed is not None and all(ok for _, ok, _ in results):
+        results += _run(_check_lab(instance, parsed))
     if as_json:
         click.echo(json.dumps([{"what": w, "ok": ok, "detail": d} for w, ok, d in results], indent=2))
     else:
         for what, ok, detail in results:
             click.echo(f"{'ok  ' if ok else 'FAIL'}  {what}: {detail}")
     sys.exit(0 if results and all(ok for _, ok, _ in results) else 1)
+
+
+async def _check_lab(instance: Any, parsed: Any) -> list[tuple[str, bool, str]]:
+    """The provider's check of this lab: a request like a launch's (a stand-in key and stack name)."""
+    from stacklab.labs.lab_templates import cloud_names
+    from stacklab.providers.base import StackRequest
+
+    request = StackRequest(
+        name="sl-check",
+        login_user=parsed.login_user,
+        public_key=CHECK_PUBLIC_KEY,
+        config=parsed.openstack.model_dump() if parsed.openstack else {},
+        lab_dir=parsed.lab_dir,
+    )
+    return await instance.check_lab(request, cloud_names(parsed))
+
+
+CHECK_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHN0YWNrbGFiIHByb3ZpZGVyIGNoZWNrIGtleSAwMDAw check"
+"""A well-formed public key for `provider check --lab` (a validation creates nothing, so no key pair)."""
+
+
+# template -------------------------------------------------------------------------------------------
+@main.group()
+def template() -> None:
+    """Heat templates."""
+
+
+@template.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "-e",
+    "--environment",
+    "environments",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A Heat environment file (parameters, resource_registry), as for `openstack stack create -e`.",
+)
+def template_check(files: tuple[str, ...], environments: tuple[str, ...]) -> None:
+    """Check HOT templates offline against the Heat release stacklab knows (types, properties,
+    attributes, references, files); print FILE:LINE: problem for each, exit 1 if there is any."""
+    from stacklab.labs.heat_catalogue import heat_version
+    from stacklab.labs.templates import Checker, Environment, read_environment
+
+    merged, problems = Environment(), []
+    for file in environments:
+        env, env_problems = read_environment(file)
+        merged.parameters.update(env.parameters)
+        merged.registry.update(env.registry)
+        problems += env_problems
+    checker = Checker(merged)
+    for file in files:
+        checker.check(file, given=merged.parameters if environments else None)
+    problems += checker.problems()
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok: {_count(len(checker.templates), 'template')} checked against Heat {heat_version()}")
 
 
 # image ----------------------------------------------------------------------------------------------

@@ -1,22 +1,30 @@
 """Labs as OpenStack Heat stacks, through openstacksdk's proxy layer (`conn.orchestration.*`).
 
-Every call returns quickly: the SDK's blocking HTTP calls run in this provider's own thread pool and the
-provider never waits for a stack to change, except in `delete`, which waits (asynchronously, a bounded
-time) so that a DELETE_FAILED is raised instead of dropped. The controller re-drives everything else.
+The SDK's blocking HTTP calls run in this provider's own thread pools. Every operation the provider starts
+is watched by one shared poll per cloud (watch.py), timed around the completion expected from recent
+operations of the same template (timing.py). `status` of a stack whose operation is expected to finish soon
+waits (asynchronously, at most `status_wait_s`) for that poll to see it finish, so the controller learns of
+a finished stack when the poll does, not a poll interval later; `delete` waits (at most `delete_wait_s`) so
+that a DELETE_FAILED is raised instead of dropped. The controller re-drives everything else.
 
 Output contract of a template (the same as hastexo-xblock's): `public_ip` is the address of the lab's first
 node (optional `ssh_port`, default 22); a further node N is `N_public_ip` (or `N_ip`, with `N_ssh_port`);
 `private_key` (the key the learner logs in with) and `password` are secrets; every other output is kept as a
-plain output. Parameters stacklab supplies when the template declares them: `run` (the stack name,
-`sl-<environment id>`), `public_key` / `ssh_public_key` (the environment's login key) and `login_user`.
+plain output. Parameters stacklab supplies when the template declares them: `run` (the course run, as
+hastexo gives it), `stacklab_stack_name` (the stack name, `sl-<environment id>`), `public_key` /
+`ssh_public_key` (the environment's login key) and `login_user`. A `reboot_on_resume` output (hastexo's)
+names servers that are hard-rebooted after every resume (reboot.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +45,7 @@ from stacklab.providers.openstack.contract import (
     supplied_parameters,
 )
 from stacklab.providers.openstack.errors import translate
+from stacklab.providers.openstack.watch import Flight, Row, StackWatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +53,9 @@ T = TypeVar("T")
 TAG = "stacklab"
 """Every stack this provider creates carries this tag; `list()` returns only those."""
 TEMPLATE_VERSION = "2018-08-31"
+LIST_IDS = 60
+"""Stack ids per list request: `?id=..&id=..` must stay within a URL line that every Heat front end takes
+(gunicorn and uWSGI refuse request lines over 4 KB)."""
 LOOKUPS = {
     "flavor": ("compute", "find_flavor"),
     "image": ("image", "find_image"),
@@ -98,12 +110,21 @@ class OpenStackProvider(Provider):
         self.api_timeout_s = float(self.settings.get("api_timeout_s", 30.0))
         """One HTTP request's bound: a Heat whose engine is gone answers only after its RPC timeout (60 s),
         and keystoneauth has no timeout of its own; a hung call would hold the environment's lease."""
+        self.status_wait_s = float(self.settings.get("status_wait_s", 30.0))
+        """Longest a `status` call waits for an operation expected to finish soon (below the service's
+        provider_timeout_s, 100 s)."""
         threads = int(self.settings.get("api_threads", 16))
         self._pool = ThreadPoolExecutor(threads, f"openstack-{name}")
         # Status reads get their own threads: a burst of creates must not delay noticing a finished stack.
         self._reads = ThreadPoolExecutor(threads, f"openstack-{name}-status")
         self._conn: Any = None
         self._conn_lock = threading.Lock()
+        self.watch = StackWatch(
+            self._poll,
+            fast_poll_s=float(self.settings.get("fast_poll_s", 0.1)),
+            slow_poll_s=self.poll_interval_s,
+            forget_s=self.status_wait_s + 60.0,
+        )
         self.on_request: Callable[[str, str], None] | None = None
         """Called with (method, url) for every HTTP request this provider makes (benchmarks)."""
 
@@ -135,37 +156,73 @@ class OpenStackProvider(Provider):
         except Exception as exc:
             raise translate(exc, self.cloud, doing) from exc
 
-    def _find(self, handle: Handle) -> Any:
-        """The stack of `handle`, or None. One GET by name/id (no redirect) when the id is known."""
-        heat = self.connection().orchestration
-        name, stack_id = handle["name"], handle.get("id")
-        try:
-            if stack_id:
-                return heat.get_stack(f"{name}/{stack_id}")
-            return heat.find_stack(name, ignore_missing=True)
-        except sdk.NotFoundException:
+    def _show(self, name: str, stack_id: str | None = None) -> Row | None:
+        """The stack (status, reason, outputs), or None when it is gone. One GET by name/id when the id
+        is known (Heat answers without a redirect); by name, Heat redirects to name/id."""
+        path = f"/stacks/{name}/{stack_id}" if stack_id else f"/stacks/{name}"
+        response = self.connection().orchestration.get(path)
+        if response.status_code == 404:
             return None
+        sdk.raise_from_response(response)
+        row = response.json().get("stack") or {}
+        return None if row.get("stack_status") == "DELETE_COMPLETE" else row
+
+    def _rows(self, stacks: list[tuple[str, str]]) -> dict[str, Row]:
+        """The stacks' rows by id, in one request (the show of a lone stack also brings its outputs)."""
+        if len(stacks) == 1:
+            row = self._show(*stacks[0])
+            return {row["id"]: row} if row else {}
+        heat, ids, rows = self.connection().orchestration, [i for _, i in stacks], {}
+        for start in range(0, len(ids), LIST_IDS):
+            response = heat.get("/stacks", params=[("id", i) for i in ids[start : start + LIST_IDS]])
+            sdk.raise_from_response(response)
+            for row in response.json().get("stacks") or []:
+                if row.get("stack_status") != "DELETE_COMPLETE":
+                    rows[row["id"]] = row
+        return rows
+
+    async def _poll(self, flights: list[Flight]) -> dict[str, Row]:
+        stacks = [(f.name, f.stack_id) for f in flights]
+        return await self._run("polling stacks", partial(self._rows, stacks), read=True)
+
+    def _fly(
+        self, handle: Handle, stack_id: str, op: str, sent: float, row: Row | None = None, timed: bool = True
+    ) -> Flight:
+        """Watch an operation sent at `sent` (`timed`: by us, so its duration is known and taught)."""
+        before = (
+            (str(row.get("stack_status") or ""), str(row.get("stack_status_reason") or ""))
+            if row
+            else ("", "")
+        )
+        key = str(handle.get("template") or "") if timed else ""
+        return self.watch.track(Flight(handle["name"], stack_id, op, key, sent, before))
 
     # create -----------------------------------------------------------------------------------------
     async def create(self, request: StackRequest) -> Handle:
-        return await self._run(f"creating stack {request.name}", partial(self._create, request))
+        handle, sent = await self._run(f"creating stack {request.name}", partial(self._create, request))
+        if sent is not None:
+            self._fly(handle, handle["id"], "CREATE", sent)
+        return handle
 
-    def _create(self, request: StackRequest) -> Handle:
+    def _create(self, request: StackRequest) -> tuple[Handle, float | None]:
+        """POST the stack (and say when); a name Heat already has (an earlier, interrupted pass) is found
+        instead."""
         nodes = list(request.config.get("nodes") or ["main"])
-        existing = self._find({"name": request.name})
-        if existing is not None and existing.status != "DELETE_COMPLETE":
-            return {"name": request.name, "id": existing.id, "nodes": nodes}
         attrs = self._template(request)
+        key = _digest(attrs, request.config.get("parameters") or {})
         parameters = self._parameters(request, attrs["template"])
         heat = self.connection().orchestration
+        handle: Handle = {"name": request.name, "nodes": nodes, "template": key}
+        sent = time.monotonic()
         try:
             stack = heat.create_stack(name=request.name, parameters=parameters, tags=TAG, **attrs)
-        except sdk.ConflictException:  # created concurrently by an earlier, interrupted pass
-            stack = self._find({"name": request.name})
-            if stack is None:
+        except sdk.ConflictException:  # the name exists: created by an earlier, interrupted pass
+            row = self._show(request.name)
+            if row is None:
                 raise
+            return {**handle, "id": row["id"]}, None
         log.info("stack created", extra={"stack": request.name, "cloud": self.cloud})
-        return {"name": request.name, "id": stack.id, "nodes": nodes}
+        return {**handle, "id": stack.id}, sent
 
     @staticmethod
     def _parameters(request: StackRequest, template: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +233,7 @@ class OpenStackProvider(Provider):
             supplied_parameters(
                 declared,
                 stack_name=request.name,
+                course=request.course,
                 login_user=request.login_user,
                 public_key=request.public_key,
             )
@@ -201,21 +259,55 @@ class OpenStackProvider(Provider):
 
     # status -----------------------------------------------------------------------------------------
     async def status(self, handle: Handle) -> StackStatus:
-        return await self._run(f"reading stack {handle['name']}", partial(self._status, handle), read=True)
+        doing = f"reading stack {handle['name']}"
+        flight = self.watch.get(handle.get("id"))
+        if flight is None:
+            row = await self._run(doing, partial(self._show, handle["name"], handle.get("id")), read=True)
+            heat_status = str((row or {}).get("stack_status") or "")
+            if row is not None and heat_status.endswith("_IN_PROGRESS"):  # begun elsewhere: watched from now
+                self._fly(handle, row["id"], heat_status.split("_")[0], time.monotonic(), row, timed=False)
+            return self._observe(handle, row)
+        wait_s = self._hold(flight)
+        if not flight.finished() and wait_s > 0:
+            try:
+                await self.watch.wait(flight, wait_s)
+            except Exception as exc:
+                raise translate(exc, self.cloud, doing) from exc
+        if not flight.finished():  # accepted by Heat, maybe not begun yet: in progress either way
+            return StackStatus(
+                map_state(f"{flight.op}_IN_PROGRESS"), flight.status or f"{flight.op} requested"
+            )
+        self.watch.forget(flight)
+        row = flight.row
+        if row is not None and map_state(flight.status) == StackState.RUNNING and "outputs" not in row:
+            row = await self._run(doing, partial(self._show, handle["name"], handle.get("id")), read=True)
+        return self._observe(handle, row)
 
-    def _status(self, handle: Handle) -> StackStatus:
-        stack = self._find(handle)
-        if stack is None:
+    def _hold(self, flight: Flight) -> float:
+        """How long `status` may wait for this flight: all of status_wait_s once its expected completion
+        is nearer than the controller's next look (two poll intervals), a short while for a template
+        never seen finish, not at all before that (a waiting pass holds one of the runner's slots)."""
+        soon = 2 * self.poll_interval_s
+        expected = self.watch.expected_in(flight)
+        if expected is None:
+            return min(self.status_wait_s, soon)
+        return self.status_wait_s if expected <= soon else 0.0
+
+    def _observe(self, handle: Handle, row: Row | None) -> StackStatus:
+        if row is None:
             return StackStatus(StackState.ABSENT)
-        state = map_state(stack.status or "")
-        reason = f"{stack.status}: {stack.status_reason or ''}".strip().rstrip(":")
+        heat_status = str(row.get("stack_status") or "")
+        state = map_state(heat_status)
+        reason = f"{heat_status}: {row.get('stack_status_reason') or ''}".strip().rstrip(":")
         if state != StackState.RUNNING:
             return StackStatus(state, reason)
-        return self._running(handle, stack, reason)
+        return self._running(handle, row, reason)
 
-    def _running(self, handle: Handle, stack: Any, reason: str) -> StackStatus:
-        outputs = {o["output_key"]: o.get("output_value") for o in stack.outputs or []}
-        errors = {o["output_key"]: o["output_error"] for o in stack.outputs or [] if o.get("output_error")}
+    def _running(self, handle: Handle, row: Row, reason: str) -> StackStatus:
+        outputs = {o["output_key"]: o.get("output_value") for o in row.get("outputs") or []}
+        errors = {
+            o["output_key"]: o["output_error"] for o in row.get("outputs") or [] if o.get("output_error")
+        }
         names = list(handle.get("nodes") or ["main"])
         nodes, missing = [], []
         for i, node in enumerate(names):
@@ -228,7 +320,8 @@ class OpenStackProvider(Provider):
             nodes.append(NodeAddress(node, str(host), int(outputs.get(port_key) or 22)))
         if missing:
             return StackStatus(
-                StackState.FAILED, f"{stack.status}, but the template gave no output {', '.join(missing)}"
+                StackState.FAILED,
+                f"{row.get('stack_status')}, but the template gave no output {', '.join(missing)}",
             )
         secrets = {k: str(outputs[k]) for k in SECRET_OUTPUTS if outputs.get(k)}
         plain = {k: v for k, v in outputs.items() if k not in SECRET_OUTPUTS}
@@ -236,82 +329,88 @@ class OpenStackProvider(Provider):
 
     # suspend, resume --------------------------------------------------------------------------------
     async def suspend(self, handle: Handle) -> None:
-        await self._run(f"suspending stack {handle['name']}", partial(self._action, handle, "suspend"))
+        await self._action(handle, "suspend")
 
     async def resume(self, handle: Handle) -> None:
-        await self._run(f"resuming stack {handle['name']}", partial(self._action, handle, "resume"))
+        await self._action(handle, "resume")
 
-    def _action(self, handle: Handle, action: str) -> None:
-        stack = self._find(handle)
-        if stack is None:
+    async def _action(self, handle: Handle, action: str) -> None:
+        doing = f"{action[:-1]}ing stack {handle['name']}"
+        started = await self._run(doing, partial(self._start_action, handle, action))
+        if started is not None:
+            row, sent = started
+            self._fly(handle, row["id"], action.upper(), sent, row)
+
+    def _start_action(self, handle: Handle, action: str) -> tuple[Row, float] | None:
+        """POST the action unless the stack is doing it or has done it; the row before and when sent."""
+        row = self._show(handle["name"], handle.get("id"))
+        if row is None:
             if action == "suspend":
                 raise TerminalProviderError(f"stack {handle['name']} does not exist", reason="StackVanished")
-            return  # resume reports the vanished stack through status()
-        state = map_state(stack.status or "")
+            return None  # resume reports the vanished stack through status()
+        heat_status = str(row.get("stack_status") or "")
+        state = map_state(heat_status)
         if action == "suspend":
             if state in (StackState.SUSPENDING, StackState.SUSPENDED):
-                return
-            if state != StackState.RUNNING and stack.status != "SUSPEND_FAILED":
-                raise TransientProviderError(f"stack {handle['name']} is {stack.status}", reason="NotReady")
-            self._post_action(stack, "suspend")
-        else:
-            if state in (StackState.RESUMING, StackState.RUNNING) or stack.status == "RESUME_COMPLETE":
-                return
-            self._post_action(stack, "resume")
-
-    def _stack_url(self, stack: Any) -> str:
-        return f"/stacks/{stack.name}/{stack.id}"  # by name and id: Heat answers without a redirect
-
-    def _post_action(self, stack: Any, action: str) -> None:
-        response = self.connection().orchestration.post(
-            self._stack_url(stack) + "/actions", json={action: None}
-        )
+                return None
+            if state != StackState.RUNNING and heat_status != "SUSPEND_FAILED":
+                raise TransientProviderError(f"stack {handle['name']} is {heat_status}", reason="NotReady")
+        elif state in (StackState.RESUMING, StackState.RUNNING) or heat_status == "RESUME_COMPLETE":
+            return None
+        sent = time.monotonic()
+        response = self.connection().orchestration.post(_stack_url(row) + "/actions", json={action: None})
         sdk.raise_from_response(response)
-
-    def _delete_stack(self, stack: Any) -> None:
-        response = self.connection().orchestration.delete(self._stack_url(stack))
-        if response.status_code != 404:
-            sdk.raise_from_response(response)
+        return row, sent
 
     # delete -----------------------------------------------------------------------------------------
     async def delete(self, handle: Handle) -> None:
         """Delete and wait (bounded, without holding a thread) until Heat confirms; DELETE_FAILED raises."""
         name = handle["name"]
         reason = ""
-        loop = asyncio.get_running_loop()
         for attempt in range(1, self.delete_attempts + 1):
             try:
-                stack = await self._run(f"finding stack {name}", partial(self._find, {"name": name}))
+                started = await self._run(f"deleting stack {name}", partial(self._start_delete, handle))
             except TerminalProviderError as exc:
                 if handle.get("id") or exc.reason not in ("AuthFailed", "CloudNotConfigured"):
                     raise
                 return  # no id: create never succeeded with these credentials, so there is nothing to delete
-            if stack is None:
+            if started is None:
                 return
-            if stack.status != "DELETE_IN_PROGRESS":
-                await self._run(f"deleting stack {name}", partial(self._delete_stack, stack))
-            deadline = loop.time() + self.delete_wait_s
-            handle_now = {"name": name, "id": stack.id}
-            while True:
-                await asyncio.sleep(min(1.0, self.poll_interval_s))
-                stack = await self._run(f"deleting stack {name}", partial(self._find, handle_now))
-                if stack is None or stack.status == "DELETE_COMPLETE":
-                    return
-                if stack.status == "DELETE_FAILED":
-                    reason = stack.status_reason or "no reason given"
-                    log.warning("DELETE_FAILED", extra={"stack": name, "attempt": attempt, "reason": reason})
-                    break
-                if loop.time() > deadline:
-                    raise TransientProviderError(
-                        f"cloud {self.cloud!r}: stack {name} still {stack.status} "
-                        f"after {self.delete_wait_s:g}s",
-                        reason="DeleteInProgress",
-                    )
+            row, sent = started
+            flight = self._fly(handle, row["id"], "DELETE", sent, row)
+            try:
+                finished = await self.watch.wait(flight, self.delete_wait_s)
+            except Exception as exc:
+                raise translate(exc, self.cloud, f"deleting stack {name}") from exc
+            finally:
+                self.watch.forget(flight)
+            if not finished:
+                raise TransientProviderError(
+                    f"cloud {self.cloud!r}: stack {name} still {flight.status} after {self.delete_wait_s:g}s",
+                    reason="DeleteInProgress",
+                )
+            if flight.gone or flight.status == "DELETE_COMPLETE":
+                return
+            reason = flight.reason or "no reason given"
+            log.warning("DELETE_FAILED", extra={"stack": name, "attempt": attempt, "reason": reason})
         raise TerminalProviderError(
             f"cloud {self.cloud!r}: stack {name} DELETE_FAILED "
             f"after {self.delete_attempts} attempts: {reason}",
             reason="DeleteFailed",
         )
+
+    def _start_delete(self, handle: Handle) -> tuple[Row, float] | None:
+        """DELETE the stack unless Heat is deleting it already; None when it is gone."""
+        row = self._show(handle["name"], handle.get("id"))
+        if row is None:
+            return None
+        sent = time.monotonic()
+        if row.get("stack_status") != "DELETE_IN_PROGRESS":
+            response = self.connection().orchestration.delete(_stack_url(row))
+            if response.status_code == 404:
+                return None
+            sdk.raise_from_response(response)
+        return row, sent
 
     # list, check ------------------------------------------------------------------------------------
     async def list(self) -> list[str]:
@@ -397,10 +496,25 @@ class OpenStackProvider(Provider):
         conn = self.connection()
         try:
             found = getattr(getattr(conn, service), method)(name, ignore_missing=True)
-        except (sdk.EndpointNotFound, ksa_exceptions.EndpointNotFound, ksa_exceptions.EmptyCatalog):
+        except (
+            sdk.ServiceDisabledException,
+            sdk.EndpointNotFound,
+            ksa_exceptions.EndpointNotFound,
+            ksa_exceptions.EmptyCatalog,
+        ):
             return False, f"the cloud has no {service} service, so it has no {kind} {name!r}"
         except sdk.SDKException as exc:
             return False, str(translate(exc, self.cloud, f"finding {kind} {name}"))
         if found is None:
             return False, f"the cloud has no {kind} {name!r} (visible to this project)"
         return True, f"found ({getattr(found, 'id', None) or name})"
+
+
+def _stack_url(row: Row) -> str:
+    return f"/stacks/{row['stack_name']}/{row['id']}"  # by name and id: Heat answers without a redirect
+
+
+def _digest(attrs: dict[str, Any], parameters: dict[str, Any]) -> str:
+    """Which template (with its files and the lab's parameters) a stack was made of: its timing's key."""
+    text = json.dumps([attrs.get("template"), attrs.get("files"), parameters], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
