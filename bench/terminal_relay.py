@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import lxc_version, p50, p99, print_machine, print_table
+from bench.common import POSTGRES_ADMIN_URL, lxc_version, p50, p99, print_machine, print_table
 from bench.terminal import PROMPT, WORKLOADS, BridgeTerm, cpu_s, echo_latencies, throughput
 from tests.cluster.cluster import Cluster, web_cluster
-from tests.conftest import POSTGRES_URL, _server_database
+from tests.conftest import _server_database
 
 
 async def attach(url: str) -> tuple[BridgeTerm, float]:
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     print_machine("terminal relay benchmark", {"lxc": lxc_version()})
     with (
-        contextlib.contextmanager(_server_database)(POSTGRES_URL, "postgres") as url,
+        contextlib.contextmanager(_server_database)(POSTGRES_ADMIN_URL, "postgres") as url,
         web_cluster(url) as cluster,
     ):
         asyncio.run(run(args, cluster))
