@@ -75,7 +75,7 @@ def _contract(lab: Lab, template: Template) -> list[tuple[int, str]]:
         keys = address_outputs(i, node)
         if not any(key in outputs for key in keys):
             found.append(
-                (where, f"no output {' or '.join(keys)}: stacklab reads node {node!r}'s address from it")
+                (where, f"no output {' or '.join(keys)}: stacklab reads the address of node {node!r} from it")
             )
     declared = template.section("parameters")
     if LOGIN_KEY_OUTPUT not in outputs and not any(key in declared for key in PUBLIC_KEY_PARAMETERS):

@@ -409,10 +409,10 @@ def _status_words(what: str, spec: Mapping[str, Any]) -> str:
     """ "X is hidden in current Heat: message; use Y instead"."""
     status = str(spec["status"]).lower()
     words = f"{what} is {status} in Heat {heat.heat_version()}"
-    if spec.get("message"):
+    if spec.get("replacement"):  # ours, where Heat's message names nothing current
+        words += f": use {spec['replacement']} instead"
+    elif spec.get("message"):
         words += f": {spec['message'].rstrip('.')}"
-    if spec.get("replacement"):
-        words += f"; use {spec['replacement']} instead"
     return words
 
 
