@@ -70,7 +70,7 @@ async def test_launch_exec_suspend_resume_delete(app: App, tmp_path: Path, sshd_
         "main": {"host": "127.0.0.1", "port": sshd_port},
         "worker1": {"host": "127.0.0.1", "port": sshd_port},
     }
-    assert done.outputs["run"] == done.stack_name and done.outputs["greeting"] == "hi"
+    assert done.outputs["stack_name"] == done.stack_name and done.outputs["greeting"] == "hi"
     app.environments.request(record.id, Desired.SUSPENDED, "test")
     assert (await app.environments.drive(record.id, timeout_s=60)).observed == Observed.SUSPENDED
     app.environments.request(record.id, Desired.RUNNING, "test")

@@ -27,6 +27,7 @@ def request(name: str, template: str = "stack.yaml", **parameters: object) -> St
         public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ3 learner@stacklab",
         config={"template": template, "parameters": parameters, "nodes": ["main", "worker1"]},
         lab_dir=str(LAB_DIR),
+        course="course-v1:Org+Lab+2026_T1",
     )
 
 
@@ -50,7 +51,8 @@ async def test_create_with_parameters_outputs_files_and_nested_templates(clean_c
         ("main", "127.0.0.1", 2222),
         ("worker1", "127.0.0.1", 2222),
     ]
-    assert status.outputs["run"] == "sl-create1"
+    assert status.outputs["stack_name"] == "sl-create1"  # ours
+    assert status.outputs["run"] == "2026_T1"  # hastexo's: the course run
     assert status.outputs["greeting"] == "bonjour"
     assert status.outputs["motd"] == "welcome to the lab\n"
     assert status.outputs["key_given"] is True

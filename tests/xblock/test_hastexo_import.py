@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from stacklab_xblock import olx
+from stacklab_xblock.hastexo_export import import_export
 from stacklab_xblock.hastexo_import import import_hastexo, main
 
 from stacklab.labs.loader import LabError, parse_lab
@@ -133,23 +136,27 @@ def test_plain_children_map_to_providers_checks_hooks_and_timeouts() -> None:
 
 
 def test_option_namespace_yaml_children_and_hooks() -> None:
-    result = import_hastexo(OPTIONS, lab_id="windows-lab")
+    hook = '#!/bin/sh\necho "$1" >> /var/tmp/events\n'
+    result = import_hastexo(OPTIONS, lab_id="windows-lab", assets={"hooks/lab-hook.sh": hook}.get)
     lab = lab_of(result)
     assert lab.id == "windows-lab"
     assert lab.login_user == "training"  # "Administrator1" is not a Linux login name
     assert [(p.name, p.capacity) for p in lab.providers] == [("default", 5), ("spare", None)]
     assert lab.openstack.template == "hot.yaml"
     assert len(lab.checks) == 2 and "grep -q ready" in lab.checks[1].script
-    assert lab.hooks.before_suspend is not None and "lab-hook.sh suspend" in lab.hooks.before_suspend.script
-    assert lab.hooks.after_resume is not None and "resume" in lab.hooks.after_resume.script
+    assert lab.hooks.before_suspend is not None and lab.hooks.before_suspend.script.endswith(
+        '"$hook" suspend\n'
+    )
+    assert hook in lab.hooks.before_suspend.script and lab.hooks.before_suspend.timeout_s == 300
+    assert lab.hooks.after_resume is not None and lab.hooks.after_resume.script.endswith('"$hook" resume\n')
     assert lab.hooks.before_delete is None
     report = result.report
     assert mentions(report, "Administrator1")
     assert mentions(report, "stack_protocol", "rdp")
     assert mentions(report, "3389", "not mapped")
-    assert mentions(report, "hot-spare.yaml", "one template")
+    assert mentions(report, "hot-spare.yaml", "one per lab")
     assert mentions(report, "stack_key_type")
-    assert mentions(report, "hooks/lab-hook.sh", "install")
+    assert mentions(report, "hooks/lab-hook.sh", "suspend, resume", "argument")
     for attr in ("hidden", "enable_fullscreen", "show_feedback", "progress_check_result_heading"):
         assert mentions(report, attr, "not mapped"), attr
     assert olx.parse_olx(result.stacklab_olx)["lab"] == "windows-lab"
@@ -163,7 +170,10 @@ def test_undeclared_option_prefix_is_accepted() -> None:
 def test_deprecated_single_provider() -> None:
     result = import_hastexo(DEPRECATED)
     lab = lab_of(result)
-    assert lab.id == "ceph-101"
+    assert lab.id.startswith("ceph-101-")  # no url_name: title and a digest of the element
+    assert import_hastexo(DEPRECATED).lab["id"] == lab.id  # the same unit gets the same id again
+    assert import_hastexo(DEPRECATED.replace('weight="0"', 'weight="1"')).lab["id"] != lab.id
+    assert mentions(result.report, "no url_name")
     assert [(p.name, p.cloud) for p in lab.providers] == [("my-cloud", "my-cloud")]
     assert lab.checks == ()
     assert mentions(result.report, "deprecated provider")
@@ -173,7 +183,7 @@ def test_deprecated_single_provider() -> None:
 def test_broken_units_still_give_a_valid_lab_and_say_why() -> None:
     result = import_hastexo(BROKEN)
     lab = lab_of(result)
-    assert lab.id == "lab"
+    assert lab.id.startswith("lab-")
     assert lab.login_user == "training"
     assert [(p.name, p.cloud) for p in lab.providers] == [("default", "default")]
     assert lab.openstack.template == "heat-template.yaml"
@@ -214,3 +224,86 @@ def test_command_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert yaml.safe_load(out)["id"] == "intro"
     assert '<stacklab url_name="lab_openstack_intro"' in err
     assert "not mapped" in err
+
+
+def test_stackamole_units_and_hastexo_defaults() -> None:
+    text = DEPRECATED.replace("<hastexo", '<stackamole url_name="ceph"').replace(
+        "/>", "><test>#!python3\nprint(1)\n</test></stackamole>"
+    )
+    result = import_hastexo(text)
+    lab = lab_of(result)
+    assert lab.id == "ceph"
+    # what hastexo does when the unit says nothing: launch 900 s, suspend after 120 s, delete after 14 days
+    assert (lab.timeouts.launch_s, lab.timeouts.idle_suspend_s, lab.timeouts.delete_after_s) == (
+        900,
+        120,
+        14 * 86400,
+    )
+    (check,) = lab.checks
+    assert check.timeout_s == 120  # hastexo's check_timeout
+    assert check.script.startswith("#!/usr/bin/env python3\n")
+    assert mentions(result.report, "'#!python3' became '#!/usr/bin/env python3'")
+
+
+def test_hooks_and_environment_files_need_the_course_assets() -> None:
+    result = import_hastexo(
+        OPTIONS.replace("windows/hot.yaml\n", "windows/hot.yaml\n    environment: env.yaml\n", 1)
+    )
+    assert "hooks" not in result.lab
+    assert mentions(result.report, "hooks/lab-hook.sh", "not read", "no hooks imported")
+    assert mentions(result.report, "env.yaml", "not read")
+    assets = {"env.yaml": "parameter_defaults: {flavor: m1.large, count: 2}\nresource_registry: {}\n"}
+    text = OPTIONS.replace("windows/hot.yaml\n", "windows/hot.yaml\n    environment: env.yaml\n", 1)
+    mapped = import_hastexo(text, assets=assets.get)
+    assert mapped.lab["openstack"]["parameters"] == {"flavor": "m1.large", "count": 2}
+    assert mentions(mapped.report, "resource_registry", "not mapped")
+
+
+def course_export(root: Path) -> Path:
+    """A course export as Open edX writes it: units under hastexo/ and stackamole/, assets under static/."""
+    course = root / "course"
+    (course / "hastexo").mkdir(parents=True)
+    (course / "stackamole").mkdir()
+    (course / "static" / "hooks").mkdir(parents=True)
+    (course / "course.xml").write_text('<course url_name="2026_T1" org="Org" course="Intro"/>')
+    (course / "hastexo" / "lab_intro.xml").write_text(PLAIN.replace(' url_name="lab_openstack_intro"', ""))
+    (course / "stackamole" / "lab_two.xml").write_text(
+        DEPRECATED.replace("<hastexo", '<stackamole hook_script="hooks/h.sh"')
+    )
+    (course / "static" / "hot_lab.yaml").write_text("heat_template_version: 2018-08-31\nresources: {}\n")
+    (course / "static" / "hot_env_de.yaml").write_text("parameters: {flavor: m1.small}\n")
+    (course / "static" / "hooks" / "h.sh").write_text("echo hook $1\n")
+    return root
+
+
+def test_a_course_export_becomes_one_lab_folder_per_unit(tmp_path: Path) -> None:
+    out = tmp_path / "labs"
+    done = import_export(course_export(tmp_path / "export"), out)
+    assert [line.split(" -> ")[0] for line in done] == ["hastexo/lab_intro.xml", "stackamole/lab_two.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["lab-intro", "lab-two"]
+    intro = parse_lab((out / "lab-intro" / "lab.yaml").read_text(), lab_dir=str(out / "lab-intro"))
+    assert intro.openstack.parameters == {"flavor": "m1.small"}  # from the provider's environment file
+    assert (out / "lab-intro" / "hot_lab.yaml").is_file()
+    assert olx.parse_olx((out / "lab-intro" / "unit.xml").read_text())["lab"] == "lab-intro"
+    assert "8080" in (out / "lab-intro" / "report.txt").read_text()
+    two = parse_lab((out / "lab-two" / "lab.yaml").read_text(), "lab.yaml")
+    assert two.hooks.before_delete is not None and "echo hook $1" in two.hooks.before_delete.script
+    assert "ceph/hot_lab.yaml" in (out / "lab-two" / "report.txt").read_text()  # not among the assets
+
+
+def test_the_command_line_imports_an_export(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    export = course_export(tmp_path / "export")
+    assert main([str(export), str(tmp_path / "labs")]) == 0
+    assert "lab-intro" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(export), str(tmp_path / "labs"), "--lab-id", "x"])  # each unit has its own id
+
+
+def test_the_xblock_copy_of_the_name_rules_is_the_services() -> None:
+    from stacklab.names import LOGIN_USER, NODE_NAME, SLUG
+
+    assert (olx.LAB_ID.pattern, olx.NODE_NAME.pattern, olx.LOGIN_USER.pattern) == (
+        SLUG.regex,
+        NODE_NAME.regex,
+        LOGIN_USER.regex,
+    )

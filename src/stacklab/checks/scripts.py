@@ -38,4 +38,3 @@ def runner_for(script: str, timeout_s: float) -> str:
 
 async def run_script(target: Target, script: str, timeout_s: float) -> CommandResult:
     return await run(target, runner_for(script, timeout_s), stdin=script, timeout_s=timeout_s)
-

@@ -519,6 +519,7 @@ class Controller:
             nodes=nodes,
             config={**config, "cloud": entry.cloud},
             lab_dir=self.labs.lab_dir(record.lab_digest),
+            course=record.course,
         )
 
     def _record_nodes(self, record: EnvironmentRecord, status: StackStatus) -> None:

@@ -57,6 +57,8 @@ class StackRequest:
     nodes: tuple[NodeSpec, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     lab_dir: str | None = None
+    course: str = ""
+    """The course the environment belongs to (templates written for hastexo take its run as `run`)."""
 
 
 @dataclass(frozen=True)

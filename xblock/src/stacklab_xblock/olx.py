@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 TAG = "stacklab"
+# The service's name rules (stacklab.names). The XBlock is a distribution of its own that installs into the
+# LMS without the service, so it cannot import them: this is its one copy, kept equal by a test.
 LAB_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 NODE_NAME = re.compile(r"[a-z][a-z0-9-]{0,19}")
+LOGIN_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off", "")
 

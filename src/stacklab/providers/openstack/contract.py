@@ -9,17 +9,32 @@ from __future__ import annotations
 from collections.abc import Collection
 
 PUBLIC_KEY_PARAMETERS = ("public_key", "ssh_public_key")
-SUPPLIED_PARAMETERS = ("run", "login_user", *PUBLIC_KEY_PARAMETERS)
+STACK_NAME_PARAMETER = "stacklab_stack_name"
+"""Our own parameter: the stack's name (`sl-<environment id>`), unique per environment."""
+SUPPLIED_PARAMETERS = ("run", STACK_NAME_PARAMETER, "login_user", *PUBLIC_KEY_PARAMETERS)
 """Parameters stacklab gives a value when the template declares them."""
+REBOOT_OUTPUT = "reboot_on_resume"
+"""hastexo's output naming the servers to hard-reboot after every resume (see reboot.py)."""
 SECRET_OUTPUTS = ("private_key", "password")
 LOGIN_KEY_OUTPUT = "private_key"
 
 
+def course_run(course: str) -> str:
+    """What hastexo passes as `run`: the run of an Open edX course key (`course-v1:Org+Num+Run`, or the
+    old `Org/Num/Run`), or the whole course id when it is neither."""
+    if course.startswith("course-v1:") and course.count("+") == 2:
+        return course.rsplit("+", 1)[1]
+    if course.count("/") == 2:
+        return course.rsplit("/", 1)[1]
+    return course
+
+
 def supplied_parameters(
-    declared: Collection[str], *, stack_name: str, login_user: str, public_key: str
+    declared: Collection[str], *, stack_name: str, course: str, login_user: str, public_key: str
 ) -> dict[str, str]:
-    """The values stacklab passes for the SUPPLIED_PARAMETERS the template declares."""
-    values = {"run": stack_name, "login_user": login_user}
+    """The values stacklab passes for the SUPPLIED_PARAMETERS the template declares: hastexo's (`run`,
+    the course run) and ours."""
+    values = {"run": course_run(course), STACK_NAME_PARAMETER: stack_name, "login_user": login_user}
     values.update(dict.fromkeys(PUBLIC_KEY_PARAMETERS, public_key))
     return {name: value for name, value in values.items() if name in declared}
 
