@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+from tests.support.lxc import sweep_stacks
 
 REPO = Path(__file__).resolve().parents[2]
 STACKLAB = str(REPO / ".venv" / "bin" / "stacklab")
@@ -262,22 +263,5 @@ def web_cluster(database_url: str) -> Iterator[Cluster]:
                 cluster.nginx.wait(10)
             for web in cluster.webs:
                 web.stop()
-            _sweep(work / "local")
+            sweep_stacks(work / "local")
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _sweep(root: Path) -> None:
-    """Delete whatever stacks are left under the LXC root (a lab whose delete did not finish)."""
-    if not root.exists():
-        return
-    from tests.support.lxc import IMAGE_DIR, run_sync
-
-    from stacklab.providers.local import LocalProvider
-
-    provider = LocalProvider("local", {"root_dir": str(root), "image_dir": IMAGE_DIR})
-
-    async def sweep() -> None:
-        for name in await provider.list():
-            await provider.delete({"name": name})
-
-    run_sync(sweep())

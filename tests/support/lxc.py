@@ -95,3 +95,18 @@ def lxc_nodes(name: str, login: str, nodes: tuple[Any, ...]) -> Iterator[tuple[d
     finally:
         run_sync(provider.delete({"name": name}))
         shutil.rmtree(root, ignore_errors=True)
+
+
+def sweep_stacks(root: Path) -> None:
+    """Delete every stack left under an LXC root dir (after a failed or unfinished delete)."""
+    if not root.exists():
+        return
+    from stacklab.providers.local import LocalProvider
+
+    provider = LocalProvider("sweep", {"root_dir": str(root), "image_dir": IMAGE_DIR})
+
+    async def sweep() -> None:
+        for name in await provider.list():
+            await provider.delete({"name": name})
+
+    run_sync(sweep())
