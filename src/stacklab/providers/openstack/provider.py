@@ -45,6 +45,7 @@ from stacklab.providers.openstack.contract import (
     supplied_parameters,
 )
 from stacklab.providers.openstack.errors import translate
+from stacklab.providers.openstack.reboot import reboot_after_resume, servers_to_reboot
 from stacklab.providers.openstack.watch import Flight, Row, StackWatch
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,23 @@ class OpenStackProvider(Provider):
 
     # status -----------------------------------------------------------------------------------------
     async def status(self, handle: Handle) -> StackStatus:
+        return await self._reboot_on_resume(await self._stack_status(handle))
+
+    async def _reboot_on_resume(self, status: StackStatus) -> StackStatus:
+        """A resumed stack whose template names servers in `reboot_on_resume` (hastexo's output) runs
+        once those servers were hard-rebooted (reboot.py); until then it is still resuming."""
+        servers = servers_to_reboot(status.outputs)
+        if not servers or status.state != StackState.RUNNING or not status.reason.startswith("RESUME_"):
+            return status
+        busy = await self._run(
+            "rebooting servers after a resume",
+            lambda: reboot_after_resume(self.connection().compute, servers),
+        )
+        if not busy:
+            return status
+        return StackStatus(StackState.RESUMING, f"hard-rebooting {', '.join(busy)} after the resume")
+
+    async def _stack_status(self, handle: Handle) -> StackStatus:
         doing = f"reading stack {handle['name']}"
         flight = self.watch.get(handle.get("id"))
         if flight is None:
