@@ -137,7 +137,15 @@ async def test_another_learners_token_is_refused_on_the_relay_path(cluster: Clus
 
 
 async def test_a_killed_holder_gives_a_new_shell_not_a_hang(cluster: Cluster, labs: Labs) -> None:
-    cluster.web(labs.owner).kill()  # its member row still looks live for member_ttl_s
+    owner = cluster.web(labs.owner)
+    other = next(web for web in cluster.webs if web is not owner)
+    relayed, headers = await open_term(
+        cluster.ws_url(other.url, labs.env_id, labs.token, labs.session, labs.offset)
+    )
+    assert headers["x-stacklab-relayed-to"] == labs.owner
+    owner.kill()  # its member row still looks live for member_ttl_s
+    assert await relayed.end() == 1011  # the relayed client is told at once, and reconnects
+    assert any("stopped" in event.get("message", "") for event in relayed.events), relayed.events
     async with asyncio.timeout(20):
         term, headers = await open_term(
             cluster.ws_url(cluster.url, labs.env_id, labs.token, labs.session, labs.offset)

@@ -171,7 +171,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
             await watch_task
             await terminals.shutdown()
             await member_task
-            await asyncio.to_thread(membership.leave)
+            await membership.leave()
             if loop_task:
                 await loop_task
 

@@ -63,13 +63,18 @@ class Membership:
         members.register(self.repo, self.id, ROLE, self.address, self._clock())
         log.info("web member joined", extra={"member": self.id, "address": self.address})
 
-    def leave(self) -> None:
-        """Clean shutdown: peers stop relaying here at once (the shells close with this process)."""
+    async def leave(self) -> None:
+        """Clean shutdown, once the shells are closed: peers stop relaying here at once."""
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=5)
         try:
-            terminal_sessions.forget_members(self.repo, [self.id])
-            members.leave(self.repo, self.id)
+            await asyncio.to_thread(self._leave)
         except SQLAlchemyError as exc:
             log.warning("leaving the member list failed", extra={"member": self.id, "error": str(exc)})
+
+    def _leave(self) -> None:
+        terminal_sessions.forget_members(self.repo, [self.id])
+        members.leave(self.repo, self.id)
 
     def beat(self) -> None:
         """One heartbeat (re-registering when the row was pruned), and the removal of long-dead peers."""
@@ -88,8 +93,6 @@ class Membership:
                 log.warning("member heartbeat failed", extra={"member": self.id, "error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.heartbeat_s)
-        if self._writes:
-            await asyncio.wait(self._writes, timeout=5)
 
     # terminal sessions ------------------------------------------------------------------------------
     async def holder(self, key: SessionKey) -> Holder | None:
