@@ -1,0 +1,190 @@
+"""One poll per cloud for every stack operation in flight, shared by everyone waiting on one of them.
+
+A launch used to be seen by its own GET every poll interval: late by half that interval on average, and one
+request per stack per poll. Here the provider registers each operation it starts (create, suspend, resume,
+delete) as a `Flight`; one task per cloud asks Heat about all of them at once (the stack list filtered by
+their ids; the stack itself when only one is in flight, which also brings its outputs) at the moments
+`timing.next_poll` picks, and wakes whoever waits on a flight that finished. Finished operations teach
+`Durations` how long the next one of the same template will take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stacklab.providers.openstack.timing import Durations, next_poll
+
+Row = dict[str, Any]
+"""What a poll tells of one stack: `stack_status`, `stack_status_reason` (and `outputs` from a show)."""
+Fetch = Callable[[list["Flight"]], Awaitable[dict[str, Row]]]
+"""Ask Heat about these flights' stacks; a stack missing from the answer is gone (deleted)."""
+
+
+@dataclass
+class Flight:
+    """One operation on one stack, from its request until a poll sees it finished."""
+
+    name: str
+    stack_id: str
+    op: str
+    """CREATE, SUSPEND, RESUME or DELETE: which of Heat's `<OP>_COMPLETE` ends it."""
+    key: str
+    """The template's digest: operations of one template take about as long as each other."""
+    sent: float
+    """time.monotonic() when the request was sent."""
+    before: tuple[str, str] = ("", "")
+    """(status, reason) when the request was sent: a poll still showing these has not seen the op start."""
+    row: Row | None = None
+    gone: bool = False
+    polled: float | None = None
+    """When the latest poll that covered this flight was sent."""
+    error: Exception | None = None
+    asked: float = field(default_factory=time.monotonic)
+    """When someone last waited on this flight (one nobody asks about any more is dropped)."""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def status(self) -> str:
+        return str((self.row or {}).get("stack_status") or "")
+
+    @property
+    def reason(self) -> str:
+        return str((self.row or {}).get("stack_status_reason") or "")
+
+    def finished(self) -> bool:
+        if self.gone:
+            return True
+        if self.row is None or (self.status, self.reason) == self.before:
+            return False
+        status = self.status
+        if self.op == "CREATE" and status == "ROLLBACK_COMPLETE":
+            return True
+        return status == f"{self.op}_COMPLETE" or status.endswith("_FAILED")
+
+
+class StackWatch:
+    """The shared poll of one cloud: started by the first flight, ended when none is left."""
+
+    def __init__(self, fetch: Fetch, fast_poll_s: float, slow_poll_s: float, forget_s: float) -> None:
+        self.fetch = fetch
+        self.slow_poll_s = slow_poll_s
+        self.forget_s = forget_s
+        self.durations = Durations(fast_poll_s)
+        self.flights: dict[str, Flight] = {}
+        self.polls = 0
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def track(self, flight: Flight) -> Flight:
+        """Watch `flight` (replacing an earlier operation's flight on the same stack)."""
+        self._own_loop()
+        self.flights[flight.stack_id] = flight
+        self._changed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="openstack stack watch")
+        return flight
+
+    def get(self, stack_id: str | None) -> Flight | None:
+        """The flight of this stack, if one is watched (asking keeps it watched)."""
+        self._own_loop()
+        flight = self.flights.get(stack_id) if stack_id else None
+        if flight is not None:
+            flight.asked = time.monotonic()
+        return flight
+
+    def forget(self, flight: Flight) -> None:
+        if self.flights.get(flight.stack_id) is flight:
+            del self.flights[flight.stack_id]
+
+    async def wait(self, flight: Flight, timeout_s: float) -> bool:
+        """Until the flight finished (True) or `timeout_s` passed (False); a failed poll raises."""
+        flight.asked = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(flight.done.wait(), max(0.0, timeout_s))
+        flight.asked = time.monotonic()
+        if flight.error is not None:
+            error, flight.error = flight.error, None
+            flight.done.clear()
+            raise error
+        return flight.finished()
+
+    def expected_in(self, flight: Flight) -> float | None:
+        """Seconds until the flight's window of expected completion opens (negative: open or past)."""
+        window = self.durations.window(flight.key, flight.op)
+        if window is None:
+            return None
+        return window.opens - (time.monotonic() - flight.sent)
+
+    # the poll -----------------------------------------------------------------------------------------
+    def _own_loop(self) -> None:
+        """Flights and their events belong to one event loop; a provider reused on a new loop starts over."""
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._task.get_loop() is not loop:
+            self.flights.clear()
+            self._task = None
+            self._changed = asyncio.Event()
+
+    def _pending(self) -> list[Flight]:
+        now = time.monotonic()
+        for flight in list(self.flights.values()):
+            if now - flight.asked > self.forget_s:
+                self.forget(flight)
+        return [f for f in self.flights.values() if not f.finished() and f.error is None]
+
+    def _due_in(self, pending: list[Flight]) -> float:
+        now = time.monotonic()
+        return min(
+            next_poll(
+                self.durations,
+                f.key,
+                f.op,
+                now - f.sent,
+                now - max(f.sent, f.polled or f.sent),
+                self.slow_poll_s,
+            )
+            for f in pending
+        )
+
+    async def _run(self) -> None:
+        while True:
+            pending = self._pending()
+            if not pending:
+                if not self.flights:
+                    return
+                pending_wait = self.forget_s  # only finished flights left: wait for their readers
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), pending_wait)
+                continue
+            delay = self._due_in(pending)
+            if delay > 0:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), delay)
+                continue  # a new flight may want an earlier poll
+            await self._poll(pending)
+
+    async def _poll(self, pending: list[Flight]) -> None:
+        sent = time.monotonic()
+        self.polls += 1
+        try:
+            rows = await self.fetch(pending)
+        except Exception as exc:  # each waiter raises it; the next poll comes after the slow interval
+            for flight in pending:
+                flight.error = exc
+                flight.polled = sent + self.slow_poll_s
+                flight.done.set()
+            return
+        for flight in pending:
+            running_at = (flight.polled or flight.sent) - flight.sent
+            flight.polled = sent
+            flight.row = rows.get(flight.stack_id)
+            flight.gone = flight.row is None
+            if flight.finished():
+                self.durations.learn(flight.key, flight.op, running_at, sent - flight.sent)
+                flight.done.set()
