@@ -825,6 +825,85 @@ def serve(ctx: click.Context, host: str | None, port: int | None, demo: bool | N
         app.close()
 
 
+# distributed mode -----------------------------------------------------------------------------------
+WORKER_SETTINGS = [
+    "runner",
+    "broker_url",
+    "database_url",
+    "job_queue",
+    "reconcile_concurrency",
+    "lease_s",
+    "provider_timeout_s",
+    "scheduler_interval_s",
+    "scheduler_lease_s",
+    "redeliver_after_s",
+    "reconcile_batch",
+    "sweep_interval_s",
+    "worker_metrics_port",
+    "secret_key",
+    "data_dir",
+    "local_root_dir",
+    "log_format",
+    "log_level",
+]
+SCHEDULER_SETTINGS = [
+    name
+    for name in WORKER_SETTINGS
+    if name not in ("job_queue", "reconcile_concurrency", "worker_metrics_port")
+]
+_CONFIGURED = (
+    "Configuration is read from $STACKLAB_CONFIG or <data_dir>/stacklab.toml, then STACKLAB_* environment "
+    "variables; these settings matter here:\n\n"
+)
+
+
+@main.command(
+    "worker",
+    help="Run passes of runner = celery: a Celery worker consuming the job queue (RabbitMQ or Redis) that "
+    "runs each environment's reconcile, and a candidate for the scheduler that sends what is due (one is "
+    "elected among all workers and schedulers; see docs/distributed.md). Stops on SIGTERM or Ctrl-C after "
+    "the passes it runs.\n\n" + _CONFIGURED + describe_settings(WORKER_SETTINGS).replace("\n", "\n\n"),
+)
+@click.option("--queue", "queues", multiple=True, help="Queue to consume (repeatable; default: job_queue).")
+@click.option("--concurrency", type=int, help="Passes at once (default: reconcile_concurrency).")
+@click.option(
+    "--scheduler/--no-scheduler",
+    "elect",
+    default=True,
+    show_default=True,
+    help="Stand for the scheduler's election (off: only run passes).",
+)
+@click.option("--metrics-port", type=int, help="Port of /metrics (default: worker_metrics_port; 0: none).")
+@click.pass_context
+def worker_command(
+    ctx: click.Context,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    elect: bool,
+    metrics_port: int | None,
+) -> None:
+    from stacklab.distributed import serve_worker
+
+    settings = _settings(ctx, serving=True, worker_metrics_port=metrics_port)
+    app = open_app(settings)
+    serve_worker(app, queues or (settings.job_queue,), concurrency or settings.reconcile_concurrency, elect)
+
+
+@main.command(
+    "scheduler",
+    help="Run only a candidate for the scheduler of runner = celery (workers stand by default): while "
+    "elected it sends the passes that are due to the workers and sweeps for leaked stacks. Run it where "
+    "the providers are reachable.\n\n"
+    + _CONFIGURED
+    + describe_settings(SCHEDULER_SETTINGS).replace("\n", "\n\n"),
+)
+@click.pass_context
+def scheduler_command(ctx: click.Context) -> None:
+    from stacklab.distributed import serve_scheduler
+
+    serve_scheduler(open_app(_settings(ctx, serving=True)))
+
+
 # operators ------------------------------------------------------------------------------------------
 @main.group()
 def operator() -> None:

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 from pydantic_settings import (
     BaseSettings,
@@ -48,6 +56,8 @@ SECRET_SETTINGS = frozenset({"secret_key", "lms_keys", "admin_password", "metric
 ANY_COURSE = "*"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+RUNNERS = ("embedded", "celery")
+BROKER_SCHEMES = ("amqp://", "pyamqp://", "redis://", "rediss://")
 MASK = "***"
 
 
@@ -255,6 +265,41 @@ class Settings:
         description="Longest wait to open a relay to the web process holding a terminal; past it, that "
         "process counts as gone and a new shell opens.",
     )
+    runner: str = Field(
+        default="embedded",
+        description="Where controller passes run: embedded (in `stacklab serve`, one process, SQLite is "
+        "enough) or celery (every `stacklab serve` only submits; `stacklab worker` processes run the passes, "
+        "one of them elected to send what is due; needs broker_url and PostgreSQL or MariaDB).",
+    )
+    broker_url: str = Field(
+        default="",
+        description="The Celery broker of runner = celery: amqp://user:password@host:5672// (RabbitMQ) or "
+        "redis://host:6379/0 (Redis).",
+    )
+    job_queue: str = Field(
+        default="stacklab", description="The broker queue passes are sent to and workers consume."
+    )
+    scheduler_interval_s: Seconds = Field(
+        default=0.5, description="How often the elected scheduler sends the passes that are due (celery)."
+    )
+    scheduler_lease_s: Seconds = Field(
+        default=10.0,
+        description="How long the scheduler's election holds without renewal; when its worker dies, another "
+        "worker takes over after this (celery).",
+    )
+    redeliver_after_s: Seconds = Field(
+        default=30.0,
+        description="A pass sent but not finished by then (its message, broker or worker lost) is sent "
+        "again; a pass still running keeps its lease and the extra message does nothing (celery).",
+    )
+    sweep_interval_s: Seconds = Field(
+        default=60.0, description="Seconds between sweeps for stacks no environment owns."
+    )
+    worker_metrics_port: Count = Field(
+        default=0,
+        description="Port of a worker's Prometheus /metrics (jobs run, failures, queue wait, pass duration); "
+        "0: none. Give each worker of a host its own.",
+    )
     log_format: str = Field(
         default="text",
         description="text (one line: time, level, logger, message, then key=value context) or json (one "
@@ -293,6 +338,32 @@ class Settings:
         if value and (parts.scheme not in ("http", "https") or not parts.hostname):
             raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("runner")
+    @classmethod
+    def _runner_known(cls, value: str) -> str:
+        if value.lower() not in RUNNERS:
+            raise ValueError(f"{value!r} is not one of: {', '.join(RUNNERS)}")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _distributed_needs_shared_parts(self) -> Settings:
+        """runner = celery needs a broker and a database every machine shares; checked before anything
+        starts, so that a half-configured deployment never runs."""
+        if self.runner != "celery":
+            return self
+        if not self.broker_url.startswith(BROKER_SCHEMES):
+            raise ValueError(
+                "runner = celery needs broker_url: amqp://user:password@host:5672// (RabbitMQ) or "
+                "redis://host:6379/0 (Redis)" + (f", not {self.broker_url.split(':')[0]}:" if self.broker_url else "")
+            )
+        if self.resolved_database_url.startswith("sqlite"):
+            raise ValueError(
+                "runner = celery needs a database every process shares: set database_url to PostgreSQL "
+                "(postgresql+psycopg://...) or MariaDB (mysql+pymysql://...); SQLite is the embedded "
+                "runner's, one process on one machine"
+            )
+        return self
 
     @field_validator("log_format", "log_level")
     @classmethod
@@ -425,7 +496,9 @@ def _unknown_key(path: Path, error: Any) -> str:
 
 
 def _problem(error: Any, origins: Mapping[str, str]) -> str:
-    name = str(error["loc"][0]) if error["loc"] else "settings"
+    if not error["loc"]:  # a rule across settings (runner = celery): its message names them
+        return "settings: " + str(error["msg"]).removeprefix("Value error, ")
+    name = str(error["loc"][0])
     where = origins.get(name, "")
     source = f" (from {where})" if where and where != "default" else ""
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -469,11 +542,12 @@ def masked(name: str, value: Any) -> Any:
     return MASK if value else ""
 
 
-def describe_settings() -> str:
-    """One line per setting (secrets included, never their values) with its default and help."""
+def describe_settings(names: list[str] | None = None) -> str:
+    """One line per setting (or per one of `names`; secrets included, never their values) with its default
+    and help."""
     base = Settings()
     lines = []
-    for name in setting_names():
+    for name in names or setting_names():
         default = "(not set)" if name in SECRET_SETTINGS else repr(masked(name, getattr(base, name)))
         secret = " Secret: never shown." if name in SECRET_SETTINGS else ""
         lines.append(f"  {name} ({env_name(name)}): {setting_help(name)}{secret} [default: {default}]")

@@ -11,7 +11,7 @@ from stacklab.envs.engine import Engine
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.providerset import ProviderFactory, ProviderSet
 from stacklab.envs.service import Environments
-from stacklab.jobs.runner import InProcessRunner
+from stacklab.jobs.runner import InProcessRunner, JobRunner
 from stacklab.labs.schema import ProviderEntry
 from stacklab.providers.base import Provider
 from stacklab.secrets import Vault, load_or_create_key
@@ -29,8 +29,14 @@ class App:
     environments: Environments
     engine: Engine
 
+    @property
+    def embedded(self) -> bool:
+        """Passes run in this process (runner = embedded), not in `stacklab worker` processes."""
+        return self.settings.runner == "embedded"
+
     def close(self) -> None:
-        """Close database connections (the providers hold nothing open)."""
+        """Send what was submitted, close database connections (the providers hold nothing open)."""
+        self.engine.runner.close()
         self.repo.engine.dispose()
         self.repo.reader.dispose()
 
@@ -64,5 +70,14 @@ def build_app(
     vault = Vault(load_or_create_key(settings.secret_key, settings.data_dir))
     providers = ProviderSet(factories or default_factories(settings), defaults=DEFAULT_PROVIDERS)
     controller = Controller(repo, vault, providers, LabCache(repo), settings)
-    runner = InProcessRunner(controller.reconcile, settings.reconcile_concurrency, follow_requeue)
-    return App(settings, repo, controller, Environments(controller), Engine(repo, controller, runner))
+    runner = make_runner(settings, controller, follow_requeue)
+    return App(settings, repo, controller, Environments(controller, runner), Engine(repo, controller, runner))
+
+
+def make_runner(settings: Settings, controller: Controller, follow_requeue: bool = True) -> JobRunner:
+    """The embedded runner, or the Celery runner that sends passes to `stacklab worker` processes."""
+    if settings.runner == "celery":
+        from stacklab.jobs.celery_runner import CeleryRunner, make_celery
+
+        return CeleryRunner(make_celery(settings))
+    return InProcessRunner(controller.reconcile, settings.reconcile_concurrency, follow_requeue)

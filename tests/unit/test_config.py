@@ -63,6 +63,7 @@ def sample(name: str) -> tuple[Any, str, str]:
         "secret_key": (PASSPHRASE, PASSPHRASE, json.dumps(PASSPHRASE)),
         "log_format": ("json", "json", '"json"'),
         "log_level": ("debug", "debug", '"debug"'),
+        "runner": ("embedded", "Embedded", '"EMBEDDED"'),  # celery alone is refused: see below
         "advertise_url": (
             "http://web-2.internal:8080",
             "http://web-2.internal:8080",
@@ -321,3 +322,22 @@ def test_a_short_secret_key_says_how_to_make_one(monkeypatch: pytest.MonkeyPatch
     (problem,) = error.value.problems
     assert problem.startswith("setting secret_key (from STACKLAB_SECRET_KEY): too short (7 characters)")
     assert "secrets.token_urlsafe(32)" in problem and "hunter2" not in problem
+
+
+def test_the_celery_runner_needs_a_broker_and_a_shared_database(tmp_path: Path) -> None:
+    with pytest.raises(SettingsInvalid) as no_broker:
+        load_settings(data_dir=str(tmp_path), runner="celery")
+    assert "runner = celery needs broker_url" in str(no_broker.value)
+    with pytest.raises(SettingsInvalid) as on_sqlite:
+        load_settings(data_dir=str(tmp_path), runner="celery", broker_url="redis://127.0.0.1:6379/0")
+    assert "needs a database every process shares" in str(on_sqlite.value)
+    with pytest.raises(SettingsInvalid) as unknown:
+        load_settings(data_dir=str(tmp_path), runner="kubernetes")
+    assert "setting runner" in str(unknown.value) and "embedded, celery" in str(unknown.value)
+    server = load_settings(
+        data_dir=str(tmp_path),
+        runner="celery",
+        broker_url="amqp://guest:guest@127.0.0.1:5672//",
+        database_url="postgresql+psycopg://stacklab@db/stacklab",
+    )
+    assert server.runner == "celery"

@@ -45,6 +45,7 @@ from stacklab.labs.schema import Hook, Lab, ProviderEntry
 from stacklab.procs import process_identity
 from stacklab.providers.base import Handle, NodeSpec, Provider, StackRequest, StackState, StackStatus
 from stacklab.secrets import Secret, Vault
+from stacklab.store.conflicts import is_conflict
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed, Progress
@@ -115,6 +116,8 @@ class Controller:
                 log.warning("a pass outlived its lease", extra={"env_id": env_id})
                 return Result(self.settings.poll_interval_s)
             except Exception as exc:  # not planned for: retried with backoff like a transient error
+                if is_conflict(exc):  # a deadlock or a Galera certification failure: not the lab's fault
+                    return await self._redrive(journal, env_id)
                 log.exception("unexpected error in a pass", extra={"env_id": env_id})
                 return await self._recover(journal.session, env_id, exc)
 
@@ -158,6 +161,15 @@ class Controller:
         journal = Journal(record, self.clock(), session)
         journal.base = snapshot(record)
         return journal
+
+    async def _redrive(self, journal: Journal, env_id: str) -> Result:
+        """A save lost a write conflict and was rolled back: give the lease back and look again at once,
+        without counting an attempt (every step is idempotent, so the next pass carries on from the
+        last save)."""
+        log.info("a save lost a write conflict; the pass is run again", extra={"env_id": env_id})
+        journal.session.rollback()
+        await self._blocking(partial(self.repo.release_lease, env_id, self.owner))
+        return Result(0.0)
 
     async def _recover(self, session: Session, env_id: str, exc: Exception) -> Result:
         """After an unexpected error: forget what the pass had not saved (its steps are idempotent and

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from stacklab.envs.controller import CLOCK_STEP_S, Controller
 from stacklab.errors import ProviderError, StacklabError
-from stacklab.jobs.runner import InProcessRunner
+from stacklab.jobs.runner import JobRunner
 from stacklab.providers.base import Provider
 from stacklab.store.repository import Repository
 from stacklab.types import Observed
@@ -30,7 +30,7 @@ class SweepReport:
 class Engine:
     """Drives the controller: due environments are submitted as jobs to the runner."""
 
-    def __init__(self, repo: Repository, controller: Controller, runner: InProcessRunner) -> None:
+    def __init__(self, repo: Repository, controller: Controller, runner: JobRunner) -> None:
         self.repo = repo
         self.controller = controller
         self.runner = runner
@@ -116,9 +116,11 @@ class Engine:
                 report.errors.append(f"{provider.name}/{stack_name}: {exc}")
         return repaired
 
-    async def run_forever(self, stop: asyncio.Event, sweep_every_s: float = 60.0) -> None:
-        """The controller loop of `stacklab serve`: passes every interval, a sweep now and then."""
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """The controller loop of the embedded `stacklab serve`: passes every interval, a sweep now and
+        then. (With runner = celery the elected scheduler does this instead: jobs/scheduler.py.)"""
         interval = self.controller.settings.reconcile_interval_s
+        sweep_every_s = self.controller.settings.sweep_interval_s
         last_sweep = 0.0
         while not stop.is_set():
             try:

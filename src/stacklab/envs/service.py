@@ -16,6 +16,7 @@ from stacklab.envs.controller import Controller, seal
 from stacklab.envs.policies import is_settled
 from stacklab.envs.transitions import Journal
 from stacklab.errors import Conflict, InvalidInput, NotFound
+from stacklab.jobs.runner import JobRunner
 from stacklab.labs.loader import lab_digest, parse_lab
 from stacklab.labs.schema import Lab
 from stacklab.store.repository import EnvKey
@@ -42,12 +43,23 @@ def _validate_name(kind: str, value: str) -> str:
 
 
 class Environments:
-    """Launch, observe and act on environments; every change goes through the controller."""
+    """Launch, observe and act on environments; every change goes through the controller.
 
-    def __init__(self, controller: Controller) -> None:
+    A change that makes an environment due now is handed to the runner after it commits, so that a
+    pass starts at once wherever passes run (this process, or a worker); callers never kick passes.
+    """
+
+    def __init__(self, controller: Controller, runner: JobRunner) -> None:
         self.controller = controller
+        self.runner = runner
         self.repo = controller.repo
         self.clock: Callable[[], float] = controller.clock
+
+    def _submitted(self, record: EnvironmentRecord) -> EnvironmentRecord:
+        """Committed: a pass now, if the change made the environment due."""
+        if record.due_at is not None and record.due_at <= self.clock():
+            self.runner.submit(record.id)
+        return record
 
     # lookup -----------------------------------------------------------------------------------------
     def resolve(self, ref: str) -> EnvironmentRecord:
@@ -84,8 +96,8 @@ class Environments:
         key = EnvKey(course, lab.id, learner)
         existing = self.repo.find(key)
         if existing is None and self._insert(key, lab, digest, now):
-            return self.repo.find(key) or self._missing(key)
-        return self._relaunch(self.repo.find(key) or self._missing(key), digest)
+            return self._submitted(self.repo.find(key) or self._missing(key))
+        return self._submitted(self._relaunch(self.repo.find(key) or self._missing(key), digest))
 
     def _insert(self, key: EnvKey, lab: Lab, digest: str, now: float) -> bool:
         env_id = token_source.token_hex(4)
@@ -203,7 +215,7 @@ class Environments:
             change(journal)
             session.add_all(journal.entries)
 
-        return self.repo.update(record.id, mutate)
+        return self._submitted(self.repo.update(record.id, mutate))
 
     # driving ----------------------------------------------------------------------------------------
     @staticmethod

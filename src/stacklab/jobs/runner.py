@@ -1,8 +1,9 @@
 """Job runners. The job is `reconcile(env_id)`: it takes an id, never a secret, and is safe to run twice.
 
-The embedded runner executes jobs as asyncio tasks in this process, one at a time per environment and a
-bounded number at once. A Celery runner (distributed mode) only needs to implement `submit` by sending
-the same id to a worker that calls the same job function.
+What is due lives in the database (`due_at`); a runner only carries "look at environment X now" to
+whoever runs passes, and owns de-duplication and the requeue of its own passes. The embedded runner
+executes jobs as asyncio tasks in this process, one at a time per environment and a bounded number at
+once; the Celery runner (jobs/celery_runner.py) sends the id to workers that call the same job.
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ Job = Callable[[str], Awaitable[JobResult]]
 
 
 class JobRunner(Protocol):
+    failures: int
+    """Jobs (or sends) that failed unexpectedly, for /metrics."""
+
     def submit(self, env_id: str, delay_s: float = 0.0) -> None:
-        """Ask for one pass over the environment, now or after a delay."""
+        """Ask for one pass over the environment, now or after a delay; never blocks, never raises.
+        Called after the commit that made the environment due."""
 
     async def idle(self) -> None:
-        """Wait until no job is running or scheduled."""
+        """Wait until nothing this runner was given is still running or waiting here."""
+
+    def cancel_timers(self) -> None:
+        """Forget what this process holds in memory to do later (the database keeps it due)."""
+
+    def close(self) -> None:
+        """Let go of threads and connections."""
 
 
 class InProcessRunner:
@@ -45,6 +56,10 @@ class InProcessRunner:
         self.failures = 0
 
     def submit(self, env_id: str, delay_s: float = 0.0) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a one-shot command: the service's loop finds the environment due
+            return
         if delay_s > 0:
             if env_id not in self._timers:
                 loop = asyncio.get_running_loop()
@@ -97,3 +112,6 @@ class InProcessRunner:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+    def close(self) -> None:
+        self.cancel_timers()

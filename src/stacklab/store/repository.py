@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stacklab.errors import NotFound
 from stacklab.procs import holder_is_dead
+from stacklab.store.conflicts import retried
 from stacklab.store.database import session_factory
 from stacklab.store.tables import (
     CheckRunRecord,
@@ -53,7 +54,7 @@ class Repository:
 
     # labs -------------------------------------------------------------------------------------------
     def save_lab(self, digest: str, lab_id: str, source_path: str, text: str, now: float) -> None:
-        try:
+        def save() -> None:
             with self.session() as session:
                 if session.get(LabRecord, digest) is None:
                     session.add(
@@ -61,8 +62,9 @@ class Repository:
                             digest=digest, lab_id=lab_id, source_path=source_path, text=text, loaded_at=now
                         )
                     )
-        except IntegrityError:
-            pass  # a concurrent launch stored the same content first
+
+        with suppress(IntegrityError):  # a concurrent launch stored the same content first
+            retried(save)
 
     def lab_digests(self) -> list[str]:
         """Every stored lab version (a handful per lab: one per edit that was launched)."""
@@ -79,11 +81,15 @@ class Repository:
     # environments -----------------------------------------------------------------------------------
     def insert_environment(self, record: EnvironmentRecord, transition: TransitionRecord) -> bool:
         """Insert a new environment; False when one with the same key exists already."""
-        try:
+
+        def insert() -> None:
             with self.session() as session:
                 session.add(record)
                 session.flush()
                 session.add(transition)
+
+        try:
+            retried(insert)  # concurrent inserts of one key deadlock on MariaDB before one gets the conflict
         except IntegrityError:
             return False
         return True
@@ -152,14 +158,19 @@ class Repository:
 
     def update(self, env_id: str, mutate: Callable[[EnvironmentRecord, Session], Any]) -> EnvironmentRecord:
         """Load (row locked), change and save one environment in one transaction; bumps its version, so
-        a pass running meanwhile merges the change instead of overwriting it."""
-        with self.session() as session:
-            record = session.get(EnvironmentRecord, env_id, with_for_update=True)
-            if record is None:
-                raise NotFound(f"no environment {env_id!r}")
-            mutate(record, session)
-            record.version += 1
-            return record
+        a pass running meanwhile merges the change instead of overwriting it. Retried as a whole (mutate
+        too) when the database reports a write conflict."""
+
+        def change() -> EnvironmentRecord:
+            with self.session() as session:
+                record = session.get(EnvironmentRecord, env_id, with_for_update=True)
+                if record is None:
+                    raise NotFound(f"no environment {env_id!r}")
+                mutate(record, session)
+                record.version += 1
+                return record
+
+        return retried(change)
 
     def touch(self, env_id: str, now: float) -> bool:
         """Record learner activity in one statement (the hot path); False for an unknown id.
@@ -167,13 +178,17 @@ class Repository:
         due_at is left alone: when the old idle deadline comes, the pass sees the newer activity and
         moves the deadline, which costs one cheap pass per idle period instead of a write per keystroke.
         """
-        with self.session() as session:
-            result = session.execute(
-                update(EnvironmentRecord)
-                .where(EnvironmentRecord.id == env_id)
-                .values(last_activity_at=now, version=EnvironmentRecord.version + 1)
-            )
-            return result.rowcount > 0
+
+        def write() -> bool:
+            with self.session() as session:
+                result = session.execute(
+                    update(EnvironmentRecord)
+                    .where(EnvironmentRecord.id == env_id)
+                    .values(last_activity_at=now, version=EnvironmentRecord.version + 1)
+                )
+                return result.rowcount > 0
+
+        return retried(write)
 
     def history(self, env_id: str) -> list[TransitionRecord]:
         with self.read() as session:
@@ -193,6 +208,19 @@ class Repository:
         self, session: Session, env_id: str, owner: str, now: float, lease_s: float
     ) -> EnvironmentRecord | None:
         """Take the one-pass-at-a-time lease and load the record, in one transaction; None if held."""
+
+        def take() -> EnvironmentRecord | None:
+            try:
+                return self._lease(session, env_id, owner, now, lease_s)
+            except Exception:
+                session.rollback()
+                raise
+
+        return retried(take)
+
+    def _lease(
+        self, session: Session, env_id: str, owner: str, now: float, lease_s: float
+    ) -> EnvironmentRecord | None:
         free = or_(
             EnvironmentRecord.lease_owner.is_(None),
             EnvironmentRecord.lease_owner == owner,
@@ -251,12 +279,15 @@ class Repository:
 
     # leases -----------------------------------------------------------------------------------------
     def release_lease(self, env_id: str, owner: str) -> None:
-        with self.session() as session:
-            session.execute(
-                update(EnvironmentRecord)
-                .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None)
-            )
+        def release() -> None:
+            with self.session() as session:
+                session.execute(
+                    update(EnvironmentRecord)
+                    .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == owner)
+                    .values(lease_owner=None, lease_until=None)
+                )
+
+        retried(release)
 
     # provider capacity ------------------------------------------------------------------------------
     @staticmethod

@@ -72,11 +72,6 @@ def _status(ctx: WebContext, env_id: str) -> schemas.EnvironmentStatus:
     return schemas.status_of(record, envs.lab_of(record))
 
 
-def _kick(ctx: WebContext, env_id: str) -> None:
-    """Reconcile now rather than at the next pass, so the learner sees progress at once."""
-    ctx.stack.engine.runner.submit(env_id)
-
-
 def _report(report: CheckReport, lab: Lab) -> schemas.CheckReportBody:
     return schemas.CheckReportBody(
         results=[schemas.CheckResultBody(**r.to_json()) for r in report.results],
@@ -124,7 +119,6 @@ async def resume_environment(request: Request, env_id: EnvId) -> schemas.Environ
     authorize(request, env_id, write=True)
     ctx = context(request)
     ctx.stack.environments.request(env_id, Desired.RUNNING, "ResumeRequested")
-    _kick(ctx, env_id)
     return _status(ctx, env_id)
 
 
@@ -133,9 +127,7 @@ async def record_activity(request: Request, env_id: EnvId) -> Response:
     """Learner activity: keeps the lab running (and wakes it when suspended)."""
     authorize(request, env_id, write=True)
     ctx = context(request)
-    record = ctx.stack.environments.touch(env_id)
-    if record.due_at is not None and record.due_at <= ctx.stack.controller.clock():
-        _kick(ctx, env_id)
+    ctx.stack.environments.touch(env_id)  # a wake-up is sent to the runner after it commits
     return Response(status_code=204)
 
 
@@ -150,7 +142,6 @@ async def reset_environment(request: Request, env_id: EnvId) -> schemas.ResetRes
     ctx = context(request)
     record = ctx.stack.environments.reset(env_id)
     await ctx.close_terminals(env_id)
-    _kick(ctx, env_id)
     fresh = _token(ctx, claims, record) if claims.env_id is not None else None
     return schemas.ResetResponse(
         **_status(ctx, env_id).model_dump(),
@@ -235,7 +226,6 @@ async def launch(request: Request, body: schemas.LaunchRequest, _caller: Server)
     if lab is not None:
         _check_node(lab, body.node)  # before launching: a bad unit setting launches nothing
     record = ctx.stack.environments.launch(ctx.catalog.path(body.lab), body.learner, body.course)
-    _kick(ctx, record.id)
     return _lab_page(ctx, record, body.node, body.read_only, body.learner)
 
 
@@ -260,7 +250,6 @@ def _wake_for_viewing(ctx: WebContext, record: EnvironmentRecord, reason: str) -
     """A paused lab is woken up so that a watcher has something to see (a failed one is left as it is)."""
     if record.desired != Desired.RUNNING and record.observed != Observed.FAILED:
         ctx.stack.environments.request(record.id, Desired.RUNNING, reason)
-        _kick(ctx, record.id)
 
 
 @router.get("/courses/{course}/environments", tags=["lms"])
@@ -288,7 +277,6 @@ async def suspend_environment(request: Request, env_id: EnvId, _caller: Server) 
     ctx.stack.environments.request(env_id, Desired.SUSPENDED, "SuspendRequested")
     _audit(ctx, _caller.operator, "suspend", record)
     await ctx.close_terminals(env_id)
-    _kick(ctx, env_id)
     return _status(ctx, env_id)
 
 
@@ -300,7 +288,6 @@ async def delete_environment(request: Request, env_id: EnvId, _caller: Server) -
     ctx.stack.environments.request(env_id, Desired.DELETED, "DeleteRequested")
     _audit(ctx, _caller.operator, "delete", record)
     await ctx.close_terminals(env_id)
-    _kick(ctx, env_id)
     return _status(ctx, env_id)
 
 
@@ -399,7 +386,6 @@ async def admin_reset(request: Request, env_id: EnvId, admin: Admin) -> schemas.
     record = ctx.stack.environments.reset(env_id)
     _audit(ctx, admin, "reset", record)
     await ctx.close_terminals(env_id)
-    _kick(ctx, env_id)
     return schemas.admin_view(record)
 
 
@@ -413,5 +399,4 @@ async def admin_act(
     _audit(ctx, admin, action, record)
     if action != "resume":
         await ctx.close_terminals(env_id)
-    _kick(ctx, env_id)
     return schemas.admin_view(record)

@@ -139,7 +139,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(stack: App, run_engine: bool = True) -> FastAPI:
-    """The ASGI app. With run_engine, the controller loop runs inside the app's lifespan."""
+    """The ASGI app. With run_engine and the embedded runner, the controller loop runs inside the app's
+    lifespan (with runner = celery, `stacklab worker` processes run passes and the elected scheduler)."""
     ctx = build_context(stack)
 
     membership = Membership(stack.repo, stack.settings)  # this process among the web processes
@@ -162,7 +163,9 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
         stop = asyncio.Event()
         await asyncio.to_thread(membership.join)
         member_task = asyncio.create_task(membership.run(stop))
-        loop_task = asyncio.create_task(stack.engine.run_forever(stop)) if run_engine else None
+        loop_task = (
+            asyncio.create_task(stack.engine.run_forever(stop)) if run_engine and stack.embedded else None
+        )
         watch_task = asyncio.create_task(watch.run(stop))
         try:
             yield

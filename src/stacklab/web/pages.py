@@ -146,7 +146,6 @@ async def demo(request: Request) -> RedirectResponse:
     if existing is None or existing.desired == Desired.DELETED:
         _admit_new_demo_lab(request)
     record = ctx.stack.environments.launch(ctx.catalog.path(lab_id), learner, DEMO_COURSE)
-    ctx.stack.engine.runner.submit(record.id)
     token = ctx.signer.issue(
         "learner", learner, record.id, settings.token_ttl_s, generation=record.token_generation
     )

@@ -1,0 +1,83 @@
+"""The processes of the distributed mode (runner = celery): `stacklab worker` and `stacklab scheduler`.
+
+A worker runs passes sent through the broker and stands as a candidate for the scheduler's lease (unless
+told not to); `stacklab scheduler` is only the candidate, for operators who keep it apart from the
+workers. Any number of either may run: the lease elects one scheduler at a time (docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Sequence
+
+from stacklab.errors import ConfigError
+from stacklab.jobs.celery_runner import CeleryRunner
+from stacklab.jobs.scheduler import Scheduler
+from stacklab.jobs.worker import LoopThread, WorkerMetrics, candidate, register_task, run_worker
+from stacklab.wiring import App
+
+
+def celery_runner(app: App) -> CeleryRunner:
+    """The app's runner, which must be the Celery one: a worker of the embedded runner has no work."""
+    runner = app.engine.runner
+    if not isinstance(runner, CeleryRunner):
+        raise ConfigError(
+            "workers run the passes of runner = celery; set runner = celery, broker_url and a shared "
+            "database_url (STACKLAB_RUNNER, STACKLAB_BROKER_URL, STACKLAB_DATABASE_URL). With the embedded "
+            "runner `stacklab serve` runs the passes itself"
+        )
+    return runner
+
+
+def make_scheduler(app: App, runner: CeleryRunner) -> Scheduler:
+    return Scheduler(app.repo, app.settings, runner.send, app.engine.sweep, app.controller.owner)
+
+
+def serve_worker(
+    app: App, queues: Sequence[str], concurrency: int, elect: bool, metrics_host: str = "0.0.0.0"
+) -> None:
+    """Run a worker until SIGTERM or SIGINT; running passes finish first (Celery's warm shutdown)."""
+    runner = celery_runner(app)
+    loop = LoopThread()
+    metrics = WorkerMetrics()
+    if app.settings.worker_metrics_port:
+        metrics.serve(app.settings.worker_metrics_port, metrics_host)
+    register_task(runner.celery, app.controller.reconcile, loop, runner, metrics)
+    stop = loop.run(_event())
+    standing = loop.start(candidate(make_scheduler(app, runner), metrics, stop)) if elect else None
+    try:
+        run_worker(
+            runner.celery,
+            queues=queues,
+            concurrency=concurrency,
+            hostname=f"stacklab@{socket.gethostname()}.{os.getpid()}",
+        )
+    finally:
+        loop.loop.call_soon_threadsafe(stop.set)
+        if standing is not None:
+            standing.result(timeout=30)  # gives the lease up: another candidate leads at once
+        loop.stop()
+        app.close()
+
+
+def serve_scheduler(app: App) -> None:
+    """Run only the scheduler candidate until SIGTERM or SIGINT."""
+    runner = celery_runner(app)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await candidate(make_scheduler(app, runner), WorkerMetrics(), stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.close()
+
+
+async def _event() -> asyncio.Event:
+    return asyncio.Event()

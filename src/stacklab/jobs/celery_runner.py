@@ -1,0 +1,152 @@
+"""The Celery runner (runner = celery): passes run in `stacklab worker` processes, sent through RabbitMQ
+or Redis.
+
+A message carries the environment id and the time it was sent (for the queue-wait metric), nothing
+else: the worker reads the world from the database. Messages are acknowledged after the pass (late
+acknowledgement) and given back when a worker dies mid-pass (reject on worker lost): the pass is
+idempotent, and the environment's lease keeps a second copy from running beside the first. No ETA or
+countdown is ever used: what is due later lives in the database (`due_at`) and the elected scheduler
+sends it when it comes (jobs/scheduler.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from celery import Celery
+
+from stacklab.config import Settings
+
+log = logging.getLogger(__name__)
+
+TASK = "stacklab.reconcile"
+SENT_AT = "stacklab_sent_at"
+"""The message header that carries the send time (epoch seconds)."""
+
+Route = Callable[[str], str | None]
+"""Environment id -> the queue its passes go to (None: the default queue), e.g. a local host's queue."""
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app both sides use: web processes and the scheduler send, workers consume."""
+    app = Celery("stacklab", broker=settings.broker_url, set_as_current=False)
+    transport: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Redis gives an unacknowledged message back after this; no pass holds its lease longer.
+        transport = {
+            "visibility_timeout": settings.lease_s,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 3,
+        }
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_default_queue=settings.job_queue,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,  # a busy worker leaves waiting passes to idle ones
+        worker_hijack_root_logger=False,  # our log format (stacklab.logs) stays
+        worker_enable_remote_control=False,  # no broadcast queues: nothing here uses them
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives a broker restart
+        broker_connection_timeout=3.0,
+        broker_transport_options=transport,
+        broker_heartbeat=10,
+    )
+    return app
+
+
+class CeleryRunner:
+    """Sends "look at environment X" to the workers.
+
+    `submit` never blocks its caller (a web request, a pass): ids are queued in memory, de-duplicated,
+    and published by one sender thread. When the broker cannot be reached the ids are dropped with a
+    warning: the database still has them due, and the elected scheduler sends them when it answers.
+    """
+
+    def __init__(self, celery: Celery, route: Route | None = None) -> None:
+        self.celery = celery
+        self._route = route
+        self._pending: dict[str, None] = {}  # insertion-ordered set
+        self._sending = 0
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.failures = 0
+
+    def submit(self, env_id: str, delay_s: float = 0.0) -> None:
+        if delay_s > 0:  # a later pass is the database's business (due_at), never a broker ETA
+            return
+        with self._changed:
+            if self._closed:
+                return
+            self._pending[env_id] = None
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._send_forever, name="stacklab-sender", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+
+    def send(self, env_ids: Iterable[str]) -> None:
+        """Publish now, in this thread; raises when the broker cannot be reached (the scheduler's way)."""
+        ids = list(env_ids)
+        if not ids:
+            return
+        with self.celery.producer_or_acquire() as producer:
+            for env_id in ids:
+                queue = self._route(env_id) if self._route else None
+                self.celery.send_task(
+                    TASK,
+                    args=(env_id,),
+                    queue=queue or self.celery.conf.task_default_queue,
+                    headers={SENT_AT: time.time()},
+                    producer=producer,
+                    retry=False,
+                )
+
+    def _send_forever(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closed:
+                    self._changed.wait()
+                if self._closed and not self._pending:
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self._sending = len(batch)
+            try:
+                self.send(batch)
+            except Exception as exc:  # the broker is away: the database keeps them due
+                self.failures += 1
+                log.warning(
+                    "could not send passes to the broker; the scheduler sends them when it answers",
+                    extra={"count": len(batch), "error": str(exc)},
+                )
+            finally:
+                with self._changed:
+                    self._sending = 0
+                    self._changed.notify_all()
+
+    async def idle(self) -> None:
+        while self._pending or self._sending:
+            await asyncio.sleep(0.005)
+
+    def cancel_timers(self) -> None:
+        """Nothing is held for later here: what is due later is in the database."""
+
+    def close(self) -> None:
+        """Send what was submitted, then stop the sender thread (bounded by the broker's timeouts)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)

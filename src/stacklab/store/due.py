@@ -1,0 +1,64 @@
+"""Claiming what is due: the environments whose `due_at` has come, taken by the elected scheduler.
+
+A claim moves `due_at` forward by `hold_s` in the transaction that reads it, so that a pass that was sent
+but never ran (its message, broker or worker lost) is claimed again when the hold ends, while a pass
+that does run writes the real next time itself. Rows another transaction holds locked (a pass saving
+that environment) are skipped, not waited for: their pass is under way and sets `due_at` when it ends.
+The version is not bumped: a claim is no change of the learner's intent, and a running pass's
+compare-and-set save overwrites it with its own decision.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from stacklab.store.conflicts import retried
+from stacklab.store.repository import Repository
+from stacklab.store.tables import EnvironmentRecord
+
+SKIP_LOCKED = frozenset({"postgresql", "mysql", "mariadb"})
+"""Dialects with SELECT ... FOR UPDATE SKIP LOCKED (MariaDB since 10.6)."""
+
+
+def claim_due(repo: Repository, now: float, limit: int, hold_s: float) -> list[str]:
+    """Up to `limit` due environment ids, oldest deadline first, each held for `hold_s` seconds."""
+    query = (
+        select(EnvironmentRecord.id)
+        .where(EnvironmentRecord.due_at <= now)
+        .order_by(EnvironmentRecord.due_at)
+        .limit(limit)
+    )
+    if repo.engine.dialect.name in SKIP_LOCKED:
+        query = query.with_for_update(skip_locked=True)
+
+    def claim() -> list[str]:
+        with repo.session() as session:
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(EnvironmentRecord)
+                    .where(EnvironmentRecord.id.in_(ids))
+                    .values(due_at=now + hold_s)
+                    .execution_options(synchronize_session=False)
+                )
+            return ids
+
+    return retried(claim)
+
+
+def unclaim(repo: Repository, ids: list[str], now: float, held_until: float) -> None:
+    """Claims that could not be sent (the broker did not answer): due again now, unless a pass or a
+    learner moved them meanwhile."""
+    if not ids:
+        return
+
+    def release() -> None:
+        with repo.session() as session:
+            session.execute(
+                update(EnvironmentRecord)
+                .where(EnvironmentRecord.id.in_(ids), EnvironmentRecord.due_at == held_until)
+                .values(due_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    retried(release)

@@ -1,0 +1,276 @@
+"""Real processes of the distributed mode: `stacklab worker` processes (tests/distributed/worker_main.py)
+on a real broker (RabbitMQ, or a Redis server of the test's own) and a real shared database (PostgreSQL,
+MariaDB); the test process launches through the same service API the web processes use.
+
+Every process a test starts is stopped at its end (SIGKILL after a grace period), its queue deleted and
+its database dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import MARIADB_URL, POSTGRES_URL, _server_database
+from tests.distributed.shared_provider import SharedProvider
+from tests.support.engine import write_lab
+
+from stacklab.config import Settings
+from stacklab.wiring import App, build_app
+
+ROOT = Path(__file__).resolve().parents[2]
+RABBITMQ_URL = os.environ.get("STACKLAB_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//")
+SECRET = "distributed-test-secret-key-0123456789"
+TIMING = {  # short enough for a test, in the proportions of the defaults
+    "poll_interval_s": 0.05,
+    "lease_s": 20.0,
+    "redeliver_after_s": 2.0,
+    "scheduler_interval_s": 0.2,
+    "scheduler_lease_s": 2.0,
+    "reconcile_concurrency": 8,
+    "retry_backoff_s": (0.2, 0.5),
+}
+
+pytestmark = pytest.mark.db
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g}s: {what}")
+        time.sleep(every_s)
+
+
+class _Banner(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(b"SSH-2.0-stacklab-test\r\n")
+
+
+@pytest.fixture(scope="session")
+def ssh_banner() -> Iterator[int]:
+    """What the shared provider's nodes answer with: an SSH banner (the controller's readiness probe)."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Banner)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+class RedisServer:
+    """A redis-server of the test's own (so that stopping it disturbs nobody), on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="stacklab-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=self.dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 10, "redis-server answers")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def job_queue() -> Iterator[str]:
+    """A queue of this test's own on the shared RabbitMQ, deleted afterwards."""
+    name = f"stacklab-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], capture_output=True, timeout=60, check=False)
+
+
+def store(kind: str) -> Iterator[str]:
+    yield from _server_database(
+        POSTGRES_URL if kind == "postgresql" else MARIADB_URL, "postgres" if kind == "postgresql" else "mysql"
+    )
+
+
+@dataclass
+class Cluster:
+    """Worker processes of one deployment, and the service side (an App) the test launches through."""
+
+    tmp: Path
+    values: dict[str, Any]
+    ssh_port: int
+    create_delay_s: float = 0.0
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    app: App | None = None
+
+    @property
+    def cloud(self) -> Path:
+        return self.tmp / "cloud.db"
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        return {
+            "path": str(self.cloud),
+            "ssh": ["127.0.0.1", self.ssh_port],
+            "create_delay_s": self.create_delay_s,
+        }
+
+    def environ(self) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("STACKLAB_")}
+        for name, value in self.values.items():
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            env[f"STACKLAB_{name.upper()}"] = text
+        env["SHARED_PROVIDER"] = json.dumps(self.shared)
+        env["PYTHONPATH"] = str(ROOT)
+        return env
+
+    def start(self, count: int = 1, role: str = "worker") -> list[subprocess.Popen[bytes]]:
+        """Start workers (or schedulers) side by side; returns once each consumes (or stands). The schema
+        is migrated first, by the service side, as an installer runs `stacklab migrate` first."""
+        self.service()
+        started = []
+        for _ in range(count):
+            log = self.tmp / f"{role}-{len(self.logs)}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "tests.distributed.worker_main", role],
+                    env=self.environ(),
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            self.processes.append(process)
+            self.logs.append(log)
+            started.append((process, log))
+        ready = " ready." if role != "scheduler" else "scheduler:"
+        for process, log in started:
+            wait_for(partial(self._up, process, log, ready), 60, f"{role} starts")
+            assert process.poll() is None, log.read_text()[-3000:]
+        return [process for process, _ in started]
+
+    @staticmethod
+    def _up(process: subprocess.Popen[bytes], log: Path, ready: str) -> bool:
+        return ready in log.read_text() or process.poll() is not None
+
+    def service(self) -> App:
+        """The service side of this deployment, in the test process (it only submits)."""
+        if self.app is None:
+            self.app = build_app(
+                Settings(**self.values), {"local": lambda entry: SharedProvider(entry.name, self.shared)}
+            )
+        return self.app
+
+    def lab(self) -> Path:
+        return write_lab(self.tmp, "- {name: a, type: local}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if self.app is not None:
+            self.app.close()
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in self.logs if log.exists())
+
+
+def make_cluster(
+    tmp_path: Path, ssh_port: int, broker_url: str, database_url: str, job_queue: str, **extra: Any
+) -> Iterator[Cluster]:
+    values = {
+        "runner": "celery",
+        "broker_url": broker_url,
+        "database_url": database_url,
+        "data_dir": str(tmp_path / "data"),
+        "secret_key": SECRET,
+        "job_queue": job_queue,
+        "log_level": "info",
+        **TIMING,
+        **extra,
+    }
+    cluster = Cluster(tmp_path, values, ssh_port)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+    # a failing test shows what the workers said (pytest prints captured output on failure)
+    print(cluster.tails())
+
+
+@pytest.fixture(params=["rabbitmq-postgresql", "redis-mariadb"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, ssh_banner: int, job_queue: str, redis_server: RedisServer
+) -> Iterator[Cluster]:
+    """A deployment on RabbitMQ + PostgreSQL, and on Redis + MariaDB."""
+    broker, database = request.param.split("-")
+    for url in store(database):
+        yield from make_cluster(
+            tmp_path, ssh_banner, RABBITMQ_URL if broker == "rabbitmq" else redis_server.url, url, job_queue
+        )

@@ -1,0 +1,39 @@
+"""`stacklab worker` / `stacklab scheduler` as the test starts them: the real processes (settings from
+STACKLAB_* variables, serve_worker / serve_scheduler), with every provider entry of type `local` the
+shared file-backed provider, so that separate processes share one cloud the test can count.
+
+    python -m tests.distributed.worker_main worker|scheduler  (SHARED_PROVIDER=<json settings>)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from tests.distributed.shared_provider import SharedProvider
+
+from stacklab import logs
+from stacklab.config import load_settings
+from stacklab.distributed import serve_scheduler, serve_worker
+from stacklab.labs.schema import ProviderEntry
+from stacklab.wiring import build_app
+
+
+def main(role: str) -> None:
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
+    shared = json.loads(os.environ["SHARED_PROVIDER"])
+
+    def provider(entry: ProviderEntry) -> SharedProvider:
+        return SharedProvider(entry.name, shared)
+
+    app = build_app(settings, {"local": provider})
+    if role == "scheduler":
+        serve_scheduler(app)
+    else:
+        serve_worker(app, (settings.job_queue,), settings.reconcile_concurrency, elect=role == "worker")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
