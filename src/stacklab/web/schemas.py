@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stacklab.envs.service import NAME_PATTERN
 from stacklab.labs.schema import Lab
+from stacklab.names import NodeName, Slug
 from stacklab.store.tables import AuditRecord, EnvironmentRecord, TransitionRecord
 from stacklab.types import Desired, Observed
 
@@ -51,12 +52,10 @@ class LaunchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     course: str = Field(pattern=NAME_PATTERN.pattern, description="Course id, e.g. course-v1:Org+C1+2026")
-    lab: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="Lab id offered by this service")
+    lab: Slug = Field(description="Lab id offered by this service")
     learner: str = Field(pattern=NAME_PATTERN.pattern, description="The LMS's anonymous learner id")
-    node: str | None = Field(
-        default=None,
-        pattern=r"^[a-z][a-z0-9-]{0,19}$",
-        description="The node the lab page opens first (one of the lab's learner nodes)",
+    node: NodeName | None = Field(
+        default=None, description="The node the lab page opens first (one of the lab's learner nodes)"
     )
     read_only: bool = Field(
         default=False, description="A token that may watch the lab but not type, check or reset"
@@ -69,9 +68,9 @@ class ObserveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     course: str = Field(pattern=NAME_PATTERN.pattern, description="Course id")
-    lab: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="Lab id")
+    lab: Slug = Field(description="Lab id")
     learner: str = Field(pattern=NAME_PATTERN.pattern, description="The learner's anonymous id")
-    node: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    node: NodeName | None = None
 
 
 class EnvironmentStatus(BaseModel):

@@ -291,16 +291,24 @@ def providers(unit: Unit, report: list[str]) -> Providers:
     return chosen
 
 
+def _asset(assets: Assets | None, asset: str, what: str, otherwise: str, report: list[str]) -> str | None:
+    """A course asset's text; None (and a report of `otherwise`) when it cannot be read."""
+    text = assets(asset) if assets else None
+    if text is None:
+        report.append(
+            f"{what} {asset!r} was not read (import the course export to carry it over): {otherwise}"
+        )
+    return text
+
+
 def environment_parameters(asset: str | None, assets: Assets | None, report: list[str]) -> dict:
     """The parameter values of a provider's Heat environment file (`parameters`, `parameter_defaults`)."""
     if asset is None:
         return {}
-    text = assets(asset) if assets else None
+    text = _asset(
+        assets, asset, "Heat environment file", "put its parameter values into openstack.parameters", report
+    )
     if text is None:
-        report.append(
-            f"Heat environment file {asset!r} was not read (import the course export to carry it over): "
-            "put its parameter values into openstack.parameters"
-        )
         return {}
     try:
         data = yaml.safe_load(text) or {}
@@ -395,12 +403,8 @@ def hooks(unit: Unit, assets: Assets | None, report: list[str]) -> dict:
             report.append("hook_events are set but there is no hook_script: no hooks imported")
         return {}
     wanted = [event for event in HOOK_EVENTS if events.get(event, True)]
-    source = assets(asset) if assets else None
+    source = _asset(assets, asset, "hook_script", "no hooks imported", report)
     if source is None:
-        report.append(
-            f"hook_script {asset!r} was not read (import the course export to carry it over): no hooks "
-            "imported"
-        )
         return {}
     if wanted:
         report.append(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stacklab.errors import ProviderError, TerminalProviderError, TransientProviderError
+from stacklab.names import LOGIN_USER, NODE_NAME, SLUG
 from stacklab.providers.base import (
     Handle,
     NodeAddress,
@@ -63,8 +64,8 @@ CREATING_GRACE_S = 120
 INTERRUPTED = (
     "a create stopped half-way (its process is gone): creating again finishes it, deleting removes it"
 )
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-NODE_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}$")
+NAME_RE = re.compile(f"^{SLUG.regex}$")
+NODE_RE = re.compile(f"^{NODE_NAME.regex}$")
 SHIFT = lxc.UID_SHIFT
 
 
@@ -133,22 +134,18 @@ class LocalProvider(Provider):
     async def create(self, request: StackRequest) -> Handle:
         stack = request.name
         if not NAME_RE.match(stack):
-            raise TerminalProviderError(
-                f"invalid stack name {stack!r}: use a-z, 0-9 and '-', at most 40 chars"
-            )
+            raise TerminalProviderError(f"invalid stack name: {SLUG.problem(stack)}")
         if not request.nodes:
             raise TerminalProviderError(f"stack {stack}: the local provider needs at least one node")
         seen = set()
         for spec in request.nodes:
             if not NODE_RE.match(spec.name):
-                raise TerminalProviderError(
-                    f"invalid node name {spec.name!r}: start with a-z, then a-z, 0-9, '-' (at most 23 chars)"
-                )
+                raise TerminalProviderError(f"invalid node name: {NODE_NAME.problem(spec.name)}")
             if spec.name in seen:
                 raise TerminalProviderError(f"node name {spec.name!r} appears twice")
             seen.add(spec.name)
-        if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", request.login_user):
-            raise TerminalProviderError(f"invalid login user {request.login_user!r}")
+        if LOGIN_USER.problem(request.login_user):
+            raise TerminalProviderError(f"invalid login user: {LOGIN_USER.problem(request.login_user)}")
 
         self._ensure_root()
         if not self._host_ready:
