@@ -353,9 +353,10 @@ class Settings:
         if self.runner != "celery":
             return self
         if not self.broker_url.startswith(BROKER_SCHEMES):
+            given = f", not {self.broker_url.split(':')[0]}:" if self.broker_url else ""  # no password shown
             raise ValueError(
                 "runner = celery needs broker_url: amqp://user:password@host:5672// (RabbitMQ) or "
-                "redis://host:6379/0 (Redis)" + (f", not {self.broker_url.split(':')[0]}:" if self.broker_url else "")
+                f"redis://host:6379/0 (Redis){given}"
             )
         if self.resolved_database_url.startswith("sqlite"):
             raise ValueError(
