@@ -183,6 +183,10 @@ class Relays:
         if holder is None or holder.member_id == membership.id or not holder.address:
             return None
         extra = {"env_id": key.env_id, "node": key.node, "holder": holder.member_id}
+        if holder.address == membership.address:  # two machines advertising 127.0.0.1: a relay to ourselves
+            log.warning(
+                "terminal: another web member advertises this one's address; set advertise_url", extra=extra
+            )
         try:
             connection = await open_relay(
                 self.key,
