@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -162,6 +163,7 @@ class Cluster:
     create_delay_s: float = 0.0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    metrics_ports: dict[int, int] = field(default_factory=dict)
     app: App | None = None
 
     @property
@@ -192,16 +194,18 @@ class Cluster:
         started = []
         for _ in range(count):
             log = self.tmp / f"{role}-{len(self.logs)}.log"
+            port = free_port()
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "tests.distributed.worker_main", role],
-                    env=self.environ(),
+                    env={**self.environ(), "STACKLAB_WORKER_METRICS_PORT": str(port)},
                     cwd=ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
             self.processes.append(process)
             self.logs.append(log)
+            self.metrics_ports[process.pid] = port
             started.append((process, log))
         ready = " ready." if role != "scheduler" else "scheduler:"
         for process, log in started:
@@ -212,6 +216,17 @@ class Cluster:
     @staticmethod
     def _up(process: subprocess.Popen[bytes], log: Path, ready: str) -> bool:
         return ready in log.read_text() or process.poll() is not None
+
+    def metrics(self, process: subprocess.Popen[bytes]) -> dict[str, float]:
+        """A worker's /metrics, sample name -> value (unlabelled samples)."""
+        url = f"http://127.0.0.1:{self.metrics_ports[process.pid]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line
+        }
 
     def service(self) -> App:
         """The service side of this deployment, in the test process (it only submits)."""

@@ -20,7 +20,7 @@ def all_running(cluster: Cluster, ids: list[str]) -> bool:
 
 
 def test_fifty_learners_launching_four_times_at_once_get_fifty_labs_made_once(cluster: Cluster) -> None:
-    cluster.start(2)
+    workers = cluster.start(2)
     app = cluster.service()
     lab = cluster.lab()
     with ThreadPoolExecutor(16) as pool:
@@ -35,6 +35,12 @@ def test_fifty_learners_launching_four_times_at_once_get_fifty_labs_made_once(cl
     assert sorted(made) == sorted(app.repo.get(env_id).stack_name for env_id in set(ids))
     assert set(made.values()) == {1}, {name: n for name, n in made.items() if n != 1}
     assert len(stacks(cluster.cloud)) == LEARNERS
+    # both workers ran passes, and say so at /metrics with the time each waited in the queue
+    for worker in workers:
+        metrics = cluster.metrics(worker)
+        assert metrics["stacklab_worker_jobs_total"] > 0
+        assert metrics["stacklab_worker_queue_wait_seconds_count"] > 0
+        assert metrics["stacklab_worker_pass_seconds_count"] == metrics["stacklab_worker_jobs_total"]
 
 
 def test_sqlite_is_refused_for_the_distributed_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
