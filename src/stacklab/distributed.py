@@ -8,16 +8,24 @@ workers. Any number of either may run: the lease elects one scheduler at a time 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from stacklab.errors import ConfigError
 from stacklab.jobs.celery_runner import CeleryRunner
 from stacklab.jobs.scheduler import Scheduler
 from stacklab.jobs.worker import LoopThread, WorkerMetrics, candidate, register_task, run_worker
+from stacklab.store import members
 from stacklab.wiring import App
+
+log = logging.getLogger(__name__)
 
 
 def celery_runner(app: App) -> CeleryRunner:
@@ -36,6 +44,24 @@ def make_scheduler(app: App, runner: CeleryRunner) -> Scheduler:
     return Scheduler(app.repo, app.settings, runner.send, app.engine.sweep, app.controller.owner)
 
 
+async def announce(app: App, role: str, stop: asyncio.Event) -> None:
+    """Be listed among the deployment's live members (`members`, role worker or scheduler) until `stop`:
+    operators and peers see which workers run, and a killed one ages out after member_ttl_s."""
+    repo, me, every = app.repo, app.controller.owner, app.settings.member_heartbeat_s
+    await asyncio.to_thread(members.register, repo, me, role, None, time.time())
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            try:
+                if not await asyncio.to_thread(members.heartbeat, repo, me, time.time()):
+                    await asyncio.to_thread(members.register, repo, me, role, None, time.time())
+            except SQLAlchemyError as exc:  # the database is away: try again at the next beat
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+    finally:
+        await asyncio.to_thread(members.leave, repo, me)
+
+
 def serve_worker(
     app: App, queues: Sequence[str], concurrency: int, elect: bool, metrics_host: str = "0.0.0.0"
 ) -> None:
@@ -47,6 +73,7 @@ def serve_worker(
         metrics.serve(app.settings.worker_metrics_port, metrics_host)
     register_task(runner.celery, app.controller.reconcile, loop, runner, metrics)
     stop = loop.run(_event())
+    listed = loop.start(announce(app, "worker", stop))
     standing = loop.start(candidate(make_scheduler(app, runner), metrics, stop)) if elect else None
     try:
         run_worker(
@@ -59,6 +86,7 @@ def serve_worker(
         loop.loop.call_soon_threadsafe(stop.set)
         if standing is not None:
             standing.result(timeout=30)  # gives the lease up: another candidate leads at once
+        listed.result(timeout=30)
         loop.stop()
         app.close()
 
@@ -71,7 +99,9 @@ def serve_scheduler(app: App) -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        await candidate(make_scheduler(app, runner), WorkerMetrics(), stop)
+        await asyncio.gather(
+            announce(app, "scheduler", stop), candidate(make_scheduler(app, runner), WorkerMetrics(), stop)
+        )
 
     try:
         asyncio.run(main())

@@ -4,11 +4,13 @@ shared database; learners launch through the service API (`Environments`, as eve
 from __future__ import annotations
 
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.distributed.conftest import Cluster, wait_for
 from tests.distributed.shared_provider import creates_by_stack, stacks
 
+from stacklab.store import members
 from stacklab.types import Observed
 
 LEARNERS = 50
@@ -35,7 +37,9 @@ def test_fifty_learners_launching_four_times_at_once_get_fifty_labs_made_once(cl
     assert sorted(made) == sorted(app.repo.get(env_id).stack_name for env_id in set(ids))
     assert set(made.values()) == {1}, {name: n for name, n in made.items() if n != 1}
     assert len(stacks(cluster.cloud)) == LEARNERS
-    # both workers ran passes, and say so at /metrics with the time each waited in the queue
+    # both workers are listed as live members, ran passes, and say so at /metrics with queue waits
+    live = members.live(app.repo, "worker", time.time(), app.settings.member_ttl_s)
+    assert sorted(int(m.id.split(":")[1]) for m in live) == sorted(w.pid for w in workers)
     for worker in workers:
         metrics = cluster.metrics(worker)
         assert metrics["stacklab_worker_jobs_total"] > 0
