@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.support.terminals import LabService, Term, lab_service, terminal
-from tests.support.web_app import bearer, lms_call
+from tests.support.web_app import COURSE, bearer, lms_call
 
 from stacklab.types import Desired
 from stacklab.web.app import create_app
 from stacklab.web.context import WebContext
+from stacklab.web.terminal_watch import REVOKED
 
 PROMPT = b"$ "
 PAUSED, DELETED, RESET = "the lab was paused", "the lab was deleted", "the lab was reset"
@@ -71,6 +72,11 @@ async def other_web_process_delete(service: Service) -> None:
     await _in_another_web_process(service, "DELETE", f"/api/v1/environments/{service.env_id}", None)
 
 
+async def other_web_process_revoke(service: Service) -> None:
+    path = f"/api/v1/courses/{COURSE}/learners/ann/revoke"
+    await _in_another_web_process(service, "POST", path, None)
+
+
 async def other_web_process_reset(service: Service) -> None:
     path = f"/api/v1/environments/{service.env_id}/reset"
     await _in_another_web_process(service, "POST", path, service.token)
@@ -113,6 +119,7 @@ HANDS = {
     "other-process-suspend": (other_web_process_suspend, PAUSED),
     "other-process-delete": (other_web_process_delete, DELETED),
     "other-process-reset": (other_web_process_reset, RESET),
+    "other-process-revoke": (other_web_process_revoke, REVOKED),
     "idle-policy": (policy_past("idle_suspend_s"), PAUSED),
     "age-policy": (policy_past("delete_after_s"), DELETED),
 }

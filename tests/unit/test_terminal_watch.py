@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacklab.types import Desired, Observed
-from stacklab.web.terminal_watch import DELETED, FAILED, PAUSED, RESET, LabState, closing_reason
+from stacklab.web.terminal_watch import DELETED, FAILED, PAUSED, RESET, REVOKED, LabState, closing_reason
 
 
 @pytest.mark.parametrize(
@@ -29,5 +29,5 @@ def test_closing_reason(state: LabState | None, reason: str | None) -> None:
 
 
 def test_every_reason_is_a_sentence_a_learner_reads() -> None:
-    for reason in (DELETED, RESET, PAUSED, FAILED):
+    for reason in (DELETED, RESET, PAUSED, FAILED, REVOKED):
         assert reason.startswith("the lab ") and reason.isascii()

@@ -159,6 +159,7 @@ class TerminalSession(asyncssh.SSHClientSession[bytes]):
         self.created_at = clock()
         self.attached_at = self.created_at
         self.detached_at: float | None = None
+        self.generation: int | None = None  # the environment's token generation it was opened with
 
     # opening -------------------------------------------------------------------------------------------
     async def start(self, target: Target, cols: int, rows: int, connect_timeout_s: float) -> None:
@@ -407,10 +408,13 @@ class TerminalManager:
         connect_timeout_s: float = 5.0,
         activity: Callable[[], None] | None = None,
         activity_throttle_s: float = 10.0,
+        generation: int | None = None,
     ) -> tuple[TerminalSession, bool]:
         """The live session for `key`, or a new one (then True); concurrent opens of one key share a shell.
 
         `target` is called only when a new shell is needed. Raises AccessError when SSH fails.
+        `generation`: the environment's token generation of the token that opens it (None: a token not
+        bound to the environment); a new shell keeps it, so that a later revocation closes it.
         """
         session = self.get(key)
         if session is not None:
@@ -419,7 +423,9 @@ class TerminalManager:
         if pending is None:
             self._make_room(key)
             pending = asyncio.ensure_future(
-                self._start(key, target(), cols, rows, connect_timeout_s, activity, activity_throttle_s)
+                self._start(
+                    key, target(), cols, rows, connect_timeout_s, activity, activity_throttle_s, generation
+                )
             )
             self._opening[key] = pending
             pending.add_done_callback(lambda _: self._opening.pop(key, None))
@@ -435,8 +441,10 @@ class TerminalManager:
         connect_timeout_s: float,
         activity: Callable[[], None] | None,
         activity_throttle_s: float,
+        generation: int | None,
     ) -> TerminalSession:
         session = TerminalSession(key, self._forget, activity, activity_throttle_s)
+        session.generation = generation
         await session.start(target, cols, rows, connect_timeout_s)
         if session.closed is None:
             self._sessions[key] = session
@@ -504,6 +512,18 @@ class TerminalManager:
         for session in paused:
             session.pause(reason, keep_s)
         return len(paused)
+
+    def close_revoked(self, env_id: str, generation: int, reason: str) -> int:
+        """Close the sessions of one environment opened with tokens older than `generation` (its tokens
+        were withdrawn); returns how many."""
+        doomed = [
+            s
+            for k, s in self._sessions.items()
+            if k.env_id == env_id and s.generation is not None and s.generation < generation
+        ]
+        for session in doomed:
+            session.close(reason)
+        return len(doomed)
 
     def close_all(self, reason: str = "the service is shutting down") -> int:
         doomed = list(self._sessions.values())

@@ -256,6 +256,7 @@ class TerminalSockets:
                 connect_timeout_s=settings.ssh_connect_timeout_s,
                 activity=activity,
                 activity_throttle_s=settings.activity_throttle_s,
+                generation=admission.claims.generation if admission.claims.env_id is not None else None,
             )
         except AccessError as exc:
             log.warning(

@@ -5,7 +5,8 @@ A lab is paused, deleted or reset by many hands: the web API of this process, an
 shells directly, so every web process also watches the environments it has shells for: one query per
 `terminal_watch_interval_s` over those ids (the primary key; nothing at all when no terminal is open),
 and the shells of any environment no longer desired and observed running, reset requested, or gone are
-closed with a `{"type": "closed"}` message saying why (read-only watchers with them). A paused lab's
+closed with a `{"type": "closed"}` message saying why (read-only watchers with them); so are the shells
+opened with tokens the LMS has since withdrawn (revoke: the token generation moved on). A paused lab's
 shells are only let go, not closed: its frozen nodes keep them, and the learner's return within
 `terminal_keep_s` finds the same shell (as after a closed tab). The web API's
 immediate close takes the same path (`close_now`), so a reason reads the same wherever the change came
@@ -39,6 +40,7 @@ DELETED = "the lab was deleted"
 RESET = "the lab was reset"
 PAUSED = "the lab was paused"
 FAILED = "the lab failed"
+REVOKED = "the lab access was withdrawn; open the lab again from your course"
 
 
 class LabState(NamedTuple):
@@ -47,6 +49,7 @@ class LabState(NamedTuple):
     desired: str
     observed: str
     reset_requested: bool
+    token_generation: int = 0
 
 
 def lab_states(repo: Repository, env_ids: Iterable[str]) -> dict[str, LabState]:
@@ -56,11 +59,11 @@ def lab_states(repo: Repository, env_ids: Iterable[str]) -> dict[str, LabState]:
     states: dict[str, LabState] = {}
     with repo.read() as session:
         for start in range(0, len(ids), IDS_PER_QUERY):
-            query = select(table.id, table.desired, table.observed, table.reset_requested).where(
-                table.id.in_(ids[start : start + IDS_PER_QUERY])
-            )
-            for env_id, desired, observed, reset in session.execute(query):
-                states[env_id] = LabState(desired, observed, bool(reset))
+            query = select(
+                table.id, table.desired, table.observed, table.reset_requested, table.token_generation
+            ).where(table.id.in_(ids[start : start + IDS_PER_QUERY]))
+            for env_id, desired, observed, reset, generation in session.execute(query):
+                states[env_id] = LabState(desired, observed, bool(reset), generation)
     return states
 
 
@@ -95,11 +98,14 @@ class TerminalWatch:
         states = lab_states(self.repo, ids)
         closed = 0
         for env_id in ids:
-            reason = closing_reason(states.get(env_id))
+            state = states.get(env_id)
+            reason = closing_reason(state)
             if reason == PAUSED:
                 closed += self.manager.pause_sessions(env_id, reason, self.keep_s)
             elif reason is not None:
                 closed += self.manager.close_sessions(env_id, reason)
+            elif state is not None:  # running: only the shells opened with withdrawn tokens close
+                closed += self.manager.close_revoked(env_id, state.token_generation, REVOKED)
         return closed
 
     async def close_now(self, env_id: str) -> None:
