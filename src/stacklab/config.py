@@ -251,7 +251,8 @@ class Settings:
     advertise_url: str = Field(
         default="",
         description="URL other web processes reach this one at, to relay a terminal whose shell lives here "
-        "(http://host:port; default the bind address, or the host name when bound to a wildcard).",
+        "(http://host:port; default the bind address, or when bound to a wildcard the address of the "
+        "interface of the default route).",
     )
     member_heartbeat_s: Seconds = Field(
         default=5.0, description="How often a web process tells the database it is alive."

@@ -37,13 +37,23 @@ WILDCARDS = {"0.0.0.0", "::", ""}
 
 def advertise_url(settings: Settings) -> str:
     """Where peers reach this process: the `advertise_url` setting, else the bind address (a wildcard
-    bind advertises the host name)."""
+    bind advertises the address of the interface of the default route: a pod's or container's own)."""
     if settings.advertise_url:
         return settings.advertise_url
-    host = socket.gethostname() if settings.http_host in WILDCARDS else settings.http_host
+    host = _primary_address() if settings.http_host in WILDCARDS else settings.http_host
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.http_port}"
+
+
+def _primary_address() -> str:
+    """The local address of the default route (a UDP connect sends nothing), else the host name."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+            return str(probe.getsockname()[0])
+    except OSError:
+        return socket.gethostname()
 
 
 class Membership:
