@@ -255,11 +255,12 @@ class Settings:
         "interface of the default route).",
     )
     member_heartbeat_s: Seconds = Field(
-        default=5.0, description="How often a web process tells the database it is alive."
+        default=5.0, description="How often a member (web process, worker) tells the database it is alive."
     )
     member_ttl_s: Seconds = Field(
         default=15.0,
-        description="A web process silent this long counts as gone: its terminals are not relayed to.",
+        description="A member silent this long counts as gone (a web process: its terminals are not relayed "
+        "to).",
     )
     relay_connect_timeout_s: Seconds = Field(
         default=3.0,
