@@ -22,6 +22,8 @@ const api = new Api(`stacklab.token.${envId}`);
 const params = new URLSearchParams(location.search);
 const firstNode = params.get("node");
 const embedded = params.get("embedded") === "1";
+// The course's display name as the unit passes it (`course_name`): shown as text only, never as markup.
+const givenCourseName = (params.get("course_name") || "").replace(/[\u0000-\u001f\u007f]/g, "").trim().slice(0, 200);
 const framed = window.self !== window.top;
 // Waits between tries while the service does not answer (5xx, network): then a Retry button.
 const UNREACHABLE_BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
@@ -76,9 +78,9 @@ function renderLab(status) {
   $("lab-meta").textContent = embedded ? courseName(status) : [courseName(status), status.lab].filter(Boolean).join(" · ");
 }
 
-/** The course's display name when the service knows it; inside the course the raw id means nothing. */
+/** The course's display name (from the service, else from the unit); inside the course the raw id means nothing. */
 function courseName(status) {
-  if (status.course_name) return status.course_name;
+  if (status.course_name || givenCourseName) return status.course_name || givenCourseName;
   return embedded ? "" : status.course;
 }
 

@@ -6,6 +6,9 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+
+AXE = Path(__file__).resolve().parents[2] / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 def post(url: str, body: object | None = None) -> object:
@@ -47,6 +50,19 @@ def wait_connected(page, timeout_s: float = 30) -> None:  # type: ignore[no-unty
     )
 
 
+# The columns xterm.js shows are those the terminal area holds: (inner width - scrollbar) / cell width.
+TERMINAL_FILLS_WIDTH = """() => {
+  const t = window.stacklabTerm.term;
+  const host = t.element.parentElement;
+  const style = getComputedStyle(host);
+  const inner = host.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const cell = t._core._renderService.dimensions.css.cell.width;
+  const scrollbar = t._core.viewport ? t._core.viewport.scrollBarWidth || 0 : 0;
+  const expected = Math.floor((inner - scrollbar) / cell);
+  return Math.abs(t.cols - expected) <= 1 && inner / cell > 60;
+}"""
+
+
 def run_in_terminal(page, command: str) -> None:  # type: ignore[no-untyped-def]
     page.locator(".term-host:not([hidden]) .xterm").click()
     page.keyboard.type(command)
@@ -61,3 +77,24 @@ def wait_output(page, needle: str, timeout_s: float = 20) -> str:  # type: ignor
             f"{needle!r} in the terminal; it shows:\n{terminal_text(page)[-2000:]}",
         )
     )
+
+
+# ---- accessibility ---------------------------------------------------------------------------------------
+
+
+def serious_violations(page, include: str | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+    """axe-core's serious and critical WCAG violations on a page or frame (only `include`'s elements when
+    given: the part of a host page that is ours). A page with a CSP needs a context with bypass_csp=True."""
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate(
+        "async (include) => await axe.run(include ? {include: [include]} : document, "
+        "{resultTypes: ['violations'], iframes: false})",
+        include,
+    )
+    found = [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    print(f"axe on {page.url}: {len(results['violations'])} violations, {len(found)} serious or critical")
+    return found

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
-from tests.e2e.helpers import post, wait_connected, wait_output
+from tests.e2e.helpers import TERMINAL_FILLS_WIDTH, post, serious_violations, wait_connected, wait_output
 
 pytestmark = pytest.mark.e2e
 
-AXE = Path(__file__).resolve().parents[2] / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
 EMBEDDED = "/lab/e-mock1?embedded=1#token=mock-learner-token"
 HTTP_TEXT = re.compile(r"HTTP|\b[45]\d\d\b|/api/|technical detail")
 
@@ -45,6 +45,19 @@ def test_embedded_mode_leaves_check_and_title_to_the_unit(page, mock_url: str) -
 def test_embedded_mode_hides_a_bare_course_id(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
     post(f"{mock_url}/mock/course-name", {"name": None})
     open_embedded(page, mock_url)
+    assert "course-v1" not in visible_text(page)
+
+
+def test_the_course_name_the_unit_passes_is_shown_as_text(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
+    post(f"{mock_url}/mock/course-name", {"name": None})  # the service does not know the course's name
+    name = '<img src=x onerror="window.injected=1">Linux & co'
+    page.goto(
+        f"{mock_url}/lab/e-mock1?embedded=1&{urlencode({'course_name': name})}#token=mock-learner-token"
+    )
+    wait_connected(page)
+    assert page.locator("#lab-meta").inner_text() == name  # the words, not markup
+    assert page.locator("#lab-meta img").count() == 0
+    assert page.evaluate("() => window.injected === undefined")
     assert "course-v1" not in visible_text(page)
 
 
@@ -134,25 +147,12 @@ def test_screen_reader_mode_can_be_turned_on(page, mock_url: str) -> None:  # ty
 def test_the_terminal_fills_the_frame(page, mock_url: str, width: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     page.set_viewport_size({"width": width, "height": 720})
     open_embedded(page, mock_url)
-    page.wait_for_function(FILLS_WIDTH, timeout=5000)
+    page.wait_for_function(TERMINAL_FILLS_WIDTH, timeout=5000)
     shot = tmp_path / f"lab-embedded-{width}.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot at {width} px: {shot}")
     side = page.locator(".side")
     assert side.evaluate("el => el.scrollHeight <= el.clientHeight + 1")  # no scrolling inside the cards
-
-
-# The columns xterm.js shows are those the terminal area holds: (inner width - scrollbar) / cell width.
-FILLS_WIDTH = """() => {
-  const t = window.stacklabTerm.term;
-  const host = t.element.parentElement;
-  const style = getComputedStyle(host);
-  const inner = host.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  const cell = t._core._renderService.dimensions.css.cell.width;
-  const scrollbar = t._core.viewport ? t._core.viewport.scrollBarWidth || 0 : 0;
-  const expected = Math.floor((inner - scrollbar) / cell);
-  return Math.abs(t.cols - expected) <= 1 && inner / cell > 60;
-}"""
 
 
 def test_full_screen_enters_and_leaves(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -165,18 +165,6 @@ def test_full_screen_enters_and_leaves(page, mock_url: str) -> None:  # type: ig
     exit_button.click()
     page.wait_for_function("() => document.fullscreenElement === null", timeout=5000)
     assert page.get_by_role("button", name="Full screen").is_visible()
-
-
-def serious_violations(page) -> list[str]:  # type: ignore[no-untyped-def]
-    page.add_script_tag(path=str(AXE))
-    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    found = [
-        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
-        for v in results["violations"]
-        if v["impact"] in ("serious", "critical")
-    ]
-    print(f"axe on {page.url}: {len(results['violations'])} violations, {len(found)} serious or critical")
-    return found
 
 
 def test_axe_lab_page_progress_and_terminal(page, mock_url: str) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("STACKLAB_XBLOCK_VENV", "/var/lib/stacklab-xblock/venv"))
 REQUIREMENTS = ["xblock-sdk", "django>=4.2,<5", "django-pyfs", "lazy"]
 STAMP = VENV / ".stacklab-xblock-stamp"
+ARTIFACTS = Path(os.environ.get("STACKLAB_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
+"""Where screenshots are kept after a run (gitignored; CI may upload the folder)."""
 
 
 def _venv_python() -> Path:
@@ -66,3 +68,14 @@ def page() -> Iterator[object]:
         yield context.new_page()
         context.close()
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """This module's folder of kept test artefacts (screenshots), emptied of a previous run's files."""
+    folder = ARTIFACTS / request.module.__name__.rsplit(".", 1)[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    print(f"screenshots in {folder}")
+    return folder

@@ -105,3 +105,53 @@ def test_studio_form_saves_and_refuses_with_our_messages(workbench_venv: Path) -
     assert out["panel"] == [
         {"type": "warning", "text": "weight: is 0: the lab will not count towards the grade"}
     ]
+
+
+COURSE_NAME_SCRIPT = """
+import json, os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workbench.settings")
+import django
+django.setup()
+from urllib.parse import parse_qs, urlsplit
+from xblock.core import XBlock
+from xblock.fields import Scope, String
+from workbench.runtime import WorkbenchRuntime
+from stacklab_xblock.block import embedded
+
+class Course(XBlock):
+    \"\"\"Stands in for the LMS's course block: the top of the course tree.\"\"\"
+    has_children = True
+    display_name = String(scope=Scope.settings, default="")
+
+@XBlock.register_temp_plugin(Course, "course")
+def names():
+    rt = WorkbenchRuntime()
+    rt.id_generator.set_scenario("c")
+    olx = ('<course display_name="Linux &lt;b&gt;basics&lt;/b&gt; &amp; more"><vertical_demo>'
+           '<stacklab lab="hello-lab"/></vertical_demo></course>')
+    course = rt.get_block(rt.parse_xml_string(olx))
+    unit = rt.get_block(rt.get_block(course.children[0]).children[0])
+    alone = rt.get_block(rt.parse_xml_string('<vertical_demo><stacklab lab="hello-lab"/></vertical_demo>'))
+    return unit._course_name(), rt.get_block(alone.children[0])._course_name()
+
+in_course, alone = names()
+url = embedded("https://labs.example/lab/e1?node=main#token=T", in_course)
+parts = urlsplit(url)
+print(json.dumps({"in_course": in_course, "alone": alone, "url": url, "query": parse_qs(parts.query),
+                  "fragment": parts.fragment}))
+"""
+
+
+def test_the_course_name_comes_from_the_course_above_the_unit(workbench_venv: Path) -> None:
+    """The unit finds the course's display name up its parents (the LMS's course tree) and passes it to the
+    lab page URL-encoded, beside embedded=1, leaving the token in the fragment; without a course above it
+    (and no `course_name` setting) it passes none."""
+    out = run_in_runtime(workbench_venv, COURSE_NAME_SCRIPT)
+    assert out["in_course"] == "Linux <b>basics</b> & more"
+    assert out["alone"] == ""
+    assert out["query"] == {
+        "node": ["main"],
+        "embedded": ["1"],
+        "course_name": ["Linux <b>basics</b> & more"],
+    }
+    assert out["fragment"] == "token=T" and "<" not in out["url"] and " " not in out["url"]

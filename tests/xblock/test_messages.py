@@ -6,7 +6,7 @@ import re
 
 import pytest
 from stacklab_xblock.client import ServiceError
-from stacklab_xblock.messages import describe
+from stacklab_xblock.messages import describe, time_used
 
 HTTP_STATUS = re.compile(r"HTTP|\b[45]\d\d\b")
 
@@ -46,3 +46,20 @@ def test_a_lab_still_starting_is_progress_not_an_error_and_staff_see_the_request
     words = describe(exc, staff=True, checking=True).as_json()
     assert "error" not in words and words["starting"].startswith("Your lab is still starting")
     assert "http://s/c: HTTP 409 environment e1 is creating (request id r-9)" in words["staff_detail"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (4320, "1 h 12 min"),
+        (7200, "2 h"),
+        (7259.9, "2 h"),
+        (600, "10 min"),
+        (0, "0 min"),
+        (12.5, "under 1 min"),
+        (None, "unknown"),
+        ("12", "unknown"),
+    ],
+)
+def test_time_used_reads_as_hours_and_minutes(seconds: object, text: str) -> None:
+    assert time_used(seconds) == text

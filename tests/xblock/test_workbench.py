@@ -19,6 +19,8 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from tests.e2e.conftest import (
     stop,
     wait_http,
 )
+from tests.e2e.helpers import TERMINAL_FILLS_WIDTH, serious_violations, wait_for
 from tests.xblock.conftest import migrate_workbench
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
@@ -39,6 +42,10 @@ ROOT = Path(__file__).resolve().parents[2]
 LMS_DIR = Path(__file__).resolve().parent / "lms"
 LMS_KEY = "workbench"
 COURSE = "course-v1:StacklabX+XB1+2026"
+COURSE_NAME = "Linux in practice"
+"""The course's display name (the workbench has no course block: the `course_name` setting gives it)."""
+EMBEDDED = "embedded=1&course_name=Linux+in+practice#token="
+"""How the unit opens the lab page: embedded, with the course's name (URL-encoded), the token last."""
 LAUNCH_S = 300
 WIDTHS = (1440, 1280, 1024, 800)
 HTTP_STATUS = re.compile(r"HTTP|\b[45]\d\d\b")
@@ -159,7 +166,13 @@ class Workbench:
 def start_workbench(venv: Path, service_url: str, secret: str) -> tuple[subprocess.Popen, Workbench]:
     workdir = Path(tempfile.mkdtemp(prefix="stacklab-workbench-"))
     (workdir / "var").mkdir()
-    xblock_settings = {"service_url": service_url, "lms_key": LMS_KEY, "lms_secret": secret, "course": COURSE}
+    xblock_settings = {
+        "service_url": service_url,
+        "lms_key": LMS_KEY,
+        "lms_secret": secret,
+        "course": COURSE,
+        "course_name": COURSE_NAME,
+    }
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "STACKLAB_"))},
         "DJANGO_SETTINGS_MODULE": "stacklab_lms_settings",
@@ -179,7 +192,23 @@ def start_workbench(venv: Path, service_url: str, secret: str) -> tuple[subproce
         )
     bench = Workbench(f"http://127.0.0.1:{port}", workdir, env, python)
     wait_http(f"{bench.url}/", 120, proc)
+    wait_scenarios(bench)
     return proc, bench
+
+
+def wait_scenarios(bench: Workbench, timeout_s: float = 60) -> None:
+    """The workbench loads its scenarios on a first request: until then a scenario page answers 404.
+    (Fetched without running its script: nothing is launched.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(bench.scenario(0, "warm-up"), timeout=10):
+                return
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -223,10 +252,12 @@ def wait_score(unit, text: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def screenshots(page, folder: Path, name: str) -> None:  # type: ignore[no-untyped-def]
-    """The page at each width a course page is seen at, kept as test artefacts (pytest's tmp dir)."""
+    """The page at each width a course page is seen at, kept as test artefacts (the `artifacts` folder)."""
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 1000})
-        page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)
+        shot = folder / f"{name}-{width}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot: {shot}")
     page.set_viewport_size({"width": 1280, "height": 1000})
 
 
@@ -244,6 +275,14 @@ def call_handler(page, handler: str) -> dict:  # type: ignore[no-untyped-def]
     )
 
 
+def service_client(service: tuple[Stacklab, str]):  # type: ignore[no-untyped-def]
+    """The XBlock's own client of the service, as the workbench is configured (to compare what it says)."""
+    from stacklab_xblock.client import ServiceConfig, StacklabClient
+
+    stacklab, secret = service
+    return StacklabClient(ServiceConfig(stacklab.url, LMS_KEY, secret))
+
+
 def env_list(stacklab: Stacklab) -> list[dict]:
     return json.loads(stacklab.cli("env", "list", "--json") or "[]")  # type: ignore[no-any-return]
 
@@ -253,7 +292,9 @@ def test_scenario_is_listed(workbench: Workbench, page) -> None:  # type: ignore
     assert page.get_by_text("stacklab: hello lab").first.is_visible()
 
 
-def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unit_opens_the_lab_checks_and_records_the_grade(
+    workbench: Workbench, service: tuple[Stacklab, str], page, artifacts: Path
+) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(0, "alice"))
     unit = page.locator(".stacklab-block")
     unit.wait_for()
@@ -262,10 +303,12 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
     iframe = unit.locator("iframe.stacklab-frame")
     iframe.wait_for()
     src = iframe.get_attribute("src") or ""
-    assert "/lab/" in src and "?embedded=1#token=" in src  # the page leaves checking to the unit
+    assert "/lab/" in src and f"?{EMBEDDED}" in src  # the unit checks and grades
     frame = lab_frame(page)
     wait_connected(frame)
     wait_output(frame, "$ ", 60)
+    assert frame.locator("#lab-meta").inner_text() == COURSE_NAME  # the course's name, not its id
+    assert "course-v1" not in frame.locator("body").inner_text()
     check = unit.get_by_role("button", name="Check my work")
     check.click()
     wait_score(unit, "0 / 3")
@@ -285,8 +328,14 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(workbench: Workbench, p
         "{'value': 0.0, 'max_value': 3.0, 'only_if_higher': None}",
         "{'value': 3.0, 'max_value': 3.0, 'only_if_higher': None}",
     ]
-    assert unit.locator(".stacklab-score").inner_text() == "3 / 3"  # the one score: what the LMS got
-    screenshots(page, tmp_path, "unit")
+    # One score: what the LMS got is what the unit shows and what the service counts; the lab page in the
+    # unit shows none of its own (the staff panel shows the same, see its test).
+    assert unit.locator(".stacklab-score").inner_text() == "3 / 3"
+    counted = service_client(service).latest_checks(workbench.user_state("alice")["environment"])
+    assert counted["counted_score"] == counted["max_score"] > 0
+    assert frame.get_by_role("button", name="Check my work").count() == 0
+    assert "Your progress" not in frame.locator("body").inner_text()
+    screenshots(page, artifacts, "unit")
     page.reload()
     page.locator(".stacklab-block .stacklab-score", has_text="3 / 3").wait_for()
     # A worse check never lowers the score (the lab's policy is "best").
@@ -349,7 +398,7 @@ def test_read_only_unit_opens_the_named_node_and_takes_no_input(workbench: Workb
     page.goto(workbench.scenario(2, "alice"))
     iframe = page.locator(".stacklab-block iframe.stacklab-frame")
     iframe.wait_for()
-    assert "?node=main&embedded=1#token=" in (iframe.get_attribute("src") or "")
+    assert f"?node=main&{EMBEDDED}" in (iframe.get_attribute("src") or "")
     assert page.locator(".stacklab-block .stacklab-check").count() == 0  # read-only units never grade
     refused = call_handler(page, "check")
     assert refused["status"] == 403 and "Read-only" in refused["body"]["error"]
@@ -376,7 +425,7 @@ def test_staff_masquerading_see_the_learners_lab_read_only(
     unit.locator(".stacklab-staff-view").wait_for()
     unit.locator("iframe.stacklab-frame").wait_for()
     src = unit.locator("iframe.stacklab-frame").get_attribute("src") or ""
-    assert f"/lab/{alice_env['id']}?embedded=1#token=" in src  # alice's own environment
+    assert f"/lab/{alice_env['id']}?{EMBEDDED}" in src  # alice's own environment
     assert unit.get_by_role("button", name="Check my work").count() == 0
     frame = lab_frame(page)
     wait_connected(frame, 120)
@@ -398,23 +447,29 @@ def test_staff_masquerading_see_the_learners_lab_read_only(
 
 
 def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
-    workbench: Workbench, page, tmp_path: Path
+    workbench: Workbench, service: tuple[Stacklab, str], page, artifacts: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    page.goto(workbench.scenario(1, "staff"))
+    page.goto(workbench.scenario(0, "staff"))
     unit = page.locator(".stacklab-block")
     unit.locator(".stacklab-staff summary").click()
     unit.get_by_role("button", name="Load").click()
     alice = unit.locator(".stacklab-staff-list tr", has_text="alice")
     alice.wait_for()
     assert "anon-" not in alice.inner_text()  # the LMS username, not the anonymous id
-    assert re.search(r"ready.*\d / \d", alice.inner_text()), alice.inner_text()  # state, counted score
+    cells = alice.locator("td").all_inner_texts()
+    assert cells[1].startswith("ready"), cells
+    assert cells[2] == "3 / 3", cells  # in the unit's weight: the score alice's unit shows and the LMS got
+    assert unit.locator(".stacklab-staff-table th").all_inner_texts()[3] == "Time used"
+    (row,) = [e for e in service_client(service).course_environments(COURSE) if e["learner"] == "anon-alice"]
+    assert row["running_s"] > 0  # running since the first test: its recorded transitions say for how long
+    assert re.fullmatch(r"under 1 min|\d+ min|\d+ h( \d+ min)?", cells[3]), cells
     alice.get_by_role("button", name="Watch alice's lab").click()
     watched = unit.locator(".stacklab-staff-watch iframe.stacklab-frame")
     watched.wait_for()
     frame = watched.element_handle().content_frame()
     wait_connected(frame, 120)
     assert frame.locator("#read-only-badge").is_visible()
-    screenshots(page, tmp_path, "staff-panel")
+    screenshots(page, artifacts, "staff-panel")
     page.goto(workbench.scenario(1, "alice"))
     page.locator(".stacklab-block .stacklab-background").wait_for()
     assert page.locator(".stacklab-staff").count() == 0
@@ -423,10 +478,7 @@ def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
 
 
 def test_lab_page_opens_the_node_the_unit_names(service: tuple[Stacklab, str], page) -> None:  # type: ignore[no-untyped-def]
-    from stacklab_xblock.client import ServiceConfig, StacklabClient
-
-    stacklab, secret = service
-    client = StacklabClient(ServiceConfig(stacklab.url, LMS_KEY, secret))
+    client = service_client(service)
     launched = client.launch(COURSE, "pair-lab", "anon-node", node="side")
     assert "?node=side#token=" in launched["lab_url"]
     page.goto(launched["lab_url"])
@@ -444,14 +496,18 @@ def test_lab_page_opens_the_node_the_unit_names(service: tuple[Stacklab, str], p
 def learner_sees(page, sentence: str) -> str:  # type: ignore[no-untyped-def]
     """The unit's error, once shown: `sentence`, and no HTTP status or raw API text."""
     error = page.locator(".stacklab-block .stacklab-lab .stacklab-error")
-    error.wait_for(timeout=15_000)
+    try:
+        error.wait_for(timeout=15_000)
+    except Exception as exc:
+        shown = page.locator("body").inner_text()
+        raise AssertionError(f"no error shown; the unit shows: {shown}") from exc
     shown = str(error.inner_text())
     assert sentence in shown and not HTTP_STATUS.search(shown), shown
     return str(page.locator(".stacklab-block").inner_text())
 
 
 def test_misconfigured_units_speak_plainly_and_tell_staff_what_failed(
-    workbench: Workbench, page, tmp_path: Path
+    workbench: Workbench, page, artifacts: Path
 ) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(3, "alice"))
     unit_text = learner_sees(page, "not available right now")
@@ -466,7 +522,7 @@ def test_misconfigured_units_speak_plainly_and_tell_staff_what_failed(
     detail = page.locator(".stacklab-block .stacklab-staff-detail")
     detail.wait_for(timeout=15_000)
     assert "unit setting lab" in detail.inner_text() and "request id " in detail.inner_text()
-    screenshots(page, tmp_path, "error-for-staff")
+    screenshots(page, artifacts, "error-for-staff")
 
 
 def service_pid(stacklab: Stacklab) -> int:
@@ -514,7 +570,7 @@ def studio_save(page, values: dict) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_studio_offers_the_services_labs_and_refuses_unknown_ones(
-    workbench: Workbench, page, tmp_path: Path
+    workbench: Workbench, page, artifacts: Path
 ) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{workbench.url}/scenario/stacklab.5/studio_view/?student=staff")
     lab = page.locator("select#xb-field-edit-lab")
@@ -526,7 +582,7 @@ def test_studio_offers_the_services_labs_and_refuses_unknown_ones(
     chosen = page.locator(".stacklab-preview[open]")
     assert "pair-lab" in chosen.inner_text() and "main, side" in chosen.inner_text()
     assert "checks and hints are not part of it" in page.locator(".stacklab-studio").inner_text()
-    page.screenshot(path=str(tmp_path / "studio.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "studio.png"), full_page=True)
     for values, message in (
         ({"lab": "no-such-lab"}, "lab: the service offers no lab 'no-such-lab'"),
         ({"lab": "pair-lab", "node": "db"}, "node: lab 'pair-lab' has no node 'db' (it has: main, side)"),
@@ -552,3 +608,130 @@ def test_a_wrong_secret_shows_a_clear_message(
     finally:
         stop(proc)
         shutil.rmtree(bench.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def csp_free_page(page):  # type: ignore[no-untyped-def]
+    """A page whose browser context ignores Content-Security-Policy, for this test module only: axe-core is
+    injected into the service's lab page, whose CSP (unchanged) forbids scripts it did not serve."""
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000}, bypass_csp=True)
+    context.set_default_timeout(30_000)
+    yield context.new_page()
+    context.close()
+
+
+def test_axe_finds_no_serious_violation_in_the_unit_and_the_real_pages(
+    workbench: Workbench, service: tuple[Stacklab, str], csp_free_page
+) -> None:  # type: ignore[no-untyped-def]
+    page = csp_free_page
+    page.goto(workbench.scenario(0, "alice"))
+    page.locator(".stacklab-block iframe.stacklab-frame").wait_for()
+    frame = lab_frame(page)
+    wait_connected(frame, 120)
+    found = {
+        "unit": serious_violations(page, ".stacklab-block"),
+        "embedded lab page": serious_violations(frame),
+    }
+    page.goto(workbench.scenario(0, "staff"))
+    unit = page.locator(".stacklab-block")
+    unit.locator(".stacklab-staff summary").click()
+    unit.get_by_role("button", name="Load").click()
+    unit.locator(".stacklab-staff-list tr", has_text="alice").get_by_role("button").click()
+    unit.locator(".stacklab-staff-watch iframe.stacklab-frame").wait_for()
+    found["staff panel"] = serious_violations(page, ".stacklab-block")
+    page.goto(workbench.scenario(3, "staff"))
+    unit.locator(".stacklab-staff-detail").wait_for(timeout=15_000)
+    found["unit with an error"] = serious_violations(page, ".stacklab-block")
+    page.goto(workbench.scenario(1, "alice"))
+    unit.locator(".stacklab-background").wait_for()
+    found["background unit"] = serious_violations(page, ".stacklab-block")
+    launched = service_client(service).launch(COURSE, "hello-lab", "anon-alice")
+    page.goto(launched["lab_url"])  # the service's own lab page, outside the course
+    wait_connected(page, 120)
+    found["lab page"] = serious_violations(page)
+    stacklab, _secret = service
+    added = subprocess.run(
+        [*stacklab.command, "operator", "add", "axel"],
+        input="axel-operator-password\n",
+        env=stacklab.env,
+        cwd=stacklab.cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    page.goto(f"{stacklab.url}/admin")
+    page.wait_for_url("**/admin/login")
+    found["operator sign-in page"] = serious_violations(page)
+    page.get_by_label("Operator").fill("axel")
+    page.get_by_label("Password").fill("axel-operator-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#env-rows tr[data-env]").first.wait_for()
+    page.locator("#audit-rows tr[data-audit]").first.wait_for()
+    found["operator page"] = serious_violations(page)
+    assert found == {name: [] for name in found}, found
+
+
+# Stands in for the browser's page visibility (headless chromium always reports "visible"): the page starts
+# hidden, as a unit opened in a background tab, until the test calls stacklabTestShow().
+HIDDEN_TAB = """(() => {
+  let hidden = true;
+  Object.defineProperty(Document.prototype, "hidden", {configurable: true, get: () => hidden});
+  Object.defineProperty(Document.prototype, "visibilityState",
+                        {configurable: true, get: () => (hidden ? "hidden" : "visible")});
+  window.stacklabTestShow = () => { hidden = false; document.dispatchEvent(new Event("visibilitychange")); };
+})();"""
+
+# The units start in a container that is not displayed (a course page's collapsed or inactive part).
+UNDISPLAYED = """document.addEventListener("DOMContentLoaded", () => {
+  const style = document.createElement("style");
+  style.id = "test-undisplayed";
+  style.textContent = ".stacklab-block { display: none; }";
+  document.head.append(style);
+});"""
+
+
+def wait_ready(client, env_id: str, timeout_s: float = LAUNCH_S) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not client.status(env_id).get("ready"):
+        assert time.monotonic() < deadline, client.status(env_id)
+        time.sleep(0.5)
+
+
+def test_units_that_start_hidden_show_the_labs_state_once_shown(
+    workbench: Workbench, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    client = service_client(service)
+    hidden = page.context.new_page()
+    try:
+        # A background unit opened in a hidden tab: the lab gets ready meanwhile; once shown, the unit says so
+        # without a reload.
+        hidden.add_init_script(HIDDEN_TAB)
+        hidden.goto(workbench.scenario(1, "hana"))
+        unit = hidden.locator(".stacklab-block")
+        unit.locator(".stacklab-background").wait_for()
+        env_id = workbench.user_state("hana")["environment"]
+        wait_ready(client, env_id)
+        hidden.evaluate("() => window.stacklabTestShow()")
+        unit.locator(".stacklab-progress", has_text="ready").wait_for(timeout=15_000)
+    finally:
+        hidden.close()
+    stacklab, _secret = service
+    stacklab.cli("env", "suspend", env_id)
+    wait_for(lambda: client.status(env_id)["observed"] == "suspended", LAUNCH_S, "the lab to be paused")
+    undisplayed = page.context.new_page()
+    try:
+        # A unit with its lab page in a part of the course page that is not displayed, the lab paused: the
+        # page inside resumes it meanwhile; once displayed, the terminal is connected and fills the width.
+        undisplayed.add_init_script(UNDISPLAYED)
+        undisplayed.goto(workbench.scenario(0, "hana"))
+        undisplayed.locator(".stacklab-block iframe.stacklab-frame").wait_for(state="attached")
+        frame = undisplayed.locator(".stacklab-block iframe.stacklab-frame").element_handle().content_frame()
+        wait_ready(client, env_id)  # resumed by the lab page in the undisplayed frame
+        undisplayed.evaluate("() => document.getElementById('test-undisplayed').remove()")
+        wait_connected(frame, 120)
+        frame.wait_for_function(TERMINAL_FILLS_WIDTH, timeout=10_000)
+        wait_output(frame, "$ ", 30)
+        assert frame.locator("#progress-view").is_hidden()
+    finally:
+        undisplayed.close()

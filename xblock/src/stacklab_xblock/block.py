@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 
 from web_fragments.fragment import Fragment
 from xblock.core import XBlock
@@ -24,6 +25,7 @@ SETTINGS_ENV = {
     "lms_key": "STACKLAB_XBLOCK_LMS_KEY",
     "lms_secret": "STACKLAB_XBLOCK_LMS_SECRET",
     "course": "STACKLAB_XBLOCK_COURSE",
+    "course_name": "STACKLAB_XBLOCK_COURSE_NAME",
 }
 NOT_CONFIGURED = "This lab is not set up yet: the course staff must configure the stacklab service."
 STAFF_VIEW = (
@@ -32,6 +34,8 @@ STAFF_VIEW = (
 NOT_OPENED = "This learner has not opened this lab yet, so there is nothing to show."
 ANONYMOUS_ID = "edx-platform.anonymous_user_id"
 IS_STAFF = "edx-platform.user_is_staff"
+COURSE_DEPTH = 10
+"""How far up the unit's parents the course block is looked for (course > chapter > sequence > unit)."""
 SCRIPT = "static/js/stacklab.js"
 STYLE = "static/css/stacklab.css"
 loader = ResourceLoader(__name__)
@@ -41,10 +45,12 @@ def _fmt(number: float) -> str:
     return f"{number:g}"
 
 
-def embedded(lab_url: str) -> str:
-    """The lab page in its embedded mode (`embedded=1`: no Check or score of its own; the unit grades)."""
+def embedded(lab_url: str, course_name: str = "") -> str:
+    """The lab page in its embedded mode (`embedded=1`: no Check or score of its own; the unit grades), with
+    the course's display name to show instead of its id (URL-encoded; the page shows it as text only)."""
     base, hash_mark, fragment = lab_url.partition("#")
-    return f"{base}{'&' if '?' in base else '?'}embedded=1{hash_mark}{fragment}"
+    query = {"embedded": "1", **({"course_name": course_name} if course_name else {})}
+    return f"{base}{'&' if '?' in base else '?'}{urllib.parse.urlencode(query)}{hash_mark}{fragment}"
 
 
 @XBlock.needs("user")
@@ -146,6 +152,26 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             return str(course)
         return str(self._settings().get("course") or "workbench")
 
+    def _course_name(self) -> str:
+        """The course's display name: the course block above the unit (the LMS's course tree), else the
+        `course_name` setting (a runtime without courses, such as the workbench), else nothing."""
+        block = self
+        for _ in range(COURSE_DEPTH):
+            try:
+                block = block.get_parent()
+            except Exception:  # a runtime that cannot load the parent
+                log.warning("stacklab: the unit's parents could not be read", exc_info=True)
+                break
+            if block is None:
+                break
+            if block.scope_ids.block_type == "course":
+                return str(getattr(block, "display_name", "") or "")
+        return str(self._settings().get("course_name") or "")
+
+    def _page(self, lab_url: str) -> dict:
+        """The handlers' answer that opens the lab page in the unit's frame."""
+        return {"lab_url": embedded(lab_url, self._course_name())}
+
     def _user(self):  # type: ignore[no-untyped-def]
         """The runtime's current user (an XBlockUser), or None in a runtime without the user service."""
         try:
@@ -246,7 +272,7 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
                 "progress": str(status.get("progress", "")),
                 "ready": status.get("ready"),
             }
-        return {"lab_url": embedded(launched["lab_url"])}
+        return self._page(launched["lab_url"])
 
     @XBlock.json_handler
     def status(self, data, suffix=""):
@@ -267,7 +293,7 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             if exc.status == 404:
                 return {"not_opened": NOT_OPENED}
             raise
-        return {"lab_url": embedded(watched["lab_url"])}
+        return self._page(watched["lab_url"])
 
     @XBlock.json_handler
     def check(self, data, suffix=""):
@@ -336,14 +362,15 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         learner = str(env.get("learner", ""))
         row = {k: env.get(k) for k in ("id", "learner", "lab", "observed", "progress", "message")}
         row["username"] = self._username(learner)
+        row["time_used"] = messages.time_used(env.get("running_s"))
         try:
             latest = client.latest_checks(str(env.get("id")))
         except ServiceError:
             latest = {}
-        counted, top = latest.get("counted_score"), latest.get("max_score")
-        row["score"] = (
-            "not checked" if counted is None else f"{_fmt(float(counted))} / {_fmt(float(top or 0))}"
-        )
+        counted = latest.get("counted_score")
+        earned = self._fraction(counted, latest.get("max_score")) * self.weight
+        # In this unit's weight, as the unit and the LMS's grade show it (one score wherever it is read).
+        row["score"] = "not checked" if counted is None else f"{_fmt(earned)} / {_fmt(self.weight)}"
         return row
 
     def _username(self, anonymous_id: str) -> str:
@@ -365,7 +392,7 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             watched = self._client().observe(self._course_id(), self.lab, str(data.get("learner", "")))
         except ServiceError as exc:
             return {"not_opened": NOT_OPENED} if exc.status == 404 else self._words(exc)
-        return {"lab_url": embedded(watched["lab_url"])}
+        return self._page(watched["lab_url"])
 
     # ---- grading (ScorableXBlockMixin: rescore and override) -------------------------------------------
     def has_submitted_answer(self):

@@ -71,3 +71,16 @@ def describe(exc: ServiceError, staff: bool, checking: bool = False) -> Words:
         detail += f" {exc.detail}" if exc.detail else ""
         detail += f" (request id {exc.request_id})" if exc.request_id else ""
     return Words(text, detail, starting=exc.status == 409)
+
+
+def time_used(seconds: object) -> str:
+    """A lab's running time for staff ("1 h 12 min"); "unknown" when the service does not say (an older
+    service without `running_s`)."""
+    if not isinstance(seconds, int | float) or seconds < 0:
+        return "unknown"
+    if 0 < seconds < 60:
+        return "under 1 min"
+    hours, minutes = divmod(int(seconds // 60), 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

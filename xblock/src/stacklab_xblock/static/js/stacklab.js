@@ -132,7 +132,7 @@ function StacklabXBlock(runtime, element) {
   function staffRow(e) {
     var tr = make("tr");
     tr.dataset.environment = e.id;
-    [e.username, e.progress + (e.message ? " \u2014 " + e.message : ""), e.score].forEach(function (v) {
+    [e.username, e.progress + (e.message ? " \u2014 " + e.message : ""), e.score, e.time_used].forEach(function (v) {
       tr.appendChild(make("td", "", v));
     });
     var b = make("button", "stacklab-watch", "Watch " + e.username + "'s lab");
