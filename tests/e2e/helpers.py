@@ -96,5 +96,6 @@ def serious_violations(page, include: str | None = None) -> list[str]:  # type: 
         for v in results["violations"]
         if v["impact"] in ("serious", "critical")
     ]
-    print(f"axe on {page.url}: {len(results['violations'])} violations, {len(found)} serious or critical")
+    everything = [f"{v['id']} ({v['impact']})" for v in results["violations"]]
+    print(f"axe on {page.url}: {len(everything)} violations {everything}, {len(found)} serious or critical")
     return found
