@@ -12,7 +12,7 @@ from pathlib import Path
 
 from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
-from stacklab.envs.controller import Controller, seal
+from stacklab.envs.controller import Controller, Result, seal
 from stacklab.envs.policies import is_settled
 from stacklab.envs.transitions import Journal
 from stacklab.errors import Conflict, InvalidInput, NotFound
@@ -228,11 +228,13 @@ class Environments:
         timeout_s: float,
         on_progress: Callable[[EnvironmentRecord], None] | None = None,
     ) -> EnvironmentRecord:
-        """Reconcile in this process until the environment settles (or fails, or time runs out)."""
+        """Reconcile in this process until the environment settles (or fails, or time runs out). With
+        runner = celery the workers run the passes (on the hosts that hold the labs): this only follows."""
         deadline = self.clock() + timeout_s
         last = None
+        here = self.controller.settings.runner == "embedded"
         while True:
-            result = await self.controller.reconcile(env_id)
+            result = await self.controller.reconcile(env_id) if here else Result(None)
             record = self.repo.get(env_id)
             if on_progress and (record.observed, record.progress) != last:
                 last = (record.observed, record.progress)

@@ -1,0 +1,56 @@
+"""The scheduler's store primitives on SQLite, PostgreSQL and MariaDB: the named lease (one holder,
+renewed, taken over when expired, given up at once) and claims of due environments (held, skipped by
+a second claim, given back when they could not be sent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.support.engine import Clock, memory_app, write_lab
+from tests.support.memory_provider import MemoryProvider
+
+from stacklab.config import Settings
+from stacklab.store import leases
+from stacklab.store.due import claim_due, unclaim
+
+pytestmark = pytest.mark.db
+
+
+def clouds() -> dict[str, MemoryProvider]:
+    return {name: MemoryProvider(name) for name in ("a", "local")}
+
+
+def test_one_holder_at_a_time_renewed_taken_over_when_expired_and_given_up(settings: Settings) -> None:
+    app = memory_app(settings, clouds(), Clock())
+    try:
+        repo = app.repo
+        assert leases.hold(repo, "scheduler", "a", 100.0, 10.0)
+        assert not leases.hold(repo, "scheduler", "b", 105.0, 10.0)  # a holds it until 110
+        assert leases.hold(repo, "scheduler", "a", 108.0, 10.0)  # renewed until 118
+        assert not leases.hold(repo, "scheduler", "b", 115.0, 10.0)
+        assert leases.holder(repo, "scheduler", 115.0) == "a"
+        assert leases.hold(repo, "scheduler", "b", 118.5, 10.0)  # a stopped renewing: b takes over
+        assert not leases.hold(repo, "scheduler", "a", 119.0, 10.0)
+        leases.give_up(repo, "scheduler", "b")
+        assert leases.holder(repo, "scheduler", 119.0) is None
+        assert leases.hold(repo, "scheduler", "a", 119.0, 10.0)  # at once, not after b's expiry
+    finally:
+        app.close()
+
+
+def test_due_environments_are_claimed_once_until_the_hold_ends(settings: Settings, tmp_path: Path) -> None:
+    clock = Clock()
+    app = memory_app(settings, clouds(), clock)
+    try:
+        ids = sorted(app.environments.launch(write_lab(tmp_path), f"l{n}").id for n in range(3))
+        now = clock.now
+        assert sorted(claim_due(app.repo, now, 10, 30.0)) == ids
+        assert claim_due(app.repo, now + 29.0, 10, 30.0) == []  # held: sent once
+        assert (
+            sorted(claim_due(app.repo, now + 30.0, 2, 30.0) + claim_due(app.repo, now + 30.0, 2, 30.0)) == ids
+        )
+        unclaim(app.repo, ids[:1], now + 31.0, now + 60.0)  # the broker refused: due again at once
+        assert claim_due(app.repo, now + 31.0, 10, 30.0) == ids[:1]
+    finally:
+        app.close()
