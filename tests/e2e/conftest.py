@@ -144,9 +144,10 @@ class Stacklab:
         self.command = tuple(command)
         self.cwd = cwd
 
-    def cli(self, *args: str, timeout_s: float = 600) -> str:
+    def cli(self, *args: str, timeout_s: float = 600, stdin: str | None = None) -> str:
         result = subprocess.run(
             [*self.command, *args],
+            input=stdin,
             env=self.env,
             cwd=self.cwd,
             capture_output=True,

@@ -650,16 +650,7 @@ def test_axe_finds_no_serious_violation_in_the_unit_and_the_real_pages(
     wait_connected(page, 120)
     found["lab page"] = serious_violations(page)
     stacklab, _secret = service
-    added = subprocess.run(
-        [*stacklab.command, "operator", "add", "axel"],
-        input="axel-operator-password\n",
-        env=stacklab.env,
-        cwd=stacklab.cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert added.returncode == 0, added.stderr
+    stacklab.cli("operator", "add", "axel", stdin="axel-operator-password\n")
     page.goto(f"{stacklab.url}/admin")
     page.wait_for_url("**/admin/login")
     found["operator sign-in page"] = serious_violations(page)
