@@ -196,8 +196,11 @@ class TerminalSockets:
             relayed = await self._relayed(admission, scope)
             if relayed is not None:
                 connection, holder = relayed
-                accepted = await self._accept(send, holder)
-                await pipe(receive, send, connection)
+                try:
+                    accepted = await self._accept(send, holder)
+                    await pipe(receive, send, connection)
+                finally:
+                    await connection.close()  # also when the client left before the accept
                 return
             accepted = await self._accept(send)
             attached = await self._attach(admission, target)
