@@ -27,7 +27,7 @@ LOCAL_EXAMPLES = sorted(
 WRONG_SOLVE = """\
 schema: 1
 id: wrong-solve
-title: A lab whose second solve is wrong
+title: A lab whose second solve is wrong and whose third check passes from the start
 login_user: learner
 local:
   nodes:
@@ -53,6 +53,10 @@ checks:
     script: test -f ~/flag
     hint: touch ~/flag
     solve: touch ~/flagg
+  - name: free-point
+    node: main
+    script: test -d ~
+    solve: "true"
 hooks:
   after_resume:
     node: main
@@ -114,12 +118,13 @@ def test_a_wrong_solve_fails_and_names_its_check(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line for line in lines if line.startswith("SURPRISE")] == [
-        "SURPRISE check flag-file: failed after its solve script ran"
+        "SURPRISE check free-point: passed before its solve ran (a learner scores without doing the task)",
+        "SURPRISE check flag-file: failed after its solve script ran",
     ]
     python_row = next(line for line in lines if line.startswith("python-greeting"))
     assert python_row.split()[2:] == ["fail", "ok", "pass", "pass"]  # the Python check and solve ran
     env_id = lines[0].split("(environment ")[1].rstrip(")")
-    assert lines[-1] == f"FAILED: 1 surprise; environment {env_id} kept"
+    assert lines[-1] == f"FAILED: 2 surprises; environment {env_id} kept"
     try:
         shown = json.loads(stacklab(data, "env", "show", env_id, "--json").stdout)
         assert shown["observed"] == "running"
