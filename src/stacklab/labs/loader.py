@@ -19,15 +19,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from stacklab.errors import LabError
-from stacklab.labs.schema import (
-    LAB_DIR,
-    SKIP_CROSS_CHECKS,
-    Lab,
-    Path,
-    cross_field_problems,
-    format_path,
-    type_word,
-)
+from stacklab.labs.rules import Path, cross_field_problems
+from stacklab.labs.schema import LAB_DIR, SKIP_CROSS_CHECKS, Lab, format_path, type_word
 from stacklab.labs.yamlmap import line_of, read_yaml, yaml_problem
 
 _Problem = tuple[int, Path, str]
