@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.engine import Clock, memory_app
-from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
+from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync, sweep_stacks
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.config import Settings
@@ -28,15 +28,7 @@ def lxc_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="stacklab-lxc-", dir="/var/tmp"))
     root.chmod(0o755)
     yield root
-    from stacklab.providers.local import LocalProvider
-
-    provider = LocalProvider("local-test", {"root_dir": str(root), "image_dir": IMAGE_DIR})
-
-    async def sweep() -> None:
-        for name in await provider.list():
-            await provider.delete({"name": name})
-
-    run_sync(sweep())
+    sweep_stacks(root)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
+from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync, sweep_stacks
 from tests.support.terminals import FRAMES, refusal, serve_asgi, terminal
 from websockets.exceptions import ConnectionClosed
 
@@ -80,23 +80,8 @@ def lab() -> Iterator[Lab]:
                 run_sync(app.environments.drive(env_id, 120))
         finally:
             app.close()
-            _sweep(data_dir / "local")
+            sweep_stacks(data_dir / "local")
             shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _sweep(root: Path) -> None:
-    """Delete whatever stack is left under this test's LXC root (after a failed delete)."""
-    if not root.exists():
-        return
-    from stacklab.providers.local import LocalProvider
-
-    provider = LocalProvider("terminal-test", {"root_dir": str(root), "image_dir": IMAGE_DIR})
-
-    async def sweep() -> None:
-        for name in await provider.list():
-            await provider.delete({"name": name})
-
-    run_sync(sweep())
 
 
 @contextlib.asynccontextmanager
