@@ -31,6 +31,7 @@ import heapq
 import importlib
 import logging
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -106,21 +108,25 @@ LOCAL = ProviderModel(
         "hook costs (bench/README.md, 'What the misses come from')",
     },
 )
+HEAT_MEASURED = (
+    "a 1 s TestResource on the Heat harness, SDK calls polled every 0.1 s, median of 5 "
+    "(bench/cost_sim.py --measure-heat, 2026-12-04)"
+)
 HEAT = ProviderModel(
     name="openstack",
-    create_s=2.439,
-    suspend_s=1.2,
-    resume_s=1.2,
-    delete_s=2.346,
+    create_s=2.355,
+    suspend_s=0.279,
+    resume_s=0.351,
+    delete_s=2.366,
     poll_interval_s=OpenStackProvider.poll_interval_s,
     sync=False,
     handover_s=0.105,
     sources={
-        "create": "2.44 s: Heat's own POST -> CREATE_COMPLETE of a 1 s TestResource on the harness, median "
-        "(bench/README.md, heat_launch.py). No Nova on the harness: a real VM boot adds tens of seconds",
-        "suspend": "assumed 1.2 s (not measured: pass --measure-heat to measure on the harness in this run)",
-        "resume": "assumed 1.2 s (not measured: pass --measure-heat to measure on the harness in this run)",
-        "delete": "2.35 s: SDK delete, polled every 0.2 s (heat_launch.py floor)",
+        "create": f"2.36 s: {HEAT_MEASURED} (heat_launch.py: 2.44 s). No Nova on the harness: a real VM "
+        "boot adds tens of seconds",
+        "suspend": f"0.28 s: {HEAT_MEASURED}. No Nova: a VM's suspend adds its own time",
+        "resume": f"0.35 s: {HEAT_MEASURED}. No Nova: a VM's resume adds its own time",
+        "delete": f"2.37 s: {HEAT_MEASURED} (heat_launch.py SDK floor: 2.35 s)",
         "poll": f"OpenStackProvider.poll_interval_s = {OpenStackProvider.poll_interval_s:g} s",
         "handover": "105 ms (planned pool hand-over, modelled): key rotation over SSH, as on local",
     },
@@ -917,6 +923,7 @@ def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
 
 # --- Heat, measured in this run (optional) -------------------------------------------------------------
 
+HEAT_CLOUDS = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat")) / "etc" / "clouds.yaml"
 HEAT_TEMPLATE = {
     "heat_template_version": "2018-08-31",
     "description": "stacklab cost_sim: one TestResource (suspend / resume / delete timing)",
@@ -948,6 +955,7 @@ def measure_heat(cloud: str, rounds: int) -> ProviderModel:
     from openstack.warnings import RemovedInSDK60Warning
 
     warnings.simplefilter("ignore", RemovedInSDK60Warning)
+    os.environ.setdefault("OS_CLIENT_CONFIG_FILE", str(HEAT_CLOUDS))
     heat = openstack.connect(cloud=cloud).orchestration
     times: dict[str, list[float]] = {"create": [], "suspend": [], "resume": [], "delete": []}
     for attempt in range(rounds * 3):  # the harness is shared: a round another test disturbed is redone
@@ -971,16 +979,16 @@ def measure_heat(cloud: str, rounds: int) -> ProviderModel:
                 times[op].append(value)
     if not times["resume"]:
         raise SystemExit("--measure-heat: every round was disturbed (is another test restarting Heat?)")
-    medians = {op: statistics.median(values) for op, values in times.items()}
+    medians = {f"{op}_s": statistics.median(values) for op, values in times.items()}
     for op, values in times.items():
-        print(f"heat {op}: median {medians[op]:.3f} s ({', '.join(f'{v:.2f}' for v in values)})")
+        print(f"heat {op}: median {medians[op + '_s']:.3f} s ({', '.join(f'{v:.2f}' for v in values)})")
     source = (
         f"measured in this run on the Heat harness (cloud {cloud}, SDK, 0.1 s polls, {rounds} rounds, median)"
     )
     return replace(
         HEAT,
         **medians,
-        sources={**HEAT.sources, **{op: f"{medians[op]:.2f} s: {source}" for op in medians}},
+        sources={**HEAT.sources, **{op: f"{medians[op + '_s']:.2f} s: {source}" for op in times}},
     )
 
 
@@ -999,18 +1007,33 @@ def parse_mix(text: str | None) -> dict[str, float]:
     return mix
 
 
-def policies(idle_sweep: Sequence[float], pools: Sequence[int], planned_idle: float) -> list[Policy]:
-    """Today's stacklab and the planned features (no pool) over the idle timeouts, hastexo's defaults,
-    and the planned features at one idle timeout over the pool sizes."""
+def policies(args: argparse.Namespace) -> list[Policy]:
+    """Today's stacklab over the idle timeouts, hastexo's defaults, the planned features (no pool) over
+    their idle timeouts, and the planned features at one idle timeout over the pool sizes."""
     return [
-        *[today(minutes) for minutes in idle_sweep],
+        *[today(minutes) for minutes in args.idle],
         HASTEXO,
-        *[planned(minutes, 0) for minutes in sorted({*idle_sweep, planned_idle})],
-        *[planned(planned_idle, pool) for pool in pools if pool],
+        *[planned(minutes, 0) for minutes in sorted({*args.planned_idles, args.planned_idle})],
+        *[planned(args.planned_idle, pool) for pool in args.pools if pool],
     ]
 
 
-async def run(args: argparse.Namespace) -> None:
+def run_model(
+    model: ProviderModel, chosen: list[Policy], traces: list[Trace], course: Course, scale: float
+) -> list[Outcome]:
+    """Every policy on one provider model (one process per model: the two run side by side)."""
+
+    async def each() -> list[Outcome]:
+        outcomes = []
+        for policy in chosen:
+            outcomes.append(await simulate(policy, model, traces, course, scale))
+            print(f"  {model.name}: {policy.label}: {outcomes[-1].wall_s:.1f} s", flush=True)
+        return outcomes
+
+    return asyncio.run(each())
+
+
+def run(args: argparse.Namespace) -> None:
     course = Course(days=args.days)
     mix = parse_mix(args.mix)
     traces = make_traces(args.learners, args.seed, mix, course)
@@ -1044,15 +1067,12 @@ async def run(args: argparse.Namespace) -> None:
         "this benchmark through the requests a web process would make, and labelled (planned, modelled)\n",
         flush=True,
     )
-    chosen_policies = policies(args.idle, args.pools, args.planned_idle)
-    results: dict[str, list[Outcome]] = {}
+    chosen_policies = policies(args)
+    with ProcessPoolExecutor(max_workers=len(models)) as workers:
+        futures = [workers.submit(run_model, m, chosen_policies, chosen, course, scale) for m in models]
+        results = {model.name: future.result() for model, future in zip(models, futures, strict=True)}
     for model in models:
-        outcomes = []
-        for policy in chosen_policies:
-            outcomes.append(await simulate(policy, model, chosen, course, scale))
-            print(f"  {model.name}: {policy.label} done in {outcomes[-1].wall_s:.1f} s", flush=True)
-        results[model.name] = outcomes
-        print_outcomes(model, outcomes, len(traces))
+        print_outcomes(model, results[model.name], len(traces))
     if not args.no_plot:
         sweeps = {}
         for name, outcomes in results.items():
@@ -1074,13 +1094,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--learners", type=int, default=1000)
-    parser.add_argument("--sample", type=int, default=60, help="learners driven through the controller")
+    parser.add_argument("--sample", type=int, default=40, help="learners driven through the controller")
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", default=None, help="behaviour=share,... (default: MIX)")
-    parser.add_argument("--idle", type=float, nargs="+", default=[1, 2, 5, 15, 60], help="minutes")
-    parser.add_argument("--pools", type=int, nargs="+", default=[0, 25, 100], help="per 1,000 learners")
-    parser.add_argument("--planned-idle", type=float, default=5.0, help="minutes")
+    parser.add_argument("--idle", type=float, nargs="+", default=[2, 5, 15, 60], help="today's, minutes")
+    parser.add_argument("--planned-idles", type=float, nargs="+", default=[2], help="planned, no pool")
+    parser.add_argument("--planned-idle", type=float, default=5.0, help="planned, with the pools (min)")
+    parser.add_argument("--pools", type=int, nargs="+", default=[25, 100], help="per 1,000 learners")
     parser.add_argument("--plot", default="bench-cost.png")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--measure-heat", action="store_true", help="time Heat on the harness first")
@@ -1091,7 +1112,7 @@ def main() -> None:
         "cost simulation: a week of a course on the real controller, simulated clock", postgres=False
     )
     started = time.perf_counter()
-    asyncio.run(run(args))
+    run(args)
     print(f"\nwall time {time.perf_counter() - started:.0f} s")
 
 
