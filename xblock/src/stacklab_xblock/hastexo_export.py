@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from stacklab_xblock.hastexo_import import TAGS, Assets, ImportResult, import_hastexo
+from stacklab_xblock.hastexo_import import Assets, ImportResult, import_hastexo
+from stacklab_xblock.hastexo_olx import TAGS
 
 ASSET_DIR = "static"
 
