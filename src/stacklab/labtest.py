@@ -3,8 +3,9 @@
 The procedure launches the lab for a throwaway learner and expects every check to fail on the fresh lab;
 it runs each check's `solve` script (what a learner would do) and expects every check to pass; it suspends
 and resumes the lab and expects them to pass still (the learner's work survives); then it deletes the lab.
-Anything else is a *surprise*, named after its check or step. The lab is driven through the Environments
-service like any learner's, so the test exercises the real provider, hooks and check runner.
+Anything else is a *surprise*, named after its check or step, as is a hook that failed. The lab is driven
+through the Environments service like any learner's, so the test exercises the real provider, hooks and
+check runner.
 """
 
 from __future__ import annotations
@@ -102,7 +103,18 @@ class LabTest:
         finally:
             if not self.keep:
                 await self._step(report, record.id, "delete", Desired.DELETED, Observed.DELETED, lab)
+            report.surprises += self._hook_surprises(record.id)
         return report
+
+    def _hook_surprises(self, env_id: str) -> list[str]:
+        """Hooks that failed or could not run: the controller records them and goes on (never fatal for a
+        learner), but an author wants to know."""
+        record = self.environments.resolve(env_id)
+        return [
+            f"hook {entry.to_state}: {entry.reason}: {_clip(entry.message)}".rstrip(": ")
+            for entry in self.environments.history(record)
+            if entry.kind == "hook" and entry.reason != "HookSucceeded"
+        ]
 
     async def _procedure(self, report: LabTestReport, record: EnvironmentRecord, lab: Lab) -> None:
         if not await self._step(report, record.id, "launch", None, Observed.RUNNING, lab):

@@ -1,6 +1,7 @@
 """`stacklab lab test` on real LXC nodes: every example that runs locally passes it, and a lab whose solve
-is wrong fails it, naming the check. The wrong lab's other check, its solve and a hook are Python scripts
-with a `#!` line: they run by their interpreter. One lab at a time; the examples share the cached image.
+is wrong fails it, naming the check (and a failing hook, naming the hook). The wrong lab's other check, its
+solve and a hook are Python scripts with a `#!` line: they run by their interpreter. One lab at a time; the
+examples share the cached image.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ checks:
     script: test -d ~
     solve: "true"
 hooks:
+  before_suspend: {node: main, script: "echo disk full >&2; exit 3"}
   after_resume:
     node: main
     script: |
@@ -120,11 +122,12 @@ def test_a_wrong_solve_fails_and_names_its_check(tmp_path: Path) -> None:
     assert [line for line in lines if line.startswith("SURPRISE")] == [
         "SURPRISE check free-point: passed before its solve ran (a learner scores without doing the task)",
         "SURPRISE check flag-file: failed after its solve script ran",
+        "SURPRISE hook before_suspend: HookFailed: exit 3: disk full",  # recorded, never fatal
     ]
     python_row = next(line for line in lines if line.startswith("python-greeting"))
     assert python_row.split()[2:] == ["fail", "ok", "pass", "pass"]  # the Python check and solve ran
     env_id = lines[0].split("(environment ")[1].rstrip(")")
-    assert lines[-1] == f"FAILED: 2 surprises; environment {env_id} kept"
+    assert lines[-1] == f"FAILED: 3 surprises; environment {env_id} kept"
     try:
         shown = json.loads(stacklab(data, "env", "show", env_id, "--json").stdout)
         assert shown["observed"] == "running"
