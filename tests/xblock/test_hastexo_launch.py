@@ -56,23 +56,11 @@ exit(-e "$ENV{HOME}/answer.txt" && $0 =~ m{/stacklab-script\\.} ? 0 : 1);
 </hastexo>
 """
 
-TEMPLATE = """\
-heat_template_version: 2018-08-31
-description: A hastexo-style lab template whose node already exists (a local LXC container).
-parameters:
-  run: {type: string, description: "the course run, as hastexo passes it"}
-  node_address: {type: string}
-  node_key: {type: string, hidden: true}
-resources:
-  address:
-    type: OS::Heat::Value
-    properties: {value: {get_param: node_address}}
-outputs:
-  public_ip: {value: {get_attr: [address, value]}}
-  private_key: {value: {get_param: node_key}}
-  reboot_on_resume: {value: []}
-  course_run: {value: {get_param: run}}
-"""
+# hastexo's contract: `run` in, `public_ip` and `private_key` out, and the optional `reboot_on_resume`.
+TEMPLATE = heat_to_lxc.TEMPLATE.replace(
+    "  run: {value: {get_param: run}}\n",
+    "  reboot_on_resume: {value: []}\n  course_run: {value: {get_param: run}}\n",
+)
 
 HOOK = '#!/bin/sh\necho "$1" >> "$HOME/hook-events"\n'
 
