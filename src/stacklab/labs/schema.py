@@ -142,7 +142,8 @@ class ProviderEntry(_Model):
 
 
 class Check(_Model):
-    """A script run over SSH on `node`; it passes when it exits 0."""
+    """A script run over SSH on `node` as the login user; it passes when it exits 0. A script (or solve)
+    starting with `#!` runs by that interpreter, any other by bash (`stacklab.checks.scripts`)."""
 
     name: Text
     node: StrictStr
