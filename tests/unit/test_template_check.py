@@ -329,3 +329,36 @@ def test_lab_validate_names_what_the_cloud_must_have(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "examples/heat", tmp_path / "heat")
     lab = load_lab(tmp_path / "heat/lab.yaml")
     assert cloud_names(lab) == {"flavor": ["m1.small"], "image": ["debian-12"], "network": ["public"]}
+
+
+def test_conditions_and_sections(tmp_path: Path) -> None:
+    conditional = tmp_path / "conditions.yaml"
+    conditional.write_text(
+        "heat_template_version: 2018-08-31\n"
+        "parameters:\n"
+        "  env: {type: string, default: prod}\n"
+        "conditions:\n"
+        "  prod: {equals: [{get_param: env}, prod]}\n"
+        "resources:\n"
+        "  a:\n"
+        "    type: OS::Heat::Value\n"
+        "    condition: {not: prod}\n"
+        "    properties: {value: {equals: [1, 1]}}\n"
+        "  b:\n"
+        "    type: OS::Heat::Value\n"
+        "    condition: prd\n"
+        "    properties: {value: {if: [prod, 1, 2]}}\n"
+        "outputs:\n"
+        "  x: {value: 1, condition: nope}\n"
+        "  y: {value: {if: [prod, 1, 2]}, condition: prod}\n"
+    )
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("heat_template_version: 2018-08-31\nresources: [a, b]\n")
+    code, output = run("template", "check", str(conditional), str(listed))
+    assert code == 1
+    assert lines_of(output, conditional) == {
+        10: "function 'equals' belongs in conditions (use 'if' with a condition here)",
+        13: "condition 'prd': no such condition (did you mean 'prod'?)",
+        16: "condition 'nope': no such condition",
+    }
+    assert lines_of(output, listed) == {2: "section 'resources' must be a mapping of names"}

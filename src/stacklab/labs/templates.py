@@ -160,14 +160,19 @@ class _TemplateCheck:
                 self.t.add(
                     (key,), f"unknown section {key!r}{heat.similar(str(key), self.version['sections'])}"
                 )
+        for key in ("parameters", "resources", "outputs", "conditions"):
+            if self.t.data.get(key) is not None and not isinstance(self.t.data[key], dict):
+                self.t.add((key,), f"section {key!r} must be a mapping of names")
         self._parameters()
         for name, definition in self.resources.items():
             self._resource(("resources", name), str(name), definition)
         for name, output in self.t.section("outputs").items():
             if not isinstance(output, dict) or "value" not in output:
                 self.t.add(("outputs", name), f"output {name!r} needs a value")
+            elif isinstance(output, dict):
+                self._condition_name(("outputs", name, "condition"), output.get("condition"))
         for section in ("resources", "outputs", "conditions"):
-            self._calls((section,), self.t.data.get(section), in_conditions=section == "conditions")
+            self._calls((section,), self.t.data.get(section))
 
     def _version(self) -> bool:
         version = self.t.data.get("heat_template_version")
@@ -280,10 +285,19 @@ class _TemplateCheck:
                 )
 
     # function calls ----------------------------------------------------------------------------------
-    def _calls(self, where: Path, value: Any, in_conditions: bool = False) -> None:
+    def _calls(self, where: Path, value: Any) -> None:
         for path, function, args in _find_calls(where, value):
-            available = self.version["condition_functions" if in_conditions else "functions"]
-            if function not in available and not (in_conditions and function in self.version["functions"]):
+            # condition functions: in the conditions section and in a resource's or output's condition
+            in_conditions = path[0] == "conditions" or (len(path) > 2 and path[2] == "condition")
+            usable = set(self.version["functions"])
+            if in_conditions:
+                usable.update(self.version["condition_functions"])
+            if function in self.version["condition_functions"] and function not in usable:
+                self.t.add(
+                    path, f"function {function!r} belongs in conditions (use 'if' with a condition here)"
+                )
+                continue
+            if function not in usable:
                 since = heat.first_version_with(function)
                 later = f" (it needs heat_template_version {since} or later)" if since else ""
                 self.t.add(path, f"function {function!r} is not available in this template's version{later}")
