@@ -507,7 +507,8 @@ class OpenStackProvider(Provider):
         response = self.connection().orchestration.post("/validate", json=body)
         sdk.raise_from_response(response)
         declared = response.json().get("Parameters") or {}
-        return f"Heat accepts it ({len(declared)} parameters, {len(attrs['files'])} files)"
+        files = len(attrs["files"])
+        return f"Heat accepts it ({len(declared)} parameters, {files} file{'' if files == 1 else 's'})"
 
     def _lookup(self, kind: str, name: str) -> tuple[bool, str]:
         service, method = LOOKUPS[kind]
