@@ -352,6 +352,45 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(
     assert len(workbench.grades()) == 2  # nothing lower was published
 
 
+FOCUS_IN_TERMINAL = "() => Boolean(document.activeElement && document.activeElement.closest('.xterm'))"
+
+
+def test_the_keyboard_leaves_the_terminal_and_the_frame_height_can_be_dragged(
+    workbench: Workbench, page
+) -> None:  # type: ignore[no-untyped-def]
+    page.goto(workbench.scenario(0, "alice"))
+    unit = page.locator(".stacklab-block")
+    box = unit.locator(".stacklab-frame-box")
+    box.wait_for()
+    frame = lab_frame(page)
+    wait_connected(frame, 120)
+    assert page.evaluate("() => document.activeElement === document.body")  # no focus taken on load
+    # Into the terminal: a plain Tab is the shell's (completion); Esc then Tab leaves, and Tab goes on out of
+    # the frame to the unit's Check button.
+    frame.locator(".term-host:not([hidden]) .xterm").click()
+    page.keyboard.press("Tab")
+    assert frame.evaluate(FOCUS_IN_TERMINAL)
+    page.keyboard.press("Escape")
+    page.keyboard.press("Tab")
+    assert not frame.evaluate(FOCUS_IN_TERMINAL)
+    for _ in range(15):  # the frame's remaining controls, then the unit's
+        if page.evaluate("() => document.activeElement.classList.contains('stacklab-check')"):
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Check my work"
+    # The frame's height follows the box's corner as the learner drags it.
+    box.scroll_into_view_if_needed()
+    before = box.bounding_box()
+    corner = (before["x"] + before["width"] - 4, before["y"] + before["height"] - 4)
+    page.mouse.move(*corner)
+    page.mouse.down()
+    page.mouse.move(corner[0], corner[1] + 200, steps=5)
+    page.mouse.up()
+    after = box.bounding_box()
+    assert after["height"] > before["height"] + 150, (before, after)
+    assert abs(unit.locator("iframe.stacklab-frame").bounding_box()["height"] - after["height"]) < 2
+
+
 def test_instructor_override_and_rescore(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(0, "alice"))
     usage_id = page.locator("[data-block-type=stacklab]").get_attribute("data-usage")
@@ -469,6 +508,9 @@ def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
     frame = watched.element_handle().content_frame()
     wait_connected(frame, 120)
     assert frame.locator("#read-only-badge").is_visible()
+    wait_output(frame, "ok-2", 30)  # what alice typed in the first test
+    watched.scroll_into_view_if_needed()
+    watched.screenshot(path=str(artifacts / "staff-watch.png"))
     screenshots(page, artifacts, "staff-panel")
     page.goto(workbench.scenario(1, "alice"))
     page.locator(".stacklab-block .stacklab-background").wait_for()

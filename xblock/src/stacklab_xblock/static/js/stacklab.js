@@ -48,12 +48,14 @@ function StacklabXBlock(runtime, element) {
     }
   }
 
+  /* The lab page in a frame whose height the learner can drag (the box's corner); Full screen is the
+     keyboard's way to more room. */
   function frame(box, url, title) {
     box.innerHTML = "";
     var f = make("iframe", "stacklab-frame");
     f.title = title; f.src = url; f.referrerPolicy = "no-referrer";
     f.setAttribute("allow", "clipboard-read; clipboard-write; fullscreen");  // the page has a Full screen button
-    box.appendChild(f);
+    box.appendChild(make("div", "stacklab-frame-box")).appendChild(f);
   }
 
   var lab = root.querySelector(".stacklab-lab");
