@@ -39,6 +39,15 @@ def lines_of(output: list[str], file: Path) -> dict[int, str]:
     return found
 
 
+def checked(folder: Path, name: str, text: str) -> dict[int, str]:
+    """Write a template, check it: it must fail; {line: problem}."""
+    path = folder / name
+    path.write_text(text)
+    code, output = run("template", "check", str(path))
+    assert code == 1, output
+    return lines_of(output, path)
+
+
 def test_the_catalogue_is_package_data_from_heat() -> None:
     assert heat_version().split(".")[0].isdigit()
     server = resource_type("OS::Nova::Server")
@@ -106,11 +115,7 @@ colours: []
 
 
 def test_each_kind_of_problem_is_reported_at_its_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(BAD)
-    code, output = run("template", "check", str(bad))
-    assert code == 1
-    problems = lines_of(output, bad)
+    problems = checked(tmp_path, "bad.yaml", BAD)
     expected = {
         4: "parameter 'size' needs a type",
         9: "get_param 'flavour': no such parameter (did you mean 'flavor'?)",
@@ -131,7 +136,7 @@ def test_each_kind_of_problem_is_reported_at_its_line(tmp_path: Path) -> None:
         39: "output 'nothing' needs a value",
         40: "unknown section 'colours'",
     }
-    assert sorted(problems) == sorted(expected), output
+    assert sorted(problems) == sorted(expected), problems
     for line, words in expected.items():
         assert words in problems[line], (line, problems[line])
     assert "networks attribute instead" in problems[38]
@@ -193,11 +198,7 @@ outputs:
 
 
 def test_an_old_lbaas_v1_template_is_told_what_replaces_each_resource(tmp_path: Path) -> None:
-    old = tmp_path / "lbaas-v1.yaml"
-    old.write_text(LBAAS_V1)
-    code, output = run("template", "check", str(old))
-    assert code == 1
-    problems = lines_of(output, old)
+    problems = checked(tmp_path, "lbaas-v1.yaml", LBAAS_V1)
     expected = {
         11: (
             "OS::Neutron::RouterGateway is hidden",
@@ -217,7 +218,7 @@ def test_an_old_lbaas_v1_template_is_told_what_replaces_each_resource(tmp_path: 
         ),
         34: ("OS::Nova::FloatingIP is hidden", "Please use OS::Neutron::FloatingIP instead"),
     }
-    assert sorted(problems) == sorted(expected), output
+    assert sorted(problems) == sorted(expected), problems
     for line, words in expected.items():
         assert all(word in problems[line] for word in words), (line, problems[line])
 
