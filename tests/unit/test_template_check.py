@@ -363,3 +363,33 @@ def test_conditions_and_sections(tmp_path: Path) -> None:
         16: "condition 'nope': no such condition",
     }
     assert lines_of(output, listed) == {2: "section 'resources' must be a mapping of names"}
+
+
+def test_literal_values_of_the_wrong_type(tmp_path: Path) -> None:
+    problems = checked(
+        tmp_path,
+        "types.yaml",
+        "heat_template_version: 2018-08-31\n"
+        "resources:\n"
+        "  a:\n"
+        "    type: OS::Heat::RandomString\n"
+        "    properties:\n"
+        "      length: abc\n"
+        "      character_classes: {class: digits}\n"
+        "  b:\n"
+        "    type: OS::Heat::RandomString\n"
+        "    properties: {length: '16'}\n"  # Heat reads numbers in text
+        "  c:\n"
+        "    type: OS::Nova::Server\n"
+        "    properties:\n"
+        "      flavor: [m1.small]\n"
+        "      networks: {network: public}\n"
+        "      config_drive: maybe\n",
+    )
+    assert problems == {
+        6: "resource 'a': length must be a whole number, got the text 'abc'",
+        7: "resource 'a': character_classes must be a list, got a mapping",
+        14: "resource 'c': flavor must be a string, got a list",
+        15: "resource 'c': networks must be a list, got a mapping",
+        16: "resource 'c': config_drive must be true or false, got the text 'maybe'",
+    }

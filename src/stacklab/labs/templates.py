@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from stacklab.labs import heat_catalogue as heat
+from stacklab.labs.schema import type_word
 from stacklab.labs.yamlmap import HotLoader, Path, line_of, read_yaml, yaml_problem
 
 PSEUDO_PARAMETERS = ("OS::stack_name", "OS::stack_id", "OS::project_id")
@@ -405,6 +406,10 @@ class _Properties:
     def _value(self, where: Path, label: str, value: Any, spec: dict[str, Any]) -> None:
         if _is_call(value) or value is None:
             return
+        wrong = _type_problem(spec["type"], value)
+        if wrong:
+            self.t.add(where, f"resource {self.name!r}: {label} {wrong}, got {type_word(value)}")
+            return
         allowed = spec.get("allowed")
         if allowed and not isinstance(value, dict | list) and value not in allowed:
             self.t.add(
@@ -417,6 +422,31 @@ class _Properties:
         elif "item" in spec and isinstance(value, list):
             for i, item in enumerate(value):
                 self._value((*where, i), f"{label}[{i}]", item, spec["item"])
+
+
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0", "t", "f", "y", "n")
+"""The strings Heat takes for a Boolean property (oslo's strict bool_from_string)."""
+
+
+def _type_problem(kind: str, value: Any) -> str | None:
+    """What is wrong with a literal `value` for a property of Heat type `kind` (Heat converts numbers in text
+    and text to booleans as here); None when Heat would take it."""
+    if kind == "String" and isinstance(value, dict | list):
+        return "must be a string"
+    if kind == "Map" and not isinstance(value, dict):
+        return "must be a mapping"
+    if kind == "List" and not isinstance(value, list):
+        return "must be a list"
+    if kind == "Boolean" and not (isinstance(value, bool) or str(value).lower() in BOOLEAN_WORDS):
+        return "must be true or false"
+    if kind in ("Integer", "Number"):
+        try:
+            number = float(value) if not isinstance(value, bool | dict | list) else None
+        except ValueError:
+            number = None
+        if number is None or (kind == "Integer" and not number.is_integer()):
+            return "must be a whole number" if kind == "Integer" else "must be a number"
+    return None
 
 
 def _status_words(what: str, spec: Mapping[str, Any]) -> str:
