@@ -64,3 +64,8 @@ def similar(word: str, choices: list[str] | dict[str, Any]) -> str:
     """ " (did you mean 'X'?)" when one of `choices` is close to `word`, else ""."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def is_call(value: Any) -> bool:
+    """Is `value` an intrinsic function call (a one-key mapping whose key is a function)?"""
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in all_functions()

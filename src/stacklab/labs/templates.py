@@ -1,25 +1,25 @@
 """Check Heat (HOT) templates offline, as `FILE:LINE: problem` lines, against the catalogue of current Heat.
 
 What is reported: unknown sections and resource keys; resource types Heat does not know, or hides or
-deprecates (with what replaces them); unknown, hidden or deprecated properties (nested maps too), values
-outside a property's allowed values, required properties left out; `get_attr` of attributes a type does not
-have or hides; `get_resource`, `get_param`, `depends_on`, conditions of names that do not exist; functions
-the template's version does not have; `get_file` targets and nested templates that are missing (nested
-templates are checked too, and their parameters and outputs stand for properties and attributes). With
-`given` (the parameter values somebody passes): parameters without a default that nobody gives.
+deprecates (with what replaces them); properties (see template_properties.py); `get_attr` of attributes a
+type does not have or hides; `get_resource`, `get_param`, `depends_on`, conditions of names that do not
+exist; functions the template's version does not have; `get_file` targets and nested templates that are
+missing (nested templates are checked too, and their parameters and outputs stand for properties and
+attributes). With `given` (the parameter values somebody passes): parameters without a default that nobody
+gives.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from stacklab.labs import heat_catalogue as heat
-from stacklab.labs.schema import type_word
+from stacklab.labs.template_properties import PropertyCheck, status_words
 from stacklab.labs.yamlmap import HotLoader, Path, line_of, read_yaml, yaml_problem
 
 PSEUDO_PARAMETERS = ("OS::stack_name", "OS::stack_id", "OS::project_id")
@@ -250,13 +250,13 @@ class _TemplateCheck:
             return
         status = spec.get("status")
         if status:
-            self.t.add((*where, "type"), f"resource {name!r}: {_status_words(kind, spec)}")
+            self.t.add((*where, "type"), f"resource {name!r}: {status_words(kind, spec)}")
             if not spec["properties"]:
                 return  # a placeholder left for old stacks: its properties are not known any more
-        _Properties(self.t, name, kind).check((*where, "properties"), properties, spec["properties"])
+        PropertyCheck(self.t.add, name, kind).check((*where, "properties"), properties, spec["properties"])
         member = GROUP_MEMBERS.get(mapped)
         inner = properties.get(member) if member else None
-        if isinstance(inner, dict) and not _is_call(inner):
+        if isinstance(inner, dict) and not heat.is_call(inner):
             self._resource((*where, "properties", member), f"{name}.{member}", inner)
 
     def _nested_path(self, kind: str) -> str | None:
@@ -358,7 +358,7 @@ class _TemplateCheck:
             return None  # an unknown type is reported once, at its resource
         known = spec["attributes"]
         if attribute in known:
-            return f"attribute {_status_words(attribute, known[attribute])}" if known[attribute] else None
+            return f"attribute {status_words(attribute, known[attribute])}" if known[attribute] else None
         if kind in GROUP_MEMBERS:
             return self._member_attribute_problem(definition, kind, attribute)
         if spec.get("dynamic_attributes"):
@@ -375,98 +375,9 @@ class _TemplateCheck:
         return None if problem is None else f"{kind} members: {problem}"
 
 
-class _Properties:
-    """A resource's properties against the type's property schema (nested maps and list items too)."""
-
-    def __init__(self, template: Template, name: str, kind: str) -> None:
-        self.t, self.name, self.kind = template, name, kind
-
-    def check(self, where: Path, values: dict[str, Any], schema: dict[str, Any]) -> None:
-        deprecated_used = False
-        for key, value in values.items():
-            spec = schema.get(key)
-            label = ".".join(str(p) for p in (*where[3:], key))
-            if spec is None:
-                self.t.add(
-                    (*where, key),
-                    f"resource {self.name!r}: {self.kind} has no property {label!r}"
-                    f"{heat.similar(str(key), schema)}",
-                )
-                continue
-            if spec.get("status"):
-                deprecated_used = True
-                self.t.add((*where, key), f"resource {self.name!r}: property {_status_words(label, spec)}")
-            self._value((*where, key), label, value, spec)
-        if not deprecated_used:  # a deprecated property may stand for a required one (Heat translates it)
-            for key, spec in schema.items():
-                if spec.get("required") and key not in values:
-                    label = ".".join(str(p) for p in (*where[3:], key))
-                    self.t.add(where, f"resource {self.name!r}: {self.kind} needs property {label!r}")
-
-    def _value(self, where: Path, label: str, value: Any, spec: dict[str, Any]) -> None:
-        if _is_call(value) or value is None:
-            return
-        wrong = _type_problem(spec["type"], value)
-        if wrong:
-            self.t.add(where, f"resource {self.name!r}: {label} {wrong}, got {type_word(value)}")
-            return
-        allowed = spec.get("allowed")
-        if allowed and not isinstance(value, dict | list) and value not in allowed:
-            self.t.add(
-                where,
-                f"resource {self.name!r}: {label} must be one of {', '.join(map(str, allowed))}, "
-                f"got {value!r}",
-            )
-        if "schema" in spec and isinstance(value, dict):
-            self.check(where, value, spec["schema"])
-        elif "item" in spec and isinstance(value, list):
-            for i, item in enumerate(value):
-                self._value((*where, i), f"{label}[{i}]", item, spec["item"])
-
-
-BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0", "t", "f", "y", "n")
-"""The strings Heat takes for a Boolean property (oslo's strict bool_from_string)."""
-
-
-def _type_problem(kind: str, value: Any) -> str | None:
-    """What is wrong with a literal `value` for a property of Heat type `kind` (Heat converts numbers in text
-    and text to booleans as here); None when Heat would take it."""
-    if kind == "String" and isinstance(value, dict | list):
-        return "must be a string"
-    if kind == "Map" and not isinstance(value, dict):
-        return "must be a mapping"
-    if kind == "List" and not isinstance(value, list):
-        return "must be a list"
-    if kind == "Boolean" and not (isinstance(value, bool) or str(value).lower() in BOOLEAN_WORDS):
-        return "must be true or false"
-    if kind in ("Integer", "Number"):
-        try:
-            number = float(value) if not isinstance(value, bool | dict | list) else None
-        except ValueError:
-            number = None
-        if number is None or (kind == "Integer" and not number.is_integer()):
-            return "must be a whole number" if kind == "Integer" else "must be a number"
-    return None
-
-
-def _status_words(what: str, spec: Mapping[str, Any]) -> str:
-    """ "X is hidden in current Heat: message; use Y instead"."""
-    status = str(spec["status"]).lower()
-    words = f"{what} is {status} in Heat {heat.heat_version()}"
-    if spec.get("replacement"):  # ours, where Heat's message names nothing current
-        words += f": use {spec['replacement']} instead"
-    elif spec.get("message"):
-        words += f": {spec['message'].rstrip('.')}"
-    return words
-
-
-def _is_call(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in heat.all_functions()
-
-
 def _find_calls(where: Path, value: Any) -> Iterator[tuple[Path, str, Any]]:
     """Every intrinsic function call under `value`: (path, function, arguments), outermost first."""
-    if _is_call(value):
+    if heat.is_call(value):
         function, args = next(iter(value.items()))
         yield where, function, args
         yield from _find_calls((*where, function), args)
