@@ -71,6 +71,7 @@ checks:
     node: side
     script: test -e ~/done
     weight: 1
+    hint: create ~/done on the side machine
 timeouts:
   launch: 5m
 """
@@ -623,7 +624,10 @@ def test_studio_offers_the_services_labs_and_refuses_unknown_ones(
     assert "weight: is 0" in page.locator(".stacklab-warnings").inner_text()
     chosen = page.locator(".stacklab-preview[open]")
     assert "pair-lab" in chosen.inner_text() and "main, side" in chosen.inner_text()
-    assert "checks and hints are not part of it" in page.locator(".stacklab-studio").inner_text()
+    assert chosen.locator(".stacklab-preview-checks tbody tr").all_inner_texts() == [
+        "side-file\tside\t1.0\tcreate ~/done on the side machine"
+    ]  # the checks and hints, without their scripts
+    assert "test -e" not in page.locator(".stacklab-studio").inner_text()
     page.screenshot(path=str(artifacts / "studio.png"), full_page=True)
     for values, message in (
         ({"lab": "no-such-lab"}, "lab: the service offers no lab 'no-such-lab'"),

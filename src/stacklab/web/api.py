@@ -209,6 +209,10 @@ async def list_labs(request: Request, _caller: Server) -> list[schemas.LabInfo]:
             nodes=list(lab.all_node_names()),
             learner_nodes=list(lab.learner_nodes),
             max_score=lab.max_score(),
+            checks=[
+                schemas.LabCheckInfo(name=c.name, node=c.node, weight=c.weight, hint=c.hint)
+                for c in lab.checks
+            ],
         )
         for lab in catalog.labs.values()
     ]

@@ -144,6 +144,15 @@ class LatestChecks(BaseModel):
     score_policy: str = Field(default="best", description="The lab's `score`: best or latest")
 
 
+class LabCheckInfo(BaseModel):
+    """A check as course authors preview it (its script stays in the service)."""
+
+    name: str
+    node: str
+    weight: float
+    hint: str
+
+
 class LabInfo(BaseModel):
     id: str
     title: str
@@ -151,6 +160,7 @@ class LabInfo(BaseModel):
     nodes: list[str]
     learner_nodes: list[str] = Field(description="The nodes a unit may open for learners (`node` options)")
     max_score: float
+    checks: list[LabCheckInfo] = Field(description="The lab's checks, for Studio's preview (no scripts)")
 
 
 class AdminEnvironment(BaseModel):

@@ -505,8 +505,10 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         """The mixin's form, then the warnings and a read-only preview of the chosen lab (from the service's
         lab list: nothing is launched)."""
         frag = super().studio_view(context)
+        labs = self._service_labs()
         preview = {
-            "labs": self._service_labs(),
+            # `checks` None: an older service whose lab list does not give them (the preview says so)
+            "labs": None if labs is None else [{**lab, "checks": lab.get("checks")} for lab in labs],
             "chosen": self.lab,
             "warnings": [f"{p.field}: {p.message}" for p in self._problems(self) if p.level == "warning"],
         }
