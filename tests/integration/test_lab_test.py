@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.lxc import IMAGE_DIR, require_lxc
+from tests.support.lxc import IMAGE_DIR, require_lxc, run_sync
 
 from stacklab.labs import load_lab
+from stacklab.providers.local import LocalProvider
 
 pytestmark = pytest.mark.lxc
 
@@ -81,6 +85,26 @@ def stacklab(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir outside pytest's 0700 temporary root, which the containers' shifted root must traverse
+    (and which another pytest run may lock down again at any time); removed afterwards."""
+    require_lxc()
+    root = Path(tempfile.mkdtemp(prefix="stacklab-labtest-", dir="/var/tmp"))
+    root.chmod(0o755)
+    yield root / "data"
+    local = root / "data" / "local"
+    if local.is_dir():  # what a crashed run left: deleted like any stack
+        provider = LocalProvider("lab-test-sweep", {"root_dir": str(local), "image_dir": IMAGE_DIR})
+
+        async def sweep() -> None:
+            for name in await provider.list():
+                await provider.delete({"name": name})
+
+        run_sync(sweep())
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def containers(data_dir: Path) -> list[str]:
     listed = subprocess.run(["lxc-ls", "-P", str(data_dir / "local")], capture_output=True, text=True)
     return listed.stdout.split()
@@ -91,9 +115,8 @@ def test_the_examples_that_run_locally_are_listed() -> None:
 
 
 @pytest.mark.parametrize("example", LOCAL_EXAMPLES)
-def test_every_local_example_passes_lab_test(example: str, tmp_path: Path) -> None:
-    require_lxc()
-    result = stacklab(tmp_path / "data", "lab", "test", str(EXAMPLES / example), "--json")
+def test_every_local_example_passes_lab_test(example: str, data_dir: Path) -> None:
+    result = stacklab(data_dir, "lab", "test", str(EXAMPLES / example), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] and report["surprises"] == []
@@ -107,15 +130,14 @@ def test_every_local_example_passes_lab_test(example: str, tmp_path: Path) -> No
             "pass",
             "pass",
         )
-    assert containers(tmp_path / "data") == []
+    assert containers(data_dir) == []
 
 
 @pytest.mark.network
-def test_a_wrong_solve_fails_and_names_its_check(tmp_path: Path) -> None:
-    require_lxc()
+def test_a_wrong_solve_fails_and_names_its_check(data_dir: Path, tmp_path: Path) -> None:
     lab = tmp_path / "wrong.yaml"
     lab.write_text(WRONG_SOLVE)
-    data = tmp_path / "data"
+    data = data_dir
     result = stacklab(data, "lab", "test", str(lab), "--keep")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
