@@ -50,7 +50,8 @@ def _echo_err(text: str) -> None:
 
 
 def _app(ctx: click.Context, follow_requeue: bool = True) -> App:
-    return open_app(_settings(ctx), follow_requeue=follow_requeue)
+    """The engine for a one-shot command: it runs passes only when asked to (`--wait`, `reconcile`)."""
+    return open_app(_settings(ctx), follow_requeue=follow_requeue, serving=False)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

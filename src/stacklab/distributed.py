@@ -67,10 +67,17 @@ def serve_worker(
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; running passes finish first (Celery's warm shutdown)."""
     runner = celery_runner(app)
-    loop = LoopThread()
     metrics = WorkerMetrics()
-    if app.settings.worker_metrics_port:
-        metrics.serve(app.settings.worker_metrics_port, metrics_host)
+    port = app.settings.worker_metrics_port
+    if port:
+        try:
+            metrics.serve(port, metrics_host)
+        except OSError as exc:
+            raise ConfigError(
+                f"worker_metrics_port {port}: {exc.strerror or exc}; give each worker of a host its own "
+                "(--metrics-port, STACKLAB_WORKER_METRICS_PORT) or 0 for none"
+            ) from exc
+    loop = LoopThread()
     register_task(runner.celery, app.controller.reconcile, loop, runner, metrics)
     stop = loop.run(_event())
     listed = loop.start(announce(app, "worker", stop))

@@ -11,7 +11,7 @@ from stacklab.envs.engine import Engine
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.providerset import ProviderFactory, ProviderSet
 from stacklab.envs.service import Environments
-from stacklab.jobs.runner import InProcessRunner, JobRunner
+from stacklab.jobs.runner import InProcessRunner, JobRunner, NoRunner
 from stacklab.labs.schema import ProviderEntry
 from stacklab.providers.base import Provider
 from stacklab.secrets import Vault, load_or_create_key
@@ -62,6 +62,7 @@ def build_app(
     settings: Settings | None = None,
     factories: Mapping[str, ProviderFactory] | None = None,
     follow_requeue: bool = True,
+    serving: bool = True,
 ) -> App:
     settings = settings or load_settings()
     database = make_engine(settings.resolved_database_url)
@@ -71,7 +72,11 @@ def build_app(
     providers = ProviderSet(factories or default_factories(settings), defaults=DEFAULT_PROVIDERS)
     controller = Controller(repo, vault, providers, LabCache(repo), settings)
     runner = make_runner(settings, controller, follow_requeue)
-    return App(settings, repo, controller, Environments(controller, runner), Engine(repo, controller, runner))
+    # A one-shot command of the embedded mode leaves the passes its changes call for to the service.
+    submit_to = runner if serving or settings.runner != "embedded" else NoRunner()
+    return App(
+        settings, repo, controller, Environments(controller, submit_to), Engine(repo, controller, runner)
+    )
 
 
 def make_runner(settings: Settings, controller: Controller, follow_requeue: bool = True) -> JobRunner:

@@ -51,34 +51,14 @@ def write_lab(tmp_path: Path, providers: str = "- {name: a, type: local}", extra
     return path
 
 
-class Submissions:
-    """A runner that only records what the service submits: the tests on it drive every pass themselves
-    (`drive`, `engine.run_pass`), on their own clock, so that no pass runs behind their back."""
-
-    failures = 0
-
-    def __init__(self) -> None:
-        self.submitted: list[str] = []
-
-    def submit(self, env_id: str, delay_s: float = 0.0) -> None:
-        self.submitted.append(env_id)
-
-    async def idle(self) -> None:
-        return None
-
-    def cancel_timers(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
 def memory_app(settings: Settings, providers: dict[str, MemoryProvider], clock: Clock) -> App:
     """An App whose every provider entry is the memory provider of that name, on the test's clock."""
-    built = build_app(settings, {"local": lambda entry: providers[entry.name]}, follow_requeue=False)
+    # serving=False: these tests drive every pass themselves, on their own clock (none behind their back)
+    built = build_app(
+        settings, {"local": lambda entry: providers[entry.name]}, follow_requeue=False, serving=False
+    )
     built.controller.clock = clock
     built.environments.clock = clock
-    built.environments.runner = Submissions()
     return built
 
 

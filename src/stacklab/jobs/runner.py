@@ -115,3 +115,23 @@ class InProcessRunner:
 
     def close(self) -> None:
         self.cancel_timers()
+
+
+class NoRunner:
+    """For one-shot commands of the embedded mode: no pass runs here. What they submit is due in the
+    database already, where the service's loop finds it within reconcile_interval_s; a command that
+    waits drives its passes itself (`Environments.drive`)."""
+
+    failures = 0
+
+    def submit(self, env_id: str, delay_s: float = 0.0) -> None:
+        return None
+
+    async def idle(self) -> None:
+        return None
+
+    def cancel_timers(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
