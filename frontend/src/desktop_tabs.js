@@ -1,5 +1,5 @@
 // The lab page's desktop tabs: beside each node's terminal tab, a "desktop" tab for every node whose lab
-// declares a desktop (GET .../desktops), showing noVNC scaled to the panel, a clipboard box that goes both
+// declares a desktop (GET .../access; a node whose lab says terminal: false loses its terminal tab), showing noVNC scaled to the panel, a clipboard box that goes both
 // ways, and the same status badge, banner and reconnects as the terminals (lab.js owns those).
 import { h } from "./api.js";
 import { DesktopSession } from "./desktop.js";
@@ -34,14 +34,24 @@ export class DesktopTabs {
     window.stacklabDesktop = this; // for tests and the curious: states and the active node
   }
 
-  /** Add a desktop tab to `tabs` for each of `nodes` that has one; shows the tab bar when there is any. */
+  /** Add a desktop tab to `tabs` for each of `nodes` that has one, drop the terminal tabs of nodes that
+   * offer none; shows the tab bar when there is more than one tab. */
   async render(nodes, tabs, bar) {
-    let listed = [];
+    let access = [];
     try {
-      const answer = await this.api.get(`/api/v1/environments/${encodeURIComponent(this.envId)}/desktops`);
-      listed = answer.desktops.map((d) => d.node).filter((node) => nodes.includes(node));
+      const answer = await this.api.get(`/api/v1/environments/${encodeURIComponent(this.envId)}/access`);
+      access = answer.nodes.filter((entry) => nodes.includes(entry.node));
     } catch (exc) {
-      console.warn("stacklab: the desktop list did not load:", exc);
+      console.warn("stacklab: what the nodes offer did not load:", exc);
+    }
+    const listed = access.filter((entry) => entry.desktop).map((entry) => entry.node);
+    let lostTerminal = null;
+    for (const entry of access) {
+      const tab = entry.terminal ? null : tabs.querySelector(`.node-tab:not([data-kind])[data-node="${entry.node}"]`);
+      if (!tab) continue;
+      if (tab.getAttribute("aria-selected") === "true") lostTerminal = entry.node;
+      tab.remove();
+      document.getElementById(`term-${entry.node}`)?.setAttribute("hidden", "");
     }
     for (const [node, view] of this.views) {
       if (!listed.includes(node)) {
@@ -51,6 +61,7 @@ export class DesktopTabs {
       }
     }
     this.nodes = listed;
+    const terminalTabs = tabs.querySelectorAll(".node-tab:not([data-kind])").length;
     for (const node of listed) {
       tabs.querySelector(`[data-kind=desktop][data-node="${node}"]`)?.remove();
       tabs.append(
@@ -72,8 +83,9 @@ export class DesktopTabs {
         ),
       );
     }
-    if (listed.length) bar.hidden = false;
-    if (this.active && listed.includes(this.active)) this.select(this.active);
+    bar.hidden = tabs.children.length < 2;
+    const next = this.active || lostTerminal || (terminalTabs ? null : listed[0]);
+    if (next && listed.includes(next)) this.select(next);
   }
 
   select(node) {

@@ -395,7 +395,7 @@ const STATE_TEXT = {
 };
 
 function onTerminalState(node, state, detail) {
-  if (node !== activeNode) return;
+  if (node !== activeNode || terminals.get(node)?.host.hidden) return; // hidden: a desktop tab is shown
   const badge = $("conn-state");
   badge.textContent = STATE_TEXT[state] ?? state;
   badge.dataset.state = state;

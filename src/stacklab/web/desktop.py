@@ -13,7 +13,8 @@ socket, and the browser's input is written to the SSH channel with its window re
 slow end slows the other instead of filling memory. Input counts as learner activity (at most one write
 per `activity_throttle_s`); a read-only watcher's input is dropped here.
 
-`router` adds `GET /api/v1/environments/{env}/desktops`: the nodes the caller may open a desktop on.
+`router` adds `GET /api/v1/environments/{env}/access`: per node the caller may open, a terminal or not and
+the desktop's protocol (or null), for the lab page's tabs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from stacklab.access.desktop import (
 )
 from stacklab.envs.controller import unseal
 from stacklab.errors import AccessError, NotFound, Refused
-from stacklab.labs.node_access import Desktop, desktop_of
+from stacklab.labs.node_access import Desktop, desktop_of, offers_terminal
 from stacklab.web.context import WebContext, authorize, context
 from stacklab.web.terminal import (
     CLOSE_BAD_MESSAGE,
@@ -65,16 +66,24 @@ MAX_FRAME_BYTES = 1 << 21  # one frame from the browser (a clipboard paste and i
 router = APIRouter()
 
 
-@router.get("/api/v1/environments/{env_id}/desktops", tags=["access"])
-def desktops(env_id: str, request: Request) -> dict[str, list[dict[str, object]]]:
-    """The nodes of this environment the caller may open a desktop on, with the protocol."""
+@router.get("/api/v1/environments/{env_id}/access", tags=["learner"])
+def node_access(env_id: str, request: Request) -> dict[str, list[dict[str, object]]]:
+    """What the caller may open on each node it may open: a terminal, a desktop (its protocol, or null)."""
     claims = authorize(request, env_id)
     stack = context(request).stack
     record = stack.environments.resolve(env_id)
     lab = stack.environments.lab_of(record)
     nodes = lab.learner_nodes if claims.role == "learner" else tuple(record.nodes or lab.all_node_names())
-    found = [(node, desktop_of(lab.access, node)) for node in nodes]
-    return {"desktops": [{"node": node, "protocol": d.protocol} for node, d in found if d is not None]}
+    return {
+        "nodes": [
+            {
+                "node": node,
+                "terminal": offers_terminal(lab.access, node),
+                "desktop": desktop.protocol if (desktop := desktop_of(lab.access, node)) else None,
+            }
+            for node in nodes
+        ]
+    }
 
 
 class _ClientBytes:
@@ -160,7 +169,7 @@ class DesktopSockets:
     async def _open_node(self, scope: Scope, env_id: str, node: str) -> tuple[NodeStream, bool, str]:
         """Admit the client, then open the node's desktop; returns it, whether the client only watches,
         and the environment's id."""
-        admission, target = _admit(self.ctx, scope, env_id, node)
+        admission, target = _admit(self.ctx, scope, env_id, node, terminal=False)
         stack = self.ctx.stack
         record = stack.environments.resolve(admission.key.env_id)
         desktop = desktop_of(stack.environments.lab_of(record).access, node)

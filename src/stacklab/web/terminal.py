@@ -42,6 +42,7 @@ from websockets.asyncio.client import ClientConnection
 from stacklab.access.ssh import Target
 from stacklab.access.terminal import Attachment, SessionKey, TerminalManager, TerminalSession, new_session_id
 from stacklab.errors import AccessError, NotFound, Refused, TokenError
+from stacklab.labs.node_access import offers_terminal
 from stacklab.types import Observed
 from stacklab.web.context import WebContext
 from stacklab.web.relay import Relays, pipe
@@ -113,8 +114,11 @@ def _token(headers: dict[bytes, str], query: dict[str, str]) -> str | None:
     return query.get("token")
 
 
-def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admission, Callable[[], Target]]:
-    """Check origin, token, environment and node; returns the admission and how to reach the node."""
+def _admit(
+    ctx: WebContext, scope: Scope, env_id: str, node: str, terminal: bool = True
+) -> tuple[Admission, Callable[[], Target]]:
+    """Check origin, token, environment and node (for a `terminal`, that the lab lets the node open one;
+    the desktop endpoint checks its own kind); returns the admission and how to reach the node."""
     headers = {name: value.decode("latin-1") for name, value in scope["headers"]}
     origin = headers.get(b"origin")
     if origin is not None and origin.rstrip("/") not in ctx.allowed_origins(headers.get(b"host")):
@@ -142,6 +146,8 @@ def _admit(ctx: WebContext, scope: Scope, env_id: str, node: str) -> tuple[Admis
         allowed &= set(lab.learner_nodes)
     if node not in allowed:
         raise Refused(CLOSE_NOT_FOUND, f"no node {node!r} to open in this environment")
+    if terminal and not offers_terminal(lab.access, node):
+        raise Refused(CLOSE_NOT_FOUND, f"node {node} offers no terminal (its lab says terminal: false)")
     session_id = query.get("session") or new_session_id()
     if not SESSION_ID.match(session_id):
         raise Refused(CLOSE_BAD_MESSAGE, "the session id must be 1-64 letters, digits, _ or -")
