@@ -210,7 +210,7 @@ class OpenStackProvider(Provider):
         instead."""
         nodes = list(request.config.get("nodes") or ["main"])
         attrs = self._template(request)
-        key = _digest(attrs, request.config.get("parameters") or {})
+        key = _digest(attrs)
         parameters = self._parameters(request, attrs["template"])
         heat = self.connection().orchestration
         handle: Handle = {"name": request.name, "nodes": nodes, "template": key}
@@ -291,9 +291,11 @@ class OpenStackProvider(Provider):
                 await self.watch.wait(flight, wait_s)
             except Exception as exc:
                 raise translate(exc, self.cloud, doing) from exc
-        if not flight.finished():  # accepted by Heat, maybe not begun yet: in progress either way
+        if not flight.finished():  # as the last poll saw it; not begun yet: in progress all the same
+            begun = flight.row is not None and (flight.status, flight.reason) != flight.before
             return StackStatus(
-                map_state(f"{flight.op}_IN_PROGRESS"), flight.status or f"{flight.op} requested"
+                map_state(flight.status if begun else f"{flight.op}_IN_PROGRESS"),
+                flight.status if begun else f"{flight.op} requested",
             )
         self.watch.forget(flight)
         row = flight.row
@@ -533,7 +535,7 @@ def _stack_url(row: Row) -> str:
     return f"/stacks/{row['stack_name']}/{row['id']}"  # by name and id: Heat answers without a redirect
 
 
-def _digest(attrs: dict[str, Any], parameters: dict[str, Any]) -> str:
-    """Which template (with its files and the lab's parameters) a stack was made of: its timing's key."""
-    text = json.dumps([attrs.get("template"), attrs.get("files"), parameters], sort_keys=True, default=str)
+def _digest(attrs: dict[str, Any]) -> str:
+    """Which template (with its files) a stack was made of: the key of its operations' timing."""
+    text = json.dumps([attrs.get("template"), attrs.get("files")], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -4,8 +4,10 @@ Polling Heat often is what makes a completion seen early, and what loads Heat's 
 stack of one template takes about as long as the last few of that template did (one operation kind at a
 time: CREATE, SUSPEND, RESUME, DELETE), so the shared poll can sleep until shortly before that and then look
 quickly. Each finished operation is known only to lie between two polls (the last one that saw it in
-progress and the first that saw it done); the middle of that bracket is kept when it is narrow, which it is
-once the polls are timed well.
+progress and the first that saw it done); the middle of that bracket is kept, close to the truth once the
+polls are timed well (a wide bracket still narrows the next one). Heat's engine builds the stacks of a burst
+side by side and slower, so a duration is kept with its crowd (the most operations of the cloud in flight
+at once beside it) and an operation is expected to take as long as those that ran in no larger a crowd.
 """
 
 from __future__ import annotations
@@ -34,23 +36,26 @@ class Durations:
 
     def __init__(self, fast_poll_s: float) -> None:
         self.fast_poll_s = fast_poll_s
-        self._seen: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self._seen: dict[tuple[str, str], deque[tuple[float, float, int]]] = {}
 
-    def learn(self, key: str, op: str, running_at: float, done_at: float) -> None:
-        """One operation finished between `running_at` and `done_at` seconds after its request."""
+    def learn(self, key: str, op: str, running_at: float, done_at: float, crowd: int = 1) -> None:
+        """One operation, in flight beside `crowd` - 1 others, finished between `running_at` and `done_at`
+        seconds after its request."""
         if done_at <= 0 or not key:
             return
-        self._seen.setdefault((key, op), deque(maxlen=KEEP)).append((max(0.0, running_at), done_at))
+        sample = (max(0.0, running_at), done_at, crowd)
+        self._seen.setdefault((key, op), deque(maxlen=KEEP)).append(sample)
 
-    def window(self, key: str, op: str) -> Window | None:
+    def window(self, key: str, op: str, crowd: int = 1) -> Window | None:
         """Where the next operation is expected to finish; None for an operation never seen finish."""
-        seen = self._seen.get((key, op))
-        if not seen:
+        every = self._seen.get((key, op))
+        if not every:
             return None
-        narrow = [(lo + hi) / 2 for lo, hi in seen if hi - lo <= 2 * self.fast_poll_s]
-        if narrow:  # a midpoint is off by half a fast poll at most
-            return Window(min(narrow) - self.fast_poll_s / 2, max(narrow) + self.fast_poll_s / 2)
-        return Window(min(lo for lo, _ in seen), max(hi for _, hi in seen))
+        seen = [(lo, hi) for lo, hi, c in every if c <= crowd] or [(lo, hi) for lo, hi, _ in every]
+        middles = [(lo + hi) / 2 for lo, hi in seen]
+        # A midpoint of a bracket one fast poll wide is off by half of one at most; one of a wider bracket
+        # (an operation polled slowly) may be further off, and the backoff after the window finds it.
+        return Window(min(middles) - self.fast_poll_s / 2, max(middles) + self.fast_poll_s / 2)
 
     def spacing(self, window: Window) -> float:
         """Time between polls inside the window: a few polls over it, never faster than the fast poll."""
@@ -58,21 +63,29 @@ class Durations:
 
 
 def next_poll(
-    durations: Durations, key: str, op: str, elapsed: float, since_poll: float, slow_poll_s: float
+    durations: Durations,
+    key: str,
+    op: str,
+    crowd: int,
+    elapsed: float,
+    since_poll: float,
+    slow_poll_s: float,
 ) -> float:
     """Seconds from now until this operation wants the next poll.
 
     `elapsed`: since its request was sent; `since_poll`: since the last poll that covered it.
-    Before its window it is looked at every `slow_poll_s` (a failure is noticed as soon as today's
-    polling would), in the window a few times, and after it (or never seen finish) with a backoff
-    that starts fast and ends at `slow_poll_s`.
+    Long before its window it is looked at every `slow_poll_s` (a failure is noticed about as soon as a
+    poll every `slow_poll_s` would), then not until the window opens, in the window a few times, and
+    after it (or never seen finish) with a backoff that starts fast and ends at `slow_poll_s`.
     """
     fast = durations.fast_poll_s
-    window = durations.window(key, op)
+    window = durations.window(key, op, crowd)
     if window is None:
         interval = min(slow_poll_s, max(fast, BACKOFF * elapsed))
     elif elapsed < window.opens:
-        return max(0.0, min(window.opens - elapsed, slow_poll_s - since_poll))
+        if window.opens - elapsed <= 2 * slow_poll_s:
+            return window.opens - elapsed
+        return max(0.0, slow_poll_s - since_poll)
     elif elapsed <= window.closes:
         interval = min(slow_poll_s, durations.spacing(window))
     else:

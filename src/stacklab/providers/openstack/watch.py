@@ -43,6 +43,8 @@ class Flight:
     gone: bool = False
     polled: float | None = None
     """When the latest poll that covered this flight was sent."""
+    crowd: int = 1
+    """The most operations of the cloud in flight at once while this one was."""
     error: Exception | None = None
     asked: float = field(default_factory=time.monotonic)
     """When someone last waited on this flight (one nobody asks about any more is dropped)."""
@@ -57,14 +59,20 @@ class Flight:
         return str((self.row or {}).get("stack_status_reason") or "")
 
     def finished(self) -> bool:
+        """Heat settled after the request: this op's COMPLETE or FAILED, or any other settled state (the
+        stack went another way, which the waiter must see); a delete only when gone or DELETE_*.
+        (Deleting a stack that is being created first stops the create: CREATE_FAILED on the way.)"""
         if self.gone:
             return True
         if self.row is None or (self.status, self.reason) == self.before:
             return False
         status = self.status
-        if self.op == "CREATE" and status == "ROLLBACK_COMPLETE":
-            return True
-        return status == f"{self.op}_COMPLETE" or status.endswith("_FAILED")
+        if self.op == "DELETE":
+            return status in ("DELETE_COMPLETE", "DELETE_FAILED")
+        return not status.endswith("_IN_PROGRESS")
+
+    def succeeded(self) -> bool:
+        return (self.gone and self.op == "DELETE") or self.status == f"{self.op}_COMPLETE"
 
 
 class StackWatch:
@@ -84,6 +92,7 @@ class StackWatch:
         """Watch `flight` (replacing an earlier operation's flight on the same stack)."""
         self._own_loop()
         self.flights[flight.stack_id] = flight
+        flight.crowd = max(flight.crowd, sum(1 for f in self.flights.values() if not f.finished()))
         self._changed.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="openstack stack watch")
@@ -115,7 +124,7 @@ class StackWatch:
 
     def expected_in(self, flight: Flight) -> float | None:
         """Seconds until the flight's window of expected completion opens (negative: open or past)."""
-        window = self.durations.window(flight.key, flight.op)
+        window = self.durations.window(flight.key, flight.op, flight.crowd)
         if window is None:
             return None
         return window.opens - (time.monotonic() - flight.sent)
@@ -143,6 +152,7 @@ class StackWatch:
                 self.durations,
                 f.key,
                 f.op,
+                f.crowd,
                 now - f.sent,
                 now - max(f.sent, f.polled or f.sent),
                 self.slow_poll_s,
@@ -183,8 +193,10 @@ class StackWatch:
         for flight in pending:
             running_at = (flight.polled or flight.sent) - flight.sent
             flight.polled = sent
+            flight.crowd = max(flight.crowd, len(pending))
             flight.row = rows.get(flight.stack_id)
             flight.gone = flight.row is None
             if flight.finished():
-                self.durations.learn(flight.key, flight.op, running_at, sent - flight.sent)
+                if flight.succeeded():
+                    self.durations.learn(flight.key, flight.op, running_at, sent - flight.sent, flight.crowd)
                 flight.done.set()

@@ -1,0 +1,86 @@
+"""The shared, timed poll of the openstack provider against the real Heat harness: many launches at once are
+all seen ready from one stack list per poll, with no more Heat requests per launch than a launch cost when
+each stack had its own GET every poll interval."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stacklab.providers.base import StackRequest, StackState, StackStatus
+from stacklab.providers.openstack.provider import OpenStackProvider
+
+LAB_DIR = Path(__file__).resolve().parent / "lab"
+LAUNCHES = 10
+REQUESTS_PER_LAUNCH = 4
+"""What one launch cost before the shared poll: a find, the create and two status GETs."""
+
+pytestmark = [
+    pytest.mark.openstack,
+    pytest.mark.usefixtures("clean_clouds"),
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
+]
+
+
+def quick(name: str) -> StackRequest:
+    return StackRequest(
+        name=name,
+        login_user="learner",
+        public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ3 learner@stacklab",
+        config={"template": "quick.yaml", "nodes": ["main"]},
+        lab_dir=str(LAB_DIR),
+    )
+
+
+def counting(provider: OpenStackProvider) -> Counter[str]:
+    """Heat requests of `provider` by kind: list, show (one stack), create, delete, other."""
+    seen: Counter[str] = Counter()
+
+    def count(method: str, url: str) -> None:
+        if ":8004/" not in url:
+            return  # Keystone
+        path = url.split("/stacks", 1)[-1] if "/stacks" in url else None
+        if path is None:
+            seen["other"] += 1
+        elif method == "GET":
+            seen["list" if path.startswith("?") or path == "" else "show"] += 1
+        else:
+            seen[{"POST": "create" if path == "" else "action", "DELETE": "delete"}.get(method, method)] += 1
+
+    provider.on_request = count
+    return seen
+
+
+async def until_settled(provider: OpenStackProvider, handle: dict) -> StackStatus:
+    """Status calls until the stack is no longer creating (each call may wait for the shared poll)."""
+    for _ in range(200):
+        status = await provider.status(handle)
+        if status.state != StackState.CREATING:
+            return status
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{handle['name']} still creating")
+
+
+async def test_concurrent_launches_share_the_polls(clean_clouds: Path) -> None:
+    provider = OpenStackProvider("heat", {"cloud": "heatbox"})
+    first = await provider.create(quick("sl-first"))  # alone: teaches the template's duration
+    assert (await until_settled(provider, first)).state == StackState.RUNNING
+    seen = counting(provider)
+    handles = await asyncio.gather(*(provider.create(quick(f"sl-many{i}")) for i in range(LAUNCHES)))
+    assert {h["template"] for h in handles} == {first["template"]}
+    statuses = await asyncio.gather(*(until_settled(provider, h) for h in handles))
+    assert [s.state for s in statuses] == [StackState.RUNNING] * LAUNCHES, [s.reason for s in statuses]
+    assert {s.nodes[0].host for s in statuses} == {"127.0.0.1"}
+    assert sorted(s.outputs["stack_name"] for s in statuses) == sorted(f"sl-many{i}" for i in range(LAUNCHES))
+    assert seen["create"] == LAUNCHES and seen["list"] >= 1
+    assert seen["show"] <= 2 * LAUNCHES, seen  # the outputs of each, not a GET per stack per poll
+    assert sum(seen.values()) <= REQUESTS_PER_LAUNCH * LAUNCHES, seen
+
+    seen.clear()
+    await asyncio.gather(*(provider.delete(h) for h in [first, *handles]))
+    assert await provider.list() == []
+    assert (await provider.status(first)).state == StackState.ABSENT
+    assert seen["delete"] == LAUNCHES + 1 and seen["show"] <= 3 * (LAUNCHES + 1), seen
