@@ -115,7 +115,8 @@ def service() -> Iterator[tuple[Stacklab, str]]:
     labs = Path(tempfile.mkdtemp(prefix="stacklab-xblock-labs-"))
     shutil.copy(ROOT / "examples" / "hello.yaml", labs / "hello.yaml")
     (labs / "pair.yaml").write_text(PAIR_LAB)
-    keys = {"STACKLAB_LMS_KEYS": json.dumps({LMS_KEY: secret}), "STACKLAB_LABS_DIR": str(labs)}
+    lms_keys = {LMS_KEY: {"secret": secret, "courses": ["course-v1:StacklabX+*"]}}  # the workbench's courses
+    keys = {"STACKLAB_LMS_KEYS": json.dumps(lms_keys), "STACKLAB_LABS_DIR": str(labs)}
     try:
         with serving_stacklab("stacklab-xblock-", keys) as stacklab:
             yield stacklab, secret
@@ -164,14 +165,16 @@ class Workbench:
         return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def start_workbench(venv: Path, service_url: str, secret: str) -> tuple[subprocess.Popen, Workbench]:
+def start_workbench(
+    venv: Path, service_url: str, secret: str, course: str = COURSE
+) -> tuple[subprocess.Popen, Workbench]:
     workdir = Path(tempfile.mkdtemp(prefix="stacklab-workbench-"))
     (workdir / "var").mkdir()
     xblock_settings = {
         "service_url": service_url,
         "lms_key": LMS_KEY,
         "lms_secret": secret,
-        "course": COURSE,
+        "course": course,
         "course_name": COURSE_NAME,
     }
     env = {
@@ -236,9 +239,17 @@ def wait_output(frame, needle: str, timeout_s: float) -> None:  # type: ignore[n
 
 
 def wait_connected(frame, timeout_s: float = LAUNCH_S) -> None:  # type: ignore[no-untyped-def]
-    frame.wait_for_function(
-        "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=timeout_s * 1000
-    )
+    try:
+        frame.wait_for_function(
+            "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=timeout_s * 1000
+        )
+    except Exception as exc:
+        state = frame.evaluate(
+            "() => window.stacklabTerm && [window.stacklabTerm.view, window.stacklabTerm.state]"
+        )
+        raise AssertionError(
+            f"not connected ({state}); the page shows: {frame.locator('body').inner_text()}"
+        ) from exc
 
 
 def lab_frame(page):  # type: ignore[no-untyped-def]
@@ -639,18 +650,29 @@ def test_studio_offers_the_services_labs_and_refuses_unknown_ones(
         assert any(t.startswith(message) for t in texts), texts
 
 
-def test_a_wrong_secret_shows_a_clear_message(
-    workbench_venv: Path, service: tuple[Stacklab, str], page
+@pytest.mark.parametrize(
+    ("wrong", "sentence", "setting"),
+    [
+        ({"secret": "x" * 40}, "could not sign you in", "settings lms_key and lms_secret"),
+        ({"course": "course-v1:OtherX+O1+2026"}, "may not use the lab service", "setting lms_key"),
+    ],
+    ids=["wrong-secret", "course-not-allowed"],
+)
+def test_an_lms_the_service_refuses_gets_a_clear_message(
+    workbench_venv: Path, service: tuple[Stacklab, str], page, wrong: dict, sentence: str, setting: str
 ) -> None:  # type: ignore[no-untyped-def]
-    proc, bench = start_workbench(workbench_venv, service[0].url, "x" * 40)  # not the service's secret
+    stacklab, secret = service
+    proc, bench = start_workbench(
+        workbench_venv, stacklab.url, wrong.get("secret", secret), wrong.get("course", COURSE)
+    )
     try:
         page.goto(bench.scenario(0, "alice"))
-        learner_sees(page, "could not sign you in")
+        learner_sees(page, sentence)
         assert page.locator("iframe.stacklab-frame").count() == 0
         page.goto(bench.scenario(0, "staff"))
         detail = page.locator(".stacklab-block .stacklab-staff-detail")
         detail.wait_for(timeout=15_000)
-        assert "lms_key and lms_secret" in detail.inner_text()
+        assert f"Staff: {setting}" in detail.inner_text()
     finally:
         stop(proc)
         shutil.rmtree(bench.workdir, ignore_errors=True)
