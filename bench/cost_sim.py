@@ -6,9 +6,9 @@ SQLite in /dev/shm, the real Controller, policies and engine passes) drives ever
 is a model (`ModelProvider`): stacks take the create / suspend / resume / delete times measured on LXC and
 on the Heat harness (`LOCAL`, `HEAT`, each figure with its source), and count the compute-hours they run.
 The clock is simulated: passes run when the database says they are due, learners act at their times,
-nothing sleeps. A subset of learners (`--sample`) is driven through the controller for each policy (the
+nothing sleeps. A sample of the learners (`--sample`) is driven through the controller for each policy (the
 same learners for every policy, so policies are compared on the same people); the figures are per
-learner-week.
+learner-week. The two provider models run side by side, one process each.
 
 Printed per policy and provider: compute-hours per learner-week against the floor (hours of real
 activity only) and always-on (168 h); the learner's wait to a usable prompt (median, p95) for the first
@@ -19,14 +19,16 @@ controller does not have yet** (suspend on tab close, pre-resume at unit view, w
 labelled "(planned, modelled)". A PNG plots cost against p95 wait as the idle timeout and the pool size vary
 (matplotlib, pip-installed into the venv on first use).
 
-    .venv/bin/python bench/cost_sim.py [--learners 1000] [--sample 200] [--sweep-sample 60] [--seed 1]
-        [--days 7] [--plot bench-cost.png] [--measure-heat] [--no-plot]
+    .venv/bin/python bench/cost_sim.py [--learners 1000] [--sample 40] [--seed 1] [--days 7]
+        [--idle 2 5 15 60] [--planned-idles 2] [--planned-idle 5] [--pools 25 100] [--mix a=0.5,b=0.5]
+        [--plot /tmp/stacklab-cost-sim.png | --no-plot] [--measure-heat [--cloud heatbox] [--heat-rounds 5]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import heapq
 import importlib
 import logging
@@ -336,13 +338,9 @@ class Trace:
         return sum(end - start for start, end in self.bursts) / HOUR
 
     def last_input(self, at: float) -> float | None:
-        """The latest keystroke at or before `at` (typing is continuous within a burst)."""
-        last = None
-        for start, end in self.bursts:
-            if start > at:
-                break
-            last = min(at, end)
-        return last
+        """The latest keystroke at or before `at` (typing is continuous within a burst; bursts in order)."""
+        index = bisect.bisect_right(self.bursts, (at, math.inf)) - 1
+        return None if index < 0 else min(at, self.bursts[index][1])
 
 
 def _bursts(rng: random.Random, course: Course, start: float, seconds: float) -> list[tuple[float, float]]:
@@ -901,7 +899,7 @@ def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
         ys = [max(0.05, p95(o.first_waits if by_pool else o.return_waits)) for o in series]
         line = panel.plot(xs, ys, marker="o", label=name)[0]
         for o, x, y in zip(series, xs, ys, strict=True):
-            tag = o.policy.name if o.policy is HASTEXO else f"{o.policy.idle_suspend_s / 60:g} min"
+            tag = "hastexo" if o.policy == HASTEXO else f"{o.policy.idle_suspend_s / 60:g} min"
             tag = f"{o.policy.pool}" if by_pool else tag
             panel.annotate(
                 tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color()
@@ -915,7 +913,7 @@ def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
         panel.legend(fontsize=7)
         panel.grid(alpha=0.3, which="both")
     axes[0].set_title("idle timeout varies: a return's p95 wait")
-    axes[1].set_title("warm pool per 1,000 learners varies (planned, modelled): first launch p95")
+    axes[1].set_title("warm pool per 1,000 learners (planned, modelled): first launch p95")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     print(f"\nplot written: {path}")
@@ -1077,9 +1075,9 @@ def run(args: argparse.Namespace) -> None:
         sweeps = {}
         for name, outcomes in results.items():
             sweeps[f"{name}: stacklab today, idle varies"] = [
-                o for o in outcomes if not o.policy.planned and o.policy is not HASTEXO
+                o for o in outcomes if not o.policy.planned and o.policy != HASTEXO
             ]
-            sweeps[f"{name}: hastexo defaults (model)"] = [o for o in outcomes if o.policy is HASTEXO]
+            sweeps[f"{name}: hastexo defaults (model)"] = [o for o in outcomes if o.policy == HASTEXO]
             sweeps[f"{name}: planned (modelled), no pool, idle varies"] = [
                 o for o in outcomes if o.policy.planned and not o.policy.pool
             ]
@@ -1102,7 +1100,7 @@ def main() -> None:
     parser.add_argument("--planned-idles", type=float, nargs="+", default=[2], help="planned, no pool")
     parser.add_argument("--planned-idle", type=float, default=5.0, help="planned, with the pools (min)")
     parser.add_argument("--pools", type=int, nargs="+", default=[25, 100], help="per 1,000 learners")
-    parser.add_argument("--plot", default="bench-cost.png")
+    parser.add_argument("--plot", default=str(Path(tempfile.gettempdir()) / "stacklab-cost-sim.png"))
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--measure-heat", action="store_true", help="time Heat on the harness first")
     parser.add_argument("--cloud", default="heatbox")
