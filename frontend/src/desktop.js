@@ -4,8 +4,8 @@
 // the node's VNC server, so noVNC sees security type None and never a password. Reconnects with backoff;
 // a read-only viewer's noVNC sends no input (and the service drops any that a changed page would send).
 import RFB from "@novnc/novnc";
+import { afterClose } from "./reconnect.js";
 
-const BACKOFF_MS = [300, 1000, 2000, 4000, 8000, 15000];
 const FATAL_CLOSES = {
   4403: "This desktop is not yours to open.",
   4404: "This machine has no desktop in your lab.",
@@ -31,7 +31,8 @@ export class DesktopSession {
     this.attempt = 0;
     this.ws = null;
     this.rfb = null;
-    this.retry = null;
+    this.timers = {};
+    this.onTrouble = o.onTrouble || (() => {});
     this.lastError = null;
   }
 
@@ -43,7 +44,7 @@ export class DesktopSession {
   connect() {
     this.wanted = true;
     if (this.ws) return;
-    clearTimeout(this.retry);
+    clearTimeout(this.timers.retry);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const path = `/api/v1/environments/${encodeURIComponent(this.envId)}/desktop/${encodeURIComponent(this.node)}`;
     const ws = new WebSocket(`${scheme}://${location.host}${path}?token=${encodeURIComponent(this.getToken())}`);
@@ -83,35 +84,10 @@ export class DesktopSession {
   async onClosed(ws, code, reason) {
     if (ws !== this.ws) return;
     this.ws = null;
-    if (this.rfb) {
-      this.rfb = null; // noVNC saw the close too and removed its canvas
-    }
+    this.rfb = null; // noVNC saw the close too and removed its canvas
     if (!this.wanted) return;
-    if (code === 4409 || /paused|reset|deleted/.test(reason)) {
-      this.wanted = false;
-      this.setState("paused");
-      this.onNotRunning();
-      return;
-    }
-    if (FATAL_CLOSES[code]) {
-      this.wanted = false;
-      this.setState("failed", FATAL_CLOSES[code]);
-      return;
-    }
-    if (code === 4401) {
-      const refreshed = await this.onAuthFailed().catch(() => false);
-      if (!refreshed) {
-        this.wanted = false;
-        this.setState("failed", "Your access has expired. Open the lab again from your course.");
-        return;
-      }
-    }
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
-    this.attempt += 1;
-    this.setState("reconnecting", this.lastError || reason || null);
-    this.retry = setTimeout(() => {
-      if (this.wanted) this.connect();
-    }, Math.round(delay * (0.8 + Math.random() * 0.4)));
+    if (code === 1000 && /paused|reset|deleted/.test(reason)) code = 4409; // the lab stopped under it
+    await afterClose(this, code, reason, FATAL_CLOSES);
   }
 
   /** Send text to the desktop's clipboard (a watcher sends nothing). */
@@ -125,7 +101,7 @@ export class DesktopSession {
 
   disconnect() {
     this.wanted = false;
-    clearTimeout(this.retry);
+    clearTimeout(this.timers.retry);
     if (this.rfb) this.rfb.disconnect();
     else if (this.ws) this.ws.close();
     this.ws = null;

@@ -1,17 +1,10 @@
 // The lab page's desktop tabs: beside each node's terminal tab, a "desktop" tab for every node whose lab
-// declares a desktop (GET .../access; a node whose lab says terminal: false loses its terminal tab), showing noVNC scaled to the panel, a clipboard box that goes both
-// ways, and the same status badge, banner and reconnects as the terminals (lab.js owns those).
+// declares a desktop (GET .../access; a node whose lab says terminal: false loses its terminal tab),
+// showing noVNC scaled to the panel, a clipboard box that goes both ways, and the same status badge,
+// banner and reconnects as the terminals (lab.js owns those).
 import { h } from "./api.js";
 import { DesktopSession } from "./desktop.js";
-
-const STATE_TEXT = {
-  idle: "",
-  connecting: "Connecting…",
-  connected: "Connected",
-  reconnecting: "Reconnecting…",
-  paused: "Lab paused",
-  failed: "Disconnected",
-};
+import { STATE_TEXT } from "./states.js";
 
 function copyToBrowser(text) {
   if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).catch(() => {});

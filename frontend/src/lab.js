@@ -9,6 +9,7 @@
 import { Api, ApiError, epoch, h, tokenClaims, tokenExpiry } from "./api.js";
 import { TerminalSession } from "./terminal.js";
 import { DesktopTabs } from "./desktop_tabs.js";
+import { STATE_TEXT } from "./states.js";
 
 const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
 const POLL_MS = 500;
@@ -383,16 +384,6 @@ function selectNode(node, focusTerminal = true) {
   if (focusTerminal) t.session.focus();
 }
 
-const STATE_TEXT = {
-  idle: "",
-  connecting: "Connecting…",
-  connected: "Connected",
-  reconnecting: "Reconnecting…",
-  paused: "Lab paused",
-  ended: "Shell ended",
-  taken: "Open in another tab",
-  failed: "Disconnected",
-};
 
 function onTerminalState(node, state, detail) {
   if (node !== activeNode || terminals.get(node)?.host.hidden) return; // hidden: a desktop tab is shown

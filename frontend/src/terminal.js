@@ -4,11 +4,11 @@
 // shell and replays only what this page has not seen yet.
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
+import { afterClose, retryLater } from "./reconnect.js";
 
 const ACK_EVERY = 32 * 1024; // bytes rendered before an immediate ack (the protocol asks for <= 64 KiB)
 const ACK_IDLE_MS = 150; // smaller amounts are acked when output pauses
 const PING_MS = 25_000;
-const BACKOFF_MS = [300, 1000, 2000, 4000, 8000, 15000];
 
 const FATAL_CLOSES = {
   4403: "This terminal is not yours to open.",
@@ -308,38 +308,11 @@ export class TerminalSession {
       this.onEnded(why);
       return;
     }
-    if (code === 4409) {
-      this.wanted = false;
-      this.setState("paused");
-      this.onNotRunning();
-      return;
-    }
-    if (FATAL_CLOSES[code]) {
-      this.wanted = false;
-      this.setState("failed", FATAL_CLOSES[code]);
-      return;
-    }
-    if (code === 4401) {
-      const refreshed = await this.onAuthFailed().catch(() => false);
-      if (!refreshed) {
-        this.wanted = false;
-        this.setState("failed", "Your access has expired. Open the lab again from your course.");
-        return;
-      }
-    }
-    this.scheduleReconnect(reason || this.lastError);
+    await afterClose(this, code, reason, FATAL_CLOSES);
   }
 
   scheduleReconnect(detail) {
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
-    const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
-    this.attempt += 1;
-    this.setState("reconnecting", detail);
-    if (this.attempt > 1) this.onTrouble(this.attempt);
-    clearTimeout(this.timers.retry);
-    this.timers.retry = setTimeout(() => {
-      if (this.wanted) this.connect();
-    }, jittered);
+    retryLater(this, detail);
   }
 
   /** Start a fresh shell (after the previous one ended). */
