@@ -161,6 +161,7 @@ class Cluster:
     values: dict[str, Any]
     ssh_port: int
     create_delay_s: float = 0.0
+    suspend_delay_s: float = 0.0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     metrics_ports: dict[int, int] = field(default_factory=dict)
@@ -176,6 +177,7 @@ class Cluster:
             "path": str(self.cloud),
             "ssh": ["127.0.0.1", self.ssh_port],
             "create_delay_s": self.create_delay_s,
+            "suspend_delay_s": self.suspend_delay_s,
         }
 
     def environ(self) -> dict[str, str]:

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS calls (id INTEGER PRIMARY KEY, op TEXT, name TEXT, co
 
 
 class SharedProvider(Provider):
-    """Settings: path (the SQLite file), ssh ([host, port] of the banner server), create_delay_s. Each
+    """Settings: path (the SQLite file), ssh ([host, port] of the banner server), create_delay_s,
+    suspend_delay_s. Each
     provider name is a cloud of its own in the file (it lists only its own stacks)."""
 
     type_name = "shared"
@@ -34,6 +35,7 @@ class SharedProvider(Provider):
         self.path = Path(self.settings["path"])
         self.ssh = tuple(self.settings.get("ssh", ("127.0.0.1", 1)))
         self.create_delay_s = float(self.settings.get("create_delay_s", 0.0))
+        self.suspend_delay_s = float(self.settings.get("suspend_delay_s", 0.0))
         with self._db() as db:
             db.executescript(SCHEMA)
 
@@ -71,6 +73,7 @@ class SharedProvider(Provider):
         return StackStatus(StackState(row[0]), "", nodes)
 
     async def suspend(self, handle: Handle) -> None:
+        await asyncio.sleep(self.suspend_delay_s)  # a kill -9 can land mid-suspend
         self._set(handle, StackState.SUSPENDED, "suspend")
 
     async def resume(self, handle: Handle) -> None:

@@ -44,11 +44,11 @@ def slow_cluster(tmp_path: Path, ssh_banner: int, job_queue: str) -> Iterator[Cl
     """RabbitMQ + PostgreSQL, with creates that take a second: a kill lands in the middle of one."""
     for url in store("postgresql"):
         for cluster in make_cluster(tmp_path, ssh_banner, RABBITMQ_URL, url, job_queue):
-            cluster.create_delay_s = 1.0
+            cluster.create_delay_s = cluster.suspend_delay_s = 1.0
             yield cluster
 
 
-def test_killing_the_scheduling_worker_mid_launch_loses_nothing_and_makes_nothing_twice(
+def test_workers_killed_mid_launch_and_mid_suspend_lose_nothing_and_make_nothing_twice(
     slow_cluster: Cluster,
 ) -> None:
     cluster = slow_cluster
@@ -78,10 +78,24 @@ def test_killing_the_scheduling_worker_mid_launch_loses_nothing_and_makes_nothin
     assert set(made.values()) == {1} and len(made) == LABS, made
     assert len(stacks(cluster.cloud)) == LABS
 
-    # the new scheduler sends what becomes due after the takeover too
+    # the new scheduler sends what becomes due after the takeover; a worker killed mid-suspend too
+    (replacement,) = cluster.start()
     for env_id in ids:
         app.environments.request(env_id, Desired.SUSPENDED, "Test")
+
+    def mid_suspend() -> int | None:
+        for env_id in ids:
+            record = app.repo.get(env_id)
+            if record.lease_owner and record.observed == Observed.RUNNING:
+                return pid_of(record.lease_owner)
+        return None
+
+    second_victim = wait_for(mid_suspend, 20, "a worker is in the middle of a suspend", every_s=0.02)
+    killed = next(p for p in (survivor, replacement) if p.pid == second_victim)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)  # reaped, as its service manager would: a zombie's pid still looks alive
     wait_for(lambda: observed(cluster, ids, Observed.SUSPENDED), 20, "every lab is suspended")
+    assert set(stacks(cluster.cloud).values()) == {"suspended"} and len(stacks(cluster.cloud)) == LABS
 
 
 class Broker:
