@@ -121,6 +121,14 @@ BLOCK_MEANS = """() => {
 }"""
 
 
+RECORD_STATES = """() => {
+  const tabs = window.stacklabDesktop;
+  const show = tabs.showState.bind(tabs);
+  window.desktopStates = [];
+  tabs.showState = (node, state, detail) => { window.desktopStates.push(state); show(node, state, detail); };
+}"""
+
+
 def changed_blocks(before: list[int], after: list[int]) -> int:
     return sum(abs(a - b) > 12 for a, b in zip(before, after, strict=True))
 
@@ -174,7 +182,9 @@ def test_type_into_the_desktop_then_suspend_and_resume_keep_it(lab: DesktopLab, 
     page.mouse.move(0, 0)  # the pointer off the desktop: only the remote screen is compared
     before = settled_blocks(page)
 
-    lab.service.cli("env", "suspend", lab.env_id, "--wait")
+    page.evaluate(RECORD_STATES)
+    lab.service.cli("env", "suspend", lab.env_id, "--wait")  # from another process: the service notices
+    page.wait_for_function("() => window.desktopStates.includes('paused')", timeout=15_000)
     lab.service.cli("env", "resume", lab.env_id, "--wait")
     assert lab.exec("pgrep -x xterm").strip(), "the xterm process did not survive the suspend"
 

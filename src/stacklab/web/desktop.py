@@ -25,9 +25,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter, Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stacklab.access.desktop import (
@@ -56,6 +57,7 @@ from stacklab.web.terminal import (
     _admit,
     _refuse,
 )
+from stacklab.web.terminal_watch import REVOKED, closing_reason, lab_states
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +109,34 @@ class _ClientBytes:
         return out
 
 
+class _Stop:
+    """Set when the session must end because its lab stopped, with the reason the browser is told."""
+
+    __slots__ = ("event", "generation", "reason")
+
+    def __init__(self, generation: int) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+        self.generation = generation  # of the token the desktop was opened with
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+
 class DesktopSockets:
-    """ASGI: desktop websockets are served here; everything else goes on to `app`."""
+    """ASGI: desktop websockets are served here; everything else goes on to `app`.
+
+    A desktop ends when its lab is paused, reset, deleted or fails: at once when this process made the
+    change (`close_env`, through the context's closers), otherwise at the next look at the open desktops'
+    labs, every `terminal_watch_interval_s` while any is open (the terminal watch's rule, `closing_reason`).
+    """
 
     def __init__(self, app: ASGIApp, ctx: WebContext) -> None:
         self.app = app
         self.ctx = ctx
-        self._open: dict[str, set[asyncio.Event]] = {}
+        self._open: dict[str, set[_Stop]] = {}
+        self._watch: asyncio.Future[None] | None = None
         ctx.terminal_closers.append(self.close_env)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,31 +144,58 @@ class DesktopSockets:
         if match is None:
             await self.app(scope, receive, send)
             return
-        env_id = match["env"]
-        stopped = asyncio.Event()
+        await self._serve(scope, receive, send, match["env"], match["node"])
+
+    @contextlib.contextmanager
+    def _watched(self, env_id: str, generation: int) -> Iterator[_Stop]:
+        """A desktop of the environment `env_id` (its id), opened with a token of `generation`, is open:
+        it is ended if the lab stops or the token is withdrawn."""
+        stop = _Stop(generation)
         sessions = self._open.setdefault(env_id, set())
-        sessions.add(stopped)
+        sessions.add(stop)
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.ensure_future(self._watch_labs())
         try:
-            await self._serve(scope, receive, send, env_id, match["node"], stopped)
+            yield stop
         finally:
-            sessions.discard(stopped)
+            sessions.discard(stop)
             if not sessions:
                 self._open.pop(env_id, None)
 
     async def close_env(self, env_id: str) -> None:
         """End the desktops of an environment this process just paused, reset or deleted."""
-        for stopped in self._open.get(env_id, ()):
-            stopped.set()
+        await self._end_stopped([env_id])
 
-    async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, env_id: str, node: str, stopped: asyncio.Event
-    ) -> None:
+    async def _watch_labs(self) -> None:
+        """While desktops are open, end those whose lab stopped running (whoever stopped it)."""
+        interval_s = self.ctx.stack.settings.terminal_watch_interval_s
+        while self._open:
+            await asyncio.sleep(interval_s)
+            try:
+                await self._end_stopped(list(self._open))
+            except SQLAlchemyError as exc:
+                log.warning("desktop watch: reading environment states failed", extra={"error": str(exc)})
+
+    async def _end_stopped(self, env_ids: list[str]) -> None:
+        """End the desktops of these environments that may not stay open: their lab is paused, reset,
+        deleted or failed (the terminals' rule), or their token was withdrawn since they opened."""
+        states = await asyncio.to_thread(lab_states, self.ctx.stack.repo, env_ids)
+        for env_id in env_ids:
+            state = states.get(env_id)
+            reason = closing_reason(state)
+            for stop in list(self._open.get(env_id, ())):
+                if reason is not None:
+                    stop.set(reason)
+                elif state is not None and stop.generation < state.token_generation:
+                    stop.set(REVOKED)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, env_id: str, node: str) -> None:
         ws = Socket(receive, send)
         if (await receive())["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
         try:
-            stream, read_only, record_id = await self._open_node(scope, env_id, node)
+            stream, read_only, generation, record_id = await self._open_node(scope, env_id, node)
         except Refused as refused:
             await _refuse(ws, refused.code, refused.message)
             return
@@ -154,11 +204,12 @@ class DesktopSockets:
             await _refuse(ws, CLOSE_UNREACHABLE, "the desktop could not be opened; try again in a moment")
             return
         try:
-            await ws.send_json({"type": "ready"})
-            client = _ClientBytes(receive)
-            await _handshake(ws, client, stream)
-            messages = ClientMessages(read_only, self._activity(record_id))
-            await _relay(ws, client, stream, messages, stopped)
+            with self._watched(record_id, generation) as stop:
+                await ws.send_json({"type": "ready"})
+                client = _ClientBytes(receive)
+                await _handshake(ws, client, stream)
+                messages = ClientMessages(read_only, self._activity(record_id))
+                await _relay(ws, client, stream, messages, stop)
         except ProtocolError as exc:
             await _refuse(ws, CLOSE_TOO_BIG if exc.too_big else CLOSE_BAD_MESSAGE, str(exc))
         except (ConnectionError, RuntimeError, OSError):
@@ -166,9 +217,9 @@ class DesktopSockets:
         finally:
             stream.close()
 
-    async def _open_node(self, scope: Scope, env_id: str, node: str) -> tuple[NodeStream, bool, str]:
+    async def _open_node(self, scope: Scope, env_id: str, node: str) -> tuple[NodeStream, bool, int, str]:
         """Admit the client, then open the node's desktop; returns it, whether the client only watches,
-        and the environment's id."""
+        its token's generation and the environment's id."""
         admission, target = _admit(self.ctx, scope, env_id, node, terminal=False)
         stack = self.ctx.stack
         record = stack.environments.resolve(admission.key.env_id)
@@ -183,7 +234,8 @@ class DesktopSockets:
             raise Refused(
                 CLOSE_UNREACHABLE, f"the desktop on {node} does not answer yet ({exc}); retrying"
             ) from exc
-        return stream, admission.claims.read_only, record.id
+        claims = admission.claims
+        return stream, claims.read_only, claims.generation, record.id
 
     def _activity(self, env_id: str) -> Callable[[], None]:
         """Records input as activity, at most once per `activity_throttle_s`."""
@@ -227,18 +279,18 @@ async def _handshake(ws: Socket, client: _ClientBytes, stream: NodeStream) -> No
 
 
 async def _relay(
-    ws: Socket, client: _ClientBytes, stream: NodeStream, messages: ClientMessages, stopped: asyncio.Event
+    ws: Socket, client: _ClientBytes, stream: NodeStream, messages: ClientMessages, stopped: _Stop
 ) -> None:
     """Both directions until one ends, or until the lab stops (`stopped`)."""
     if client.buffer:
         stream.writer.write(messages.feed(bytes(client.buffer)))
     pump = asyncio.ensure_future(_pump(ws, stream))
     receiver = asyncio.ensure_future(_receive(ws, stream, messages))
-    stop = asyncio.ensure_future(stopped.wait())
+    stop = asyncio.ensure_future(stopped.event.wait())
     try:
         done, _ = await asyncio.wait((pump, receiver, stop), return_when=asyncio.FIRST_COMPLETED)
         if stop in done:
-            await ws.close(CLOSE_NORMAL, "the lab was paused, reset or deleted")
+            await ws.close(CLOSE_NORMAL, stopped.reason)
         if receiver in done:
             receiver.result()  # a broken message: raised for the caller to refuse
     finally:
