@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import POSTGRES_ADMIN_URL, p50, p99, print_machine, print_table
 from sqlalchemy import create_engine, func, insert, select, text
+from tests.support.processes import stop_all
 
 from stacklab.config import Settings
 from stacklab.envs.controller import seal
@@ -162,14 +162,7 @@ class Workers:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        for process in self.processes:
-            process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(self.processes, grace_s=20)
         self.processes = []
 
 

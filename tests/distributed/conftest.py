@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import socketserver
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,7 +28,9 @@ from typing import Any
 import pytest
 from tests.conftest import MARIADB_URL, POSTGRES_URL, _server_database
 from tests.distributed.shared_provider import SharedProvider
+from tests.e2e.helpers import wait_for
 from tests.support.engine import write_lab
+from tests.support.processes import stop_all
 
 from stacklab.config import Settings
 from stacklab.wiring import App, build_app
@@ -55,17 +55,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g}s: {what}")
-        time.sleep(every_s)
 
 
 class _Banner(socketserver.BaseRequestHandler):
@@ -242,15 +231,7 @@ class Cluster:
         return write_lab(self.tmp, "- {name: a, type: local}")
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_all(self.processes)
         if self.app is not None:
             self.app.close()
 

@@ -10,15 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.distributed.conftest import (
-    RABBITMQ_URL,
-    Cluster,
-    RedisServer,
-    make_cluster,
-    store,
-    wait_for,
-)
+from tests.distributed.conftest import RABBITMQ_URL, Cluster, RedisServer, make_cluster, store
 from tests.distributed.shared_provider import creates_by_stack, stacks
+from tests.e2e.helpers import wait_for
 
 from stacklab.store import leases
 from stacklab.types import Desired, Observed
@@ -67,7 +61,7 @@ def test_workers_killed_mid_launch_and_mid_suspend_lose_nothing_and_make_nothing
             for env_id in ids
         )
 
-    wait_for(mid_create, 20, "the scheduling worker is in the middle of a launch", every_s=0.02)
+    wait_for(mid_create, 20, "the scheduling worker is in the middle of a launch", interval_s=0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     survivor = next(p for p in workers if p is not victim)
@@ -90,7 +84,7 @@ def test_workers_killed_mid_launch_and_mid_suspend_lose_nothing_and_make_nothing
                 return pid_of(record.lease_owner)
         return None
 
-    second_victim = wait_for(mid_suspend, 20, "a worker is in the middle of a suspend", every_s=0.02)
+    second_victim = wait_for(mid_suspend, 20, "a worker is in the middle of a suspend", interval_s=0.02)
     killed = next(p for p in (survivor, replacement) if p.pid == second_victim)
     killed.send_signal(signal.SIGKILL)
     killed.wait(10)  # reaped, as its service manager would: a zombie's pid still looks alive

@@ -7,8 +7,9 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.distributed.conftest import Cluster, wait_for
+from tests.distributed.conftest import Cluster
 from tests.distributed.shared_provider import creates_by_stack, stacks
+from tests.e2e.helpers import wait_for
 
 from stacklab.store import members
 from stacklab.types import Observed
