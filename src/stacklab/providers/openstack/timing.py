@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 KEEP = 8
 """Recent operations per (template, operation) the expectation is made of."""
-WINDOW_POLLS = 3
+WINDOW_POLLS = 5
 """Polls spread over the window of expected completion (the wider the window, the sparser they are)."""
-BACKOFF = 0.5
+BACKOFF = 0.3
 """Outside its window an operation is polled after this fraction of the time it has been overdue."""
 
 
@@ -52,7 +52,9 @@ class Durations:
         if not every:
             return None
         seen = [(lo, hi) for lo, hi, c in every if c <= crowd] or [(lo, hi) for lo, hi, _ in every]
-        middles = [(lo + hi) / 2 for lo, hi in seen]
+        middles = sorted((lo + hi) / 2 for lo, hi in seen)
+        if len(middles) >= 5:  # the quickest and the slowest may be outliers: the backoff finds those
+            middles = middles[1:-1]
         # A midpoint of a bracket one fast poll wide is off by half of one at most; one of a wider bracket
         # (an operation polled slowly) may be further off, and the backoff after the window finds it.
         return Window(min(middles) - self.fast_poll_s / 2, max(middles) + self.fast_poll_s / 2)
@@ -70,18 +72,21 @@ def next_poll(
     elapsed: float,
     since_poll: float,
     slow_poll_s: float,
+    burst_elapsed: float | None = None,
 ) -> float:
     """Seconds from now until this operation wants the next poll.
 
     `elapsed`: since its request was sent; `since_poll`: since the last poll that covered it.
     Long before its window it is looked at every `slow_poll_s` (a failure is noticed about as soon as a
     poll every `slow_poll_s` would), then not until the window opens, in the window a few times, and
-    after it (or never seen finish) with a backoff that starts fast and ends at `slow_poll_s`.
+    after it (or never seen finish) with a backoff that starts fast and ends at `slow_poll_s`. Operations
+    of a template never seen finish back off together from the first of them (`burst_elapsed`): a burst
+    of launches is one wait, not a fresh fast start with every launch.
     """
     fast = durations.fast_poll_s
     window = durations.window(key, op, crowd)
     if window is None:
-        interval = min(slow_poll_s, max(fast, BACKOFF * elapsed))
+        interval = min(slow_poll_s, max(fast, BACKOFF * max(elapsed, burst_elapsed or 0.0)))
     elif elapsed < window.opens:
         if window.opens - elapsed <= 2 * slow_poll_s:
             return window.opens - elapsed

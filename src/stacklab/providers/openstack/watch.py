@@ -85,6 +85,7 @@ class StackWatch:
         self.durations = Durations(fast_poll_s)
         self.flights: dict[str, Flight] = {}
         self.polls = 0
+        self._last_end = self._last_took = 0.0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -146,8 +147,13 @@ class StackWatch:
         return [f for f in self.flights.values() if not f.finished() and f.error is None]
 
     def _due_in(self, pending: list[Flight]) -> float:
+        """Until the poll the most pressing flight wants, but never sooner after the last poll than that
+        poll took: a Heat slow to answer (a busy engine) is asked less often."""
         now = time.monotonic()
-        return min(
+        first: dict[tuple[str, str], float] = {}
+        for f in pending:
+            first[(f.key, f.op)] = min(f.sent, first.get((f.key, f.op), f.sent))
+        due = min(
             next_poll(
                 self.durations,
                 f.key,
@@ -156,9 +162,11 @@ class StackWatch:
                 now - f.sent,
                 now - max(f.sent, f.polled or f.sent),
                 self.slow_poll_s,
+                now - first[(f.key, f.op)],
             )
             for f in pending
         )
+        return max(due, self._last_end + self._last_took - now)
 
     async def _run(self) -> None:
         while True:
@@ -184,6 +192,8 @@ class StackWatch:
         self.polls += 1
         try:
             rows = await self.fetch(pending)
+            self._last_end = time.monotonic()
+            self._last_took = self._last_end - sent
         except Exception as exc:  # each waiter raises it; the next poll comes after the slow interval
             for flight in pending:
                 flight.error = exc
