@@ -883,9 +883,10 @@ def worker_command(
     elect: bool,
     metrics_port: int | None,
 ) -> None:
-    from stacklab.distributed import serve_worker
+    from stacklab.distributed import require_celery, serve_worker
 
     settings = _settings(ctx, serving=True, worker_metrics_port=metrics_port)
+    require_celery(settings)
     app = open_app(settings)
     serve_worker(app, queues or (settings.job_queue,), concurrency or settings.reconcile_concurrency, elect)
 
@@ -900,9 +901,11 @@ def worker_command(
 )
 @click.pass_context
 def scheduler_command(ctx: click.Context) -> None:
-    from stacklab.distributed import serve_scheduler
+    from stacklab.distributed import require_celery, serve_scheduler
 
-    serve_scheduler(open_app(_settings(ctx, serving=True)))
+    settings = _settings(ctx, serving=True)
+    require_celery(settings)
+    serve_scheduler(open_app(settings))
 
 
 # operators ------------------------------------------------------------------------------------------

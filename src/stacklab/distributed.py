@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from stacklab.config import Settings
 from stacklab.errors import ConfigError
 from stacklab.jobs.celery_runner import CeleryRunner
 from stacklab.jobs.scheduler import Scheduler
@@ -28,15 +29,22 @@ from stacklab.wiring import App
 log = logging.getLogger(__name__)
 
 
-def celery_runner(app: App) -> CeleryRunner:
-    """The app's runner, which must be the Celery one: a worker of the embedded runner has no work."""
-    runner = app.engine.runner
-    if not isinstance(runner, CeleryRunner):
+def require_celery(settings: Settings) -> None:
+    """Workers and schedulers belong to runner = celery: with the embedded runner they have no work
+    (checked before the database is opened, so that a mistaken start changes nothing)."""
+    if settings.runner != "celery":
         raise ConfigError(
             "workers run the passes of runner = celery; set runner = celery, broker_url and a shared "
             "database_url (STACKLAB_RUNNER, STACKLAB_BROKER_URL, STACKLAB_DATABASE_URL). With the embedded "
             "runner `stacklab serve` runs the passes itself"
         )
+
+
+def celery_runner(app: App) -> CeleryRunner:
+    """The app's runner, which must be the Celery one."""
+    require_celery(app.settings)
+    runner = app.engine.runner
+    assert isinstance(runner, CeleryRunner), "make_runner builds the Celery runner for runner = celery"
     return runner
 
 

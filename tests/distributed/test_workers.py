@@ -63,3 +63,16 @@ def test_sqlite_is_refused_for_the_distributed_mode(tmp_path) -> None:  # type: 
     assert result.returncode == 2, result.stderr
     assert "runner = celery needs a database every process shares" in result.stderr
     assert "PostgreSQL" in result.stderr and "SQLite" in result.stderr
+
+
+def test_a_worker_of_the_embedded_runner_is_refused_before_it_touches_anything(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = subprocess.run(
+        [".venv/bin/stacklab", "--data-dir", str(tmp_path / "data"), "scheduler"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "workers run the passes of runner = celery" in result.stderr
+    assert not (tmp_path / "data").exists()  # no database made
