@@ -238,10 +238,16 @@ def wait_output(frame, needle: str, timeout_s: float) -> None:  # type: ignore[n
         time.sleep(0.3)
 
 
+POLL_MS = 250
+"""wait_for_function's polling: its default (animation frames) never fires in a frame scrolled out of view."""
+
+
 def wait_connected(frame, timeout_s: float = LAUNCH_S) -> None:  # type: ignore[no-untyped-def]
     try:
         frame.wait_for_function(
-            "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'", timeout=timeout_s * 1000
+            "() => window.stacklabTerm && window.stacklabTerm.state === 'connected'",
+            timeout=timeout_s * 1000,
+            polling=POLL_MS,
         )
     except Exception as exc:
         state = frame.evaluate(
@@ -693,7 +699,12 @@ def test_axe_finds_no_serious_violation_in_the_unit_and_the_real_pages(
 ) -> None:  # type: ignore[no-untyped-def]
     page = csp_free_page
     page.goto(workbench.scenario(0, "alice"))
-    page.locator(".stacklab-block iframe.stacklab-frame").wait_for()
+    try:
+        page.locator(".stacklab-block iframe.stacklab-frame").wait_for()
+    except Exception as exc:
+        raise AssertionError(
+            f"no lab frame; the unit shows: {page.locator('.stacklab-block').inner_text()}"
+        ) from exc
     frame = lab_frame(page)
     wait_connected(frame, 120)
     found = {
@@ -789,7 +800,7 @@ def test_units_that_start_hidden_show_the_labs_state_once_shown(
         wait_ready(client, env_id)  # resumed by the lab page in the undisplayed frame
         undisplayed.evaluate("() => document.getElementById('test-undisplayed').remove()")
         wait_connected(frame, 120)
-        frame.wait_for_function(TERMINAL_FILLS_WIDTH, timeout=10_000)
+        frame.wait_for_function(TERMINAL_FILLS_WIDTH, timeout=10_000, polling=POLL_MS)
         wait_output(frame, "$ ", 30)
         assert frame.locator("#progress-view").is_hidden()
     finally:
