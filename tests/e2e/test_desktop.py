@@ -21,8 +21,12 @@ from tests.support.rfb import RfbClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from stacklab.access.desktop import open_node
+from stacklab.config import load_settings
+from stacklab.errors import AccessError
 from stacklab.secrets import Vault, load_or_create_key
 from stacklab.web.tokens import TokenSigner
+from stacklab.wiring import build_app
 
 pytestmark = [pytest.mark.lxc, pytest.mark.e2e, pytest.mark.network]
 
@@ -129,6 +133,9 @@ RECORD_STATES = """() => {
 }"""
 
 
+LET_GO = "() => window.desktopStates.some((state) => state === 'paused' || state === 'idle')"
+
+
 def changed_blocks(before: list[int], after: list[int]) -> int:
     return sum(abs(a - b) > 12 for a, b in zip(before, after, strict=True))
 
@@ -184,8 +191,11 @@ def test_type_into_the_desktop_then_suspend_and_resume_keep_it(lab: DesktopLab, 
 
     page.evaluate(RECORD_STATES)
     lab.service.cli("env", "suspend", lab.env_id, "--wait")  # from another process: the service notices
-    page.wait_for_function("() => window.desktopStates.includes('paused')", timeout=15_000)
-    lab.service.cli("env", "resume", lab.env_id, "--wait")
+    try:
+        # The desktop lets go: closed by the service ("paused"), or by the page that saw the lab pause.
+        page.wait_for_function(LET_GO, timeout=15_000)
+    finally:
+        lab.service.cli("env", "resume", lab.env_id, "--wait")
     assert lab.exec("pgrep -x xterm").strip(), "the xterm process did not survive the suspend"
 
     page.close()  # a fresh page after the pause: what it shows comes from the resumed node
@@ -221,6 +231,41 @@ def test_read_only_watcher_cannot_type_or_point(lab: DesktopLab, context) -> Non
     run_async(type_raw(lab.token(), "echo learner > ~/learner-raw.txt\n"))  # the same client as a learner
     wait_for(lambda: lab.exec("cat ~/learner-raw.txt 2>/dev/null || true").strip() == "learner", 15, "input")
     assert lab.exec("ls ~").split() == ["learner-raw.txt", "note.txt"]
+
+
+def test_a_vnc_password_is_answered_by_the_service(lab: DesktopLab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A VNC server that asks for a password (VncAuth): the service's side of the relay logs in with it."""
+    lab.exec(
+        "echo s3cretpw | vncpasswd -f > /tmp/vncpw && (setsid Xvnc :2 -localhost -rfbport 5902 "
+        "-SecurityTypes VncAuth -PasswordFile /tmp/vncpw >/dev/null 2>&1 < /dev/null &)"
+    )
+    wait_for(lambda: ":5902 " in lab.exec("ss -ltn"), 10, "the second VNC server")
+    for name, value in lab.service.env.items():
+        if name.startswith("STACKLAB_"):
+            monkeypatch.setenv(name, value)
+    stack = build_app(load_settings())  # the service's own view of the lab: its key, its node
+
+    async def logins() -> list[str]:
+        record = stack.environments.resolve(lab.env_id)
+        target = stack.controller.targets(record, stack.environments.lab_of(record))[NODE]
+        results = []
+        for password in ("s3cretpw", "wrong", None):
+            try:
+                (await open_node(target, 5902, password, 5)).close()
+                results.append("logged in")
+            except AccessError as refused:
+                results.append(str(refused).split(":")[0])
+        return results
+
+    try:
+        assert run_async(logins()) == [
+            "logged in",
+            "the VNC server refused the login",
+            "the VNC server offers security types [2], not None (1)",
+        ]
+    finally:
+        stack.close()
+        lab.exec("pkill -f '^Xvnc :2' || true")
 
 
 def test_a_token_for_another_learner_is_refused(lab: DesktopLab) -> None:

@@ -124,7 +124,7 @@ async def _reason(reader: asyncssh.SSHReader[bytes]) -> str:
 def vnc_response(password: str, challenge: bytes) -> bytes:
     """The answer to a VNC challenge: DES with the password (8 bytes, each bit-reversed) as the key."""
     key = bytes(int(f"{b:08b}"[::-1], 2) for b in password.encode()[:8].ljust(8, b"\0"))
-    encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()  # an 8-byte key: single DES
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()  # K, K, K: single DES
     return encryptor.update(challenge) + encryptor.finalize()
 
 

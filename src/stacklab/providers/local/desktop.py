@@ -27,7 +27,14 @@ from stacklab.errors import TransientProviderError
 from .image import UID_SHIFT, Progress, _remove_tree, _umount_under, file_lock, shift_owners
 from .lxc import run, run_ok
 
-PACKAGES = ("tigervnc-standalone-server", "openbox", "xterm", "x11-utils", "x11-xserver-utils")
+PACKAGES = (
+    "tigervnc-standalone-server",
+    "tigervnc-tools",  # vncpasswd, for a lab whose VNC server asks for a password
+    "openbox",
+    "xterm",
+    "x11-utils",
+    "x11-xserver-utils",
+)
 RECIPE_REVISION = 1  # bump when the steps below change meaning
 FILES_DIR = Path(__file__).with_name("desktop_files")
 UNIT = "stacklab-desktop.service"
