@@ -978,77 +978,87 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
 
         # (2) concurrent -------------------------------------------------------------------------------
         for n in args.concurrency:
-            t0, launches = await bench.guarded(
-                f"{n} concurrent engine launches", partial(bench.engine_batch, n)
-            )
-            all_ready = max(x.ready for x in launches)
-            completes = known([x.complete for x in launches])
-            posts = known([x.post_sent for x in launches])
-            span = (max(completes) - min(posts)) if completes and len(completes) == n else None
-            calls = bench.engine_calls.between(t0, all_ready)
-            print(
-                f"{n} concurrent, engine: all ready in {(all_ready - t0):.2f} s; per environment "
-                f"{fmt([x.ready - t0 for x in launches])}; Heat first POST -> last COMPLETE "
-                f"{span if span is None else round(span, 2)} s; HTTP heat {heat_count(calls)} "
-                f"({heat_count(calls) / n:.1f}/launch, {heat_count(calls) / (all_ready - t0):.1f} req/s)",
-                flush=True,
-            )
-            engine_delete_s = await bench.guarded(
-                f"{n} engine deletes", partial(bench.engine_batch_delete, launches)
-            )
-            f0, f_all, f_launches = await bench.guarded(
-                f"{n} concurrent floor", partial(bench.floor_batch, n)
-            )
-            f_completes = known([x.complete for x in f_launches])
-            f_posts = known([x.post_sent for x in f_launches])
-            f_span = (max(f_completes) - min(f_posts)) if len(f_completes) == n else None
-            f_calls = bench.floor_calls.between(f0, f_all)
-            print(
-                f"{n} concurrent, floor: all ready in {(f_all - f0):.2f} s; Heat first POST -> last COMPLETE "
-                f"{f_span if f_span is None else round(f_span, 2)} s; HTTP heat {heat_count(f_calls)}",
-                flush=True,
-            )
-            floor_delete_s = await bench.guarded(
-                f"{n} floor deletes", partial(bench.floor_delete, [x.name for x in f_launches])
-            )
-            print(f"{n} deletes: engine {engine_delete_s:.1f} s, floor {floor_delete_s:.1f} s", flush=True)
-            rows.append(
-                [
-                    f"(2) {n} concurrent launches: time to all ready",
-                    f"{all_ready - t0:.2f} s (Heat first POST -> last COMPLETE "
-                    f"{'?' if span is None else f'{span:.2f}'} s)",
-                    "-",
-                    f"SDK: {n} creates, 16 threads, 1 list/0.1 s + SSH: {f_all - f0:.2f} s "
-                    f"(Heat {'?' if f_span is None else f'{f_span:.2f}'} s)",
-                ]
-            )
-            rows.append(
-                [
-                    f"(2) {n} concurrent: all ready - Heat's first POST -> last COMPLETE",
-                    f"{(all_ready - t0 - span) * 1000:+.0f} ms" if span is not None else "?",
-                    "-",
-                    f"floor: {(f_all - f0 - f_span) * 1000:+.0f} ms" if f_span is not None else "?",
-                ]
-            )
-            rows.append(
-                [
-                    f"(2) {n} concurrent, per launch: launch -> POST sent | find GET | POST answered in",
-                    spread([x.post_sent - x.t0 for x in launches if x.post_sent])
-                    + f" | {spread(latencies(launches, 'find (by name)'))}"
-                    + f" | {spread(latencies(launches, 'create'))}",
-                    "-",
-                    f"floor POST answered in {spread(latencies(f_launches, 'create'))}",
-                ]
-            )
-            rows.append(ready_row(f"(2) {n} concurrent: Heat CREATE_COMPLETE -> ready", launches, f_launches))
-            rows.append(
-                [
-                    f"(3) {n} concurrent: HTTP per launch, engine",
-                    f"heat {heat_count(calls) / n:.1f} ({heat_count(calls) / (all_ready - t0):.1f} req/s)",
-                    "-",
-                    f"{kinds(calls, n)}",
-                ]
-            )
+            try:
+                t0, launches = await bench.guarded(
+                    f"{n} concurrent engine launches", partial(bench.engine_batch, n)
+                )
+                all_ready = max(x.ready for x in launches)
+                completes = known([x.complete for x in launches])
+                posts = known([x.post_sent for x in launches])
+                span = (max(completes) - min(posts)) if completes and len(completes) == n else None
+                calls = bench.engine_calls.between(t0, all_ready)
+                print(
+                    f"{n} concurrent, engine: all ready in {(all_ready - t0):.2f} s; per environment "
+                    f"{fmt([x.ready - t0 for x in launches])}; Heat first POST -> last COMPLETE "
+                    f"{span if span is None else round(span, 2)} s; HTTP heat {heat_count(calls)} "
+                    f"({heat_count(calls) / n:.1f}/launch, {heat_count(calls) / (all_ready - t0):.1f} req/s)",
+                    flush=True,
+                )
+                engine_delete_s = await bench.guarded(
+                    f"{n} engine deletes", partial(bench.engine_batch_delete, launches)
+                )
+                f0, f_all, f_launches = await bench.guarded(
+                    f"{n} concurrent floor", partial(bench.floor_batch, n)
+                )
+                f_completes = known([x.complete for x in f_launches])
+                f_posts = known([x.post_sent for x in f_launches])
+                f_span = (max(f_completes) - min(f_posts)) if len(f_completes) == n else None
+                f_calls = bench.floor_calls.between(f0, f_all)
+                print(
+                    f"{n} concurrent, floor: all ready in {(f_all - f0):.2f} s; "
+                    "Heat first POST -> last COMPLETE "
+                    f"{f_span if f_span is None else round(f_span, 2)} s; HTTP heat {heat_count(f_calls)}",
+                    flush=True,
+                )
+                floor_delete_s = await bench.guarded(
+                    f"{n} floor deletes", partial(bench.floor_delete, [x.name for x in f_launches])
+                )
+                print(
+                    f"{n} deletes: engine {engine_delete_s:.1f} s, floor {floor_delete_s:.1f} s", flush=True
+                )
+                rows.append(
+                    [
+                        f"(2) {n} concurrent launches: time to all ready",
+                        f"{all_ready - t0:.2f} s (Heat first POST -> last COMPLETE "
+                        f"{'?' if span is None else f'{span:.2f}'} s)",
+                        "-",
+                        f"SDK: {n} creates, 16 threads, 1 list/0.1 s + SSH: {f_all - f0:.2f} s "
+                        f"(Heat {'?' if f_span is None else f'{f_span:.2f}'} s)",
+                    ]
+                )
+                rows.append(
+                    [
+                        f"(2) {n} concurrent: all ready - Heat's first POST -> last COMPLETE",
+                        f"{(all_ready - t0 - span) * 1000:+.0f} ms" if span is not None else "?",
+                        "-",
+                        f"floor: {(f_all - f0 - f_span) * 1000:+.0f} ms" if f_span is not None else "?",
+                    ]
+                )
+                rows.append(
+                    [
+                        f"(2) {n} concurrent, per launch: launch -> POST sent | find GET | POST answered in",
+                        spread([x.post_sent - x.t0 for x in launches if x.post_sent])
+                        + f" | {spread(latencies(launches, 'find (by name)'))}"
+                        + f" | {spread(latencies(launches, 'create'))}",
+                        "-",
+                        f"floor POST answered in {spread(latencies(f_launches, 'create'))}",
+                    ]
+                )
+                rows.append(
+                    ready_row(f"(2) {n} concurrent: Heat CREATE_COMPLETE -> ready", launches, f_launches)
+                )
+                rows.append(
+                    [
+                        f"(3) {n} concurrent: HTTP per launch, engine",
+                        f"heat {heat_count(calls) / n:.1f} "
+                        f"({heat_count(calls) / (all_ready - t0):.1f} req/s)",
+                        "-",
+                        f"{kinds(calls, n)}",
+                    ]
+                )
+            except Exception as exc:  # one batch size failing must not lose the rest of the table
+                print(f"{n} concurrent: not measured: {type(exc).__name__}: {exc}", flush=True)
+                rows.append([f"(2) {n} concurrent", f"not measured: {type(exc).__name__}: {exc}", "-", "-"])
     finally:
         if bench is not None:
             try:
