@@ -805,3 +805,28 @@ def test_units_that_start_hidden_show_the_labs_state_once_shown(
         assert frame.locator("#progress-view").is_hidden()
     finally:
         undisplayed.close()
+
+
+def test_checking_a_lab_that_is_not_running_says_so_plainly(
+    workbench: Workbench, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    """The service answers 409 when the lab is not running (starting, or paused): the unit's Check says the
+    lab is still starting, as progress, without a status code. (The unit's own opening of the lab, which
+    would resume it, is held back here so that the check meets the paused lab.)"""
+    stacklab, _secret = service
+    client = service_client(service)
+    env_id = workbench.user_state("hana")["environment"]
+    stacklab.cli("env", "suspend", env_id)
+    wait_for(lambda: client.status(env_id)["observed"] == "suspended", LAUNCH_S, "the lab to be paused")
+    held = page.context.new_page()
+    try:
+        held.route("**/handler/**/open/**", lambda route: route.abort())
+        held.goto(workbench.scenario(0, "hana"))
+        held.locator(".stacklab-block .stacklab-lab .stacklab-error", has_text="not answering").wait_for()
+        held.get_by_role("button", name="Check my work").click()
+        status = held.locator(".stacklab-block .stacklab-status", has_text="still starting")
+        status.wait_for(timeout=15_000)
+        assert not HTTP_STATUS.search(status.inner_text()) and "error" not in status.inner_text().lower()
+        assert workbench.user_state("hana").get("score_fraction") is None  # nothing was graded
+    finally:
+        held.close()
