@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu import Connection, Queue
 from tests.conftest import MARIADB_URL, POSTGRES_URL, _server_database
 from tests.distributed.shared_provider import SharedProvider
 from tests.e2e.helpers import wait_for
@@ -133,7 +134,8 @@ def job_queue() -> Iterator[str]:
     """A queue of this test's own on the shared RabbitMQ, deleted afterwards."""
     name = f"stacklab-test-{uuid.uuid4().hex[:8]}"
     yield name
-    subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], capture_output=True, timeout=60, check=False)
+    with Connection(RABBITMQ_URL, connect_timeout=5) as connection:  # kombu: no Erlang VM to start
+        Queue(name, channel=connection.channel()).delete()
 
 
 def store(kind: str) -> Iterator[str]:
