@@ -34,6 +34,7 @@ PACKAGES = (
     "xterm",
     "x11-utils",
     "x11-xserver-utils",
+    "xclip",  # the desktop's clipboard from a shell (labs, checks, tests)
 )
 RECIPE_REVISION = 1  # bump when the steps below change meaning
 FILES_DIR = Path(__file__).with_name("desktop_files")
