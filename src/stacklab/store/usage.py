@@ -34,14 +34,24 @@ def running_seconds(
 ) -> dict[str, float]:
     """Seconds each environment was observed running between `since` (default: ever) and `until` (now,
     usually); environments that never ran are absent. One query per IDS_PER_QUERY ids."""
+    return state_seconds(repo, env_ids, Observed.RUNNING, until, since)
+
+
+def state_seconds(
+    repo: Repository, env_ids: Iterable[str], state: Observed, until: float, since: float | None = None
+) -> dict[str, float]:
+    """Seconds each environment was observed in `state` (running, suspended, ...) between `since` and
+    `until`, by the same intervals as running_seconds; environments never in it are absent."""
     ids = list(dict.fromkeys(env_ids))
     used: dict[str, float] = {}
     for start in range(0, len(ids), IDS_PER_QUERY):
-        used.update(_running_seconds(repo, ids[start : start + IDS_PER_QUERY], until, since))
+        used.update(_state_seconds(repo, ids[start : start + IDS_PER_QUERY], state, until, since))
     return used
 
 
-def _running_seconds(repo: Repository, ids: list[str], until: float, since: float | None) -> dict[str, float]:
+def _state_seconds(
+    repo: Repository, ids: list[str], state: Observed, until: float, since: float | None
+) -> dict[str, float]:
     t = TransitionRecord
     edges = (
         select(
@@ -53,7 +63,7 @@ def _running_seconds(repo: Repository, ids: list[str], until: float, since: floa
         .where(
             t.env_id.in_(ids),
             t.kind == "observed",
-            or_(t.to_state == Observed.RUNNING, t.from_state == Observed.RUNNING),
+            or_(t.to_state == state, t.from_state == state),
         )
         .subquery()
     )
@@ -61,7 +71,7 @@ def _running_seconds(repo: Repository, ids: list[str], until: float, since: floa
     end = _earlier(func.coalesce(edges.c.left_at, until), until)
     query = (
         select(edges.c.env_id, func.sum(end - begin))
-        .where(and_(edges.c.to_state == Observed.RUNNING, end > begin))
+        .where(and_(edges.c.to_state == state, end > begin))
         .group_by(edges.c.env_id)
     )
     with repo.read() as session:
