@@ -130,6 +130,15 @@ class OpenStackSection(_Model):
     """Node names the template's outputs provide."""
 
 
+class NodeHourPrice(_Model):
+    """What one node costs an hour on a provider, running and suspended (the cost report multiplies its
+    node-hours by these); `currency` is a label only (no conversion)."""
+
+    running: float = Field(0.0, ge=0, allow_inf_nan=False)
+    suspended: float = Field(0.0, ge=0, allow_inf_nan=False)
+    currency: StrictStr = Field("EUR", pattern=r"^[A-Za-z$€£¥]{1,8}$")
+
+
 class ProviderEntry(_Model):
     """One provider the lab may run on, in order of preference."""
 
@@ -139,6 +148,8 @@ class ProviderEntry(_Model):
     """Most environments of this lab at once on this provider; None = unlimited."""
     cloud: Text | None = None
     """OpenStack only: the cloud's name in clouds.yaml."""
+    price: NodeHourPrice | None = None
+    """Price per node-hour (running, suspended) for the cost report; None: it shows hours only."""
 
 
 class Check(_Model):
