@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Subquery, and_, case, func, or_, select
 
 from stacklab.store.repository import Repository
 from stacklab.store.tables import TransitionRecord
@@ -49,9 +49,21 @@ def state_seconds(
     return used
 
 
-def _state_seconds(
-    repo: Repository, ids: list[str], state: Observed, until: float, since: float | None
-) -> dict[str, float]:
+def state_intervals(
+    repo: Repository, env_ids: Iterable[str], state: Observed, until: float, since: float | None = None
+) -> list[tuple[str, float, float]]:
+    """The intervals themselves (env id, begin, end), clipped to [since, until]: what state_seconds sums,
+    for reports that split time further (by week, by hour) without asking again."""
+    ids = list(dict.fromkeys(env_ids))
+    found: list[tuple[str, float, float]] = []
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        intervals = _intervals(ids[start : start + IDS_PER_QUERY], state, until, since)
+        with repo.read() as session:
+            found += [(env_id, float(b), float(e)) for env_id, b, e in session.execute(select(intervals))]
+    return found
+
+
+def _intervals(ids: list[str], state: Observed, until: float, since: float | None) -> Subquery:
     t = TransitionRecord
     edges = (
         select(
@@ -69,10 +81,19 @@ def _state_seconds(
     )
     begin = edges.c.at if since is None else _later(edges.c.at, since)
     end = _earlier(func.coalesce(edges.c.left_at, until), until)
-    query = (
-        select(edges.c.env_id, func.sum(end - begin))
+    return (
+        select(edges.c.env_id, begin.label("begin"), end.label("end"))
         .where(and_(edges.c.to_state == state, end > begin))
-        .group_by(edges.c.env_id)
+        .subquery()
+    )
+
+
+def _state_seconds(
+    repo: Repository, ids: list[str], state: Observed, until: float, since: float | None
+) -> dict[str, float]:
+    intervals = _intervals(ids, state, until, since)
+    query = select(intervals.c.env_id, func.sum(intervals.c.end - intervals.c.begin)).group_by(
+        intervals.c.env_id
     )
     with repo.read() as session:
         return {env_id: float(seconds or 0.0) for env_id, seconds in session.execute(query)}
