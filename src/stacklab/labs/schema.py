@@ -32,6 +32,7 @@ from stacklab.labs.durations import parse_duration
 from stacklab.labs.node_access import NodeAccess
 from stacklab.labs.rules import PROVIDER_TYPES, Path, cross_field_problems
 from stacklab.labs.scripts import Script
+from stacklab.labs.usage_limit import UsageLimit
 from stacklab.names import LoginUser, NodeName, Slug
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -211,6 +212,8 @@ class Lab(_Model):
     timeouts: Timeouts = Timeouts()
     access: dict[NodeName, NodeAccess] = Field(default_factory=dict)
     """How each node may be opened (terminal, desktop); nodes left out offer a terminal only."""
+    usage_limit: UsageLimit | None = None
+    """Running hours per learner (per week or in total) and what happens past them; None = no limit."""
 
     _lab_dir: str | None = PrivateAttr(None)
 
