@@ -75,15 +75,20 @@ class EnvironmentRecord(Base):
     """Bumped by every write of intent (learner side) and every controller save: saves compare-and-set."""
     token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Access tokens carry the generation they were issued in; delete, reset and revoke move it on."""
+    usage_limit_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    """When the learner's running time reaches a `block` usage limit (envs/allowance.py), set by passes:
+    a policy deadline, so that whichever scheduler runs sends the pass that pauses the lab."""
 
 
 class TransitionRecord(Base):
     """One change of desired or observed state, with its reason: why an environment is where it is."""
 
     __tablename__ = "transitions"
+    __table_args__ = (Index("ix_transitions_env_kind_at", "env_id", "kind", "at"),)
+    """Time used (store/usage.py) reads one environment's observed transitions in time order from it."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    env_id: Mapped[str] = mapped_column(String(16), ForeignKey("environments.id"), index=True)
+    env_id: Mapped[str] = mapped_column(String(16), ForeignKey("environments.id"))
     at: Mapped[float] = mapped_column(Double)
     kind: Mapped[str] = mapped_column(String(16))
     from_state: Mapped[str] = mapped_column(String(16))
@@ -204,3 +209,20 @@ class TerminalSessionRecord(Base):
     subject: Mapped[str] = mapped_column(String(200))
     member_id: Mapped[str] = mapped_column(String(200), index=True)
     updated_at: Mapped[float] = mapped_column(Double)
+
+
+class UsageGrantRecord(Base):
+    """Extra running time staff gave a learner on a lab (usage limits), with who gave it and why."""
+
+    __tablename__ = "usage_grants"
+    __table_args__ = (Index("ix_usage_grants_learner", "course", "learner", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    course: Mapped[str] = mapped_column(String(200))
+    learner: Mapped[str] = mapped_column(String(200))
+    lab_id: Mapped[str] = mapped_column(String(64))
+    seconds: Mapped[float] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(Text)
+    granted_by: Mapped[str] = mapped_column(String(200))
+    """The operator account, `cli:<user>`, or the LMS key and staff member who granted it."""
+    at: Mapped[float] = mapped_column(Double)
