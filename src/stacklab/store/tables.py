@@ -36,6 +36,7 @@ class EnvironmentRecord(Base):
         UniqueConstraint("course", "lab_id", "learner", name="uq_environment_key"),
         Index("ix_environments_due_at", "due_at"),
         Index("ix_environments_course_state", "course", "observed"),
+        Index("ix_environments_course_learner", "course", "learner"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)

@@ -2,9 +2,9 @@
 limits and cost reports read the same figure).
 
 A running interval starts at an observed transition into `running` and ends at the next observed transition
-out of it; an interval still open counts up to `until`. Only the rows that enter or leave `running` are read,
-through the transitions' env_id index, and the database sums them (a window function): nothing is held in
-process memory, so the answer is the same after a restart.
+out of it; an interval still open counts up to `until`. Only the rows that enter or leave `running` before
+`until` are read, through the transitions' (env_id, kind, at) index, and the database sums them (a window
+function): nothing is held in process memory, so the answer is the same after a restart.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import ColumnElement, Subquery, and_, case, func, or_, select
 
 from stacklab.store.repository import Repository
-from stacklab.store.tables import TransitionRecord
+from stacklab.store.tables import EnvironmentRecord, TransitionRecord
 from stacklab.types import Observed
 
 IDS_PER_QUERY = 500
@@ -75,6 +75,7 @@ def _intervals(ids: list[str], state: Observed, until: float, since: float | Non
         .where(
             t.env_id.in_(ids),
             t.kind == "observed",
+            t.at < until,  # a later edge ends nothing before `until` (an open interval counts up to it)
             or_(t.to_state == state, t.from_state == state),
         )
         .subquery()
@@ -97,3 +98,27 @@ def _state_seconds(
     )
     with repo.read() as session:
         return {env_id: float(seconds or 0.0) for env_id, seconds in session.execute(query)}
+
+
+def learner_environments(repo: Repository, course: str, learner: str, lab_id: str | None = None) -> list[str]:
+    """The ids of a learner's environments in a course (of one lab when `lab_id` is given), deleted ones
+    included: their time was used all the same (read through the (course, learner) index)."""
+    e = EnvironmentRecord
+    query = select(e.id).where(e.course == course, e.learner == learner)
+    if lab_id is not None:
+        query = query.where(e.lab_id == lab_id)
+    with repo.read() as session:
+        return list(session.scalars(query))
+
+
+def learner_running_seconds(
+    repo: Repository,
+    course: str,
+    learner: str,
+    until: float,
+    since: float | None = None,
+    lab_id: str | None = None,
+) -> float:
+    """Seconds a learner's labs of a course (one lab with `lab_id`) ran between `since` and `until`."""
+    ids = learner_environments(repo, course, learner, lab_id)
+    return sum(running_seconds(repo, ids, until, since).values()) if ids else 0.0
