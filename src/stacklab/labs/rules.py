@@ -42,6 +42,9 @@ def cross_field_problems(data: Mapping[str, Any], lab_dir: str | None = None) ->
     for moment, hook in hooks.items() if isinstance(hooks, Mapping) else ():
         if isinstance(hook, Mapping):
             check_node(("hooks", moment, "node"), hook.get("node"))
+    keep = data.get("keep_running_while")
+    if isinstance(keep, Mapping):
+        check_node(("keep_running_while", "node"), keep.get("node"))
     access_problems(data, check_node, add)
     return problems
 

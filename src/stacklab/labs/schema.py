@@ -183,12 +183,37 @@ class Hooks(_Model):
     before_delete: Hook | None = None
 
 
+class KeepRunningWhile(Hook):
+    """A check-like script run on `node` when the lab would be paused for inactivity: exit 0 keeps it
+    running for another idle period (e.g. "a build is still running"); anything else lets the pause go on."""
+
+    timeout_s: Duration = Field(20.0, alias="timeout")
+
+
 class Timeouts(_Model):
-    """Lifecycle limits in seconds (YAML: durations): launch, idle before suspend, age before delete."""
+    """Lifecycle limits in seconds (YAML: durations): launch, idle before suspend, age before delete, and
+    how the lab page's presence shortens the idle limit (docs/idle.md)."""
 
     launch_s: Duration = Field(600.0, alias="launch")
     idle_suspend_s: Duration = Field(900.0, alias="idle_suspend")
     delete_after_s: Duration = Field(7 * 86400.0, alias="delete_after")
+    idle_warning_s: Duration = Field(60.0, alias="idle_warning")
+    """How long before an idle pause the lab page shows its countdown (a key press keeps the lab)."""
+    idle_suspend_hidden_s: Duration | None = Field(None, alias="idle_suspend_hidden")
+    """The idle limit while the lab page is hidden (another tab, minimised), counted from when it was
+    hidden; default a third of idle_suspend."""
+    close_grace_s: Duration = Field(45.0, alias="close_grace")
+    """How long after the lab page is closed (or navigated away from) the lab is paused, unless a page
+    of it opens again (a reload) or the learner acts."""
+    pre_resume_idle_s: Duration = Field(300.0, alias="pre_resume_idle")
+    """A lab woken by the LMS rendering its unit (pre-resume) is paused again after this without activity."""
+
+    @property
+    def hidden_idle_s(self) -> float:
+        """The idle limit of a hidden page (idle_suspend_hidden, default a third of idle_suspend)."""
+        if self.idle_suspend_hidden_s is not None:
+            return self.idle_suspend_hidden_s
+        return self.idle_suspend_s / 3
 
 
 DEFAULT_PROVIDERS = (ProviderEntry(name="local", type="local"),)
@@ -210,6 +235,8 @@ class Lab(_Model):
     checks: tuple[Check, ...] = ()
     hooks: Hooks = Hooks()
     timeouts: Timeouts = Timeouts()
+    keep_running_while: KeepRunningWhile | None = None
+    """Run before an idle pause: exit 0 keeps the lab running (docs/idle.md)."""
     access: dict[NodeName, NodeAccess] = Field(default_factory=dict)
     """How each node may be opened (terminal, desktop); nodes left out offer a terminal only."""
     usage_limit: UsageLimit | None = None
