@@ -76,6 +76,12 @@ class EnvironmentRecord(Base):
     """Bumped by every write of intent (learner side) and every controller save: saves compare-and-set."""
     token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Access tokens carry the generation they were issued in; delete, reset and revoke move it on."""
+    away_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    """When the lab page said the learner left (`away_kind` hidden or closed) or a unit view woke the lab
+    (preresume); with `away_limit_s` it brings the idle deadline forward until the learner acts
+    (envs/idleness.py)."""
+    away_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    away_limit_s: Mapped[float | None] = mapped_column(Double, nullable=True)
     usage_limit_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     """When the learner's running time reaches a `block` usage limit (envs/allowance.py), set by passes:
     a policy deadline, so that whichever scheduler runs sends the pass that pauses the lab."""
