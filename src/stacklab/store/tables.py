@@ -37,6 +37,7 @@ class EnvironmentRecord(Base):
         Index("ix_environments_due_at", "due_at"),
         Index("ix_environments_course_state", "course", "observed"),
         Index("ix_environments_course_learner", "course", "learner"),
+        Index("ix_environments_queued_at", "queued_at"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -85,6 +86,12 @@ class EnvironmentRecord(Base):
     usage_limit_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     """When the learner's running time reaches a `block` usage limit (envs/allowance.py), set by passes:
     a policy deadline, so that whichever scheduler runs sends the pass that pauses the lab."""
+    queued_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    """In line for a provider slot since (the request's time): first come, first served (envs/admission.py)."""
+    queue_providers: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    """The providers a queued environment can take, as ",a,b," (a resume: only its own)."""
+    queue_seen_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    """When the learner's page last asked about a queued lab; one that stops asking drops out of line."""
 
 
 class TransitionRecord(Base):
@@ -124,6 +131,10 @@ class ProviderUsageRecord(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     used: Mapped[int] = mapped_column(Integer, default=0)
+    released_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    """When a slot was last given back (the queue's estimate, store/queue.py)."""
+    release_gap_s: Mapped[float | None] = mapped_column(Double, nullable=True)
+    """A moving average of the time between slots given back: the pace the queue moves at."""
 
 
 class LmsTokenIdRecord(Base):
