@@ -146,7 +146,11 @@ class ProviderEntry(_Model):
     name: Slug
     type: Literal["local", "openstack"]
     capacity: StrictInt | None = Field(None, gt=0)
-    """Most environments of this lab at once on this provider; None = unlimited."""
+    """Most environments of this lab at once on this provider; None = unlimited. When every provider of
+    the lab is full, a launch waits in line (docs/queue.md)."""
+    capacity_counts: Literal["held", "running"] = "held"
+    """What takes a place of `capacity`: `held`, every lab holding a stack there, paused ones included;
+    `running`, running labs only (a pause gives the place back, a resume takes one again or waits in line)."""
     cloud: Text | None = None
     """OpenStack only: the cloud's name in clouds.yaml."""
     price: NodeHourPrice | None = None
