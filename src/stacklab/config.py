@@ -297,6 +297,16 @@ class Settings:
     sweep_interval_s: Seconds = Field(
         default=60.0, description="Seconds between sweeps for stacks no environment owns."
     )
+    queue_recheck_s: Seconds = Field(
+        default=15.0,
+        description="How often a lab waiting in line for a provider slot is looked at again (a slot given "
+        "back wakes the head of the line at once; this catches a cloud's quota coming back and leavers).",
+    )
+    queue_leave_after_s: Seconds = Field(
+        default=60.0,
+        description="A lab waiting in line whose page (or waiting command) has not asked about it for this "
+        "long drops out of line (its learner left); opening the lab again joins at the back.",
+    )
     worker_metrics_port: Count = Field(
         default=0,
         description="Port of a worker's Prometheus /metrics (jobs run, failures, queue wait, pass duration); "
