@@ -17,10 +17,20 @@ from typing import Any
 from stacklab.envs.policies import apply_policies
 from stacklab.envs.transitions import Journal
 
-INTENT_FIELDS = ("desired", "reset_requested", "last_activity_at", "attempts", "next_attempt_at", "due_at")
+INTENT_FIELDS = (
+    "desired",
+    "reset_requested",
+    "last_activity_at",
+    "attempts",
+    "next_attempt_at",
+    "due_at",
+    "away_at",
+    "away_kind",
+    "away_limit_s",
+)
 """What the learner side writes; everything else of an environment is written under the lease only."""
 
-_DECISIVE = frozenset({"desired", "reset_requested", "last_activity_at"})
+_DECISIVE = frozenset({"desired", "reset_requested", "last_activity_at", "away_at", "away_kind"})
 
 
 def snapshot(record: Any) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Policies move the desired state; the controller converges to it.
 
-- idle: a running environment whose learner has been inactive for the lab's `idle_suspend` is suspended;
+- idle: a running environment whose learner has been inactive for the lab's `idle_suspend` is suspended
+  (sooner when its page was hidden or closed, or a unit view woke it: envs/idleness.py);
 - age: an environment inactive for the lab's `delete_after` is deleted (suspended ones included).
 """
 
 from __future__ import annotations
 
+from stacklab.envs.idleness import idle_deadline, idle_reason
 from stacklab.envs.transitions import Journal
 from stacklab.labs.durations import format_duration
 from stacklab.store.tables import EnvironmentRecord
@@ -20,9 +22,9 @@ def apply_policies(journal: Journal) -> None:
     elif (
         record.desired == Desired.RUNNING
         and record.observed == Observed.RUNNING
-        and idle_for >= record.idle_suspend_s
+        and now >= idle_deadline(record)
     ):
-        journal.desire(Desired.SUSPENDED, "Idle", f"no activity for {format_duration(idle_for)}")
+        journal.desire(Desired.SUSPENDED, *idle_reason(record, now))
 
 
 SETTLED = {
@@ -45,5 +47,5 @@ def policy_deadline(record: EnvironmentRecord) -> float | None:
         return None
     expiry = record.last_activity_at + record.delete_after_s
     if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
-        return min(expiry, record.last_activity_at + record.idle_suspend_s)
+        return min(expiry, idle_deadline(record))
     return expiry
