@@ -6,7 +6,8 @@ StacklabError
 ├── InvalidInput             a request's value has no acceptable form (a name, a node, a body)
 ├── NotFound                 an environment, lab or node does not exist
 ├── Conflict                 the request contradicts the current state
-│   └── LeaseLost            a pass ran past its lease and another took the environment over
+│   ├── LeaseLost            a pass ran past its lease and another took the environment over
+│   └── UsageLimitReached    the learner has used the lab time a `block` usage limit allows
 ├── TokenError               a token is missing, malformed, forged, expired, revoked or replayed
 ├── Refused                  a request is refused with a status (a websocket close code, an HTTP status)
 ├── AccessError              SSH to a node failed (unreachable, auth, timeout)
@@ -54,6 +55,10 @@ class Conflict(StacklabError):
 
 class LeaseLost(Conflict):
     """A pass found its lease taken over (it ran past lease_s): it drops its outcome, the holder decides."""
+
+
+class UsageLimitReached(Conflict):
+    """A start or resume refused: the learner is past a `block` usage limit (the message is for them)."""
 
 
 class AccessError(StacklabError):

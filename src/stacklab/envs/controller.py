@@ -26,6 +26,7 @@ from stacklab.access.keys import generate_keypair
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
+from stacklab.envs.allowance import limit_deadline
 from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
@@ -185,6 +186,8 @@ class Controller:
         record = journal.record
         lab = self.labs.get(record.lab_digest)
         self._catch_up_after_clock_step(journal)
+        was_running = record.observed == Observed.RUNNING
+        await self._refresh_usage_limit(journal, lab)
         apply_policies(journal)
         if journal.entries:
             await self._save(journal)  # the new intent survives a crash in the step below
@@ -196,7 +199,21 @@ class Controller:
             requeue = self._retry_later(journal, exc)
         except ProviderError as exc:
             requeue = self._fail(journal, exc.reason, str(exc))
+        if record.observed == Observed.RUNNING and not was_running:  # the time it may run starts now
+            await self._refresh_usage_limit(journal, lab)
         return await self._finish(journal, requeue)
+
+    async def _refresh_usage_limit(self, journal: Journal, lab: Lab) -> None:
+        """When a lab that wants to run reaches its learner's `block` usage limit (envs/allowance.py): a
+        policy deadline, worked out afresh by every pass (grants and a new week move it)."""
+        record = journal.record
+        if lab.usage_limit is None or record.desired != Desired.RUNNING:
+            return
+        if record.observed not in (Observed.RUNNING, Observed.SUSPENDED):  # uses no time yet
+            return
+        record.usage_limit_at = await self._blocking(
+            partial(limit_deadline, self.repo, record, lab, journal.now)
+        )
 
     @staticmethod
     def _catch_up_after_clock_step(journal: Journal) -> None:

@@ -3,6 +3,8 @@
 - idle: a running environment whose learner has been inactive for the lab's `idle_suspend` is suspended
   (sooner when its page was hidden or closed, or a unit view woke it: envs/idleness.py);
 - age: an environment inactive for the lab's `delete_after` is deleted (suspended ones included).
+- usage limit: an environment that wants to run past its learner's `block` usage limit is suspended at
+  `usage_limit_at`, which passes set from the time used (envs/allowance.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ def apply_policies(journal: Journal) -> None:
     idle_for = now - record.last_activity_at
     if record.desired != Desired.DELETED and idle_for >= record.delete_after_s:
         journal.desire(Desired.DELETED, "Expired", f"inactive for {format_duration(idle_for)}")
+    elif (
+        record.desired == Desired.RUNNING
+        and record.usage_limit_at is not None
+        and now >= record.usage_limit_at
+    ):
+        journal.desire(
+            Desired.SUSPENDED, "UsageLimit", "the learner has used the lab time their limit allows"
+        )
     elif (
         record.desired == Desired.RUNNING
         and record.observed == Observed.RUNNING
@@ -46,6 +56,8 @@ def policy_deadline(record: EnvironmentRecord) -> float | None:
     if record.desired == Desired.DELETED:
         return None
     expiry = record.last_activity_at + record.delete_after_s
+    if record.desired == Desired.RUNNING and record.usage_limit_at is not None:
+        expiry = min(expiry, record.usage_limit_at)
     if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
         return min(expiry, idle_deadline(record))
     return expiry

@@ -12,15 +12,18 @@ from pathlib import Path
 
 from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
+from stacklab.envs.allowance import Allowance, allowance, allowance_of
 from stacklab.envs.controller import Controller, Result, seal
 from stacklab.envs.policies import is_settled
 from stacklab.envs.transitions import Journal
-from stacklab.errors import Conflict, InvalidInput, NotFound
+from stacklab.errors import Conflict, InvalidInput, NotFound, UsageLimitReached
 from stacklab.jobs.runner import JobRunner
 from stacklab.labs.loader import lab_digest, parse_lab
 from stacklab.labs.schema import Lab
+from stacklab.store.grants import Grant, add_grant
 from stacklab.store.repository import EnvKey
 from stacklab.store.tables import CheckRunRecord, EnvironmentRecord, TransitionRecord
+from stacklab.store.usage import learner_environments
 from stacklab.types import Desired, Observed, Progress
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,199}$")
@@ -95,9 +98,14 @@ class Environments:
         self.repo.save_lab(digest, lab.id, str(path), text, now)
         key = EnvKey(course, lab.id, learner)
         existing = self.repo.find(key)
-        if existing is None and self._insert(key, lab, digest, now):
-            return self._submitted(self.repo.find(key) or self._missing(key))
-        return self._submitted(self._relaunch(self.repo.find(key) or self._missing(key), digest))
+        if existing is None:
+            self._admit_new(key, lab, now)
+            if self._insert(key, lab, digest, now):
+                return self._submitted(self.repo.find(key) or self._missing(key))
+        record = self.repo.find(key) or self._missing(key)
+        if self._would_start(record) and self._blocked(record) is not None:
+            return record  # left paused: the lab page shows the limit and the last check results
+        return self._submitted(self._relaunch(record, digest))
 
     def _insert(self, key: EnvKey, lab: Lab, digest: str, now: float) -> bool:
         env_id = token_source.token_hex(4)
@@ -151,6 +159,58 @@ class Environments:
 
         return self.repo.update(record.id, mutate)
 
+    # usage limits -----------------------------------------------------------------------------------
+    def allowance(self, record: EnvironmentRecord) -> Allowance | None:
+        """The learner's running time against the lab's usage limit (None: the lab sets none)."""
+        return allowance_of(self.repo, record, self.lab_of(record), self.clock())
+
+    @staticmethod
+    def _would_start(record: EnvironmentRecord) -> bool:
+        return record.desired != Desired.RUNNING or record.observed != Observed.RUNNING
+
+    def _blocked(self, record: EnvironmentRecord) -> Allowance | None:
+        """The allowance when the learner is past a `block` limit, else None."""
+        found = self.allowance(record)
+        return found if found is not None and found.blocked else None
+
+    def _admit(self, record: EnvironmentRecord) -> None:
+        """Refuse to start or resume a lab whose learner is past a `block` usage limit."""
+        if self._would_start(record):
+            blocked = self._blocked(record)
+            if blocked is not None:
+                raise UsageLimitReached(blocked.sentence())
+
+    def _admit_new(self, key: EnvKey, lab: Lab, now: float) -> None:
+        """A first launch under a course-wide limit the learner has used up is refused (there is no lab
+        of theirs to show)."""
+        if lab.usage_limit is None:
+            return
+        limit = lab.usage_limit.for_course(key.course)
+        found = allowance(self.repo, limit, key.course, key.lab_id, key.learner, now, None)
+        if found.blocked:
+            raise UsageLimitReached(found.sentence())
+
+    def grant(self, ref: str, hours: float, reason: str, granted_by: str) -> EnvironmentRecord:
+        """Give the learner of an environment `hours` more running time on its lab (staff only).
+
+        The grant is kept with who gave it and why; each of the learner's labs in the course notes it in
+        its history and is looked at again now, so that a running one gets its new deadline."""
+        record = self.resolve(ref)
+        now = self.clock()
+        add_grant(
+            self.repo,
+            Grant(record.course, record.lab_id, record.learner, hours * 3600.0, reason, granted_by, now),
+        )
+        message = f"{hours:g} h more lab time from {granted_by}: {reason.strip()}"
+
+        def note(journal: Journal) -> None:
+            journal.note("usage", "grant", "UsageGranted", message)
+            journal.record.due_at = journal.now
+
+        for env_id in learner_environments(self.repo, record.course, record.learner):
+            self._change(self.repo.get(env_id), note)
+        return self.repo.get(record.id)
+
     def _wake(self, journal: Journal, reason: str) -> None:
         """Make an environment want to run now, forgetting the backoff of earlier failures."""
         record = journal.record
@@ -177,6 +237,7 @@ class Environments:
             return record
         if record.desired == Desired.DELETED:
             raise Conflict(f"environment {record.id} is being deleted; launch it again instead")
+        self._admit(record)
         return self._change(record, lambda journal: self._wake(journal, "Activity"))
 
     def request(self, ref: str, desired: Desired, reason: str) -> EnvironmentRecord:
@@ -185,6 +246,7 @@ class Environments:
         if desired == Desired.RUNNING:
             if record.desired == Desired.DELETED and record.observed != Observed.DELETED:
                 raise Conflict(f"environment {record.id} is being deleted")
+            self._admit(record)
             return self._change(record, lambda journal: self._wake(journal, reason))
 
         def move(journal: Journal) -> None:
@@ -199,6 +261,8 @@ class Environments:
     def reset(self, ref: str) -> EnvironmentRecord:
         """Throw the lab away and start a fresh one for the same learner."""
         record = self.resolve(ref)
+        if record.observed != Observed.RUNNING:  # a running lab is replaced within its own time
+            self._admit(record)
 
         def mark(journal: Journal) -> None:
             journal.record.reset_requested = True

@@ -1,0 +1,154 @@
+"""Usage limits (envs/allowance.py) on the engine, on SQLite, PostgreSQL and MariaDB: time counted from the
+recorded transitions across suspends and a restart, a running lab paused by the policy at the moment it
+reaches a `block` limit (the deadline in the database), a resume refused past it, a grant, a new week,
+per-course allowances, a course-wide limit, and `warn` that only tells."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from tests.support.engine import Clock, memory_app, settle
+from tests.support.memory_provider import MemoryProvider
+
+from stacklab.config import Settings
+from stacklab.envs.allowance import WEEK_S, week_start
+from stacklab.errors import UsageLimitReached
+from stacklab.store.grants import grants_of
+from stacklab.types import Desired, Observed
+from stacklab.wiring import App
+
+pytestmark = pytest.mark.db
+
+
+def limited_lab(tmp_path: Path, limit: str, lab_id: str = "demo") -> Path:
+    """A one-node lab (idle suspend after 8 h: only the limit pauses it here) with `usage_limit: LIMIT`."""
+    path = tmp_path / f"{lab_id}.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            schema: 1
+            id: {lab_id}
+            title: Demo
+            login_user: learner
+            providers: [{{name: a, type: local}}]
+            local: {{nodes: [{{name: main}}]}}
+            timeouts: {{launch: 30s, idle_suspend: 8h, delete_after: 30d}}
+            usage_limit: {limit}
+            """
+        )
+    )
+    return path
+
+
+async def _move(app: App, env_id: str, desired: Desired, expected: Observed) -> None:
+    app.environments.request(env_id, desired, "TestRequest")
+    assert await settle(app, env_id) == expected
+
+
+async def _when_due(app: App, clock: Clock, env_id: str) -> str:
+    """Move the clock to the environment's due time and run the pass the scheduler would send then."""
+    due = app.repo.get(env_id).due_at
+    assert due is not None
+    clock.now = max(clock.now, due)
+    return await settle(app, env_id)
+
+
+async def test_a_block_limit_counts_pauses_refuses_and_grants(
+    settings: Settings, providers: dict[str, MemoryProvider], tmp_path: Path
+) -> None:
+    monday = week_start(1_800_000_000.0)
+    clock = Clock(monday + 3600)  # Monday 01:00 UTC
+    lab = limited_lab(tmp_path, "{hours: 1, per: week, policy: block, courses: {c2: {hours: 2}}}")
+    app = memory_app(settings, providers, clock)
+    try:
+        env = app.environments.launch(lab, "erin").id
+        assert await settle(app, env) == Observed.RUNNING
+        assert app.repo.get(env).usage_limit_at == clock.now + 3600
+        clock.now += 1500
+        await _move(app, env, Desired.SUSPENDED, Observed.SUSPENDED)  # 25 min used
+        clock.now += 4000  # paused: not counted
+    finally:
+        app.close()
+    app = memory_app(settings, providers, clock)  # a restart: nothing above is in process memory
+    try:
+        allowance = app.environments.allowance(app.repo.get(env))
+        assert allowance is not None and (allowance.used_s, allowance.remaining_s) == (1500, 2100)
+        await _move(app, env, Desired.RUNNING, Observed.RUNNING)
+        record = app.repo.get(env)
+        assert record.usage_limit_at == clock.now + 2100 == record.due_at  # before the idle deadline
+        # The scheduler's pass at the deadline pauses the lab, with the reason in its history.
+        assert await _when_due(app, clock, env) == Observed.SUSPENDED
+        assert app.repo.history(env)[-2].reason == "UsageLimit"
+        assert app.environments.allowance(app.repo.get(env)).blocked  # type: ignore[union-attr]
+        # Past the limit: resume, activity and a relaunch are refused or leave it paused.
+        with pytest.raises(UsageLimitReached, match="used all 1h of lab time on this lab this week"):
+            app.environments.request(env, Desired.RUNNING, "ResumeRequested")
+        with pytest.raises(UsageLimitReached):
+            app.environments.touch(env)
+        assert app.environments.launch(lab, "erin").desired == Desired.SUSPENDED
+        # Staff grant 30 minutes: the learner may resume, and is paused again when they are used.
+        app.environments.grant(env, 0.5, "lost time to a broken node", "cli:tester")
+        assert [g.seconds for g in grants_of(app.repo, "default", "erin")] == [1800]
+        assert app.repo.history(env)[-1].reason == "UsageGranted"
+        await _move(app, env, Desired.RUNNING, Observed.RUNNING)
+        assert app.repo.get(env).usage_limit_at == clock.now + 1800
+        assert await _when_due(app, clock, env) == Observed.SUSPENDED
+        # A new week starts afresh (grants of last week no longer count).
+        clock.now = monday + WEEK_S + 60
+        allowance = app.environments.allowance(app.repo.get(env))
+        assert allowance is not None and (allowance.used_s, allowance.granted_s) == (0, 0)
+        await _move(app, env, Desired.RUNNING, Observed.RUNNING)
+        # Another course run of the same lab file has 2 hours.
+        other = app.environments.launch(lab, "erin", course="c2").id
+        assert await settle(app, other) == Observed.RUNNING
+        assert app.repo.get(other).usage_limit_at == clock.now + 7200
+    finally:
+        app.close()
+
+
+async def test_a_running_lab_crossing_into_a_new_week_is_looked_at_then(
+    settings: Settings, providers: dict[str, MemoryProvider], tmp_path: Path
+) -> None:
+    sunday_late = week_start(1_800_000_000.0) + WEEK_S - 600  # Sunday 23:50 UTC
+    clock = Clock(sunday_late)
+    lab = limited_lab(tmp_path, "{hours: 1}")  # per week, block: the defaults
+    app = memory_app(settings, providers, clock)
+    try:
+        env = app.environments.launch(lab, "gina").id
+        assert await settle(app, env) == Observed.RUNNING
+        assert app.repo.get(env).usage_limit_at == sunday_late + 600  # the week ends before the hour
+        assert await _when_due(app, clock, env) == Observed.RUNNING  # a fresh week: 1 h from now
+        assert app.repo.get(env).usage_limit_at == clock.now + 3600
+    finally:
+        app.close()
+
+
+async def test_a_course_wide_total_limit_and_warn(
+    settings: Settings, providers: dict[str, MemoryProvider], tmp_path: Path
+) -> None:
+    clock = Clock()
+    first = limited_lab(tmp_path, "{hours: 0.5, per: total, scope: course}", "first")
+    second = limited_lab(tmp_path, "{hours: 0.5, per: total, scope: course}", "second")
+    warned = limited_lab(tmp_path, "{hours: 0.5, per: total, policy: warn}", "warned")
+    app = memory_app(settings, providers, clock)
+    try:
+        one = app.environments.launch(first, "hal").id
+        warn = app.environments.launch(warned, "hal").id
+        assert await settle(app, one) == await settle(app, warn) == Observed.RUNNING
+        assert app.repo.get(warn).usage_limit_at is None  # warn: nothing to enforce
+        clock.now += 1800
+        assert await _when_due(app, clock, one) == Observed.SUSPENDED
+        # The course's time is used up: a first launch of another lab of the course is refused.
+        with pytest.raises(UsageLimitReached, match="on this course's labs"):
+            app.environments.launch(second, "hal")
+        # `warn` goes on past its limit and says so.
+        clock.now += 600
+        app.environments.touch(warn)
+        assert await settle(app, warn) == Observed.RUNNING
+        allowance = app.environments.allowance(app.repo.get(warn))
+        assert allowance is not None and allowance.over and not allowance.blocked
+        assert "You may go on working" in allowance.sentence()
+    finally:
+        app.close()
