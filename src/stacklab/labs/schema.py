@@ -33,6 +33,7 @@ from stacklab.labs.node_access import NodeAccess
 from stacklab.labs.rules import PROVIDER_TYPES, Path, cross_field_problems
 from stacklab.labs.scripts import Script
 from stacklab.labs.usage_limit import UsageLimit
+from stacklab.labs.warm import Warm
 from stacklab.names import LoginUser, NodeName, Slug
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -245,6 +246,8 @@ class Lab(_Model):
     """How each node may be opened (terminal, desktop); nodes left out offer a terminal only."""
     usage_limit: UsageLimit | None = None
     """Running hours per learner (per week or in total) and what happens past them; None = no limit."""
+    warm: Warm | None = None
+    """A warm pool: environments launched ahead of learners during session hours; None = no pool."""
 
     _lab_dir: str | None = PrivateAttr(None)
 
