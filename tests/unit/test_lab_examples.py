@@ -73,7 +73,7 @@ def test_readme_describes_every_example() -> None:
                 ":5: login_user: must not be root: the learner logs in as an ordinary user (with sudo)",
                 ":6: unknown field 'colour' (known: schema, id, title, description, login_user,"
                 " learner_nodes, score, providers, local, openstack, checks, hooks, timeouts,"
-                " keep_running_while, access, usage_limit)",
+                " keep_running_while, access, usage_limit, warm)",
                 ":10: local.nodes[0].memory_mb: must be a whole number, got the text 'lots'",
                 ":11: local.nodes[1].name: duplicate node name 'main'",
                 ":16: checks[0].timeout: invalid duration '5 minutes': expected something like 30s, 5m,"

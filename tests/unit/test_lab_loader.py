@@ -60,7 +60,8 @@ def test_unknown_top_level_key() -> None:
         """
     ) == [
         "lab.yaml:4: unknown field 'colour' (known: schema, id, title, description, login_user,"
-        " learner_nodes, score, providers, local, openstack, checks, hooks, timeouts, access)"
+        " learner_nodes, score, providers, local, openstack, checks, hooks, timeouts,"
+        " keep_running_while, access, usage_limit, warm)"
     ]
 
 
