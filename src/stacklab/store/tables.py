@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -60,6 +71,11 @@ class EnvironmentRecord(Base):
     idle_suspend_s: Mapped[float] = mapped_column(Double)
     delete_after_s: Mapped[float] = mapped_column(Double)
     reset_requested: Mapped[bool] = mapped_column(default=False)
+    pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Warm pools (envs/pools.py): the provider this environment is kept ready on for the next learner of
+    its course and lab; None for a learner's environment. Members' learner is `~warm-<provider>-<n>`."""
+    rotate_keys: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Handed over from a warm pool: the next pass rotates the login key before the learner gets in."""
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
     last_activity_at: Mapped[float] = mapped_column(Double)
