@@ -6,6 +6,7 @@ endpoint they use.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Annotated, Literal
 from urllib.parse import quote
@@ -14,8 +15,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from stacklab.checks.runner import counted_score
 from stacklab.envs.service import NAME_PATTERN, CheckReport
-from stacklab.errors import Conflict, InvalidInput, NotFound
+from stacklab.errors import Conflict, InvalidInput, NotFound, UsageLimitReached
 from stacklab.labs.schema import Lab
+from stacklab.store.grants import grants_of
 from stacklab.store.operators import audit_entries, record_action
 from stacklab.store.repository import EnvKey
 from stacklab.store.revocations import revoke_learner
@@ -69,7 +71,7 @@ def _audit(ctx: WebContext, operator: str | None, action: str, record: Environme
 def _status(ctx: WebContext, env_id: str) -> schemas.EnvironmentStatus:
     envs = ctx.stack.environments
     record = envs.resolve(env_id)
-    return schemas.status_of(record, envs.lab_of(record))
+    return schemas.status_of(record, envs.lab_of(record), allowance=envs.allowance(record))
 
 
 def _report(report: CheckReport, lab: Lab) -> schemas.CheckReportBody:
@@ -251,9 +253,11 @@ async def observe(request: Request, body: schemas.ObserveRequest, _caller: Serve
 
 
 def _wake_for_viewing(ctx: WebContext, record: EnvironmentRecord, reason: str) -> None:
-    """A paused lab is woken up so that a watcher has something to see (a failed one is left as it is)."""
+    """A paused lab is woken up so that a watcher has something to see (a failed one is left as it is, and
+    so is one paused by its learner's usage limit: its checks can be read, and staff may grant time)."""
     if record.desired != Desired.RUNNING and record.observed != Observed.FAILED:
-        ctx.stack.environments.request(record.id, Desired.RUNNING, reason)
+        with contextlib.suppress(UsageLimitReached):
+            ctx.stack.environments.request(record.id, Desired.RUNNING, reason)
 
 
 @router.get("/courses/{course}/environments", tags=["lms"])
@@ -272,6 +276,61 @@ async def course_environments(
         )
         for r in records
     ]
+
+
+@router.post("/courses/{course}/learners/{learner}/grants", tags=["lms"])
+async def grant_time(
+    request: Request,
+    course: Course,
+    learner: Annotated[str, Path(pattern=NAME_PATTERN.pattern)],
+    body: schemas.GrantRequest,
+    caller: Server,
+) -> schemas.GrantResponse:
+    """Give a learner more running time on a lab with a usage limit (course staff, from the LMS's staff
+    panel, or an operator). The grant is kept with who gave it and why, and goes to the audit log; a paused
+    lab stays paused until the learner resumes it."""
+    caller.require_course(course)
+    ctx = context(request)
+    record = ctx.stack.repo.find(EnvKey(course, body.lab, learner))
+    if record is None:
+        raise NotFound("this learner has no lab here yet: they have not opened this unit")
+    who = caller.operator or f"{caller.name}" + (f" for {body.staff}" if body.staff else "")
+    record = ctx.stack.environments.grant(record.id, body.hours, body.reason, who)
+    detail = f"{body.hours:g} h: {body.reason.strip()}"
+    target = f"{record.course} / {record.lab_id} / {record.learner}"
+    record_action(ctx.stack.repo, who, "grant", time.time(), record.id, target, detail)
+    return _grants(ctx, record)
+
+
+@router.get("/courses/{course}/learners/{learner}/grants", tags=["lms"])
+async def list_grants(
+    request: Request,
+    course: Course,
+    learner: Annotated[str, Path(pattern=NAME_PATTERN.pattern)],
+    lab: Annotated[str, Query(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")],
+    caller: Server,
+) -> schemas.GrantResponse:
+    """A learner's allowance on a lab and every grant they were given in the course."""
+    caller.require_course(course)
+    ctx = context(request)
+    record = ctx.stack.repo.find(EnvKey(course, lab, learner))
+    if record is None:
+        raise NotFound("this learner has no lab here yet: they have not opened this unit")
+    return _grants(ctx, record)
+
+
+def _grants(ctx: WebContext, record: EnvironmentRecord) -> schemas.GrantResponse:
+    allowance = ctx.stack.environments.allowance(record)
+    return schemas.GrantResponse(
+        environment=record.id,
+        usage=schemas.usage_status(allowance, record) if allowance is not None else None,
+        grants=[
+            schemas.GrantEntry(
+                lab=g.lab_id, hours=g.seconds / 3600.0, reason=g.reason, granted_by=g.granted_by, at=g.at
+            )
+            for g in grants_of(ctx.stack.repo, record.course, record.learner)
+        ],
+    )
 
 
 @router.post("/environments/{env_id}/suspend", tags=["lms"])
