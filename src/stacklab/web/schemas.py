@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stacklab.envs.allowance import Allowance
+from stacklab.envs.idleness import idle_deadline
 from stacklab.envs.service import NAME_PATTERN
 from stacklab.labs.schema import Lab
 from stacklab.names import NodeName, Slug
@@ -73,6 +76,92 @@ class ObserveRequest(BaseModel):
     node: NodeName | None = None
 
 
+class UsageStatus(BaseModel):
+    """The learner's running time against the lab's usage limit (envs/allowance.py)."""
+
+    hours: float = Field(description="Hours the limit gives each learner, before grants")
+    per: str = Field(description="`week` (from Monday 00:00 UTC) or `total`")
+    policy: str = Field(description="`block` (paused and refused past the limit) or `warn` (told only)")
+    scope: str = Field(description="`lab` (this lab's time) or `course` (every lab of the course)")
+    used_s: float = Field(description="Seconds used in the period, from the recorded transitions")
+    granted_s: float = Field(description="Seconds staff granted on top (in the period)")
+    remaining_s: float = Field(description="Seconds left (0 past the limit)")
+    over: bool = Field(description="The learner has used all their time")
+    blocked: bool = Field(description="Over a `block` limit: the lab stays paused; only checks can be read")
+    counting: bool = Field(description="The lab runs: remaining_s goes down by one every second")
+    resets_at: float | None = Field(description="When a weekly allowance starts afresh (null: total)")
+    message: str = Field(description="What the learner reads past the limit (empty before)")
+
+
+def usage_status(allowance: Allowance, record: EnvironmentRecord) -> UsageStatus:
+    return UsageStatus(
+        hours=allowance.hours,
+        per=allowance.per,
+        policy=allowance.policy,
+        scope=allowance.scope,
+        used_s=round(allowance.used_s, 1),
+        granted_s=allowance.granted_s,
+        remaining_s=round(allowance.remaining_s, 1),
+        over=allowance.over,
+        blocked=allowance.blocked,
+        counting=record.observed == Observed.RUNNING,
+        resets_at=allowance.period_ends_at,
+        message=allowance.sentence(),
+    )
+
+
+class GrantRequest(BaseModel):
+    """Course staff giving a learner more lab time (usage limits)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lab: Slug = Field(description="Lab id")
+    hours: float = Field(gt=0, le=10000, allow_inf_nan=False, description="Hours to add")
+    reason: str = Field(min_length=1, max_length=1000, description="Why (kept with the grant)")
+    staff: str = Field(
+        default="", max_length=200, description="Who grants it (the LMS user), kept with the grant"
+    )
+
+
+class GrantEntry(BaseModel):
+    lab: str
+    hours: float
+    reason: str
+    granted_by: str
+    at: float
+
+
+class GrantResponse(BaseModel):
+    environment: str = Field(description="The learner's environment of the lab")
+    usage: UsageStatus | None = Field(description="Their allowance after the grant (null: no limit)")
+    grants: list[GrantEntry] = Field(description="Every grant of the learner in the course, oldest first")
+
+
+class PrepareRequest(BaseModel):
+    """The LMS rendered a lab's unit for a learner (pre-resume): wake their paused lab before they act."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    course: str = Field(pattern=NAME_PATTERN.pattern, description="Course id")
+    lab: Slug = Field(description="Lab id")
+    learner: str = Field(pattern=NAME_PATTERN.pattern, description="The learner's anonymous id")
+
+
+class PrepareResponse(BaseModel):
+    woken: bool = Field(description="Whether this call started waking the learner's paused lab")
+    progress: str | None = Field(description="The lab's progress after the call (null: no lab yet)")
+
+
+class PresenceBody(BaseModel):
+    """What the lab page says of itself (not activity). A `pagehide` beacon cannot set headers: its token
+    comes in the body, never in the URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["visible", "hidden", "closed"]
+    token: str | None = Field(default=None, max_length=4096, description="The page's access token (beacons)")
+
+
 class EnvironmentStatus(BaseModel):
     id: str
     course: str
@@ -86,6 +175,16 @@ class EnvironmentStatus(BaseModel):
     ready: bool
     nodes: list[str] = Field(description="Nodes the learner may open")
     message: str = Field(description="A learner-friendly sentence when something is wrong")
+    idle_suspend_at: float | None = Field(
+        default=None,
+        description="When the running lab is paused for inactivity unless the learner acts (epoch seconds, "
+        "the service's clock; null when not running); the page warns `idle_warning_s` before",
+    )
+    idle_warning_s: float = Field(default=60.0, description="The lab's `timeouts.idle_warning`")
+    server_time: float = Field(default=0.0, description="The service's clock when answering (epoch seconds)")
+    usage: UsageStatus | None = Field(
+        default=None, description="Time left under the lab's usage limit (null: the lab sets none)"
+    )
 
 
 class CourseEnvironment(EnvironmentStatus):
@@ -198,6 +297,13 @@ def _in(seconds: float) -> str:
     return f"{math.ceil(seconds)} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
 
 
+def idle_suspend_at(record: EnvironmentRecord) -> float | None:
+    """When a running lab is paused for inactivity unless the learner acts (None: it does not run)."""
+    if record.observed != Observed.RUNNING or record.desired != Desired.RUNNING:
+        return None
+    return idle_deadline(record)
+
+
 def learner_message(record: EnvironmentRecord, now: float) -> str:
     """A sentence for the learner, never the error text: what went wrong and when the next try is."""
     retry_at = record.next_attempt_at
@@ -209,8 +315,13 @@ def learner_message(record: EnvironmentRecord, now: float) -> str:
     return ""
 
 
-def status_of(record: EnvironmentRecord, lab: Lab, now: float | None = None) -> EnvironmentStatus:
+def status_of(
+    record: EnvironmentRecord, lab: Lab, now: float | None = None, allowance: Allowance | None = None
+) -> EnvironmentStatus:
     message = learner_message(record, time.time() if now is None else now)
+    usage = usage_status(allowance, record) if allowance is not None else None
+    if usage is not None and usage.blocked and not message:
+        message = usage.message
     return EnvironmentStatus(
         id=record.id,
         course=record.course,
@@ -224,6 +335,10 @@ def status_of(record: EnvironmentRecord, lab: Lab, now: float | None = None) -> 
         ready=record.observed == Observed.RUNNING,
         nodes=list(lab.learner_nodes),
         message=message,
+        idle_suspend_at=idle_suspend_at(record),
+        idle_warning_s=lab.timeouts.idle_warning_s,
+        server_time=time.time() if now is None else now,
+        usage=usage,
     )
 
 
