@@ -27,6 +27,7 @@ from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
 from stacklab.envs.allowance import limit_deadline
+from stacklab.envs.idleness import IDLE_REASONS, Away, clear_away
 from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
@@ -189,6 +190,7 @@ class Controller:
         was_running = record.observed == Observed.RUNNING
         await self._refresh_usage_limit(journal, lab)
         apply_policies(journal)
+        await self._keep_while_busy(journal, lab)
         if journal.entries:
             await self._save(journal)  # the new intent survives a crash in the step below
         if record.next_attempt_at and record.next_attempt_at > journal.now:
@@ -367,6 +369,7 @@ class Controller:
         if status.state != StackState.SUSPENDED:
             return self._poll_after(provider)
         record.suspended_at = journal.now
+        clear_away(record)  # the pause used it: the next wake decides afresh
         journal.observe(Observed.SUSPENDED, "Suspended", "", Progress.SUSPENDED)
         return None
 
@@ -517,6 +520,8 @@ class Controller:
         record.failed_providers = None
         record.last_error = None
         record.last_reason = None
+        if record.away_kind == Away.PRERESUME:  # a pre-resumed lab's short limit counts from when it is ready
+            record.away_at = journal.now
         journal.observe(Observed.RUNNING, reason, message, Progress.READY)
 
     def _provider_of(self, record: EnvironmentRecord, lab: Lab) -> tuple[ProviderEntry, Provider]:
@@ -579,6 +584,40 @@ class Controller:
             name: Target(node["host"], node["port"], lab.login_user, key)
             for name, node in (record.nodes or {}).items()
         }
+
+    async def _keep_while_busy(self, journal: Journal, lab: Lab) -> None:
+        """The lab's `keep_running_while` script, run when the policies would pause the lab for idleness:
+        exit 0 keeps it running for another idle period (and the away marker's, counted from now); any
+        other exit, or no answer, lets the pause go on. Recorded either way."""
+        rule, record = lab.keep_running_while, journal.record
+        pause = next((e for e in journal.entries if e.kind == "desired" and e.reason in IDLE_REASONS), None)
+        if rule is None or pause is None:
+            return
+        target = self.targets(record, lab).get(rule.node)
+        if target is None:
+            journal.note(
+                "policy", "keep_running_while", "KeepRunningSkipped", f"node {rule.node} has no address"
+            )
+            return
+        try:
+            result = await run_script(target, rule.script, rule.timeout_s)
+        except AccessError as exc:
+            journal.note("policy", "keep_running_while", "KeepRunningFailed", str(exc))
+            return
+        output = (result.stdout + result.stderr).strip()
+        if result.exit_status != 0:
+            journal.note(
+                "policy", "keep_running_while", "NotKeptRunning", f"exit {result.exit_status}: {output}"
+            )
+            return
+        journal.entries.remove(pause)
+        record.desired = Desired.RUNNING
+        record.last_activity_at = journal.now
+        if record.away_kind is not None:
+            record.away_at = journal.now
+        journal.note(
+            "policy", "keep_running_while", "KeptRunning", f"{pause.reason} deferred: {output}"[:4000]
+        )
 
     async def _run_hook(self, journal: Journal, name: str, hook: Hook | None) -> None:
         """Run a lifecycle hook; a failing hook is recorded, never fatal."""

@@ -9,11 +9,13 @@ import secrets as token_source
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
 from stacklab.envs.allowance import Allowance, allowance, allowance_of
 from stacklab.envs.controller import Controller, Result, seal
+from stacklab.envs.idleness import PAGE_KINDS, Away, clear_away, mark_away
 from stacklab.envs.policies import is_settled
 from stacklab.envs.transitions import Journal
 from stacklab.errors import Conflict, InvalidInput, NotFound, UsageLimitReached
@@ -26,6 +28,7 @@ from stacklab.store.tables import CheckRunRecord, EnvironmentRecord, TransitionR
 from stacklab.store.usage import learner_environments
 from stacklab.types import Desired, Observed, Progress
 
+Presence = Literal["visible", "hidden", "closed"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,199}$")
 
 
@@ -211,10 +214,12 @@ class Environments:
             self._change(self.repo.get(env_id), note)
         return self.repo.get(record.id)
 
-    def _wake(self, journal: Journal, reason: str) -> None:
-        """Make an environment want to run now, forgetting the backoff of earlier failures."""
+    def _wake(self, journal: Journal, reason: str, activity: bool = False) -> None:
+        """Make an environment want to run now, forgetting the backoff of earlier failures. A page that
+        opens ends the page's away markers; only activity ends a pre-resume's (envs/idleness.py)."""
         record = journal.record
         record.last_activity_at = journal.now
+        clear_away(record, None if activity else PAGE_KINDS)
         if record.desired != Desired.RUNNING or record.observed != Observed.RUNNING:
             journal.desire(Desired.RUNNING, reason)
             record.attempts = 0
@@ -231,14 +236,61 @@ class Environments:
         record = self.resolve(ref)
         if record.desired == Desired.RUNNING and record.observed == Observed.RUNNING:
             now = self.clock()
-            if now - (record.last_activity_at or 0.0) >= self.controller.settings.activity_throttle_s:
+            away = record.away_kind is not None  # the first activity after it ends the marker at once
+            if away or now - (record.last_activity_at or 0.0) >= self.controller.settings.activity_throttle_s:
                 record.last_activity_at = now
-                self.repo.touch(record.id, now)
+                self.repo.touch(record.id, now, clear_away=away)
             return record
         if record.desired == Desired.DELETED:
             raise Conflict(f"environment {record.id} is being deleted; launch it again instead")
         self._admit(record)
-        return self._change(record, lambda journal: self._wake(journal, "Activity"))
+        return self._change(record, lambda journal: self._wake(journal, "Activity", activity=True))
+
+    def presence(self, ref: str, state: Presence) -> EnvironmentRecord:
+        """What the learner's lab page says of itself: `visible`, `hidden` or `closed` (envs/idleness.py).
+
+        Not activity: a hidden or closed page brings the idle deadline forward (the lab's
+        `idle_suspend_hidden`, `close_grace`), a visible one ends that. Writes only when something changes.
+        """
+        record = self.resolve(ref)
+        if state == "visible":
+            if record.away_kind is None or Away(record.away_kind) not in PAGE_KINDS:
+                return record
+
+            def shown(journal: Journal) -> None:
+                clear_away(journal.record, PAGE_KINDS)
+
+            return self._change(record, shown)
+        if record.desired != Desired.RUNNING:
+            return record  # paused or going away: nothing to bring forward
+        timeouts = self.lab_of(record).timeouts
+        kind, limit = (
+            (Away.CLOSED, timeouts.close_grace_s)
+            if state == "closed"
+            else (Away.HIDDEN, timeouts.hidden_idle_s)
+        )
+
+        def away(journal: Journal) -> None:
+            mark_away(journal.record, kind, journal.now, limit)
+
+        return self._change(record, away)
+
+    def prepare(self, key: EnvKey) -> tuple[EnvironmentRecord | None, bool]:
+        """The LMS rendered the lab's unit for this learner (pre-resume): a paused lab starts waking up now,
+        before the learner acts, and is paused again after the lab's `pre_resume_idle` unless they act.
+        A lab that runs (or is waking, failed, deleted, or not there yet) is left as it is: a view is not
+        activity. Returns the environment (None when the learner has none) and whether it was woken."""
+        record = self.repo.find(key)
+        if record is None or record.desired != Desired.SUSPENDED or record.observed == Observed.FAILED:
+            return record, False
+        limit = self.lab_of(record).timeouts.pre_resume_idle_s
+
+        def wake(journal: Journal) -> None:
+            self._wake(journal, "PreResume")
+            mark_away(journal.record, Away.PRERESUME, journal.now, limit)
+            journal.record.due_at = journal.now
+
+        return self._change(record, wake), True
 
     def request(self, ref: str, desired: Desired, reason: str) -> EnvironmentRecord:
         """An explicit suspend, resume or delete: recorded as the new desired state, converged by the loop."""

@@ -172,19 +172,21 @@ class Repository:
 
         return retried(change)
 
-    def touch(self, env_id: str, now: float) -> bool:
-        """Record learner activity in one statement (the hot path); False for an unknown id.
+    def touch(self, env_id: str, now: float, clear_away: bool = False) -> bool:
+        """Record learner activity in one statement (the hot path); False for an unknown id. With
+        `clear_away`, the away marker goes too (envs/idleness.py: activity ends it).
 
         due_at is left alone: when the old idle deadline comes, the pass sees the newer activity and
         moves the deadline, which costs one cheap pass per idle period instead of a write per keystroke.
         """
+        values: dict[str, Any] = {"last_activity_at": now, "version": EnvironmentRecord.version + 1}
+        if clear_away:
+            values.update(away_at=None, away_kind=None, away_limit_s=None)
 
         def write() -> bool:
             with self.session() as session:
                 result = session.execute(
-                    update(EnvironmentRecord)
-                    .where(EnvironmentRecord.id == env_id)
-                    .values(last_activity_at=now, version=EnvironmentRecord.version + 1)
+                    update(EnvironmentRecord).where(EnvironmentRecord.id == env_id).values(**values)
                 )
                 return result.rowcount > 0
 

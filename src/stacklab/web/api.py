@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import ValidationError
 
 from stacklab.checks.runner import counted_score
 from stacklab.envs.service import NAME_PATTERN, CheckReport
@@ -133,6 +134,28 @@ async def record_activity(request: Request, env_id: EnvId) -> Response:
     return Response(status_code=204)
 
 
+@router.post("/environments/{env_id}/presence", status_code=204, tags=["learner"])
+async def report_presence(request: Request, env_id: EnvId) -> Response:
+    """What the learner's lab page says of itself: `visible`, `hidden` or `closed` (docs/idle.md). Not
+    activity: a hidden page's lab is paused after the lab's `idle_suspend_hidden`, a closed page's after
+    `close_grace` unless a page of it opens again; a visible page ends both.
+
+    The page sends `closed` with `navigator.sendBeacon` on `pagehide`, which cannot set headers: the token
+    then comes in the JSON body (`{"state": "closed", "token": T}`), never in the URL (where logs keep it).
+    The body is read as JSON whatever its content type (a beacon's string is text/plain: no preflight). The
+    token is the page's own short-lived access token (token_ttl_s, refreshed by the page, bound to this
+    environment and withdrawn with it) and must allow writing: a read-only watcher never moves the lab.
+    """
+    try:
+        body = schemas.PresenceBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise InvalidInput(f"presence: {exc.errors()[0].get('msg', 'invalid body')}") from exc
+    header = request.headers.get("authorization")
+    authorize(request, env_id, write=True, token=None if header else body.token)
+    context(request).stack.environments.presence(env_id, body.state)
+    return Response(status_code=204)
+
+
 @router.post("/environments/{env_id}/reset", tags=["learner"])
 async def reset_environment(request: Request, env_id: EnvId) -> schemas.ResetResponse:
     """Throw the lab away and start a fresh one.
@@ -233,6 +256,20 @@ async def launch(request: Request, body: schemas.LaunchRequest, _caller: Server)
         _check_node(lab, body.node)  # before launching: a bad unit setting launches nothing
     record = ctx.stack.environments.launch(ctx.catalog.path(body.lab), body.learner, body.course)
     return _lab_page(ctx, record, body.node, body.read_only, body.learner)
+
+
+@router.post("/prepare", tags=["lms"])
+async def prepare(request: Request, body: schemas.PrepareRequest, _caller: Server) -> schemas.PrepareResponse:
+    """The LMS rendered the lab's unit for this learner (pre-resume, once per view): a paused lab starts
+    waking up before the learner acts, and is paused again after the lab's `pre_resume_idle` unless they
+    act. A running lab, or a learner without one, is left as it is (a view is not activity; nothing is
+    created)."""
+    _caller.require_course(body.course)
+    envs = context(request).stack.environments
+    before = envs.repo.find(EnvKey(body.course, body.lab, body.learner))
+    record = envs.prepare(EnvKey(body.course, body.lab, body.learner))
+    woken = before is not None and record is not None and record.version != before.version
+    return schemas.PrepareResponse(woken=woken, progress=record.progress if record is not None else None)
 
 
 @router.post("/observe", tags=["lms"])

@@ -71,10 +71,13 @@ def bearer(request: Request | WebSocket) -> str | None:
     return request.query_params.get("token")
 
 
-def authorize(request: Request | WebSocket, env_id: str, *, write: bool = False) -> Claims:
-    """Claims of a token that may act on this environment, or HTTP 401/403."""
+def authorize(
+    request: Request | WebSocket, env_id: str, *, write: bool = False, token: str | None = None
+) -> Claims:
+    """Claims of a token that may act on this environment, or HTTP 401/403. The token is the request's
+    (`bearer`) unless given (a beacon's, from its body)."""
     try:
-        claims = context(request).signer.verify(bearer(request))
+        claims = context(request).signer.verify(token if token is not None else bearer(request))
     except TokenError as exc:
         raise HTTPException(status_code=401, detail=str(exc)) from exc
     if not allows(claims, env_id, write=write):
