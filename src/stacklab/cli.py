@@ -1013,5 +1013,10 @@ def operator_list(ctx: click.Context, as_json: bool) -> None:
     click.echo(_table(("NAME", "PASSWORD", "CREATED", "CHANGED"), rows))
 
 
+from stacklab.cli_report import report  # noqa: E402 - the `report` commands live in their own module
+
+main.add_command(report)
+
+
 if __name__ == "__main__":
     main()

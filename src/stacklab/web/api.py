@@ -280,13 +280,20 @@ async def observe(request: Request, body: schemas.ObserveRequest, _caller: Serve
     that there is something to see (recorded as `StaffViewResumed`).
     """
     _caller.require_course(body.course)
-    ctx = context(request)
-    record = ctx.stack.repo.find(EnvKey(body.course, body.lab, body.learner))
+    return watch_learner(context(request), body.course, body.lab, body.learner, body.node, _caller.operator)
+
+
+def watch_learner(
+    ctx: WebContext, course: str, lab: str, learner: str, node: str | None, operator: str | None
+) -> schemas.LaunchResponse:
+    """Staff's read-only view of a learner's lab (the staff panel's and the course view's): never creates an
+    environment, wakes a paused one (`StaffViewResumed`); an operator's view goes to the audit log."""
+    record = ctx.stack.repo.find(EnvKey(course, lab, learner))
     if record is None or record.desired == Desired.DELETED:
         raise NotFound("this learner has no lab here yet: they have not opened this unit")
     _wake_for_viewing(ctx, record, "StaffViewResumed")
-    _audit(ctx, _caller.operator, "observe", record)
-    return _lab_page(ctx, record, body.node, True, f"staff-view.{body.learner}")
+    _audit(ctx, operator, "observe", record)
+    return _lab_page(ctx, record, node, True, f"staff-view.{learner}")
 
 
 def _wake_for_viewing(ctx: WebContext, record: EnvironmentRecord, reason: str) -> None:

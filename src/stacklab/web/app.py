@@ -21,14 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stacklab import __version__
 from stacklab.config import LmsKey, Settings
+from stacklab.envs.pricing import pricing_of
 from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError
 from stacklab.labs.catalog import LabCatalog
 from stacklab.store.operators import sync_setting_account
-from stacklab.web import api, desktop, pages, readiness, terminal
+from stacklab.web import api, course_view, desktop, pages, readiness, terminal
 from stacklab.web.context import WebContext, bearer, token_revocation
 from stacklab.web.limits import Limits
 from stacklab.web.membership import Membership
-from stacklab.web.metrics import Metrics
+from stacklab.web.metrics import Metrics, UsageCollector
 from stacklab.web.relay import RelayKey, Relays
 from stacklab.web.request_ids import RequestIds, current_request_id
 from stacklab.web.terminal_watch import TerminalWatch
@@ -156,6 +157,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     )
     ctx.terminal_closers.append(watch.close_now)
     metrics = Metrics(stack.repo, terminals.count, lambda: stack.engine.runner.failures)
+    metrics.registry.register(UsageCollector(stack.repo, pricing_of(stack.environments.lab_of)))
     stack.controller.listeners.append(metrics.observe)
 
     @contextlib.asynccontextmanager
@@ -191,6 +193,8 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(readiness.router)
     app.include_router(desktop.router)
+    app.include_router(course_view.router)
+    app.include_router(course_view.pages)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # around the handlers and the error bodies, inside the terminal's path

@@ -7,7 +7,8 @@ JWT names its LMS key in `iss` and never carries our audience, so each verifier 
 every token. Claims are public (signed, not encrypted): never put a secret in them.
 
 Claims: `sub` (learner, or operator account), `role` (learner, staff, admin), `env` (the environment a
-learner token opens, absent otherwise), `read_only`, `gen` (a token generation), `exp` (epoch seconds).
+learner token opens, absent otherwise), `course` (the course a staff token shows, web/course_view.py),
+`read_only`, `gen` (a token generation), `exp` (epoch seconds).
 
 A signature only proves who issued a token, not that it still should work. An environment-bound token
 carries the environment's token generation when it was issued; deleting or resetting the environment, or
@@ -47,6 +48,8 @@ class Claims:
     generation: int = 0
     """The token generation when the token was issued: the environment's (learner tokens) or the operator
     account's (admin tokens)."""
+    course: str | None = None
+    """The course whose class a staff token shows (issued for the LMS's course staff)."""
 
 
 RevocationCheck = Callable[[Claims], str | None]
@@ -74,13 +77,16 @@ def _parse(raw: dict[str, Any]) -> Claims:
     """Typed claims, or TokenError("malformed ...") for a correctly signed token with nonsense in it."""
     role, subject, env_id = raw.get("role"), raw.get("sub"), raw.get("env")
     read_only, generation, expires_at = raw.get("read_only", False), raw.get("gen", 0), raw.get("exp")
+    course = raw.get("course")
     if role not in ROLES or not isinstance(subject, str) or not (env_id is None or isinstance(env_id, str)):
         raise TokenError("malformed token: role, sub or env")
+    if not (course is None or isinstance(course, str)):
+        raise TokenError("malformed token: course")
     if not isinstance(read_only, bool) or type(generation) is not int:
         raise TokenError("malformed token: read_only or gen")
     if type(expires_at) not in (int, float) or not math.isfinite(expires_at):
         raise TokenError("malformed token: exp")
-    return Claims(role, subject, env_id, float(expires_at), read_only, generation)
+    return Claims(role, subject, env_id, float(expires_at), read_only, generation, course)
 
 
 def _decode(token: str, key: bytes) -> dict[str, Any]:
@@ -127,6 +133,7 @@ class TokenSigner:
         ttl_s: float,
         read_only: bool = False,
         generation: int = 0,
+        course: str | None = None,
     ) -> str:
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -139,6 +146,8 @@ class TokenSigner:
         }
         if env_id is not None:
             claims["env"] = env_id
+        if course is not None:
+            claims["course"] = course
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
     def expiry(self, ttl_s: float) -> float:
@@ -160,9 +169,10 @@ class TokenSigner:
 
 
 def allows(claims: Claims, env_id: str, *, write: bool = False) -> bool:
-    """Learners reach only their own environment; staff read any; admins do anything."""
+    """Learners reach only their own environment; staff read any (a course's staff token none: it opens its
+    course's class, and learners' labs through read-only tokens of their own); admins do anything."""
     if claims.role == "admin":
         return True
     if claims.role == "staff":
-        return not write
+        return not write and claims.course is None
     return claims.env_id == env_id and not (write and claims.read_only)
