@@ -10,6 +10,7 @@ import { Api, ApiError, epoch, h, tokenClaims, tokenExpiry } from "./api.js";
 import { TerminalSession } from "./terminal.js";
 import { DesktopTabs } from "./desktop_tabs.js";
 import { STATE_TEXT } from "./states.js";
+import { IdleWatch } from "./idle.js";
 
 const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
 const POLL_MS = 500;
@@ -31,6 +32,8 @@ const UNREACHABLE_BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
 const readOnly = Boolean(api.token && tokenClaims(api.token).read_only === true);
 
 const terminals = new Map(); // node -> {session, host, tab}
+// Idle warning and presence (docs/idle.md): not for a read-only watcher, whose page never moves the lab.
+const idle = readOnly ? null : new IdleWatch({ api, base, before: $("conn-banner") });
 const desktops = new DesktopTabs({ envId, api, readOnly, onNotRunning: () => notRunning(), onAuthFailed: () => refreshToken() });
 let activeNode = null;
 let view = "progress"; // progress | terminal | fatal
@@ -165,6 +168,7 @@ function renderProgress(status, note, err = null) {
 
 /** Launch or resume, then poll until ready. */
 async function openLab() {
+  idle?.stop();
   showView("progress");
   disconnectAll();
   progressStarted = Date.now();
@@ -231,6 +235,7 @@ function fatal(err) {
 
 /** The service stayed silent through every try: say so, and let the learner try again. */
 function showUnreachable(err) {
+  idle?.stop();
   pollGeneration += 1;
   disconnectAll();
   showView("progress");
@@ -255,6 +260,7 @@ function retryOpening() {
 
 function showPaused() {
   if (view !== "terminal") return;
+  idle?.stop();
   pollGeneration += 1;
   disconnectAll();
   showView("progress");
@@ -276,6 +282,7 @@ function showPaused() {
 }
 
 function showFatal(message, err = null) {
+  idle?.stop();
   pollGeneration += 1;
   disconnectAll();
   showView("progress");
@@ -328,6 +335,7 @@ function showTerminals(status) {
   // Re-attach the shells opened before (same session, same offset), then show the active one.
   for (const [node, t] of terminals) if (node !== activeNode) t.session.connect();
   selectNode(activeNode, learnerActed);
+  idle?.start(status);
 }
 
 function tabKeys(ev, nodes, node) {
@@ -740,6 +748,7 @@ function start() {
     return;
   }
   scheduleRefresh(tokenExpiry(api.token));
+  idle?.listen();
   if (!embedded) loadChecks();
   openLab();
 }
