@@ -598,6 +598,77 @@ def env_touch(ctx: click.Context, ref: str) -> None:
     click.echo(f"{record.id} active at {_when(record.last_activity_at)}")
 
 
+@env.command("grant")
+@click.argument("ref", metavar="ENV")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), required=True, help="Hours to add.")
+@click.option("--reason", required=True, help="Why (kept with the grant and in the audit log).")
+@click.pass_context
+def env_grant(ctx: click.Context, ref: str, hours: float, reason: str) -> None:
+    """Give the learner of ENV more running time under the lab's usage limit (audited)."""
+    from stacklab.store.operators import record_action
+
+    app = _app(ctx)
+    operator = _cli_operator()
+    record = app.environments.grant(ref, hours, reason, operator)
+    target = f"{record.course} / {record.lab_id} / {record.learner}"
+    record_action(
+        app.repo, operator, "grant", time.time(), record.id, target, f"{hours:g} h: {reason.strip()}"
+    )
+    _echo_usage(app, record)
+
+
+@env.command("usage")
+@click.argument("ref", metavar="ENV")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def env_usage(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show the running time of ENV's learner against the lab's usage limit, and their grants."""
+    app = _app(ctx)
+    _echo_usage(app, app.environments.resolve(ref), as_json)
+
+
+def _echo_usage(app: App, record: EnvironmentRecord, as_json: bool = False) -> None:
+    from stacklab.store.grants import grants_of
+
+    found = app.environments.allowance(record)
+    grants = grants_of(app.repo, record.course, record.learner)
+    if as_json:
+        usage = None
+        if found is not None:
+            usage = {
+                "hours": found.hours,
+                "per": found.per,
+                "policy": found.policy,
+                "scope": found.scope,
+                "used_s": found.used_s,
+                "granted_s": found.granted_s,
+                "remaining_s": found.remaining_s,
+                "over": found.over,
+                "resets_at": found.period_ends_at,
+            }
+        payload = {
+            "id": record.id,
+            "usage": usage,
+            "limit_at": record.usage_limit_at,
+            "grants": [g.__dict__ for g in grants],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    if found is None:
+        click.echo(f"{record.id}  lab {record.lab_id} sets no usage limit")
+    else:
+        per = "this week" if found.per == "week" else "in total"
+        used, limit = format_duration(round(found.used_s)), format_duration(round(found.limit_s))
+        click.echo(
+            f"{record.id}  used {used} of {limit} {per} ({found.scope}, {found.policy});"
+            f" left {format_duration(round(found.remaining_s))}" + ("  OVER THE LIMIT" if found.over else "")
+        )
+    for g in grants:
+        click.echo(
+            f"  grant {_when(g.at)}  {g.lab_id}  {g.seconds / 3600:g} h  by {g.granted_by}: {g.reason}"
+        )
+
+
 def _request_command(name: str, desired: Desired | None, help_text: str) -> None:
     @env.command(name, help=help_text)
     @click.argument("ref", metavar="ENV")
