@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import urllib.parse
 
 from web_fragments.fragment import Fragment
@@ -220,12 +221,39 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
     def student_view(self, context=None) -> Fragment:
         """The unit, rendered at once without asking the service (a hung service must not hold the page):
         the page's script then opens the lab through the `open` handler and shows progress meanwhile.
+        Pre-resume: the service hears of the view at once, beside the render (`_pre_resume`).
         """
+        self._pre_resume()
         frag = Fragment(loader.render_django_template("templates/student.html", self._view_context()))
         frag.add_css_url(self.runtime.local_resource_url(self, STYLE))
         frag.add_javascript_url(self.runtime.local_resource_url(self, SCRIPT))
         frag.initialize_js("StacklabXBlock")
         return frag
+
+    def _pre_resume(self) -> None:
+        """Tell the service the unit is being rendered for this learner, once per view, so that their paused
+        lab starts waking up before the page's script (or the learner) asks for it: the render, the page's
+        loading and the `open` handler's round trip are saved from the wait. Server side, from the render,
+        because that is the earliest moment and the LMS's secret never leaves the server; in a thread of its
+        own with the client's short timeout, so that the page never waits for it (a failure is only logged).
+        Only for a learner who has opened the lab before (nothing to wake otherwise) and not for staff
+        masquerading (their view is read-only and wakes the lab through `observe`). The service leaves a
+        running lab alone and pauses a lab woken this way again after its `pre_resume_idle` unless the
+        learner acts (docs/idle.md)."""
+        if not self.environment or not self.lab or self._masquerading():
+            return
+        client = self._client()
+        if client.config.problems():
+            return
+        course, lab, learner = self._course_id(), self.lab, self._learner()
+
+        def send() -> None:
+            try:
+                client.prepare(course, lab, learner)
+            except ServiceError as exc:
+                log.info("stacklab pre-resume failed: %s (request id %s)", exc, exc.request_id or "-")
+
+        threading.Thread(target=send, name="stacklab-pre-resume", daemon=True).start()
 
     def _read_only(self) -> bool:
         """Read-only units (the option, or staff masquerading as a learner) watch the lab and never grade."""

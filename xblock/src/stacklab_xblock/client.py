@@ -123,6 +123,11 @@ class StacklabClient:
             body["read_only"] = True
         return dict(self._call("POST", "/api/v1/launch", body))  # type: ignore[arg-type]
 
+    def prepare(self, course: str, lab: str, learner: str) -> dict:
+        """The unit is being rendered for this learner (pre-resume): a paused lab starts waking up now."""
+        body = {"course": course, "lab": lab, "learner": learner}
+        return dict(self._call("POST", "/api/v1/prepare", body))  # type: ignore[arg-type]
+
     def observe(self, course: str, lab: str, learner: str, node: str = "") -> dict:
         """A read-only view of a learner's existing lab (staff masquerade); HTTP 404 when there is none."""
         body: dict[str, object] = {"course": course, "lab": lab, "learner": learner}
