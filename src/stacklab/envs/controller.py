@@ -595,29 +595,23 @@ class Controller:
             return
         target = self.targets(record, lab).get(rule.node)
         if target is None:
-            journal.note(
-                "policy", "keep_running_while", "KeepRunningSkipped", f"node {rule.node} has no address"
-            )
+            journal.note("policy", "keep_running", "KeepRunningSkipped", f"node {rule.node} has no address")
             return
         try:
             result = await run_script(target, rule.script, rule.timeout_s)
         except AccessError as exc:
-            journal.note("policy", "keep_running_while", "KeepRunningFailed", str(exc))
+            journal.note("policy", "keep_running", "KeepRunningFailed", str(exc))
             return
         output = (result.stdout + result.stderr).strip()
         if result.exit_status != 0:
-            journal.note(
-                "policy", "keep_running_while", "NotKeptRunning", f"exit {result.exit_status}: {output}"
-            )
+            journal.note("policy", "keep_running", "NotKeptRunning", f"exit {result.exit_status}: {output}")
             return
         journal.entries.remove(pause)
         record.desired = Desired.RUNNING
         record.last_activity_at = journal.now
         if record.away_kind is not None:
             record.away_at = journal.now
-        journal.note(
-            "policy", "keep_running_while", "KeptRunning", f"{pause.reason} deferred: {output}"[:4000]
-        )
+        journal.note("policy", "keep_running", "KeptRunning", f"{pause.reason} deferred: {output}"[:4000])
 
     async def _run_hook(self, journal: Journal, name: str, hook: Hook | None) -> None:
         """Run a lifecycle hook; a failing hook is recorded, never fatal."""
