@@ -13,6 +13,7 @@ const options = {
   entryPoints: {
     lab: resolve(here, "src/lab.js"),
     admin: resolve(here, "src/admin.js"),
+    course: resolve(here, "src/course.js"),
     "lab-style": resolve(here, "src/lab.css"),
   },
   outdir,

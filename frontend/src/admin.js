@@ -2,6 +2,7 @@
 // Lists environments (suspend, resume, delete, reset, history, a read-only view of the learner's lab) and
 // the audit log of what operators did. The token is refreshed before it expires (its JWT `exp`).
 import { Api, ApiError, ago, epoch, h, isoTime, operatorText, tokenClaims, tokenExpiry } from "./api.js";
+import { startCourseSections } from "./admin_course.js";
 
 const REFRESH_MS = 10_000;
 const AUDIT_ROWS = 50;
@@ -363,6 +364,7 @@ function start() {
   $("operator-name").textContent = tokenClaims(api.token).sub || "";
   scheduleTokenRefresh(tokenExpiry(api.token));
   load();
+  startCourseSections(api);
   refreshTimer = setInterval(() => {
     if (document.visibilityState === "visible" && !$("history-dialog").open) load();
   }, REFRESH_MS);

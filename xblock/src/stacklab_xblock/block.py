@@ -422,6 +422,21 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             return {"not_opened": NOT_OPENED} if exc.status == 404 else self._words(exc)
         return self._page(watched["lab_url"])
 
+    @XBlock.json_handler
+    def staff_course_view(self, data, suffix=""):
+        """The service's course view of this unit's lab for course staff (every learner: state, score history,
+        time used, last activity, queue), opened with the LMS's authority: the service gives a staff token for
+        this course only."""
+        if not self._is_staff():
+            raise JsonHandlerError(403, "Only course staff may open the course view.")
+        user = self._user()
+        staff = str(getattr(user, "opt_attrs", {}).get("edx-platform.username", "") or "") if user else ""
+        try:
+            view = self._client().staff_view(self._course_id(), self.lab, staff)
+        except ServiceError as exc:
+            return self._words(exc)
+        return {"url": view["url"]}
+
     # ---- grading (ScorableXBlockMixin: rescore and override) -------------------------------------------
     def has_submitted_answer(self):
         return self.score_fraction is not None

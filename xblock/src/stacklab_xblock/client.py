@@ -152,3 +152,8 @@ class StacklabClient:
     def course_environments(self, course: str) -> list[dict]:
         path = f"/api/v1/courses/{urllib.parse.quote(course, safe='')}/environments"
         return list(self._call("GET", path))  # type: ignore[arg-type]
+
+    def staff_view(self, course: str, lab: str, staff: str) -> dict:
+        """The course view for course staff: its URL with a short-lived staff token for this course."""
+        path = f"/api/v1/courses/{urllib.parse.quote(course, safe='')}/staff-view"
+        return dict(self._call("POST", path, {"lab": lab or None, "staff": staff}))  # type: ignore[arg-type]

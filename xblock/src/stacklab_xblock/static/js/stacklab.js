@@ -154,6 +154,19 @@ function StacklabXBlock(runtime, element) {
     if (!res.environments.length) text(status, "No learner has opened this lab yet.");
   }
 
+  /* The service's course view in a new tab (opened at the click, so no popup blocker stops it). */
+  var courseView = root.querySelector(".stacklab-course-view");
+  if (courseView) courseView.addEventListener("click", function () {
+    var tab = window.open("about:blank", "_blank");
+    var status = root.querySelector(".stacklab-staff-status");
+    call("staff_course_view").then(function (res) {
+      if (res.url && tab) { tab.opener = null; tab.location.replace(res.url); return; }
+      if (res.url) { window.location.assign(res.url); return; }
+      if (tab) tab.close();
+      text(status, (res.error || "") + (res.staff_detail ? " " + res.staff_detail : ""));
+    });
+  });
+
   var staff = root.querySelector(".stacklab-staff-load");
   if (staff) staff.addEventListener("click", function () {
     call("staff_environments").then(showEnvironments);
