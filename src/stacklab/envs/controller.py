@@ -27,10 +27,12 @@ from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
 from stacklab.envs.allowance import limit_deadline
+from stacklab.envs.handover import ROTATED, PoolSteps
 from stacklab.envs.idleness import IDLE_REASONS, Away, clear_away
 from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
+from stacklab.envs.pools import apply_pool_policy, pool_deadline
 from stacklab.envs.providerset import ProviderSet
 from stacklab.envs.transitions import Journal
 from stacklab.errors import (
@@ -74,7 +76,7 @@ def seal(vault: Vault, secrets: dict[str, str]) -> bytes:
     return vault.encrypt(Secret(json.dumps(secrets)))
 
 
-class Controller:
+class Controller(PoolSteps):
     """Converges each environment's observed state to its desired state, one step per pass."""
 
     def __init__(
@@ -189,7 +191,10 @@ class Controller:
         self._catch_up_after_clock_step(journal)
         was_running = record.observed == Observed.RUNNING
         await self._refresh_usage_limit(journal, lab)
-        apply_policies(journal)
+        if record.pool is None:
+            apply_policies(journal)
+        else:  # a warm pool member: its pool's policy instead of a learner's (envs/pools.py)
+            apply_pool_policy(journal, lab)
         await self._keep_while_busy(journal, lab)
         if journal.entries:
             await self._save(journal)  # the new intent survives a crash in the step below
@@ -232,6 +237,8 @@ class Controller:
         if desired == Desired.DELETED:
             record.reset_requested = False  # nothing to reset in a lab that goes away
             return await self._delete(journal, lab) if observed != Observed.DELETED else None
+        if record.rotate_keys and record.provider and observed != Observed.FAILED:
+            return await self._finish_handover(journal, lab)  # a stack from a warm pool
         if observed == Observed.CREATING:
             return await self._advance_create(journal, lab)
         # A suspend or resume the provider is still carrying out is finished before changing course.
@@ -254,6 +261,9 @@ class Controller:
     # create -----------------------------------------------------------------------------------------
     async def _start_create(self, journal: Journal, lab: Lab) -> float | None:
         record = journal.record
+        handled, requeue = await self._pool_before_create(journal, lab)
+        if handled:
+            return requeue
         entry = self._claim_provider(journal, lab)
         if entry is None:
             raise CapacityExhausted(
@@ -561,7 +571,8 @@ class Controller:
         record.outputs = dict(status.outputs) or None
         if status.secrets:
             secrets = unseal(self.vault, record.sealed_secrets)
-            secrets.update(status.secrets)
+            rotated = secrets.get(ROTATED)  # a template's key no longer opens a handed-over pool stack
+            secrets.update({k: v for k, v in status.secrets.items() if not (rotated and k == "private_key")})
             record.sealed_secrets = seal(self.vault, secrets)
 
     async def _all_answer_ssh(self, record: EnvironmentRecord, wait_s: float = 0.0) -> bool:
@@ -681,7 +692,12 @@ class Controller:
             record.due_at = journal.now
         else:
             record.next_attempt_at = None
-            record.due_at = policy_deadline(record)
+            if record.pool is None:
+                record.due_at = policy_deadline(record)
+            else:
+                record.due_at = pool_deadline(record, self.labs.get(record.lab_digest), journal.now)
+                if record.due_at is not None and record.due_at <= journal.now:
+                    requeue = 0.0  # ready: suspended at once
         record.lease_owner = record.lease_until = None
         await self._save(journal)
         return Result(0.0 if journal.look_again else requeue)
