@@ -112,9 +112,18 @@ class Repository:
             ).one_or_none()
 
     def list(
-        self, *, course: str | None = None, observed: str | None = None, limit: int = 1000
+        self,
+        *,
+        course: str | None = None,
+        observed: str | None = None,
+        limit: int = 1000,
+        pools: bool = False,
     ) -> list[EnvironmentRecord]:
+        """Learners' environments, or with `pools` the warm pools' members (never both: members are
+        nobody's lab)."""
         query = select(EnvironmentRecord).order_by(EnvironmentRecord.created_at).limit(limit)
+        pool = EnvironmentRecord.pool
+        query = query.where(pool.is_not(None) if pools else pool.is_(None))
         if course:
             query = query.where(EnvironmentRecord.course == course)
         if observed:
