@@ -1088,6 +1088,10 @@ from stacklab.cli_report import report  # noqa: E402 - the `report` commands liv
 
 main.add_command(report)
 
+from stacklab.cli_pool import pool  # noqa: E402 - the `pool` commands live in their own module
+
+main.add_command(pool)
+
 
 if __name__ == "__main__":
     main()
