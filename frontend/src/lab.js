@@ -11,6 +11,7 @@ import { TerminalSession } from "./terminal.js";
 import { DesktopTabs } from "./desktop_tabs.js";
 import { STATE_TEXT } from "./states.js";
 import { IdleWatch } from "./idle.js";
+import { UsageMeter, blockedNotice } from "./usage.js";
 
 const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
 const POLL_MS = 500;
@@ -35,6 +36,7 @@ const terminals = new Map(); // node -> {session, host, tab}
 // Idle warning and presence (docs/idle.md): not for a read-only watcher, whose page never moves the lab.
 const idle = readOnly ? null : new IdleWatch({ api, base, before: $("conn-banner") });
 const desktops = new DesktopTabs({ envId, api, readOnly, onNotRunning: () => notRunning(), onAuthFailed: () => refreshToken() });
+const usageMeter = new UsageMeter($("lab-meta"));
 let activeNode = null;
 let view = "progress"; // progress | terminal | fatal
 let pollGeneration = 0;
@@ -75,6 +77,7 @@ function showView(name) {
 function renderLab(status) {
   if (!status) return;
   lastStatus = status;
+  usageMeter.update(status.usage);
   const title = status.title || status.lab || "Your lab";
   $("lab-title").textContent = title;
   document.title = `${title} — stacklab`;
@@ -198,6 +201,10 @@ async function pollUntilReady(generation, first) {
         showTerminals(status);
         return;
       }
+      if (status.usage?.blocked) {
+        showBlocked(status);
+        return;
+      }
       if (status.progress === "failed" || status.progress === "deleted") return;
       delay = next;
       next = Math.min(Math.round(next * 1.5), POLL_MS);
@@ -279,6 +286,32 @@ function showPaused() {
     ),
   );
   if (!readOnly) focusIfAllowed($("resume-button"));
+  if (lastStatus?.usage) showBlockedIfOver();
+}
+
+/** A lab paused by its usage limit shows the limit's notice, not a Resume button that would be refused. */
+async function showBlockedIfOver() {
+  const generation = pollGeneration;
+  try {
+    const status = await api.get(base);
+    if (generation !== pollGeneration) return;
+    renderLab(status);
+    if (status.usage?.blocked && !status.ready) showBlocked(status);
+  } catch {
+    // the paused view stays: its Resume button says the rest
+  }
+}
+
+/** Past a `block` usage limit: the limit's notice in place of the lab, and the last check results (read-only). */
+function showBlocked(status) {
+  idle?.stop();
+  pollGeneration += 1;
+  disconnectAll();
+  showView("progress");
+  $("progress-view").dataset.progress = "usage-blocked";
+  $("progress-view").replaceChildren(blockedNotice(status, readOnly));
+  $("checks-card").hidden = false; // the unit's frame too: checks are all there is to see
+  loadChecks();
 }
 
 function showFatal(message, err = null) {
