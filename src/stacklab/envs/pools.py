@@ -12,7 +12,8 @@ The pool policy takes the place of the learner policies (idle, age, usage) for m
 - filled (desired running) in the hours when it has no stack; its failed attempts are forgotten each time
   a session opens;
 - kept suspended once ready (`state: suspended`), or running (`state: running`);
-- replaced (reset: the stack deleted and created afresh) once `max_age` past its readiness.
+- replaced (reset: the stack deleted and created afresh) once `max_age` past its readiness;
+- tried again `max_age` after it failed as often as the controller retries (`max_attempts`).
 Deadlines (the next change of the hours, a member's `max_age`) are written to `due_at`, so whichever
 scheduler runs sends the passes.
 
@@ -60,6 +61,11 @@ def has_stack(record: EnvironmentRecord) -> bool:
     return record.observed in (Observed.RUNNING, Observed.SUSPENDED) and record.provider is not None
 
 
+def gave_up(record: EnvironmentRecord) -> bool:
+    """Failed, with no retry planned (the controller's max_attempts are used up)."""
+    return record.observed == Observed.FAILED and record.next_attempt_at is None
+
+
 # the policy ---------------------------------------------------------------------------------------------
 def _not_wanted(record: EnvironmentRecord, lab: Lab) -> tuple[str, str] | None:
     """Why the lab no longer wants this slot at all (reason, message), or None."""
@@ -88,6 +94,10 @@ def apply_pool_policy(journal: Journal, lab: Lab) -> None:
         record.next_attempt_at = None
         journal.desire(Desired.RUNNING, "PoolFill", f"kept ready for the next learner ({warm.state})")
         return
+    if gave_up(record) and now >= record.updated_at + warm.max_age_s:
+        record.attempts = 0  # failed as often as retries go: tried again after max_age
+        journal.note("pool", record.observed, "PoolRetry", "the member failed; trying again")
+        return
     age = now - (record.ready_at or now)
     if has_stack(record) and age >= warm.max_age_s and not record.reset_requested:
         record.reset_requested = True
@@ -112,6 +122,8 @@ def pool_deadline(record: EnvironmentRecord, lab: Lab, now: float) -> float | No
     ready = record.observed == Observed.RUNNING and record.progress == Progress.READY
     if warm.state == "suspended" and ready and record.desired == Desired.RUNNING:
         deadlines.append(now)
+    if gave_up(record):
+        deadlines.append(record.updated_at + warm.max_age_s)
     return min((d for d in deadlines if d is not None), default=None)
 
 

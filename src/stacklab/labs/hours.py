@@ -157,6 +157,8 @@ class Schedule:
     def next_change(self, t: float) -> float | None:
         """The first time after `t` at which `is_open` changes; None if it never does (always open, or
         no window at all)."""
+        if self.windows is None:
+            return None
         for start, end in self.intervals(t):
             if start > t:
                 return start
