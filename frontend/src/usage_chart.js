@@ -54,9 +54,9 @@ export function usageRows(report) {
   const rows = report.rows.map((r) =>
     h(
       "tr",
-      { "data-usage": `${r.course}/${r.lab}/${r.week}` },
+      { "data-usage": `${r.course}/${r.lab}/${r.kind}/${r.week}` },
       h("td", {}, r.course),
-      h("td", { class: "nowrap" }, r.lab),
+      h("td", { class: "nowrap" }, r.kind === "learners" ? r.lab : `${r.lab} (${r.kind})`),
       h("td", { class: "nowrap" }, r.week),
       h("td", { class: "num" }, String(r.environments)),
       h("td", { class: "num" }, hours(r.running_node_hours)),

@@ -15,6 +15,7 @@ CSV_COLUMNS = (
     "course",
     "lab",
     "week",
+    "kind",
     "environments",
     "running_node_hours",
     "suspended_node_hours",
@@ -50,7 +51,7 @@ def _text(course: str, rows: list[WeekRow], total: dict[str, object]) -> str:
         return f"no lab of course {course} used any time in this period"
     lines = [
         (
-            r.lab,
+            r.lab if r.kind == "learners" else f"{r.lab} ({r.kind})",
             r.week,
             r.environments,
             f"{r.running_node_hours:.2f}",

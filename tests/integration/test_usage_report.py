@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import update
 from tests.support.engine import Clock, memory_app, settle
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.cli import main
 from stacklab.config import Settings
 from stacklab.envs.pricing import pricing_of
-from stacklab.store.tables import TransitionRecord
+from stacklab.store.roster import roster
+from stacklab.store.tables import EnvironmentRecord, TransitionRecord
 from stacklab.store.usage import running_seconds
 from stacklab.store.usage_report import series, totals, week_start, weekly
 from stacklab.types import Desired, Observed
@@ -93,6 +95,10 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
         await _move(app, erin, Desired.RUNNING, Observed.RUNNING)
         other = app.environments.launch(tmp_path / "cluster.yaml", "erin", "another-course").id
         assert await settle(app, other) == Observed.RUNNING
+        warm = app.environments.launch(tmp_path / "cluster.yaml", "warm-member", COURSE).id
+        assert await settle(app, warm) == Observed.RUNNING
+        with app.repo.session() as session:  # a warm pool's member (envs/pools.py keeps them on provider a)
+            session.execute(update(EnvironmentRecord).where(EnvironmentRecord.id == warm).values(pool="a"))
         clock.now += 1800  # erin still running: counted up to now
         until = clock.now
 
@@ -103,6 +109,7 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
                 "course": COURSE,
                 "lab": "cluster",
                 "week": "2027-01-11",
+                "kind": "learners",
                 "environments": 1,
                 "running_node_hours": round(running_1 * 2 / 3600, 6),
                 "suspended_node_hours": 2.0,  # 1 h x 2 nodes before Monday
@@ -115,6 +122,7 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
                 "course": COURSE,
                 "lab": "cluster",
                 "week": "2027-01-18",
+                "kind": "learners",
                 "environments": 1,
                 "running_node_hours": 1.0,  # 30 min x 2 nodes
                 "suspended_node_hours": 4.0,  # 2 h x 2 nodes after Monday
@@ -125,8 +133,22 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
             },
             {
                 "course": COURSE,
+                "lab": "cluster",
+                "week": "2027-01-18",
+                "kind": "warm pool",  # its own row: what the pool costs, apart from the learners
+                "environments": 1,
+                "running_node_hours": 1.0,
+                "suspended_node_hours": 0.0,
+                "queued_hours": 0.0,
+                "running_cost": 0.5,
+                "suspended_cost": 0.0,
+                "currency": "EUR",
+            },
+            {
+                "course": COURSE,
                 "lab": "single",
                 "week": "2027-01-18",
+                "kind": "learners",
                 "environments": 1,
                 "running_node_hours": round(600 / 3600, 6),
                 "suspended_node_hours": 0.0,
@@ -139,7 +161,7 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
         # The same figures read straight from the transitions (and from store/usage.py's running time).
         for env_id, nodes, lab in ((erin, 2, "cluster"), (frank, 1, "single")):
             edges = _observed_edges(app, env_id)
-            mine = [r for r in rows if r["lab"] == lab]
+            mine = [r for r in rows if r["lab"] == lab and r["kind"] == "learners"]
             for state in ("running", "suspended"):
                 reported = sum(r[f"{state}_node_hours"] for r in mine)  # type: ignore[misc]
                 expected = _seconds_in(edges, state, 0, until) * nodes / 3600
@@ -155,6 +177,10 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
         # --since: the first week is left out, the second is whole.
         since_monday = weekly(app.repo, COURSE, pricing_of(app.environments.lab_of), until, MONDAY)
         assert [r.to_json() for r in since_monday] == rows[1:]
+        # The class staff see: learners only, never a pool's member.
+        assert [m.record.learner for m in roster(app.repo, COURSE, until)] == [
+            "erin"
+        ]  # frank's lab is deleted
 
         # Over time (the chart): hourly averages of nodes running and suspended across Monday.
         chart = series(
@@ -226,6 +252,7 @@ async def test_cli_prints_the_report_as_a_table_json_and_csv(
             "course": COURSE,
             "lab": "cluster",
             "week": "2025-10-06",
+            "kind": "learners",
             "environments": "1",
             "running_node_hours": "3.0",
             "suspended_node_hours": "2.0",

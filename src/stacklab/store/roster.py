@@ -49,7 +49,10 @@ def roster(
     include_deleted: bool = False,
 ) -> list[Member]:
     """The course's environments (of one lab when given), oldest first, with their attempts and time used."""
-    query = select(EnvironmentRecord).where(EnvironmentRecord.course == course)
+    query = select(EnvironmentRecord).where(
+        EnvironmentRecord.course == course,
+        EnvironmentRecord.pool.is_(None),  # warm pool members: nobody's lab
+    )
     if lab_id is not None:
         query = query.where(EnvironmentRecord.lab_id == lab_id)
     if not include_deleted:

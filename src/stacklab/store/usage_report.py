@@ -10,6 +10,9 @@ environment's hours count in the state it was observed in:
 - queued: observed `new`, waiting for a provider (from its creation to its first step, and again after a
   reset or a fail-over); queued time costs nothing and is counted per environment, not per node.
 
+The warm pools' members (envs/pools.py: stacks kept ready for the next learner) are rows of their own
+(`kind` "warm pool", beside "learners"): what a pool costs is seen apart from what learners use.
+
 Node-hours are hours times the lab's nodes. Money is node-hours times the price per node-hour its
 provider declares in the lab file (`providers: [{..., price: {running, suspended, currency}}]`); a row of
 a lab whose environments ran on providers of different currencies, or on a provider without a price,
@@ -61,6 +64,8 @@ class WeekRow:
     lab: str
     week: str
     """The week's Monday, YYYY-MM-DD."""
+    kind: str = "learners"
+    """"learners", or "warm pool" for the hours of the lab's warm pool members."""
     environments: int = 0
     """Environments with any time counted in the week."""
     running_node_hours: float = 0.0
@@ -98,6 +103,7 @@ class WeekRow:
             "course": self.course,
             "lab": self.lab,
             "week": self.week,
+            "kind": self.kind,
             "environments": self.environments,
             "running_node_hours": round(self.running_node_hours, 6),
             "suspended_node_hours": round(self.suspended_node_hours, 6),
@@ -220,19 +226,21 @@ def _split(begin: float, end: float, start: float, step: float) -> Iterable[tupl
 def weekly(
     repo: Repository, course: str, pricing_of: PricingOf, until: float, since: float | None = None
 ) -> list[WeekRow]:
-    """The report's rows for a course, by lab then week (weeks with no hour counted are left out)."""
+    """The report's rows for a course, by lab, kind (learners, warm pool) and week (weeks with no hour
+    counted are left out)."""
     records = course_environments(repo, course)
     by_id = {r.id: r for r in records}
     pricing = {r.id: pricing_of(r) for r in records}
-    rows: dict[tuple[str, float], WeekRow] = {}
+    rows: dict[tuple[str, str, float], WeekRow] = {}
     for state, found in intervals(repo, records, until, since).items():
         for env_id, begin, end in found:
             first = week_start(begin)
+            kind = "learners" if by_id[env_id].pool is None else "warm pool"
             for index, seconds in _split(begin, end, first, WEEK_S):
                 start = first + index * WEEK_S
-                key = (by_id[env_id].lab_id, start)
+                key = (by_id[env_id].lab_id, kind, start)
                 if key not in rows:
-                    rows[key] = WeekRow(course, key[0], week_label(start))
+                    rows[key] = WeekRow(course, key[0], week_label(start), kind)
                 rows[key].add(env_id, state, seconds, pricing[env_id])
     return [rows[key] for key in sorted(rows)]
 
