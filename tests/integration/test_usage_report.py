@@ -23,6 +23,7 @@ from stacklab.store.tables import EnvironmentRecord, TransitionRecord
 from stacklab.store.usage import running_seconds
 from stacklab.store.usage_report import series, totals, week_start, weekly
 from stacklab.types import Desired, Observed
+from stacklab.web.metrics import UsageCollector
 from stacklab.wiring import App
 
 pytestmark = pytest.mark.db
@@ -177,6 +178,31 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
         # --since: the first week is left out, the second is whole.
         since_monday = weekly(app.repo, COURSE, pricing_of(app.environments.lab_of), until, MONDAY)
         assert [r.to_json() for r in since_monday] == rows[1:]
+        # Prometheus says the same (all time, per course and lab; the pool's member counted with its lab).
+        families = {
+            f.name: f
+            for f in UsageCollector(app.repo, pricing_of(app.environments.lab_of), lambda: until).collect()
+        }
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples
+        }
+        cluster = {"course": COURSE, "lab": "cluster"}
+        for state in ("running", "suspended"):
+            key = ("stacklab_node_seconds_total", tuple(sorted({**cluster, "state": state}.items())))
+            hours = sum(r[f"{state}_node_hours"] for r in rows if r["lab"] == "cluster")  # type: ignore[misc]
+            assert samples[key] / 3600 == pytest.approx(hours, abs=1e-5)
+            cost = (
+                "stacklab_cost_total",
+                tuple(sorted({**cluster, "state": state, "currency": "EUR"}.items())),
+            )
+            money = sum(r[f"{state}_cost"] for r in rows if r["lab"] == "cluster")  # type: ignore[misc]
+            assert samples[cost] == pytest.approx(money, abs=1e-5)
+        queued = ("stacklab_queued_seconds_total", tuple(sorted(cluster.items())))
+        assert samples[queued] == pytest.approx(30)
+        assert (
+            samples[("stacklab_nodes", tuple(sorted({**cluster, "state": "running"}.items())))] == 4
+        )  # erin, warm
+
         # The class staff see: learners only, never a pool's member.
         assert [m.record.learner for m in roster(app.repo, COURSE, until)] == [
             "erin"
