@@ -228,7 +228,8 @@ class Environments:
 
     # activity and requests --------------------------------------------------------------------------
     def touch(self, ref: str) -> EnvironmentRecord:
-        """Learner activity: keeps a running lab running, wakes a suspended one.
+        """Learner activity: keeps a running lab running, wakes a suspended one (not past a `block` usage
+        limit).
 
         A running lab's activity is written at most once per `activity_throttle_s`: idle deadlines are
         minutes, and a burst of pings (an LMS, a tool, keystrokes) must not become a burst of writes.
@@ -243,7 +244,8 @@ class Environments:
             return record
         if record.desired == Desired.DELETED:
             raise Conflict(f"environment {record.id} is being deleted; launch it again instead")
-        self._admit(record)
+        if self._blocked(record) is not None:
+            return record  # past a `block` usage limit: activity (a late keystroke) wakes nothing
         return self._change(record, lambda journal: self._wake(journal, "Activity", activity=True))
 
     def presence(self, ref: str, state: Presence) -> EnvironmentRecord:
