@@ -157,34 +157,37 @@ class OpenStackProvider(Provider):
         except Exception as exc:
             raise translate(exc, self.cloud, doing) from exc
 
-    def _show(self, name: str, stack_id: str | None = None) -> Row | None:
+    def _show(self, name: str, stack_id: str | None = None, *, deleted: bool = False) -> Row | None:
         """The stack (status, reason, outputs), or None when it is gone. One GET by name/id when the id
-        is known (Heat answers without a redirect); by name, Heat redirects to name/id."""
+        is known (Heat answers without a redirect); by name, Heat redirects to name/id. Heat shows a
+        deleted stack by id for ever as DELETE_COMPLETE: None unless `deleted` asks for that row too."""
         path = f"/stacks/{name}/{stack_id}" if stack_id else f"/stacks/{name}"
         response = self.connection().orchestration.get(path)
         if response.status_code == 404:
             return None
         sdk.raise_from_response(response)
         row = response.json().get("stack") or {}
-        return None if row.get("stack_status") == "DELETE_COMPLETE" else row
+        return row if deleted or row.get("stack_status") != "DELETE_COMPLETE" else None
 
-    def _rows(self, stacks: list[tuple[str, str]]) -> dict[str, Row]:
-        """The stacks' rows by id, in one request (the show of a lone stack also brings its outputs)."""
-        if len(stacks) == 1:
+    def _rows(self, stacks: list[tuple[str, str]], listed: bool) -> dict[str, Row]:
+        """The stacks' rows by id, in one request (the show of a lone stack also brings its outputs).
+        `listed`: from the stack list even for one stack, which alone tells a stack whose delete is
+        complete but still holds its name and its place in the quota (DELETE_COMPLETE, listed) from one
+        Heat has let go of (not listed)."""
+        if len(stacks) == 1 and not listed:
             row = self._show(*stacks[0])
             return {row["id"]: row} if row else {}
         heat, ids, rows = self.connection().orchestration, [i for _, i in stacks], {}
         for start in range(0, len(ids), LIST_IDS):
             response = heat.get("/stacks", params=[("id", i) for i in ids[start : start + LIST_IDS]])
             sdk.raise_from_response(response)
-            for row in response.json().get("stacks") or []:
-                if row.get("stack_status") != "DELETE_COMPLETE":
-                    rows[row["id"]] = row
+            rows.update((row["id"], row) for row in response.json().get("stacks") or [])
         return rows
 
     async def _poll(self, flights: list[Flight]) -> dict[str, Row]:
         stacks = [(f.name, f.stack_id) for f in flights]
-        return await self._run("polling stacks", partial(self._rows, stacks), read=True)
+        listed = any(f.op == "DELETE" for f in flights)
+        return await self._run("polling stacks", partial(self._rows, stacks, listed), read=True)
 
     def _fly(
         self, handle: Handle, stack_id: str, op: str, sent: float, row: Row | None = None, timed: bool = True
@@ -409,7 +412,7 @@ class OpenStackProvider(Provider):
                     f"cloud {self.cloud!r}: stack {name} still {flight.status} after {self.delete_wait_s:g}s",
                     reason="DeleteInProgress",
                 )
-            if flight.gone or flight.status == "DELETE_COMPLETE":
+            if flight.gone:
                 return
             reason = flight.reason or "no reason given"
             log.warning("DELETE_FAILED", extra={"stack": name, "attempt": attempt, "reason": reason})
@@ -421,11 +424,11 @@ class OpenStackProvider(Provider):
 
     def _start_delete(self, handle: Handle) -> tuple[Row, float] | None:
         """DELETE the stack unless Heat is deleting it already; None when it is gone."""
-        row = self._show(handle["name"], handle.get("id"))
+        row = self._show(handle["name"], handle.get("id"), deleted=True)
         if row is None:
             return None
         sent = time.monotonic()
-        if row.get("stack_status") != "DELETE_IN_PROGRESS":
+        if row.get("stack_status") not in ("DELETE_IN_PROGRESS", "DELETE_COMPLETE"):
             response = self.connection().orchestration.delete(_stack_url(row))
             if response.status_code == 404:
                 return None

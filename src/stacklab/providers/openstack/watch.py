@@ -60,16 +60,16 @@ class Flight:
 
     def finished(self) -> bool:
         """Heat settled after the request: this op's COMPLETE or FAILED, or any other settled state (the
-        stack went another way, which the waiter must see); a delete only when gone or DELETE_*.
+        stack went another way, which the waiter must see); a delete only when gone from the stack list
+        (DELETE_COMPLETE alone still holds the name and the quota) or DELETE_FAILED.
         (Deleting a stack that is being created first stops the create: CREATE_FAILED on the way.)"""
         if self.gone:
             return True
         if self.row is None or (self.status, self.reason) == self.before:
             return False
-        status = self.status
         if self.op == "DELETE":
-            return status in ("DELETE_COMPLETE", "DELETE_FAILED")
-        return not status.endswith("_IN_PROGRESS")
+            return self.status == "DELETE_FAILED"
+        return not self.status.endswith("_IN_PROGRESS")
 
     def succeeded(self) -> bool:
         return (self.gone and self.op == "DELETE") or self.status == f"{self.op}_COMPLETE"
