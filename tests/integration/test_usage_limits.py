@@ -151,3 +151,20 @@ async def test_a_course_wide_total_limit_and_warn(
         assert "You may go on working" in allowance.sentence()
     finally:
         app.close()
+
+
+def test_the_time_query_reads_the_transitions_through_their_index(tmp_path: Path) -> None:
+    """SQLite's plan for the running-time query: the (env_id, kind, at) index, not a scan of the table."""
+    from sqlalchemy import select, text
+
+    from stacklab.store.database import make_engine, migrate
+    from stacklab.store.usage import _intervals
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    migrate(engine)
+    query = select(_intervals(["0000beef", "0000cafe"], Observed.RUNNING, 2e9, 1e9))
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        plan = " | ".join(row[-1] for row in connection.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+    engine.dispose()
+    assert "ix_transitions_env_kind_at" in plan and "SCAN transitions" not in plan, plan
