@@ -155,13 +155,15 @@ def settled_blocks(page) -> list[int]:  # type: ignore[no-untyped-def]
     return previous[0]
 
 
-def click_at(page, canvas, x: int, y: int) -> None:  # type: ignore[no-untyped-def]
+def click_at(page, canvas, x: int, y: int, button: str = "left") -> None:  # type: ignore[no-untyped-def]
     """Click the desktop at its own pixel (x, y), wherever the page has scaled it to."""
     box = canvas.bounding_box()
     width, height = page.evaluate(
         "() => { const c = document.querySelector('#desk-desk canvas'); return [c.width, c.height]; }"
     )
-    page.mouse.click(box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height)
+    page.mouse.click(
+        box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height, button=button
+    )
 
 
 def focus_xterm(page, canvas, lab: DesktopLab) -> None:  # type: ignore[no-untyped-def]
@@ -188,18 +190,21 @@ def test_type_into_the_desktop_then_suspend_and_resume_keep_it(lab: DesktopLab, 
     assert "note" in lab.service.cli("env", "check", lab.env_id)
 
     # The clipboard, both ways: the page's box -> the desktop (pasted into the xterm with the middle
-    # button), and the desktop's clipboard -> the page's box.
+    # button), and the desktop's clipboard -> the page's box. The xterm asks the VNC server for the
+    # selection, which asks the page: the paste lands a moment after the click, so it is the last thing
+    # typed into a waiting `cat` (its newline ends the line), and Ctrl+D ends `cat` once the file has it.
     page.locator(f"#desk-{NODE} .desktop-clip summary").click()
-    page.locator(f"#desk-{NODE} .desktop-clipboard").fill("from-the-browser")
+    page.locator(f"#desk-{NODE} .desktop-clipboard").fill("from-the-browser\n")
     focus_xterm(page, canvas, lab)
-    page.keyboard.type("echo ")
-    box = canvas.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 4, box["y"] + box["height"] / 4, button="middle")
-    page.keyboard.type(" > ~/clip.txt")
+    page.keyboard.type("cat > ~/clip.txt")
     page.keyboard.press("Enter")
-    wait_for(
-        lambda: lab.exec("cat ~/clip.txt 2>/dev/null || true").strip() == "from-the-browser", 15, "paste"
-    )
+    click_at(page, canvas, *XTERM_AT, button="middle")
+    try:
+        wait_for(
+            lambda: lab.exec("cat ~/clip.txt 2>/dev/null || true").strip() == "from-the-browser", 15, "paste"
+        )
+    finally:
+        page.keyboard.press("Control+d")
     lab.exec("echo -n from-the-desktop | DISPLAY=:1 xclip -selection clipboard -loops 1 >/dev/null 2>&1 &")
     page.wait_for_function(
         f"() => document.querySelector('#desk-{NODE} .desktop-clipboard').value === 'from-the-desktop'"
