@@ -2,14 +2,15 @@
 
 The page shows the lab time left counting down; the service pauses the lab when the learner's `block` limit
 is used up (the deadline it wrote in the database, sent by its scheduler); the page then shows the limit's
-sentence in place of the lab, with the last check results beside it; an operator's grant (CLI) lets the
-learner in again.
+sentence in place of the lab, with the last check results beside it; course staff's grant (the XBlock's
+client, signed with the LMS key) lets the learner in again.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -20,8 +21,14 @@ from tests.e2e.conftest import Stacklab, serving_stacklab
 from tests.e2e.helpers import wait_connected, wait_for
 from tests.e2e.test_lab_stacklab import env_id
 
+XBLOCK_SRC = Path(__file__).resolve().parents[2] / "xblock" / "src"
+if str(XBLOCK_SRC) not in sys.path:  # the XBlock is a distribution of its own (tests/xblock do the same)
+    sys.path.insert(0, str(XBLOCK_SRC))
+from stacklab_xblock.client import ServiceConfig, StacklabClient  # noqa: E402
+
 pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
 
+LMS_KEY, LMS_SECRET = "edx-e2e", "an-lms-secret-of-a-decent-length-0123456789"
 HOURS = 0.005
 """18 s of running time: enough to check once, short enough to wait for."""
 
@@ -42,7 +49,9 @@ def limited(built_pages: None) -> Iterator[Stacklab]:
                 """
             )
         )
-        with serving_stacklab("stacklab-e2e-usage-", {"STACKLAB_LABS_DIR": labs}) as service:
+        keys = json.dumps({LMS_KEY: {"secret": LMS_SECRET, "courses": ["demo"]}})
+        extra = {"STACKLAB_LABS_DIR": labs, "STACKLAB_LMS_KEYS": keys}
+        with serving_stacklab("stacklab-e2e-usage-", extra) as service:
             yield service
 
 
@@ -67,7 +76,10 @@ def test_time_left_then_the_limit_then_a_grant(page, limited: Stacklab) -> None:
     page.reload()  # a reload (its resume refused) lands on the same notice
     notice.wait_for()
 
-    limited.cli("env", "grant", env_id(page), "--hours", "1", "--reason", "a test needs more time")
+    # Course staff grant an hour from the LMS: the XBlock's client, signed with the course's LMS key.
+    client = StacklabClient(ServiceConfig(limited.url, LMS_KEY, LMS_SECRET))
+    granted = client.grant_time("demo", "limited", shown["learner"], 1, "a test needs more time", "prof-x")
+    assert not granted["usage"]["blocked"] and granted["grants"][0]["granted_by"].endswith("for prof-x")
     page.reload()
     wait_connected(page, timeout_s=120)
     assert meter.inner_text().startswith("Lab time left this week: 1 h") or "59 min" in meter.inner_text()

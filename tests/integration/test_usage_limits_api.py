@@ -81,6 +81,9 @@ async def test_block_refuses_keeps_checks_readable_and_a_grant_lets_the_learner_
     assert status["usage"]["remaining_s"] == 0 and "ask your course staff" in status["message"]
     refused = await http.post(f"/api/v1/environments/{env_id}/resume", headers=bearer(token))
     assert refused.status_code == 409 and "You have used all" in refused.json()["detail"]
+    assert refused.json()["reason"] == "UsageLimit"  # the XBlock shows the sentence as it is
+    checked = await http.post(f"/api/v1/environments/{env_id}/checks", headers=lms_call())
+    assert checked.status_code == 409 and checked.json()["reason"] == "UsageLimit"
     assert (
         await http.post(f"/api/v1/environments/{env_id}/activity", headers=bearer(token))
     ).status_code == 204

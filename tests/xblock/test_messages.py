@@ -63,3 +63,12 @@ def test_a_lab_still_starting_is_progress_not_an_error_and_staff_see_the_request
 )
 def test_time_used_reads_as_hours_and_minutes(seconds: object, text: str) -> None:
     assert time_used(seconds) == text
+
+
+def test_a_usage_limit_refusal_is_the_services_sentence_for_the_learner() -> None:
+    sentence = "You have used all 10h of lab time on this lab this week. Ask your course staff for more."
+    exc = ServiceError(
+        "x", status=409, detail=sentence, request_id="r-1", url="http://s/l", reason="UsageLimit"
+    )
+    for staff in (False, True):
+        assert describe(exc, staff=staff).as_json() == {"error": sentence}  # not "still starting"

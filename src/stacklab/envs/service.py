@@ -366,6 +366,9 @@ class Environments:
     def _running(self, ref: str) -> tuple[EnvironmentRecord, Lab]:
         record = self.resolve(ref)
         if record.observed != Observed.RUNNING:
+            blocked = self._blocked(record)
+            if blocked is not None:  # paused by its usage limit: say so, not "resume it first"
+                raise UsageLimitReached(blocked.sentence())
             raise Conflict(
                 f"environment {record.id} is {record.observed}, not running"
                 + (": resume it first" if record.observed == Observed.SUSPENDED else "")

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stacklab import __version__
 from stacklab.config import LmsKey, Settings
 from stacklab.envs.pricing import pricing_of
-from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError
+from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError, UsageLimitReached
 from stacklab.labs.catalog import LabCatalog
 from stacklab.store.operators import sync_setting_account
 from stacklab.web import api, course_view, desktop, pages, readiness, terminal
@@ -227,6 +227,9 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
 
     @app.exception_handler(Conflict)
     async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        if isinstance(exc, UsageLimitReached):  # the sentence is for the learner: `reason` tells clients so
+            body = {"detail": str(exc), "reason": "UsageLimit", "request_id": current_request_id()}
+            return JSONResponse(body, status_code=409)
         return _error(409, str(exc))
 
     @app.exception_handler(InvalidInput)

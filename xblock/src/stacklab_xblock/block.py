@@ -36,6 +36,8 @@ NOT_OPENED = "This learner has not opened this lab yet, so there is nothing to s
 ANONYMOUS_ID = "edx-platform.anonymous_user_id"
 IS_STAFF = "edx-platform.user_is_staff"
 COURSE_DEPTH = 10
+MAX_GRANT_HOURS = 10000
+"""The most hours one grant gives (the service's limit too)."""
 """How far up the unit's parents the course block is looked for (course > chapter > sequence > unit)."""
 SCRIPT = "static/js/stacklab.js"
 STYLE = "static/css/stacklab.css"
@@ -421,6 +423,32 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         except ServiceError as exc:
             return {"not_opened": NOT_OPENED} if exc.status == 404 else self._words(exc)
         return self._page(watched["lab_url"])
+
+    @XBlock.json_handler
+    def staff_grant(self, data, suffix=""):
+        """More running time for a learner under this lab's usage limit (course staff only); the service keeps
+        the hours, the reason and who gave them, and puts the grant in its audit log."""
+        if not self._is_staff():
+            raise JsonHandlerError(403, "Only course staff may give learners more lab time.")
+        try:
+            hours = float(data.get("hours", 0))
+        except (TypeError, ValueError):
+            hours = 0.0
+        reason = str(data.get("reason", "")).strip()
+        if not 0 < hours <= MAX_GRANT_HOURS or not reason:  # NaN fails the comparison too
+            return {"error": f"Give a number of hours (more than 0, at most {MAX_GRANT_HOURS}) and a reason."}
+        user = self._user()
+        staff = str(getattr(user, "opt_attrs", {}).get("edx-platform.username", "") or "") if user else ""
+        learner = str(data.get("learner", ""))
+        try:
+            granted = self._client().grant_time(self._course_id(), self.lab, learner, hours, reason, staff)
+        except ServiceError as exc:
+            return {"not_opened": NOT_OPENED} if exc.status == 404 else self._words(exc)
+        usage = granted.get("usage") or {}
+        left = messages.time_used(usage.get("remaining_s")) if usage else "no limit"
+        return {
+            "granted": f"{hours:g} h more lab time given ({self._username(learner)} now has {left} left)."
+        }
 
     @XBlock.json_handler
     def staff_course_view(self, data, suffix=""):

@@ -31,6 +31,7 @@ class ServiceError(Exception):
         detail: str = "",
         request_id: str = "",
         url: str = "",
+        reason: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -38,6 +39,8 @@ class ServiceError(Exception):
         self.detail = detail
         self.request_id = request_id
         self.url = url
+        self.reason = reason
+        """The service's `reason` for some refusals (`UsageLimit`: `detail` is a sentence for the learner)."""
 
 
 def _error_body(exc: urllib.error.HTTPError) -> dict:
@@ -104,6 +107,7 @@ class StacklabClient:
                 detail=detail,
                 request_id=request_id,
                 url=url,
+                reason=str(error.get("reason") or ""),
             ) from exc
         except (urllib.error.URLError, OSError) as exc:  # refused, or no answer in time (TimeoutError)
             raise ServiceError(
@@ -152,6 +156,15 @@ class StacklabClient:
     def course_environments(self, course: str) -> list[dict]:
         path = f"/api/v1/courses/{urllib.parse.quote(course, safe='')}/environments"
         return list(self._call("GET", path))  # type: ignore[arg-type]
+
+    def grant_time(self, course: str, lab: str, learner: str, hours: float, reason: str, staff: str) -> dict:
+        """Give a learner more running time under the lab's usage limit (course staff): their allowance after."""
+        path = (
+            f"/api/v1/courses/{urllib.parse.quote(course, safe='')}"
+            f"/learners/{urllib.parse.quote(learner, safe='')}/grants"
+        )
+        body = {"lab": lab, "hours": hours, "reason": reason, "staff": staff}
+        return dict(self._call("POST", path, body))  # type: ignore[arg-type]
 
     def staff_view(self, course: str, lab: str, staff: str) -> dict:
         """The course view for course staff: its URL with a short-lived staff token for this course."""

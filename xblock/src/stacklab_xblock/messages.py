@@ -63,6 +63,8 @@ def _learner_text(exc: ServiceError, checking: bool) -> tuple[str, str]:
 
 def describe(exc: ServiceError, staff: bool, checking: bool = False) -> Words:
     """`exc` in words; `checking` when the lab existed (a check) rather than being opened."""
+    if exc.reason == "UsageLimit" and exc.detail:  # the service's sentence is written for the learner
+        return Words(exc.detail)
     text, setting = _learner_text(exc, checking)
     detail = ""
     if staff:

@@ -140,8 +140,25 @@ function StacklabXBlock(runtime, element) {
     var b = make("button", "stacklab-watch", "Watch " + e.username + "'s lab");
     b.type = "button";
     b.addEventListener("click", function () { watch(e); });
-    tr.appendChild(make("td")).appendChild(b);
+    var cell = tr.appendChild(make("td"));
+    cell.appendChild(b);
+    var more = make("button", "stacklab-grant", "More time for " + e.username);
+    more.type = "button";
+    more.addEventListener("click", function () { grant(e); });
+    cell.appendChild(more);
     return tr;
+  }
+
+  /* Usage limits: more running time for a learner, with the reason the service keeps (course staff). */
+  function grant(learner) {
+    var status = root.querySelector(".stacklab-staff-status");
+    var hours = window.prompt("Hours of lab time to give " + learner.username + ":", "1");
+    if (hours === null) return;
+    var reason = window.prompt("Why? (kept with the grant, seen by other staff)", "");
+    if (reason === null) return;
+    call("staff_grant", {learner: learner.learner, hours: Number(hours), reason: reason}).then(function (res) {
+      text(status, res.granted || res.not_opened || ((res.error || "") + (res.staff_detail ? " " + res.staff_detail : "")));
+    });
   }
 
   function showEnvironments(res) {
