@@ -16,6 +16,7 @@ from stacklab.config import Settings
 from stacklab.envs.allowance import WEEK_S, week_start
 from stacklab.errors import UsageLimitReached
 from stacklab.store.grants import grants_of
+from stacklab.store.repository import EnvKey
 from stacklab.types import Desired, Observed
 from stacklab.wiring import App
 
@@ -87,6 +88,7 @@ async def test_a_block_limit_counts_pauses_refuses_and_grants(
             app.environments.request(env, Desired.RUNNING, "ResumeRequested")
         assert app.environments.touch(env).desired == Desired.SUSPENDED  # a late keystroke wakes nothing
         assert app.environments.launch(lab, "erin").desired == Desired.SUSPENDED
+        assert app.environments.prepare(EnvKey("default", "demo", "erin"))[1] is False  # no pre-resume
         # Staff grant 30 minutes: the learner may resume, and is paused again when they are used.
         app.environments.grant(env, 0.5, "lost time to a broken node", "cli:tester")
         assert [g.seconds for g in grants_of(app.repo, "default", "erin")] == [1800]

@@ -285,6 +285,8 @@ class Environments:
         record = self.repo.find(key)
         if record is None or record.desired != Desired.SUSPENDED or record.observed == Observed.FAILED:
             return record, False
+        if self._blocked(record) is not None:  # past a `block` usage limit: it stays paused
+            return record, False
         limit = self.lab_of(record).timeouts.pre_resume_idle_s
 
         def wake(journal: Journal) -> None:
