@@ -76,6 +76,9 @@ timeouts:
   launch: 5m
 """
 
+BROKEN_LAB = "schema: 1\nid: broken-lab\ntitle: Broken\nlogin_user: learner\nproviders: []\n"
+"""A lab file the service cannot read (no provider): offered by no one, shown to authors."""
+
 # Instructor rescore and override the way the LMS's instructor tasks do them (edx-platform
 # lms/djangoapps/instructor_task/tasks_helper/module_state.py): the block bound to the learner in the real
 # runtime, then `rescore(only_if_higher)`, or `set_score(weighted / weight)` and `publish_grade()`; `save()`.
@@ -115,6 +118,7 @@ def service() -> Iterator[tuple[Stacklab, str]]:
     labs = Path(tempfile.mkdtemp(prefix="stacklab-xblock-labs-"))
     shutil.copy(ROOT / "examples" / "hello.yaml", labs / "hello.yaml")
     (labs / "pair.yaml").write_text(PAIR_LAB)
+    (labs / "broken.yaml").write_text(BROKEN_LAB)  # skipped by the service; Studio's author view names it
     lms_keys = {LMS_KEY: {"secret": secret, "courses": ["course-v1:StacklabX+*"]}}  # the workbench's courses
     keys = {"STACKLAB_LMS_KEYS": json.dumps(lms_keys), "STACKLAB_LABS_DIR": str(labs)}
     try:
@@ -530,11 +534,21 @@ def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
     watched.scroll_into_view_if_needed()
     watched.screenshot(path=str(artifacts / "staff-watch.png"))
     screenshots(page, artifacts, "staff-panel")
+    # More lab time for alice (usage limits): the hours and the reason asked for, kept by the service.
+    answers = iter(["1.5", "the cloud was down on Tuesday"])
+    page.on("dialog", lambda dialog: dialog.accept(next(answers)))
+    alice.get_by_role("button", name="More time for alice").click()
+    unit.locator(".stacklab-staff-status", has_text="1.5 h more lab time given").wait_for()
+    stacklab, _ = service
+    usage = json.loads(stacklab.cli("env", "usage", f"{COURSE}/{row['lab']}/anon-alice", "--json"))
+    assert [(g["seconds"], g["reason"]) for g in usage["grants"]] == [(5400, "the cloud was down on Tuesday")]
+    assert usage["grants"][0]["granted_by"].endswith("for staff")  # the staff member's LMS username
     page.goto(workbench.scenario(1, "alice"))
     page.locator(".stacklab-block .stacklab-background").wait_for()
     assert page.locator(".stacklab-staff").count() == 0
     refused = call_handler(page, "staff_environments")
     assert refused["status"] == 403 and "staff" in refused["body"]["error"]
+    assert call_handler(page, "staff_grant")["status"] == 403  # only staff give time
 
 
 def test_lab_page_opens_the_node_the_unit_names(service: tuple[Stacklab, str], page) -> None:  # type: ignore[no-untyped-def]
@@ -654,6 +668,32 @@ def test_studio_offers_the_services_labs_and_refuses_unknown_ones(
         assert refused["status"] == 400, refused
         texts = [m["text"] for m in refused["body"]["error"]["messages"]]
         assert any(t.startswith(message) for t in texts), texts
+
+
+def test_studio_author_view_shows_the_lab_and_its_problems_without_launching(
+    workbench: Workbench, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    stacklab, _ = service
+    before = stacklab.cli("env", "list", "--json")
+    page.goto(f"{workbench.url}/scenario/stacklab.5/author_view/?student=staff")  # pair-lab, weight 0
+    view = page.locator(".stacklab-author")
+    view.wait_for()
+    text = view.inner_text()
+    assert "A pair of machines" in text and "Nodes: main, side" in text, text
+    assert view.locator(".stacklab-preview-checks tbody tr").all_inner_texts() == [
+        "side-file\tside\t1.0\tcreate ~/done on the side machine"
+    ]
+    assert "Warning — weight: is 0" in text and "Error" not in text and "test -e" not in text
+    assert serious_violations(page, ".stacklab-author") == []
+
+    page.goto(f"{workbench.url}/scenario/stacklab.3/author_view/?student=staff")  # no-such-lab
+    view.wait_for()
+    text = view.inner_text()
+    assert "Error — lab: the service offers no lab 'no-such-lab'" in text, text
+    skipped = view.locator(".stacklab-skipped").inner_text()
+    assert "broken.yaml" in skipped and "providers" in skipped, skipped
+    assert "/tmp/" not in skipped  # the service's own folders stay on the service
+    assert stacklab.cli("env", "list", "--json") == before  # Studio launched nothing
 
 
 @pytest.mark.parametrize(
