@@ -23,6 +23,8 @@ SHIPPED = (
     "static/css/stacklab.css",
     "templates/student.html",
     "templates/studio_preview.html",
+    "templates/lab_preview.html",
+    "templates/author_view.html",
 )
 SCRIPT_URL = "/resource/stacklab/static/js/stacklab.js"
 STYLE_URL = "/resource/stacklab/static/css/stacklab.css"

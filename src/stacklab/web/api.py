@@ -238,9 +238,18 @@ async def list_labs(request: Request, _caller: Server) -> list[schemas.LabInfo]:
                 schemas.LabCheckInfo(name=c.name, node=c.node, weight=c.weight, hint=c.hint)
                 for c in lab.checks
             ],
+            problems=catalog.problems.get(lab.id, []),
         )
         for lab in catalog.labs.values()
     ]
+
+
+@router.get("/labs/skipped", tags=["lms"])
+async def list_skipped_labs(request: Request, _caller: Server) -> list[schemas.SkippedLab]:
+    """Lab files this service could not read (so it offers no lab from them), with their problems: what a
+    course author needs when the lab they chose is not offered."""
+    skipped = context(request).catalog.skipped
+    return [schemas.SkippedLab(file=file, problems=problems) for file, problems in skipped.items()]
 
 
 @router.post("/launch", tags=["lms"])
@@ -265,10 +274,7 @@ async def prepare(request: Request, body: schemas.PrepareRequest, _caller: Serve
     act. A running lab, or a learner without one, is left as it is (a view is not activity; nothing is
     created)."""
     _caller.require_course(body.course)
-    envs = context(request).stack.environments
-    before = envs.repo.find(EnvKey(body.course, body.lab, body.learner))
-    record = envs.prepare(EnvKey(body.course, body.lab, body.learner))
-    woken = before is not None and record is not None and record.version != before.version
+    record, woken = context(request).stack.environments.prepare(EnvKey(body.course, body.lab, body.learner))
     return schemas.PrepareResponse(woken=woken, progress=record.progress if record is not None else None)
 
 

@@ -260,6 +260,17 @@ class LabInfo(BaseModel):
     learner_nodes: list[str] = Field(description="The nodes a unit may open for learners (`node` options)")
     max_score: float
     checks: list[LabCheckInfo] = Field(description="The lab's checks, for Studio's preview (no scripts)")
+    problems: list[str] = Field(
+        default=[],
+        description="What `stacklab lab validate` finds in the lab's Heat template (FILE:LINE: ...)",
+    )
+
+
+class SkippedLab(BaseModel):
+    """A lab file the service could not read, so it offers no lab from it."""
+
+    file: str
+    problems: list[str]
 
 
 class AdminEnvironment(BaseModel):

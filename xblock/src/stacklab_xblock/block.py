@@ -48,6 +48,14 @@ def _fmt(number: float) -> str:
     return f"{number:g}"
 
 
+def _lab_preview(lab: dict) -> str:
+    """One lab's preview (lab_preview.html). `checks` None: an older service whose lab list does not give
+    them (the preview says so)."""
+    return loader.render_django_template(
+        "templates/lab_preview.html", {"lab": {**lab, "checks": lab.get("checks")}}
+    )
+
+
 def embedded(lab_url: str, course_name: str = "") -> str:
     """The lab page in its embedded mode (`embedded=1`: no Check or score of its own; the unit grades), with
     the course's display name to show instead of its id (URL-encoded; the page shows it as text only)."""
@@ -578,13 +586,47 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
         frag = super().studio_view(context)
         labs = self._service_labs()
         preview = {
-            # `checks` None: an older service whose lab list does not give them (the preview says so)
-            "labs": None if labs is None else [{**lab, "checks": lab.get("checks")} for lab in labs],
+            "labs": None if labs is None else [{**lab, "preview": _lab_preview(lab)} for lab in labs],
             "chosen": self.lab,
             "warnings": [f"{p.field}: {p.message}" for p in self._problems(self) if p.level == "warning"],
         }
         frag.add_content(loader.render_django_template("templates/studio_preview.html", preview))
         return frag
+
+    def author_view(self, context=None) -> Fragment:
+        """The unit in Studio: the lab as learners will meet it (description, nodes, checks, hints), the
+        unit's settings and every problem found (the unit's own, the lab's Heat template, lab files the
+        service could not read), without launching anything; Studio would otherwise show the student view,
+        which starts a lab."""
+        labs = self._service_labs()
+        lab = next((lab for lab in labs or [] if lab["id"] == self.lab), None)
+        problems = self._problems(self)
+        view = {
+            "title": self.display_name,
+            "lab_id": self.lab,
+            "node": self.node,
+            "read_only": self.read_only,
+            "weight": _fmt(self.weight),
+            "check_label": self.check_label,
+            "lab": lab,
+            "preview": _lab_preview(lab) if lab else "",
+            "unreachable": labs is None,
+            "errors": [f"{p.field}: {p.message}" for p in problems if p.level == "error"]
+            + [f"the lab's template: {p}" for p in (lab or {}).get("problems") or []],
+            "warnings": [f"{p.field}: {p.message}" for p in problems if p.level == "warning"],
+            "skipped": self._skipped_labs() if labs is not None and lab is None else [],
+        }
+        frag = Fragment(loader.render_django_template("templates/author_view.html", view))
+        frag.add_css_url(self.runtime.local_resource_url(self, STYLE))
+        return frag
+
+    def _skipped_labs(self) -> list[dict]:
+        """The service's unreadable lab files (the chosen lab may be one of them); [] when it cannot say."""
+        try:
+            return self._client().skipped_labs()
+        except ServiceError as exc:
+            log.warning("stacklab: the skipped labs could not be read: %s", exc)
+            return []
 
     # ---- OLX -------------------------------------------------------------------------------------------
     @classmethod

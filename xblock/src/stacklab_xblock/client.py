@@ -118,6 +118,10 @@ class StacklabClient:
     def labs(self) -> list[dict]:
         return list(self._call("GET", "/api/v1/labs"))  # type: ignore[arg-type]
 
+    def skipped_labs(self) -> list[dict]:
+        """Lab files the service could not read, with their problems (for authors)."""
+        return list(self._call("GET", "/api/v1/labs/skipped"))  # type: ignore[arg-type]
+
     def launch(self, course: str, lab: str, learner: str, node: str = "", read_only: bool = False) -> dict:
         """Launch or resume the learner's lab: its status, a learner token and the lab page's URL."""
         body: dict[str, object] = {"course": course, "lab": lab, "learner": learner}
