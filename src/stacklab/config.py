@@ -307,6 +307,23 @@ class Settings:
         description="A lab waiting in line whose page (or waiting command) has not asked about it for this "
         "long drops out of line (its learner left); opening the lab again joins at the back.",
     )
+    local_host: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9-]{0,62})?$",
+        description="A worker's local host (runner = celery, several LXC hosts): the name of the host whose "
+        "local labs this worker drives; it consumes that host's own queue (<job_queue>.host.<name>) and "
+        "reports the host's capacity and load. Empty: no host of its own (one local host, or OpenStack only).",
+    )
+    local_capacity: Count | None = Field(
+        default=None,
+        description="Most local labs the worker's local_host holds at once (placement puts a new lab on the "
+        "live host with the most free places); unset: unlimited.",
+    )
+    host_lost_after_s: Seconds = Field(
+        default=60.0,
+        description="A local host none of whose workers heartbeat for this long is lost: its labs are shown "
+        "failed (reason HostLost) and new labs are placed elsewhere (celery).",
+    )
     worker_metrics_port: Count = Field(
         default=0,
         description="Port of a worker's Prometheus /metrics (jobs run, failures, queue wait, pass duration); "

@@ -49,6 +49,7 @@ class EnvironmentRecord(Base):
         Index("ix_environments_course_state", "course", "observed"),
         Index("ix_environments_course_learner", "course", "learner"),
         Index("ix_environments_queued_at", "queued_at"),
+        Index("ix_environments_host", "host", "observed"),
     )
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -60,6 +61,9 @@ class EnvironmentRecord(Base):
     observed: Mapped[str] = mapped_column(String(16))
     progress: Mapped[str] = mapped_column(String(16))
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The local host holding this lab (runner = celery with several LXC hosts: envs/hosts.py); its passes
+    run only on that host's workers. None: not placed (one host, or a lab without a local provider)."""
     capacity_held: Mapped[str | None] = mapped_column(String(64), nullable=True)
     stack_name: Mapped[str] = mapped_column(String(64))
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
