@@ -29,8 +29,8 @@ from stacklab_xblock.client import ServiceConfig, StacklabClient  # noqa: E402
 pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
 
 LMS_KEY, LMS_SECRET = "edx-e2e", "an-lms-secret-of-a-decent-length-0123456789"
-HOURS = 0.005
-"""18 s of running time: enough to check once, short enough to wait for."""
+HOURS = 0.004
+"""14.4 s of running time: enough to check once, short enough to wait for."""
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from stacklab.store.repository import Repository
 pytestmark = pytest.mark.lxc
 
 HOURS = 0.004
-"""14.4 s of running time."""
+"""14.4 s of running time (room for the CLI calls before the deadline on a loaded machine)."""
 
 
 def _running_intervals(history: list[dict[str, object]], until: float) -> float:
