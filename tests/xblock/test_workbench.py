@@ -441,6 +441,26 @@ def test_instructor_override_and_rescore(workbench: Workbench, page) -> None:  #
     assert never.returncode != 0 and "Cannot rescore an unanswered lab" in never.stderr
 
 
+def test_a_check_made_outside_the_unit_becomes_the_units_grade(
+    workbench: Workbench, service: tuple[Stacklab, str], page
+) -> None:  # type: ignore[no-untyped-def]
+    """The lab page opened on its own (or the CLI) checks too: the unit adopts that check when it opens, so
+    the LMS's grade is the counted score shown anywhere."""
+    stacklab, _ = service
+    page.goto(workbench.scenario(0, "bob"))
+    wait_connected(lab_frame(page))
+    env_id = workbench.user_state("bob")["environment"]
+    stacklab.cli("env", "exec", env_id, "--", 'echo "hello world" > ~/hello.txt')
+    assert "2/3" in stacklab.cli("env", "check", env_id).replace(" ", "")  # hello-file (2 of 3 points)
+    published = len(workbench.grades())
+    page.reload()
+    wait_score(page.locator(".stacklab-block"), "2 / 3")
+    assert workbench.grades()[published:] == ["{'value': 2.0, 'max_value': 3.0, 'only_if_higher': None}"]
+    page.reload()  # the same check is not adopted twice
+    wait_connected(lab_frame(page))
+    assert len(workbench.grades()) == published + 1
+
+
 def test_background_unit_launches_without_a_terminal(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(1, "alice"))
     unit = page.locator(".stacklab-block")

@@ -38,6 +38,8 @@ class CheckReport:
     score: float
     max_score: float
     counted: float
+    at: float
+    """When the checks ran (the service's clock): the unit adopts a check made elsewhere by it."""
 
 
 def _validate_name(kind: str, value: str) -> str:
@@ -393,15 +395,15 @@ class Environments:
         """Run the lab's checks, keep the attempt, and report the score that counts."""
         record, lab = self._running(ref)
         results = await run_checks(lab.checks, self.controller.targets(record, lab))
-        score = weighted_score(results)
+        score, at = weighted_score(results), self.clock()
         self.repo.add_check_run(
             CheckRunRecord(
                 env_id=record.id,
-                at=self.clock(),
+                at=at,
                 score=score,
                 max_score=lab.max_score(),
                 results=[result.to_json() for result in results],
             )
         )
         scores = [run_.score for run_ in self.repo.check_runs(record.id)]
-        return CheckReport(results, score, lab.max_score(), counted_score(scores, lab.score) or 0.0)
+        return CheckReport(results, score, lab.max_score(), counted_score(scores, lab.score) or 0.0, at)

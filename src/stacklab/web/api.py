@@ -82,6 +82,7 @@ def _report(report: CheckReport, lab: Lab) -> schemas.CheckReportBody:
         max_score=report.max_score,
         counted_score=report.counted,
         score_policy=lab.score,
+        checked_at=report.at,
     )
 
 
@@ -204,6 +205,7 @@ async def latest_checks(request: Request, env_id: EnvId) -> schemas.LatestChecks
         max_score=last.max_score,
         counted_score=counted or 0.0,
         score_policy=lab.score,
+        checked_at=last.at,
     )
     return schemas.LatestChecks(
         latest=latest, counted_score=counted, max_score=last.max_score, score_policy=lab.score

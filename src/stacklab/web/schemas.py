@@ -234,6 +234,7 @@ class CheckReportBody(BaseModel):
     score_policy: str = Field(
         default="best", description="The lab's `score`: best (never goes down) or latest attempt"
     )
+    checked_at: float | None = Field(default=None, description="When these checks ran (Unix time)")
 
 
 class LatestChecks(BaseModel):

@@ -118,6 +118,9 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
     score_fraction = Float(default=None, scope=Scope.user_state)
     """The counted score as a fraction of the lab's maximum (0..1); None before the first check."""
     last_checked = String(default="", scope=Scope.user_state)
+    checked_at = Float(default=None, scope=Scope.user_state)
+    """When the latest check this unit kept ran (the service's time): a later one made on the lab page
+    outside the unit is adopted when the unit opens (`_adopt_outside_check`)."""
 
     has_score = True
     public_dir = "static"
@@ -303,14 +306,35 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             return self._words(exc)
         if self.environment != launched["environment"]["id"]:
             self.environment = launched["environment"]["id"]
+        if not self._read_only():
+            self._adopt_outside_check(client)
         status = launched["environment"]
         if self.background:
             return {
                 "background": True,
                 "progress": str(status.get("progress", "")),
                 "ready": status.get("ready"),
+                "score_text": self._score_text(),
             }
-        return self._page(launched["lab_url"])
+        return {**self._page(launched["lab_url"]), "score_text": self._score_text()}
+
+    def _adopt_outside_check(self, client: StacklabClient) -> None:
+        """A check run since the unit's last one (on the lab page opened on its own, or by the CLI) counts
+        as if run here, so that the LMS's grade is the counted score shown anywhere. An instructor's
+        override stands until the next check. A unit without `checked_at` that holds a score (kept before
+        this was recorded) only learns the time."""
+        try:
+            latest = client.latest_checks(self.environment).get("latest")
+        except ServiceError as exc:
+            log.info("stacklab: the latest checks could not be read: %s", exc)
+            return
+        at = (latest or {}).get("checked_at")
+        if at is None or (self.checked_at is not None and at <= self.checked_at):
+            return
+        if self.checked_at is None and self.score_fraction is not None:
+            self.checked_at = at
+            return
+        self._keep(latest)
 
     @XBlock.json_handler
     def status(self, data, suffix=""):
@@ -356,16 +380,21 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
             return self._words(exc, checking=True)
         return self._graded(report)
 
-    def _graded(self, report: dict) -> dict:
-        """Keep and publish the counted score (best or latest, as the lab says); what the unit shows."""
+    def _keep(self, report: dict) -> None:
+        """Keep and publish the report's counted score (best or latest, as the lab says)."""
         fraction = self._fraction(report.get("counted_score"), report.get("max_score"))
         new_value = olx.grade_to_publish(
             self.score_fraction, fraction, str(report.get("score_policy") or "best")
         )
+        self.checked_at = report.get("checked_at", self.checked_at)
         if new_value is not None:
             self.score_fraction = new_value
             self.last_checked = str(report.get("score", ""))
             self.publish_grade()
+
+    def _graded(self, report: dict) -> dict:
+        """Keep and publish the counted score; what the unit shows."""
+        self._keep(report)
         results = report.get("results", [])
         return {
             "score_text": self._score_text(),

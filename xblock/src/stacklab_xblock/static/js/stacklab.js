@@ -86,6 +86,7 @@ function StacklabXBlock(runtime, element) {
     lab.innerHTML = "";
     lab.appendChild(make("p", "stacklab-progress-line", "Opening your lab…")).setAttribute("role", "status");
     call("open").then(function (res) {
+      if (res.score_text) text(root.querySelector(".stacklab-score"), res.score_text);  /* a check made elsewhere */
       if (res.lab_url) frame(lab, res.lab_url, lab.dataset.title || "Lab");
       else if (res.background) showBackground(res);
       else if (res.not_opened) { lab.innerHTML = ""; lab.appendChild(make("p", "stacklab-not-opened", res.not_opened)); }
