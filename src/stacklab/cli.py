@@ -911,6 +911,10 @@ WORKER_SETTINGS = [
     "redeliver_after_s",
     "reconcile_batch",
     "sweep_interval_s",
+    "local_host",
+    "local_capacity",
+    "host_lost_after_s",
+    "member_heartbeat_s",
     "worker_metrics_port",
     "secret_key",
     "data_dir",
@@ -921,7 +925,8 @@ WORKER_SETTINGS = [
 SCHEDULER_SETTINGS = [
     name
     for name in WORKER_SETTINGS
-    if name not in ("job_queue", "reconcile_concurrency", "worker_metrics_port")
+    if name
+    not in ("job_queue", "reconcile_concurrency", "worker_metrics_port", "local_host", "local_capacity")
 ]
 _CONFIGURED = (
     "Configuration is read from $STACKLAB_CONFIG or <data_dir>/stacklab.toml, then STACKLAB_* environment "

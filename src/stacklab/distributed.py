@@ -14,11 +14,12 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from stacklab.config import Settings
+from stacklab.envs.hosts import Placement, host_queue
 from stacklab.errors import ConfigError
 from stacklab.jobs.celery_runner import CeleryRunner
 from stacklab.jobs.scheduler import Scheduler
@@ -48,26 +49,52 @@ def celery_runner(app: App) -> CeleryRunner:
     return runner
 
 
+def placement(app: App) -> Placement:
+    return Placement(app.repo, app.controller.labs, app.settings)
+
+
 def make_scheduler(app: App, runner: CeleryRunner) -> Scheduler:
-    return Scheduler(app.repo, app.settings, runner.send, app.engine.sweep, app.controller.owner)
+    """The candidate; while leading it also fails the labs of lost local hosts (every heartbeat period),
+    and its sweep leaves `local` providers alone once hosts are in use (its host is not all of them)."""
+    hosts, last = placement(app), [0.0]
+
+    def chores(now: float) -> None:
+        if now - last[0] >= app.settings.member_heartbeat_s:
+            last[0] = now
+            hosts.fail_lost(now)
+
+    async def sweep() -> object:
+        with_hosts = bool(app.settings.local_host) or hosts.in_use()
+        return await app.engine.sweep(frozenset({"local"}) if with_hosts else frozenset())
+
+    return Scheduler(app.repo, app.settings, runner.send, sweep, app.controller.owner, chores=chores)
 
 
-async def announce(app: App, role: str, stop: asyncio.Event) -> None:
+async def announce(app: App, role: str, stop: asyncio.Event, load: Callable[[], int] = lambda: 0) -> None:
     """Be listed among the deployment's live members (`members`, role worker or scheduler) until `stop`:
-    operators and peers see which workers run, and a killed one ages out after member_ttl_s."""
-    repo, me, every = app.repo, app.controller.owner, app.settings.member_heartbeat_s
-    await asyncio.to_thread(members.register, repo, me, role, None, time.time())
+    operators and peers see which workers run and their load (passes running), and a killed one ages
+    out after member_ttl_s. A worker of a local host also gives its host, queue and capacity; its row
+    stays when it stops, so that a host whose workers all stopped is found lost after host_lost_after_s."""
+    repo, me, every, settings = app.repo, app.controller.owner, app.settings.member_heartbeat_s, app.settings
+    host = settings.local_host or None
+    about = {
+        "host": host,
+        "queue": host_queue(settings.job_queue, host) if host else None,
+        "capacity": settings.local_capacity if host else None,
+    }
+    await asyncio.to_thread(members.register, repo, me, role, None, time.time(), **about)
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
             try:
-                if not await asyncio.to_thread(members.heartbeat, repo, me, time.time()):
-                    await asyncio.to_thread(members.register, repo, me, role, None, time.time())
+                if not await asyncio.to_thread(members.heartbeat, repo, me, time.time(), load()):
+                    await asyncio.to_thread(members.register, repo, me, role, None, time.time(), **about)
             except SQLAlchemyError as exc:  # the database is away: try again at the next beat
                 log.warning("heartbeat failed", extra={"error": str(exc)})
     finally:
-        await asyncio.to_thread(members.leave, repo, me)
+        if host is None:
+            await asyncio.to_thread(members.leave, repo, me)
 
 
 def serve_worker(
@@ -86,9 +113,20 @@ def serve_worker(
                 "(--metrics-port, STACKLAB_WORKER_METRICS_PORT) or 0 for none"
             ) from exc
     loop = LoopThread()
-    register_task(runner.celery, app.controller.reconcile, loop, runner, metrics)
+    my_host = app.settings.local_host
+    hosts = placement(app)
+    register_task(
+        runner.celery,
+        app.controller.reconcile,
+        loop,
+        runner,
+        metrics,
+        elsewhere=lambda env_id: hosts.elsewhere(env_id, my_host),
+    )
+    if my_host:  # this host's own queue, beside the shared one
+        queues = [*queues, host_queue(app.settings.job_queue, my_host)]
     stop = loop.run(_event())
-    listed = loop.start(announce(app, "worker", stop))
+    listed = loop.start(announce(app, "worker", stop, metrics.running))
     standing = loop.start(candidate(make_scheduler(app, runner), metrics, stop)) if elect else None
     try:
         run_worker(

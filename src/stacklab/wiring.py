@@ -82,7 +82,9 @@ def build_app(
 def make_runner(settings: Settings, controller: Controller, follow_requeue: bool = True) -> JobRunner:
     """The embedded runner, or the Celery runner that sends passes to `stacklab worker` processes."""
     if settings.runner == "celery":
+        from stacklab.envs.hosts import Placement
         from stacklab.jobs.celery_runner import CeleryRunner, make_celery
 
-        return CeleryRunner(make_celery(settings))
+        placement = Placement(controller.repo, controller.labs, settings)
+        return CeleryRunner(make_celery(settings), route=placement.route)
     return InProcessRunner(controller.reconcile, settings.reconcile_concurrency, follow_requeue)

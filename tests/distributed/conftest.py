@@ -180,9 +180,12 @@ class Cluster:
         env["PYTHONPATH"] = str(ROOT)
         return env
 
-    def start(self, count: int = 1, role: str = "worker") -> list[subprocess.Popen[bytes]]:
+    def start(
+        self, count: int = 1, role: str = "worker", env: dict[str, str] | None = None
+    ) -> list[subprocess.Popen[bytes]]:
         """Start workers (or schedulers) side by side; returns once each consumes (or stands). The schema
-        is migrated first, by the service side, as an installer runs `stacklab migrate` first."""
+        is migrated first, by the service side, as an installer runs `stacklab migrate` first. `env`:
+        variables of these processes only (a local host's settings, its own cloud)."""
         self.service()
         started = []
         for _ in range(count):
@@ -191,7 +194,7 @@ class Cluster:
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "tests.distributed.worker_main", role],
-                    env={**self.environ(), "STACKLAB_WORKER_METRICS_PORT": str(port)},
+                    env={**self.environ(), "STACKLAB_WORKER_METRICS_PORT": str(port), **(env or {})},
                     cwd=ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -2,7 +2,8 @@
 STACKLAB_* variables, serve_worker / serve_scheduler), with every provider entry of type `local` the
 shared file-backed provider, so that separate processes share one cloud the test can count.
 
-    python -m tests.distributed.worker_main worker|scheduler  (SHARED_PROVIDER=<json settings>)
+    python -m tests.distributed.worker_main worker|scheduler  (SHARED_PROVIDER=<json settings>,
+    PASS_LOG=<file>: append the id of every pass it runs)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.distributed.shared_provider import SharedProvider
 from stacklab import logs
 from stacklab.config import load_settings
 from stacklab.distributed import serve_scheduler, serve_worker
+from stacklab.envs.controller import Result
 from stacklab.labs.schema import ProviderEntry
 from stacklab.wiring import build_app
 
@@ -29,6 +31,16 @@ def main(role: str) -> None:
         return SharedProvider(entry.name, shared)
 
     app = build_app(settings, {"local": provider})
+    record = os.environ.get("PASS_LOG")
+    if record:  # the worker's own record of the passes it ran (one environment id a line)
+        reconcile = app.controller.reconcile
+
+        async def recorded(env_id: str) -> Result:
+            with open(record, "a") as out:
+                out.write(env_id + "\n")
+            return await reconcile(env_id)
+
+        app.controller.reconcile = recorded  # type: ignore[method-assign]
     if role == "scheduler":
         serve_scheduler(app)
     else:

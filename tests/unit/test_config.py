@@ -62,6 +62,8 @@ def sample(name: str) -> tuple[Any, str, str]:
     special: dict[str, tuple[Any, str, str]] = {
         "secret_key": (PASSPHRASE, PASSPHRASE, json.dumps(PASSPHRASE)),
         "log_format": ("json", "json", '"json"'),
+        "local_host": ("lab-host-b", "lab-host-b", '"lab-host-b"'),
+        "local_capacity": (12, "12", "12"),
         "log_level": ("debug", "debug", '"debug"'),
         "runner": ("embedded", "Embedded", '"EMBEDDED"'),  # celery alone is refused: see below
         "advertise_url": (

@@ -64,14 +64,18 @@ class Engine:
         await self.runner.idle()
         return count
 
-    async def sweep(self) -> SweepReport:
+    async def sweep(self, skip_types: frozenset[str] = frozenset()) -> SweepReport:
         """Delete stacks no environment owns; repair environments whose stack vanished.
 
         Each provider is listed first and the owners read after, so a stack created meanwhile has its
         owner in the read; each candidate is checked again under its environment's lease before it goes.
+        Providers of `skip_types` are left alone (`local` with several hosts: this host's containers are
+        not all the labs on provider `local`).
         """
         report = SweepReport()
         for provider in self._every_provider(report):
+            if provider.type_name in skip_types:
+                continue
             try:
                 names = set(await self.controller.bounded(provider.list(), provider))
             except ProviderError as exc:

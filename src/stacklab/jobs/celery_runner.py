@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from celery import Celery
@@ -28,8 +28,9 @@ TASK = "stacklab.reconcile"
 SENT_AT = "stacklab_sent_at"
 """The message header that carries the send time (epoch seconds)."""
 
-Route = Callable[[str], str | None]
-"""Environment id -> the queue its passes go to (None: the default queue), e.g. a local host's queue."""
+Route = Callable[[list[str]], Mapping[str, str]]
+"""Environment ids -> the queue each one's pass goes to (a local host's queue, envs/hosts.py); an id it
+leaves out goes to the default queue, one mapped to "" is not sent now (it stays due in the database)."""
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -100,9 +101,12 @@ class CeleryRunner:
         ids = list(env_ids)
         if not ids:
             return
+        routes = self._route(ids) if self._route else {}
         with self.celery.producer_or_acquire() as producer:
             for env_id in ids:
-                queue = self._route(env_id) if self._route else None
+                queue = routes.get(env_id)
+                if queue == "":
+                    continue
                 self.celery.send_task(
                     TASK,
                     args=(env_id,),

@@ -39,6 +39,7 @@ class Scheduler:
         sweep: Callable[[], Awaitable[object]],
         owner: str,
         clock: Callable[[], float] = time.time,
+        chores: Callable[[float], object] | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -46,6 +47,8 @@ class Scheduler:
         self._sweep = sweep
         self.owner = owner
         self.clock = clock
+        self._chores = chores
+        """Work of the leader besides sending, every tick, in a thread (lost local hosts: envs/hosts.py)."""
         self.leading = False
         self.sent = 0
         self._last_sweep = 0.0
@@ -81,6 +84,11 @@ class Scheduler:
             self.leading = leading
         if not leading:
             return 0
+        if self._chores is not None:
+            try:
+                await asyncio.to_thread(self._chores, now)
+            except Exception:
+                log.exception("scheduler chores failed")
         sent = await asyncio.to_thread(self.send_due, now)
         if now - self._last_sweep >= self.settings.sweep_interval_s and self._sweeping is None:
             self._last_sweep = now

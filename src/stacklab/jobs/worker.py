@@ -13,7 +13,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -79,18 +79,38 @@ class WorkerMetrics:
             registry=self.registry,
         )
 
+    def running(self) -> int:
+        """Passes running now (what the worker's heartbeat reports as its load)."""
+        return int(self.busy.collect()[0].samples[0].value)
+
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
 
+Elsewhere = Callable[[str], str | None]
+"""Environment id -> None when this worker runs its pass, else the queue it belongs to ("" for none now)."""
+
+
 def register_task(
-    celery: Celery, job: Job, loop: LoopThread, runner: CeleryRunner, metrics: WorkerMetrics
+    celery: Celery,
+    job: Job,
+    loop: LoopThread,
+    runner: CeleryRunner,
+    metrics: WorkerMetrics,
+    elsewhere: Elsewhere | None = None,
 ) -> None:
     """The task: a thin wrapper that runs `job(env_id)` on the loop; a pass that asks to be looked at
-    again at once is sent again after its commit (later ones wait in the database for the scheduler)."""
+    again at once is sent again after its commit (later ones wait in the database for the scheduler).
+    A pass that belongs to another local host's workers (`elsewhere`) is forwarded there, not run."""
 
     @celery.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def reconcile(self: Any, env_id: str) -> None:
+        if elsewhere is not None:
+            queue = elsewhere(env_id)
+            if queue is not None:
+                if queue:
+                    runner.submit(env_id)  # routed again: to its host's queue
+                return
         sent_at = (self.request.headers or {}).get(SENT_AT) or getattr(self.request, SENT_AT, None)
         if isinstance(sent_at, (int, float)):
             metrics.queue_wait.observe(max(0.0, time.time() - sent_at))

@@ -24,15 +24,48 @@ class Member:
     role: str
     address: str | None
     heartbeat_at: float
+    host: str | None = None
+    queue: str | None = None
+    capacity: int | None = None
+    load: int = 0
+    started_at: float = 0.0
 
 
 def _member(record: MemberRecord) -> Member:
-    return Member(record.id, record.role, record.address, record.heartbeat_at)
+    return Member(
+        record.id,
+        record.role,
+        record.address,
+        record.heartbeat_at,
+        record.host,
+        record.queue,
+        record.capacity,
+        record.load,
+        record.started_at,
+    )
 
 
-def register(repo: Repository, member_id: str, role: str, address: str | None, now: float) -> None:
-    """Announce (or re-announce) `member_id`; its heartbeat starts now."""
-    values = {"role": role, "address": address, "heartbeat_at": now}
+def register(
+    repo: Repository,
+    member_id: str,
+    role: str,
+    address: str | None,
+    now: float,
+    *,
+    host: str | None = None,
+    queue: str | None = None,
+    capacity: int | None = None,
+) -> None:
+    """Announce (or re-announce) `member_id`; its heartbeat starts now. A worker of a local host gives
+    its host, that host's queue and its capacity (placement, envs/hosts.py)."""
+    values = {
+        "role": role,
+        "address": address,
+        "heartbeat_at": now,
+        "host": host,
+        "queue": queue,
+        "capacity": capacity,
+    }
     for _ in range(2):  # a concurrent insert of the same id (a restart racing itself) is taken over
         try:
             with repo.session() as session:
@@ -47,12 +80,14 @@ def register(repo: Repository, member_id: str, role: str, address: str | None, n
             continue
 
 
-def heartbeat(repo: Repository, member_id: str, now: float) -> bool:
-    """Record that `member_id` is alive; False when its row is gone (then register again)."""
+def heartbeat(repo: Repository, member_id: str, now: float, load: int | None = None) -> bool:
+    """Record that `member_id` is alive (and its load: passes running, or a host's labs); False when its
+    row is gone (then register again)."""
+    values: dict[str, float | int] = {"heartbeat_at": now}
+    if load is not None:
+        values["load"] = load
     with repo.session() as session:
-        result = session.execute(
-            update(MemberRecord).where(MemberRecord.id == member_id).values(heartbeat_at=now)
-        )
+        result = session.execute(update(MemberRecord).where(MemberRecord.id == member_id).values(**values))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -60,6 +95,13 @@ def live(repo: Repository, role: str, now: float, ttl_s: float) -> list[Member]:
     """The members of `role` that heartbeat within the last `ttl_s` seconds."""
     query = select(MemberRecord).where(MemberRecord.role == role, MemberRecord.heartbeat_at >= now - ttl_s)
     with repo.read() as session:
+        return [_member(record) for record in session.scalars(query)]
+
+
+def every(repo: Repository) -> list[Member]:
+    """Every member row, live or not yet aged out (the admin page tells them apart by heartbeat)."""
+    with repo.read() as session:
+        query = select(MemberRecord).order_by(MemberRecord.role, MemberRecord.host, MemberRecord.id)
         return [_member(record) for record in session.scalars(query)]
 
 
