@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -60,14 +63,54 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+MIGRATE_LOCK = "stacklab-migrate"
+MIGRATE_LOCK_KEY = 0x5374_6B6C_6162  # PostgreSQL's advisory locks take a number: "Stklab"
+MIGRATE_WAIT_S = 300
+"""Longest wait for another process's migration (a first start builds the whole schema in seconds)."""
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to run at every start."""
+    """Bring the schema to the newest revision; safe to run at every start, from many processes at once.
+
+    One process migrates at a time, the others wait for it under a database lock and then find the
+    schema up to date: PostgreSQL, an advisory lock of the migration's transaction; MariaDB, GET_LOCK on
+    the migrating connection (DDL commits implicitly there, so the lock is the connection's; on Galera it
+    holds on one node only: run `stacklab migrate` once before starting processes on several nodes);
+    SQLite, a file lock beside the database (its writes are serialized anyway, BEGIN IMMEDIATE).
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = None
-    with engine.begin() as connection:
+    with _migrate_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextmanager
+def _migrate_lock(engine: Engine) -> Iterator[None]:
+    """The lock that is not the migration's transaction's own: MariaDB's GET_LOCK, SQLite's file lock."""
+    if engine.dialect.name in ("mysql", "mariadb"):
+        with engine.connect() as holder:
+            got = holder.exec_driver_sql(f"SELECT GET_LOCK('{MIGRATE_LOCK}', {MIGRATE_WAIT_S})").scalar()
+            if got != 1:
+                raise TimeoutError(f"another process held the migration lock for {MIGRATE_WAIT_S}s")
+            try:
+                yield
+            finally:
+                holder.exec_driver_sql(f"SELECT RELEASE_LOCK('{MIGRATE_LOCK}')")
+                holder.commit()
+    elif engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        path = Path(str(engine.url.database)).with_name(Path(str(engine.url.database)).name + ".migrate-lock")
+        lock = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)  # releases the lock
+    else:
+        yield
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
