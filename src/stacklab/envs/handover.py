@@ -120,6 +120,7 @@ class PoolSteps:
         for name in ("provider", "capacity_held", "handle", "nodes", "outputs", "ready_at", "suspended_at"):
             setattr(member, name, None)
         member.public_key, member.sealed_secrets = "", self._sealed_empty()
+        member.stack_name = pools.next_stack_name(member)  # no two rows ever name one stack (the sweep)
         member.due_at = now
         member.updated_at = now
         member.version += 1

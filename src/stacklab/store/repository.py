@@ -142,7 +142,11 @@ class Repository:
                 EnvironmentRecord.lease_owner,
             )
             rows = session.execute(select(*columns).where(may_own))
-            return {name: None if leased else provider or "" for name, provider, leased in rows}
+            owners: dict[str, str | None] = {}
+            for name, provider, leased in rows:  # a row that holds the stack wins over one that does not
+                if owners.get(name, "") == "":
+                    owners[name] = None if leased else provider or ""
+            return owners
 
     def settled_on(self, provider: str, states: tuple[str, ...]) -> list[tuple[str, str]]:
         """(id, stack name) of unleased environments on a provider in the given observed states."""
