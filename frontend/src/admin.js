@@ -3,6 +3,7 @@
 // the audit log of what operators did. The token is refreshed before it expires (its JWT `exp`).
 import { Api, ApiError, ago, epoch, h, isoTime, operatorText, tokenClaims, tokenExpiry } from "./api.js";
 import { startCourseSections } from "./admin_course.js";
+import { startMembersSection } from "./admin_members.js";
 
 const REFRESH_MS = 10_000;
 const AUDIT_ROWS = 50;
@@ -365,6 +366,7 @@ function start() {
   scheduleTokenRefresh(tokenExpiry(api.token));
   load();
   startCourseSections(api);
+  startMembersSection(api);
   refreshTimer = setInterval(() => {
     if (document.visibilityState === "visible" && !$("history-dialog").open) load();
   }, REFRESH_MS);

@@ -25,7 +25,7 @@ from stacklab.envs.pricing import pricing_of
 from stacklab.errors import Conflict, InvalidInput, LabError, NotFound, StacklabError, UsageLimitReached
 from stacklab.labs.catalog import LabCatalog
 from stacklab.store.operators import sync_setting_account
-from stacklab.web import api, course_view, desktop, pages, readiness, terminal
+from stacklab.web import api, course_view, deployment_view, desktop, pages, readiness, terminal
 from stacklab.web.context import WebContext, bearer, token_revocation
 from stacklab.web.limits import Limits
 from stacklab.web.membership import Membership
@@ -195,6 +195,7 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     app.include_router(desktop.router)
     app.include_router(course_view.router)
     app.include_router(course_view.pages)
+    app.include_router(deployment_view.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestIds)  # around the handlers and the error bodies, inside the terminal's path
