@@ -39,7 +39,7 @@ XBLOCK_SRC = Path(__file__).resolve().parents[2] / "xblock" / "src"
 ARTIFACTS = Path(
     os.environ.get("STACKLAB_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "tests" / "artifacts")
 )
-ARTIFACTS = ARTIFACTS / "test_course_view"
+ARTIFACTS = ARTIFACTS / "test_course_pages"
 """Screenshots of the chart and the class (gitignored; CI may upload the folder)."""
 HOUR = 3600.0
 
