@@ -571,6 +571,27 @@ def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
     assert call_handler(page, "staff_grant")["status"] == 403  # only staff give time
 
 
+def test_staff_open_the_course_view_with_the_lms_authority(workbench: Workbench, page) -> None:  # type: ignore[no-untyped-def]
+    """The staff panel's 'Open the course view': the block asks the service as the LMS (its JWT, for its
+    course) and a new tab shows the service's course view of the unit's lab; learners may not ask."""
+    page.goto(workbench.scenario(0, "staff"))
+    unit = page.locator(".stacklab-block")
+    unit.locator(".stacklab-staff summary").click()
+    with page.context.expect_page() as opened:
+        unit.get_by_role("button", name="Open the course view").click()
+    view = opened.value
+    view.locator("#class-rows tr").first.wait_for()
+    assert "token" not in view.url and "/course?" in view.url
+    assert view.locator("#course-name").inner_text() == COURSE
+    assert view.locator("#lab-name").inner_text() == "lab hello-lab"
+    assert view.locator("#course-error").is_hidden()
+    view.close()
+    page.goto(workbench.scenario(3, "alice"))  # a unit that launches nothing
+    page.locator(".stacklab-block").wait_for()
+    refused = call_handler(page, "staff_course_view")
+    assert refused["status"] == 403 and "staff" in refused["body"]["error"]
+
+
 def test_lab_page_opens_the_node_the_unit_names(service: tuple[Stacklab, str], page) -> None:  # type: ignore[no-untyped-def]
     client = service_client(service)
     launched = client.launch(COURSE, "pair-lab", "anon-node", node="side")
