@@ -11,6 +11,8 @@ const FATAL_CLOSES = {
   4404: "This machine has no desktop in your lab.",
 };
 
+const LOGIN_REFUSED = 4412;
+
 export class DesktopSession {
   /**
    * @param {object} o
@@ -87,6 +89,12 @@ export class DesktopSession {
     this.rfb = null; // noVNC saw the close too and removed its canvas
     if (!this.wanted) return;
     if (code === 1000 && /paused|reset|deleted/.test(reason)) code = 4409; // the lab stopped under it
+    if (code === LOGIN_REFUSED) {
+      // An RDP desktop whose server refused the lab's login: say why; trying again would not help.
+      this.wanted = false;
+      this.setState("failed", `${this.lastError || reason}. Ask your course staff: the lab's login is wrong.`);
+      return;
+    }
     await afterClose(this, code, reason, FATAL_CLOSES);
   }
 

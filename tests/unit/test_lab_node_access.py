@@ -33,7 +33,7 @@ def test_every_problem_is_named_with_its_line() -> None:
         "access:\n"
         "  desk:\n    desktop:\n      protocol: vnc\n      port: 5999\n"
         "  ghost:\n    terminal: false\n"
-        "  plain:\n    desktop:\n      protocol: rdp\n      port: 0\n"
+        "  plain:\n    desktop:\n      protocol: spice\n      port: 0\n"
     )
     with pytest.raises(LabError) as caught:
         parse_lab(text, source="lab.yaml")
@@ -44,7 +44,7 @@ def test_every_problem_is_named_with_its_line() -> None:
     )
     assert any(line.startswith("lab.yaml:15: access.ghost: unknown node 'ghost'") for line in lines)
     assert any("access.ghost: offers nothing to open" in line for line in lines)
-    assert any(line.startswith("lab.yaml:19: access.plain.desktop.protocol: must be 'vnc'") for line in lines)
+    assert any(line.startswith("lab.yaml:19: access.plain.desktop.protocol: must be 'vnc' or 'rdp'") for line in lines)
     assert any(line.startswith("lab.yaml:20: access.plain.desktop.port:") for line in lines)
 
 

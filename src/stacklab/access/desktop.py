@@ -59,13 +59,18 @@ class NodeStream:
         self.lease.release()
 
 
-async def open_node(target: Target, port: int, password: str | None, connect_timeout_s: float) -> NodeStream:
-    """A direct-tcpip channel to `localhost:port` on the node, through its pooled SSH connection, past
-    the VNC server's security handshake. AccessError when the node or its VNC server cannot be reached."""
+async def open_node(
+    target: Target, port: int | str, password: str | None, connect_timeout_s: float
+) -> NodeStream:
+    """A direct-tcpip channel to `localhost:port` on the node (or, for a path, a direct-streamlocal one to
+    that unix socket: an RDP bridge's), through its pooled SSH connection, past the VNC server's security
+    handshake. AccessError when the node or its VNC server cannot be reached."""
 
     async def opener(
         connection: asyncssh.SSHClientConnection,
     ) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+        if isinstance(port, str):
+            return await connection.open_unix_connection(port, encoding=None)
         return await connection.open_connection("localhost", port, encoding=None)
 
     try:

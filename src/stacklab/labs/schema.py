@@ -112,8 +112,9 @@ class LocalNode(_Model):
     packages: tuple[PackageName, ...] = ()
     setup: StrictStr | None = None
     """First-boot shell script, run as root."""
-    desktop: bool = Field(False, strict=True)
-    """Run the local desktop recipe (TigerVNC, openbox, xterm; see `stacklab.labs.node_access`)."""
+    desktop: Annotated[bool, Field(strict=True)] | Literal["rdp"] = False
+    """Run the local desktop recipe (true: TigerVNC, openbox, xterm) or its RDP recipe (rdp: xrdp serving
+    openbox and xterm, with the bridge's packages); see `stacklab.labs.node_access`."""
 
 
 class LocalSection(_Model):

@@ -39,8 +39,9 @@ class NodeSpec:
     pids_max: int = 1024
     packages: tuple[str, ...] = ()
     setup: str | None = None
-    desktop: bool = False
-    """Run a light desktop (VNC on the node's localhost), where the provider has a recipe for one."""
+    desktop: bool | str = False
+    """Run a light desktop (True: VNC on the node's localhost; "rdp": an RDP server), where the provider
+    has a recipe for one."""
 
 
 @dataclass(frozen=True)

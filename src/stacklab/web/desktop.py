@@ -3,10 +3,13 @@
 Protocol (docs/desktops.md): admission as for terminals (the same token, origin, environment and node
 checks, `stacklab.web.terminal`), then the node must declare a desktop (`access.<node>.desktop`). The
 server says `{"type": "ready"}` (or `{"type": "error", "message"}` and closes with the terminal's codes:
-4401, 4403, 4404, 4409, or 1011 when the desktop does not answer yet), then speaks RFB 3.8 in binary
+4401, 4403, 4404, 4409, or 1011 when the desktop does not answer yet; 4412 when an RDP desktop's server
+refused the lab's login), then speaks RFB 3.8 in binary
 frames, security type None: the service has already logged in to the node's VNC server
 (`stacklab.access.desktop`). A session ends with close code 1000 and a reason (the desktop closed, the
-lab was paused or reset); a broken RFB message with 4400, a clipboard over the limit with 1009.
+lab was paused or reset); a broken RFB message with 4400, a clipboard over the limit with 1009. An RDP
+desktop (`protocol: rdp`) is first bridged to VNC on the node (`stacklab.access.rdp`), then relayed the
+same way.
 
 Flow control: the node's stream is read only when the previous frame has been handed to the browser's
 socket, and the browser's input is written to the SSH channel with its window respected (`drain`), so a
@@ -42,6 +45,7 @@ from stacklab.access.desktop import (
     client_version_ok,
     open_node,
 )
+from stacklab.access.rdp import RdpLoginRefused, open_bridge
 from stacklab.envs.controller import unseal
 from stacklab.errors import AccessError, NotFound, Refused
 from stacklab.labs.node_access import Desktop, desktop_of, offers_terminal
@@ -64,6 +68,8 @@ log = logging.getLogger(__name__)
 PATH = re.compile(r"^/api/v1/environments/(?P<env>[^/]+)/desktop/(?P<node>[^/]+)$")
 READ_BYTES = 1 << 16  # one read from the node: one binary frame at most this big
 MAX_FRAME_BYTES = 1 << 21  # one frame from the browser (a clipboard paste and its header fits)
+CLOSE_LOGIN_REFUSED = 4412
+"""An RDP desktop whose server refused the lab's login: retrying would not help (the page says so)."""
 
 router = APIRouter()
 
@@ -227,8 +233,20 @@ class DesktopSockets:
         if desktop is None:
             raise Refused(CLOSE_NOT_FOUND, f"node {node} has no desktop (the lab declares none)")
         password = _password(self.ctx, record.sealed_secrets, desktop)
+        timeout_s = stack.settings.ssh_connect_timeout_s
         try:
-            stream = await open_node(target(), desktop.port, password, stack.settings.ssh_connect_timeout_s)
+            if desktop.protocol == "rdp":  # the node's bridge: RDP in, VNC out (stacklab.access.rdp)
+                socket = await open_bridge(
+                    target(), desktop.port, desktop.username or "", password or "", timeout_s
+                )
+                stream = await open_node(target(), socket, None, timeout_s)
+            else:
+                stream = await open_node(target(), desktop.port, password, timeout_s)
+        except RdpLoginRefused as exc:
+            log.warning(
+                "desktop: RDP login refused", extra={"env_id": record.id, "node": node, "error": str(exc)}
+            )
+            raise Refused(CLOSE_LOGIN_REFUSED, f"the desktop on {node} could not log in: {exc}") from exc
         except AccessError as exc:
             log.warning("desktop: unreachable", extra={"env_id": record.id, "node": node, "error": str(exc)})
             raise Refused(

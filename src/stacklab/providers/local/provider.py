@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import secrets as token_source
 import shlex
 import shutil
 import time
@@ -39,7 +40,7 @@ from stacklab.providers.base import (
 
 from . import lxc
 from .creating import Creator, creator, mark, unmark
-from .desktop import ensure_desktop_layer, lower_dirs
+from .desktop import RDP_PASSWORD_FILE, ensure_desktop_layer, lower_dirs, recipe_of
 from .host import prepare_host
 from .image import ensure_base_image, file_lock, image_path, image_ready
 from .network import (
@@ -152,11 +153,11 @@ class LocalProvider(Provider):
             await prepare_host()
             self._host_ready = True
         image = await ensure_base_image(self.image_dir)
-        desktop = (
-            await ensure_desktop_layer(self.image_dir, image)
-            if any(n.desktop for n in request.nodes)
-            else None
-        )
+        layers: dict[str, Path] = {}
+        for spec in request.nodes:
+            recipe = recipe_of(spec.desktop)
+            if recipe is not None:
+                layers[spec.name] = await ensure_desktop_layer(self.image_dir, image, recipe=recipe)
 
         async with self._lock(stack):
             d = self.stack_dir(stack)
@@ -187,18 +188,22 @@ class LocalProvider(Provider):
                     "image": lower,
                     "nodes": nodes,
                     "login_user": request.login_user,
-                    # Nodes with the desktop recipe: their root has the desktop layer under it.
-                    "layers": rec.get("layers")
-                    or {n.name: str(desktop) for n in request.nodes if n.desktop and desktop},
+                    # Nodes with a desktop recipe: their root has the recipe's layer under it.
+                    "layers": rec.get("layers") or {name: str(layer) for name, layer in layers.items()},
+                    # Nodes with the RDP recipe: their login user's password is the secret `password`.
+                    "rdp_nodes": rec.get("rdp_nodes")
+                    or sorted(n.name for n in request.nodes if n.desktop == "rdp"),
                     # Nodes whose first boot goes on after sshd answers (packages, setup script).
                     "setup_nodes": sorted(n.name for n in request.nodes if n.packages or n.setup),
                     "created": rec.get("created") or time.time(),
                 }
                 self._write_record(stack, rec)
+                # Kept on the RDP nodes only (root's file there), never in the record: a retry finds it.
+                rdp_password = self._rdp_secrets(d, rec).get("password") or token_source.token_urlsafe(15)
                 await ensure_bridge(bridge, subnet)
                 await self._set_bridge_owner(bridge, stack)
                 results = await asyncio.gather(
-                    *(self._bring_up(stack, rec, spec, request) for spec in request.nodes),
+                    *(self._bring_up(stack, rec, spec, request, rdp_password) for spec in request.nodes),
                     return_exceptions=True,
                 )
                 errors = [r for r in results if isinstance(r, BaseException)]
@@ -220,7 +225,9 @@ class LocalProvider(Provider):
         with contextlib.suppress(OSError):
             Path(f"/sys/class/net/{bridge}/ifalias").write_text(f"stacklab {self.root} {stack}")
 
-    async def _bring_up(self, stack: str, rec: dict[str, Any], spec: NodeSpec, request: StackRequest) -> None:
+    async def _bring_up(
+        self, stack: str, rec: dict[str, Any], spec: NodeSpec, request: StackRequest, rdp_password: str
+    ) -> None:
         cname = self.container(stack, spec.name)
         if await lxc.is_up(self.root, cname):
             return
@@ -235,7 +242,7 @@ class LocalProvider(Provider):
         os.chmod(upper, 0o755)
         await lxc.mount_overlay(self._lower(rec, spec.name), nd)
         if not (nd / ".provisioned").exists():
-            self._write_node_files(rootfs, spec, rec, request)
+            self._write_node_files(rootfs, spec, rec, request, rdp_password)
             (nd / ".provisioned").touch()
         subnet = rec["subnet"]
         prefix = subnet.split("/")[1]
@@ -259,7 +266,9 @@ class LocalProvider(Provider):
         await lxc.start(self.root, cname)
 
     @staticmethod
-    def _write_node_files(rootfs: Path, spec: NodeSpec, rec: dict[str, Any], request: StackRequest) -> None:
+    def _write_node_files(
+        rootfs: Path, spec: NodeSpec, rec: dict[str, Any], request: StackRequest, rdp_password: str
+    ) -> None:
         def put(rel: str, text: str, mode: int = 0o644) -> None:
             p = rootfs / rel
             if p.is_symlink():
@@ -289,6 +298,8 @@ class LocalProvider(Provider):
         )
         put("etc/stacklab/node.env", env, 0o600)
         put("etc/stacklab/authorized_keys", request.public_key.strip() + "\n", 0o600)
+        if spec.desktop == "rdp":
+            put(RDP_PASSWORD_FILE, rdp_password + "\n", 0o600)
         if spec.setup:
             put(
                 "etc/stacklab/setup.sh", spec.setup if spec.setup.endswith("\n") else spec.setup + "\n", 0o700
@@ -323,6 +334,7 @@ class LocalProvider(Provider):
                     fb[n] = (d / n / "upper/var/lib/stacklab/firstboot.status").read_text().strip()
             if fb:
                 outputs["firstboot"] = fb
+        secrets = self._rdp_secrets(d, rec)
         who = creator(d)
         wanted = list(nodes_ip) or names
         stopped = [n for n in wanted if not running.get(n, lxc.is_running(self.container(stack, n)))]
@@ -357,13 +369,21 @@ class LocalProvider(Provider):
             if busy:
                 reason = "setup running on " + ", ".join(busy)
                 return StackStatus(StackState.CREATING, reason=reason, nodes=addresses, outputs=outputs)
-            return StackStatus(StackState.RUNNING, nodes=addresses, outputs=outputs)
+            return StackStatus(StackState.RUNNING, nodes=addresses, outputs=outputs, secrets=secrets)
         if values == {"FROZEN"}:
-            return StackStatus(StackState.SUSPENDED, nodes=addresses, outputs=outputs)
+            return StackStatus(StackState.SUSPENDED, nodes=addresses, outputs=outputs, secrets=secrets)
         detail = ", ".join(f"{n}={s}" for n, s in states.items())
         return StackStatus(
             StackState.SUSPENDING, reason=f"nodes partly frozen: {detail}", nodes=addresses, outputs=outputs
         )
+
+    @staticmethod
+    def _rdp_secrets(d: Path, rec: dict[str, Any] | None) -> dict[str, str]:
+        """The RDP recipe's password (the environment's secret `password`), read back from its node."""
+        for node in (rec or {}).get("rdp_nodes") or ():
+            with contextlib.suppress(OSError):
+                return {"password": (d / node / "upper" / RDP_PASSWORD_FILE).read_text().strip()}
+        return {}
 
     @staticmethod
     def _setting_up(rec: dict[str, Any], firstboot: dict[str, str]) -> list[str]:
