@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from stacklab.access.keys import generate_keypair
+from stacklab.access.rdp import stop_bridges
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
@@ -370,6 +371,7 @@ class Controller(PoolSteps):
         _, provider = self._provider_of(record, lab)
         if record.progress != Progress.SUSPENDING:
             await self._run_hook(journal, "before_suspend", lab.hooks.before_suspend)
+            await self._stop_rdp_bridges(journal, lab)
             await self.bounded(provider.suspend(self._handle(record)), provider)
             record.progress = Progress.SUSPENDING
         status = await self.bounded(provider.status(self._handle(record)), provider)
@@ -401,6 +403,7 @@ class Controller(PoolSteps):
         self._record_nodes(record, status)
         if not await self._all_answer_ssh(record, wait_s=self.settings.ssh_connect_timeout_s):
             return self._poll_after(provider)
+        await self._stop_rdp_bridges(journal, lab)  # a fresh RDP login on the next open
         record.last_activity_at = max(record.last_activity_at, journal.now)
         self._mark_ready(journal, "Resumed", "")
         self._emit("resumed", self.clock() - journal.now)
@@ -623,6 +626,17 @@ class Controller(PoolSteps):
         if record.away_kind is not None:
             record.away_at = journal.now
         journal.note("policy", "keep_running", "KeptRunning", f"{pause.reason} deferred: {output}"[:4000])
+
+    async def _stop_rdp_bridges(self, journal: Journal, lab: Lab) -> None:
+        """End the RDP desktops' bridges on their nodes (stacklab.access.rdp); a failure is recorded only."""
+        nodes = [n for n, a in lab.access.items() if a.desktop is not None and a.desktop.protocol == "rdp"]
+        targets = self.targets(journal.record, lab) if nodes else {}
+        for node in nodes:
+            if node in targets:
+                try:
+                    await stop_bridges(targets[node], self.settings.ssh_connect_timeout_s)
+                except AccessError as exc:
+                    journal.note("desktop", "stop_rdp_bridges", "RdpBridgeStopFailed", f"{node}: {exc}")
 
     async def _run_hook(self, journal: Journal, name: str, hook: Hook | None) -> None:
         """Run a lifecycle hook; a failing hook is recorded, never fatal."""
