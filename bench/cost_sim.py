@@ -106,8 +106,8 @@ LOCAL = ProviderModel(
         "(local_lifecycle.py re-run)",
         "delete": "757 ms: provider.delete of 3 nodes (local_lifecycle.py re-run)",
         "poll": "LocalProvider.poll_interval_s = 0 (the controller's poll_interval_s, 0.5 s, applies)",
-        "handover": "105 ms (planned pool hand-over, modelled): one SSH session to rotate the key, as a lab "
-        "hook costs (bench/README.md, 'What the misses come from')",
+        "handover": "105 ms after the resume: the key rotation (envs/handover.py); a whole hand-over from a "
+        "suspended member, resume included, took 0.13 s (tests/integration/test_warm_pools.py, 2026-12-05)",
     },
 )
 HEAT_MEASURED = (
@@ -130,7 +130,7 @@ HEAT = ProviderModel(
         "resume": f"0.35 s: {HEAT_MEASURED}. No Nova: a VM's resume adds its own time",
         "delete": f"2.37 s: {HEAT_MEASURED} (heat_launch.py SDK floor: 2.35 s)",
         "poll": f"OpenStackProvider.poll_interval_s = {OpenStackProvider.poll_interval_s:g} s",
-        "handover": "105 ms (planned pool hand-over, modelled): key rotation over SSH, as on local",
+        "handover": "105 ms after the resume: key rotation over SSH, as on local",
     },
 )
 
@@ -153,13 +153,17 @@ class Stack:
 
 @dataclass
 class WarmPool:
-    """A model of the planned warm pool (issue 15 item 3): N stacks kept launched during declared hours."""
+    """The warm pool as envs/pools.py keeps it (`state: suspended`, the default): N stacks created when a
+    session opens (`lead` early), suspended once ready, refilled at once after a hand-over, drained when the
+    session ends. Only a ready member is handed over (a learner who finds none creates); the hand-over is a
+    resume and the key rotation. A member costs running hours while it is created, suspended hours after."""
 
     size: int
     ready_at: list[float] = field(default_factory=list)  # pooled stacks, when each is (or was) ready
     since: list[float] = field(default_factory=list)  # when each started costing
     open: bool = False
-    hours: float = 0.0
+    hours: float = 0.0  # running (being created)
+    suspended_hours: float = 0.0
     handed_over: int = 0
 
 
@@ -207,7 +211,13 @@ class ModelProvider(Provider):
             self._stop_suspended(stack, at)
         self.pool_close(at)
 
-    # the warm pool (planned, modelled) ------------------------------------------------------------
+    # the warm pool (modelled after envs/pools.py) -----------------------------------------------------
+    def _pool_cost(self, since: float, ready: float, until: float) -> None:
+        self.pool.hours += max(0.0, min(until, ready) - since) / HOUR
+        suspended = max(0.0, until - ready) / HOUR
+        self.pool.suspended_hours += suspended
+        self.suspended_h += suspended
+
     def pool_open(self, at: float) -> None:
         self.pool.open = True
         while len(self.pool.ready_at) < self.pool.size:
@@ -216,21 +226,24 @@ class ModelProvider(Provider):
 
     def pool_close(self, at: float) -> None:
         self.pool.open = False
-        self.pool.hours += sum(at - since for since in self.pool.since) / HOUR
+        for since, ready in zip(self.pool.since, self.pool.ready_at, strict=True):
+            self._pool_cost(since, ready, at)
         self.pool.ready_at.clear()
         self.pool.since.clear()
 
     def _take_pooled(self, now: float) -> float | None:
-        """Hand the earliest pooled stack over; when it is ready. Refilled at once while the pool is open."""
+        """Hand the oldest ready member over; when the learner's lab is ready (resume + key rotation).
+        Refilled at once while the pool is open. None when no member is ready (the learner creates)."""
         if not self.pool.open or not self.pool.ready_at:
             return None
         first = min(range(len(self.pool.ready_at)), key=self.pool.ready_at.__getitem__)
-        ready = self.pool.ready_at.pop(first)
-        self.pool.hours += (now - self.pool.since.pop(first)) / HOUR
+        if self.pool.ready_at[first] > now:
+            return None
+        self._pool_cost(self.pool.since.pop(first), self.pool.ready_at.pop(first), now)
         self.pool.handed_over += 1
         self.pool.ready_at.append(now + self.model.create_s)
         self.pool.since.append(now)
-        return max(now, ready) + self.model.handover_s
+        return now + self.model.resume_s + self.model.handover_s
 
     # the provider contract --------------------------------------------------------------------------
     async def create(self, request: StackRequest) -> Handle:
