@@ -91,6 +91,12 @@ def type_word(value: object) -> str:
     return type(value).__name__
 
 
+def _desktop_kind(value: object) -> object:
+    if value is True or value is False or value == "rdp":
+        return value
+    raise ValueError(f"must be true, false or rdp, got {type_word(value)}")
+
+
 PackageName = Annotated[
     StrictStr, AfterValidator(_pattern(r"[a-z0-9][a-z0-9+.-]+", "a Debian package name such as 'git'"))
 ]
@@ -112,7 +118,7 @@ class LocalNode(_Model):
     packages: tuple[PackageName, ...] = ()
     setup: StrictStr | None = None
     """First-boot shell script, run as root."""
-    desktop: Annotated[bool, Field(strict=True)] | Literal["rdp"] = False
+    desktop: Annotated[bool | Literal["rdp"], BeforeValidator(_desktop_kind)] = False
     """Run the local desktop recipe (true: TigerVNC, openbox, xterm) or its RDP recipe (rdp: xrdp serving
     openbox and xterm, with the bridge's packages); see `stacklab.labs.node_access`."""
 
