@@ -28,6 +28,8 @@ from stacklab.store import members
 from stacklab.wiring import App
 
 log = logging.getLogger(__name__)
+FORGET_WORKER_S = 86400.0
+"""A worker's members row silent this long is removed (a lost host's labs were failed long before)."""
 
 
 def require_celery(settings: Settings) -> None:
@@ -62,6 +64,8 @@ def make_scheduler(app: App, runner: CeleryRunner) -> Scheduler:
         if now - last[0] >= app.settings.member_heartbeat_s:
             last[0] = now
             hosts.fail_lost(now)
+            # rows of workers silent for long (killed, or a host's worker that stopped) go in the end
+            members.prune(app.repo, "worker", now, max(FORGET_WORKER_S, 10 * app.settings.host_lost_after_s))
 
     async def sweep() -> object:
         with_hosts = bool(app.settings.local_host) or hosts.in_use()

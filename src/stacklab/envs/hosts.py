@@ -133,7 +133,8 @@ class Placement:
             return {}
         routes: dict[str, str] = {}
         labs: Counter[str] | None = None  # read once a batch, when something is to be placed
-        for row in placed_store.placed(self.repo, ids):
+        order = {env_id: n for n, env_id in enumerate(ids)}  # placed in the order sent (oldest due first)
+        for row in sorted(placed_store.placed(self.repo, ids), key=lambda r: order[r.id]):
             failed = row.observed == Observed.FAILED
             if row.host and (row.host in live or (row.provider and not failed)):
                 routes[row.id] = self.queue_of(row.host)  # its host, or its stack waits there for it
