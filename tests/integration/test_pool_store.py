@@ -109,3 +109,39 @@ async def test_a_smaller_pool_in_a_new_lab_version_drains_the_extra_member(
         assert "PoolShrunk" in reasons
     finally:
         app.close()
+
+
+async def test_members_may_wait_running_and_are_handed_over_without_a_resume(
+    settings: Settings,
+    providers: dict[str, MemoryProvider],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    clock = Clock()
+    app = memory_app(settings, providers, clock)
+    try:
+        lab = write_lab(tmp_path, "- {name: a, type: local}", "warm: {size: 1, state: running}")
+        ann = app.environments.launch(lab, "ann", course="c1")
+        assert await settle(app, ann.id) == Observed.RUNNING
+        for _ in range(100):
+            clock.now += 1
+            await app.engine.run_pass()
+            (member,) = app.repo.list(pools=True)
+            if member.observed == Observed.RUNNING:
+                break
+        assert member.desired == Desired.RUNNING and member.observed == Observed.RUNNING
+        clock.now += 3600  # waiting running does not make it idle: the learner policies skip members
+        await app.engine.run_pass()
+        assert app.repo.get(member.id).observed == Observed.RUNNING
+        bob = app.environments.launch(lab, "bob", course="c1")
+        assert await settle(app, bob.id) == Observed.RUNNING
+        record = app.repo.get(bob.id)
+        assert record.stack_name == member.stack_name
+        assert ("resume", member.stack_name) not in providers["a"].calls
+        assert [t.reason for t in app.repo.history(bob.id) if t.kind == "observed"] == [
+            "FromPool",
+            "HandedOver",
+        ]
+    finally:
+        app.close()
