@@ -308,6 +308,8 @@ class Controller(PoolSteps):
         if not await self._all_answer_ssh(record, wait_s=self.settings.poll_interval_s):
             record.progress = Progress.BOOTING
             return 0.0
+        # Idleness counts from when the learner has a lab, not from the request (a launch takes a while).
+        record.last_activity_at = max(record.last_activity_at, journal.now)
         self._mark_ready(journal, "Ready", f"all nodes answer SSH after {self.clock() - started:.1f}s")
         self._emit("launched", self.clock() - started)
         return None
