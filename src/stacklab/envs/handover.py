@@ -86,7 +86,9 @@ class PoolSteps:
         ready = store.ready_members(journal.session, record.course, lab.id, record.lab_digest, fresh_after)
         tried = set(record.failed_providers or ())  # a launch failing over takes nothing from where it failed
         rank = {entry.name: i for i, entry in enumerate(lab.providers) if entry.name not in tried}
-        ready = sorted((m for m in ready if m.pool in rank), key=lambda m: rank[m.pool or ""])
+        # Several local hosts (envs/hosts.py): only a member on the host this lab's passes run on.
+        ready = [m for m in ready if m.pool in rank and m.host == record.host]
+        ready.sort(key=lambda m: rank[m.pool or ""])
         for member in ready:
             if member.capacity_held is None:  # it gave its slot back when it was suspended: take one
                 entry = lab.provider(member.pool or "")
