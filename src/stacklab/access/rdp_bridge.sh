@@ -124,12 +124,12 @@ running)
 "exited "*)
     code=${state#exited }
     last=$(grep -v 'com.freerdp.utils' "$d/rdp.log" | grep -E 'ERRINFO|ERRCONNECT|error|Error' | tail -1 | sed 's/^\[[^]]*\] *\[[^]]*\] *//' | cut -c1-300)
-    case $code in
+    case $code in # FreeRDP's xfreerdp exit codes (client/X11/xfreerdp.h); 12: xrdp's logoff at login
     12 | 132 | 134 | 135)
         echo "refused the RDP server on port $port refused the login of $user (wrong user name or password?)"
         exit 3
         ;;
-    131)
+    131 | 141 | 147)
         echo "failed the RDP client could not connect to 127.0.0.1:$port (is the RDP server running?) $last"
         exit 4
         ;;
