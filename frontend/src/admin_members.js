@@ -58,7 +58,7 @@ function hostRows(hosts, now) {
     h(
       "tr",
       { "data-host": host.name },
-      h("th", { scope: "row" }, host.name),
+      h("td", { class: "nowrap" }, host.name),
       h("td", {}, badge(host.state === "live", "live", "lost")),
       h("td", { class: "num" }, String(host.labs)),
       h("td", { class: "num" }, host.capacity === null ? "unlimited" : String(host.capacity)),
@@ -77,7 +77,7 @@ function memberRows(members, now) {
       "tr",
       { "data-member": m.id },
       h("td", {}, m.scheduler ? `${m.kind} (scheduler)` : m.kind),
-      h("th", { scope: "row", class: "nowrap" }, m.id),
+      h("td", { class: "nowrap" }, m.id),
       h("td", {}, m.host || "—"),
       h("td", {}, badge(m.live, "live", "silent")),
       h("td", { class: "nowrap", title: isoTime(m.heartbeat_at) }, ago(m.heartbeat_at, now)),

@@ -74,7 +74,7 @@ def deployment(built_pages: None) -> Iterator[tuple[Stacklab, dict[str, subproce
 def host_cells(page, host: str) -> list[str]:  # type: ignore[no-untyped-def]
     """[host, state, labs, capacity, live workers, last heartbeat] as the operator reads them."""
     row = page.locator(f"#hosts-rows tr[data-host='{host}']")
-    return [cell.strip() for cell in row.locator("th, td").all_text_contents()] if row.count() else []
+    return [cell.strip() for cell in row.locator("td").all_text_contents()] if row.count() else []
 
 
 @pytest.fixture
