@@ -34,6 +34,7 @@ from tests.support.engine import write_lab
 from tests.support.processes import stop_all
 
 from stacklab.config import Settings
+from stacklab.envs.hosts import host_queue
 from stacklab.wiring import App, build_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,3 +278,30 @@ def cluster(
         yield from make_cluster(
             tmp_path, ssh_banner, RABBITMQ_URL if broker == "rabbitmq" else redis_server.url, url, job_queue
         )
+
+
+HOST_LOST_AFTER_S = 3.0
+
+
+@pytest.fixture
+def two_hosts(tmp_path: Path, ssh_banner: int, job_queue: str) -> Iterator[Cluster]:
+    """A deployment on RabbitMQ + PostgreSQL whose workers the test starts as hosts host-a and host-b."""
+    for url in store("postgresql"):
+        yield from make_cluster(
+            tmp_path,
+            ssh_banner,
+            RABBITMQ_URL,
+            url,
+            job_queue,
+            member_heartbeat_s=0.5,
+            host_lost_after_s=HOST_LOST_AFTER_S,
+        )
+    with Connection(RABBITMQ_URL, connect_timeout=5) as connection:
+        for host in ("host-a", "host-b"):
+            Queue(host_queue(job_queue, host), channel=connection.channel()).delete()
+
+
+def passes(cluster: Cluster, host: str) -> set[str]:
+    """The environments a host's worker ran passes of (its own record, PASS_LOG of worker_main)."""
+    path = cluster.tmp / f"passes-{host}.log"
+    return set(path.read_text().split()) if path.exists() else set()

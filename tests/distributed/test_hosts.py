@@ -1,6 +1,7 @@
 """Local labs on two hosts, with real processes: two `stacklab worker` processes standing for two LXC hosts
 (`local_host` host-a and host-b, each with its own capacity, its own queue and its own "cloud": the
-file-backed test provider, one file a host, instead of two real LXC roots), RabbitMQ and PostgreSQL.
+file-backed test provider, one file a host; test_hosts_lxc.py does it on two real LXC roots), RabbitMQ and
+PostgreSQL.
 
 Placement follows the hosts' free capacity, a lab on host B is driven only by B's worker (the workers' own
 records of the passes they ran), and when B's worker is killed its labs are failed as lost after
@@ -11,37 +12,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from kombu import Connection, Queue
-from tests.distributed.conftest import RABBITMQ_URL, Cluster, make_cluster, store
+from tests.distributed.conftest import HOST_LOST_AFTER_S, Cluster, passes
 from tests.distributed.shared_provider import creates_by_stack
 from tests.e2e.helpers import wait_for
 
-from stacklab.envs.hosts import LOST, host_queue
+from stacklab.envs.hosts import LOST
 from stacklab.store import members
 from stacklab.types import Observed
 
-LOST_AFTER_S = 3.0
-
-
-@pytest.fixture
-def two_hosts(tmp_path: Path, ssh_banner: int, job_queue: str) -> Iterator[Cluster]:
-    for url in store("postgresql"):
-        yield from make_cluster(
-            tmp_path,
-            ssh_banner,
-            RABBITMQ_URL,
-            url,
-            job_queue,
-            member_heartbeat_s=0.5,
-            host_lost_after_s=LOST_AFTER_S,
-        )
-    with Connection(RABBITMQ_URL, connect_timeout=5) as connection:
-        for host in ("host-a", "host-b"):
-            Queue(host_queue(job_queue, host), channel=connection.channel()).delete()
+LOST_AFTER_S = HOST_LOST_AFTER_S
 
 
 def host_env(cluster: Cluster, host: str, capacity: int) -> dict[str, str]:
@@ -51,11 +31,6 @@ def host_env(cluster: Cluster, host: str, capacity: int) -> dict[str, str]:
         "SHARED_PROVIDER": json.dumps({**cluster.shared, "path": str(cluster.tmp / f"cloud-{host}.db")}),
         "PASS_LOG": str(cluster.tmp / f"passes-{host}.log"),
     }
-
-
-def passes(cluster: Cluster, host: str) -> set[str]:
-    path = cluster.tmp / f"passes-{host}.log"
-    return set(path.read_text().split()) if path.exists() else set()
 
 
 def observed(cluster: Cluster, env_id: str) -> str:

@@ -3,7 +3,7 @@ STACKLAB_* variables, serve_worker / serve_scheduler), with every provider entry
 shared file-backed provider, so that separate processes share one cloud the test can count.
 
     python -m tests.distributed.worker_main worker|scheduler  (SHARED_PROVIDER=<json settings>,
-    PASS_LOG=<file>: append the id of every pass it runs)
+    PASS_LOG=<file>: append the id of every pass it runs; REAL_LOCAL=1: real LXC, not the shared provider)
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main(role: str) -> None:
     def provider(entry: ProviderEntry) -> SharedProvider:
         return SharedProvider(entry.name, shared)
 
-    app = build_app(settings, {"local": provider})
+    # REAL_LOCAL=1: the real local provider (LXC under local_root_dir), as `stacklab worker` has it
+    app = build_app(settings, None if os.environ.get("REAL_LOCAL") else {"local": provider})
     record = os.environ.get("PASS_LOG")
     if record:  # the worker's own record of the passes it ran (one environment id a line)
         reconcile = app.controller.reconcile
