@@ -9,6 +9,7 @@ no serious violation in the section.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -66,6 +67,7 @@ def deployment(built_pages: None) -> Iterator[tuple[Stacklab, dict[str, subproce
                 stop_all(workers.values())
                 for log in sorted(work.glob("*.log")):
                     print(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
+                shutil.rmtree(work, ignore_errors=True)
                 with Connection(RABBITMQ_URL, connect_timeout=5) as connection:
                     for name in (queue, *(host_queue(queue, host) for host in HOSTS)):
                         Queue(name, channel=connection.channel()).delete()
