@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.lxc]
 
 LMS_KEY = "idle-tests"
 COURSE = "course-v1:Idle+I1+2026"
-IDLE_S, WARNING_S, CLOSE_GRACE_S = 14, 9, 3
+IDLE_S, WARNING_S, CLOSE_GRACE_S = 10, 6, 3
 IDLE_LAB = f"""\
 schema: 1
 id: idle-lab
