@@ -8,8 +8,8 @@
 #
 # A bridge is a private Xvnc display (no TCP port; X clients need its cookie) with FreeRDP's X11 client
 # full-screen on it. The password goes from this script's stdin to xfreerdp's (/from-stdin:force): it is
-# on no command line and in no file. A running bridge with the same login is reused; one whose login
-# changed, or whose RDP client ended, is replaced.
+# on no command line and in no file. A running bridge with the same port and user is reused; one whose
+# user changed, or whose RDP client ended, is replaced.
 set -u
 umask 077
 action=${1:-}
@@ -91,7 +91,7 @@ done
 exec 9>"$base/.lock"
 flock -w 30 9
 d="$base/$port"
-key=$(printf '%s\n%s\n%s\n' "$port" "$user" "$password" | sha256sum | cut -d' ' -f1)
+key="$port $user" # nothing derived from the password is kept on the node
 if [ -S "$d/vnc.sock" ] && [ "$(cat "$d/key" 2>/dev/null)" = "$key" ] &&
     [ "$(cat "$d/state" 2>/dev/null)" = running ] && alive "$(cat "$d/pid" 2>/dev/null)"; then
     echo "ready $d/vnc.sock"
