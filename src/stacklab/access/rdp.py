@@ -21,7 +21,7 @@ from __future__ import annotations
 import shlex
 from importlib import resources
 
-from stacklab.access.ssh import Target, run
+from stacklab.access.ssh import CommandResult, Target, run
 from stacklab.errors import AccessError
 
 SCRIPT = resources.files("stacklab.access").joinpath("rdp_bridge.sh").read_text()
@@ -51,6 +51,11 @@ async def open_bridge(
         timeout_s=OPEN_TIMEOUT_S,
         connect_timeout_s=connect_timeout_s,
     )
+    return bridge_socket(result)
+
+
+def bridge_socket(result: CommandResult) -> str:
+    """The socket path the bridge script's `open` printed, or its failure as an exception."""
     lines = result.stdout.strip().splitlines()
     word, _, rest = (lines[-1] if lines else "").partition(" ")
     if result.exit_status == 0 and word == "ready" and rest.startswith("/"):
