@@ -3,8 +3,10 @@ and MariaDB: the hosts are rows of the members table as workers write them, the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from tests.support.engine import Clock, memory_app, write_lab
 from tests.support.memory_provider import MemoryProvider
 
@@ -12,16 +14,29 @@ from stacklab.config import Settings
 from stacklab.envs.hosts import LOST, WAIT, Placement, every_host, host_queue
 from stacklab.store import members
 from stacklab.types import Observed
+from stacklab.wiring import App
 
 
-def announce(app, host: str, capacity: int | None, now: float) -> None:  # type: ignore[no-untyped-def]
+def announce(app: App, host: str, capacity: int | None, now: float) -> None:
     queue = host_queue(app.settings.job_queue, host)
     members.register(app.repo, f"{host}:1:1", "worker", None, now, host=host, queue=queue, capacity=capacity)
 
 
-def test_placement_routing_and_a_lost_host(settings: Settings, tmp_path: Path) -> None:
-    clock = Clock()
-    app = memory_app(settings, {"a": MemoryProvider("a"), "local": MemoryProvider("local")}, clock)
+@pytest.fixture
+def app(settings: Settings, clock: Clock) -> Iterator[App]:
+    built = memory_app(settings, {"a": MemoryProvider("a"), "local": MemoryProvider("local")}, clock)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_placement_routing_and_a_lost_host(
+    app: App, clock: Clock, settings: Settings, tmp_path: Path
+) -> None:
     placement = Placement(app.repo, app.controller.labs, settings, clock)
     lab = write_lab(tmp_path)
     first = app.environments.launch(lab, "learner-0").id
@@ -38,6 +53,10 @@ def test_placement_routing_and_a_lost_host(settings: Settings, tmp_path: Path) -
     assert routes[ids[3]] == WAIT
     assert routes[ids[0]] == host_queue(settings.job_queue, "host-b")
     assert placement.route(ids[:1]) == {ids[0]: host_queue(settings.job_queue, "host-b")}  # stays put
+    # a lab that held a stack before hosts were announced is left where it runs (the default queue)
+    older = app.environments.launch(lab, "learner-older").id
+    app.repo.update(older, lambda record, _session: setattr(record, "provider", "a"))
+    assert placement.route([older]) == {} and app.repo.get(older).host is None
     # a worker of A does not run B's pass; B's does
     assert placement.elsewhere(ids[0], "host-a") == host_queue(settings.job_queue, "host-b")
     assert placement.elsewhere(ids[0], "host-b") is None

@@ -4,10 +4,11 @@ An operator with several Linux servers and no OpenStack runs `stacklab worker` o
 set (and `local_capacity`). Each such worker announces its host, the host's queue and capacity in the
 members table and heartbeats; it consumes the shared job queue and its host's own queue.
 
-- **Placement.** An environment of a lab with a `local` provider is placed on a host the first time its
-  pass is sent (`environments.host`, compare-and-set): the live host with the most free places
-  (capacity minus the labs it holds), ties by name. When no live host has room it is not sent; it stays
-  due in the database and is tried again when the scheduler sends it next (`redeliver_after_s`).
+- **Placement.** An environment of a lab with a `local` provider that holds no stack yet (or failed) is
+  placed on a host the first time its pass is sent (`environments.host`, compare-and-set): the live host
+  with the most free places (capacity minus the labs it holds), ties by name. When no live host has room
+  it is not sent; it stays due in the database and is tried again when the scheduler sends it next
+  (`redeliver_after_s`).
 - **Routing.** Every pass of a placed environment goes to its host's queue (`<job_queue>.host.<host>`), so
   only that host's workers drive it; a worker that still receives one (a message sent before placement)
   forwards it instead of running it. Labs without a local provider are not placed and run anywhere.
@@ -138,7 +139,11 @@ class Placement:
             failed = row.observed == Observed.FAILED
             if row.host and (row.host in live or (row.provider and not failed)):
                 routes[row.id] = self.queue_of(row.host)  # its host, or its stack waits there for it
-            elif row.desired == Desired.RUNNING and self._local(row.lab_digest):
+            elif (
+                row.desired != Desired.DELETED
+                and (row.provider is None or failed)  # a stack from before hosts: left where it runs
+                and self._local(row.lab_digest)
+            ):
                 if labs is None:
                     labs = Counter(placed_store.labs_on(self.repo, list(live)))
                 routes[row.id] = self._place(row.id, row.host, live, labs)
