@@ -9,6 +9,7 @@ import { h } from "./api.js";
 
 const ACTIVITY_EVERY_MS = 15_000; // page activity is reported at most this often
 const LOOK_AGAIN_MS = 1_000; // after the countdown ends: until the lab is paused (or kept running)
+const OTHER_PAGE_ANSWER_MS = 1_000; // another page of the lab closed: answer after its beacon arrived
 
 export class IdleWatch {
   /**
@@ -28,6 +29,8 @@ export class IdleWatch {
     this.lastReport = 0;
     this.box = null;
     this.listening = false;
+    // The lab's other pages in this browser: one that closes tells them, and they answer the service.
+    this.channel = typeof BroadcastChannel === "function" ? new BroadcastChannel(`stacklab:${base}`) : null;
   }
 
   /** The lab runs and its terminals are shown: watch for idleness. */
@@ -57,6 +60,18 @@ export class IdleWatch {
     window.addEventListener("pageshow", (ev) => {
       if (ev.persisted) this.presence("visible"); // back from the back/forward cache
     });
+    if (this.channel) this.channel.onmessage = (ev) => this.otherClosed(ev.data);
+  }
+
+  /** Another page of this lab closed: this one is still here, so the lab is not left. Said after its beacon
+   * (a moment later), as this page's own state: shown, or hidden (which counts down faster). */
+  otherClosed(message) {
+    if (message !== "closed") return;
+    setTimeout(() => {
+      this.presence("visible").then(() => {
+        if (document.visibilityState === "hidden") this.presence("hidden");
+      });
+    }, OTHER_PAGE_ANSWER_MS);
   }
 
   /** Look again when the warning might be due (a status on the service's clock). */
@@ -173,5 +188,6 @@ export class IdleWatch {
   closed() {
     if (!this.api.token || !navigator.sendBeacon) return;
     navigator.sendBeacon(`${this.base}/presence`, JSON.stringify({ state: "closed", token: this.api.token }));
+    this.channel?.postMessage("closed");
   }
 }

@@ -3,7 +3,8 @@
 One lab with short timeouts (seconds) for the whole module, opened through the LMS API like a unit does; the
 tests run in order on one environment: the warning's countdown and a key press that keeps the lab, a build
 that keeps it running (`keep_running_while` on the LXC node), the pause when nobody acts, the page's hidden
-and visible reports, a reload that keeps the lab and a closed tab that pauses it. Nothing asserts how long
+and visible reports, a reload or a second tab closing that keeps the lab, and the last tab closing that
+pauses it. Nothing asserts how long
 anything took: the tests wait for states, and read the service's records (its SQLite file) for reasons.
 """
 
@@ -195,18 +196,23 @@ def test_the_page_reports_hidden_and_visible(lab_page, lab: Lab) -> None:  # typ
     wait_for(lambda: lab.row()["away_kind"] is None, 10, "the visible page reported")
 
 
-def test_a_reload_keeps_the_lab_and_closing_the_tab_pauses_it(browser, lab_page, lab: Lab) -> None:  # type: ignore[no-untyped-def]
+def test_a_reload_or_another_tab_closing_keeps_the_lab_and_the_last_tab_closing_pauses_it(
+    lab_page, lab: Lab
+) -> None:  # type: ignore[no-untyped-def]
     page = lab_page
-    page.reload()
+    other = page.context.new_page()  # a second tab of the same lab
+    other.goto(lab.url)
+    wait_connected(other, timeout_s=60)
+    page.reload()  # the old page's beacon says closed; the new page opens the lab again, which ends that
     wait_connected(page, timeout_s=60)
+    other.close(run_before_unload=True)  # its beacon says closed; this tab, still open, answers visible
     left = time.time()
-    # The old page's beacon said closed; the new page opened the lab again, which ends that. Wait past the
-    # grace and a scheduler tick (a state, not a duration, is asserted): the lab still runs.
+    # Past the grace and a scheduler tick (a state, not a duration, is asserted): the lab still runs.
     wait_for(lambda: time.time() > left + CLOSE_GRACE_S + 3, CLOSE_GRACE_S + 10, "the close grace to pass")
     assert lab.status()["observed"] == "running"
     assert "PageClosed" not in lab.reasons()
     assert lab.row()["away_kind"] is None
 
-    page.close(run_before_unload=True)  # the tab closes: its pagehide beacon is the last word
+    page.close(run_before_unload=True)  # the last tab closes: its pagehide beacon is the last word
     wait_for(lambda: "PageClosed" in lab.reasons(), 30, "the closed tab's pause")
     lab.wait_observed("suspended")
