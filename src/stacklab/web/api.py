@@ -135,7 +135,21 @@ async def record_activity(request: Request, env_id: EnvId) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/environments/{env_id}/presence", status_code=204, tags=["learner"])
+PRESENCE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": schemas.PresenceBody.model_json_schema()},
+            "text/plain": {"schema": {"type": "string", "description": "The same JSON (a beacon's body)"}},
+        },
+    }
+}
+"""The body is read by hand (a beacon's is text/plain); the schema tells the OpenAPI document what it is."""
+
+
+@router.post(
+    "/environments/{env_id}/presence", status_code=204, tags=["learner"], openapi_extra=PRESENCE_BODY
+)
 async def report_presence(request: Request, env_id: EnvId) -> Response:
     """What the learner's lab page says of itself: `visible`, `hidden` or `closed` (docs/idle.md). Not
     activity: a hidden page's lab is paused after the lab's `idle_suspend_hidden`, a closed page's after
