@@ -37,17 +37,19 @@ function attempts(member) {
 
 /**
  * The table's rows. `watch(member)` opens the member's lab read-only (it is given the button's click, so
- * that a new tab opens at the click and no popup blocker stops it).
+ * that a new tab opens at the click and no popup blocker stops it). `names` maps the service's learner ids
+ * (the LMS's anonymous ids) to the names the LMS gave the page, shown instead.
  */
-export function classRows(members, watch) {
+export function classRows(members, watch, names = {}) {
   if (!members.length) {
     return [h("tr", {}, h("td", { colspan: String(CLASS_COLUMNS.length + 1), class: "empty" }, "No learner has opened this lab yet."))];
   }
-  return members.map((m) =>
-    h(
+  return members.map((m) => {
+    const name = typeof names[m.learner] === "string" && names[m.learner] ? names[m.learner] : m.learner;
+    return h(
       "tr",
       { "data-learner": m.learner, "data-env": m.id },
-      h("td", {}, m.learner),
+      h("td", {}, name, name !== m.learner ? h("div", { class: "muted id" }, m.learner) : null),
       h("td", { class: "nowrap" }, m.lab),
       h(
         "td",
@@ -69,14 +71,14 @@ export function classRows(members, watch) {
             type: "button",
             class: "small",
             disabled: m.desired === "deleted",
-            "aria-label": `Watch ${m.learner}'s lab read-only`,
+            "aria-label": `Watch ${name}'s lab read-only`,
             onclick: () => watch(m),
           },
           "Watch",
         ),
       ),
-    ),
-  );
+    );
+  });
 }
 
 /** Open a read-only lab page in a new tab: the tab opens at the click, the URL follows when `fetchView` answers. */

@@ -5,13 +5,34 @@ import { Api, ApiError, epoch, operatorText, tokenClaims, tokenExpiry } from "./
 import { classRows, openReadOnly } from "./class_table.js";
 
 const REFRESH_MS = 15_000;
+const NAMES_KEY = "stacklab.course.names";
 const api = new Api("stacklab.course.token");
+const names = takeNames();
 const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
 const course = query.get("course") || tokenClaims(api.token).course || "";
 let lab = query.get("lab") || "";
 let refreshTimer = null;
 let tokenTimer = null;
+
+/** Learners' names from the LMS (`#names=` JSON, put there by the XBlock): kept in sessionStorage, taken
+ * out of the URL like the token. They never reach the service. */
+function takeNames() {
+  const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const given = fragment.get("names");
+  if (given) {
+    sessionStorage.setItem(NAMES_KEY, given);
+    fragment.delete("names");
+    const rest = fragment.toString();
+    history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  }
+  try {
+    const parsed = JSON.parse(sessionStorage.getItem(NAMES_KEY) || "{}");
+    return parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
+  } catch {
+    return {};
+  }
+}
 
 function base() {
   return `/api/v1/courses/${encodeURIComponent(course)}`;
@@ -36,7 +57,7 @@ function showError(err) {
 async function load() {
   try {
     const members = await api.get(`${base()}/class${lab ? `?lab=${encodeURIComponent(lab)}` : ""}`);
-    $("class-rows").replaceChildren(...classRows(members, watch));
+    $("class-rows").replaceChildren(...classRows(members, watch, names));
     const labs = [...new Set(members.map((m) => m.lab))];
     $("status-line").textContent = `${members.length} learner${members.length === 1 ? "" : "s"}${labs.length === 1 ? ` in ${labs[0]}` : ""} · updated ${new Date().toLocaleTimeString()}`;
     showError(null);
@@ -46,7 +67,7 @@ async function load() {
 }
 
 function watch(member) {
-  $("status-line").textContent = `opening ${member.learner}'s lab read-only…`;
+  $("status-line").textContent = `opening ${names[member.learner] || member.learner}'s lab read-only…`;
   openReadOnly(() => api.post(`${base()}/class/${encodeURIComponent(member.learner)}/watch`, { lab: member.lab }))
     .then(() => showError(null), showError)
     .finally(load);

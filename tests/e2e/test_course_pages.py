@@ -11,11 +11,13 @@ finds nothing serious on either page, and the pages' CSP blocks nothing they nee
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -131,16 +133,22 @@ def _csp_errors(page) -> list[str]:  # type: ignore[no-untyped-def]
 def test_course_staff_see_their_class_and_watch_a_lab_read_only(browser, service) -> None:  # type: ignore[no-untyped-def]
     view = _xblock_client(service["url"]).staff_view(COURSE, "hello-lab", "sam")
     context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)
     try:
         page = context.new_page()
         blocked = _csp_errors(page)
-        page.goto(view["url"])
+        names = json.dumps({"ada": "Ada Lovelace"})  # the XBlock's map of anonymous ids to LMS usernames
+        page.goto(view["url"] + "&names=" + urllib.parse.quote(names))
         rows = page.locator("#class-rows tr[data-learner]")
         rows.first.wait_for()
-        assert "token" not in page.url
+        assert "token" not in page.url and "names" not in page.url
         assert page.locator("#course-name").inner_text() == COURSE
         assert rows.count() == 2
+        ada, bob = page.locator("tr[data-learner='ada'] td"), page.locator("tr[data-learner='bob'] td")
+        assert (
+            ada.nth(0).inner_text().split("\n") == ["Ada Lovelace", "ada"]
+            and bob.nth(0).inner_text() == "bob"
+        )
         ada, bob = page.locator("tr[data-learner='ada'] td"), page.locator("tr[data-learner='bob'] td")
         assert ada.nth(2).inner_text().startswith("suspended") and bob.nth(2).inner_text().startswith(
             "running"
@@ -152,9 +160,9 @@ def test_course_staff_see_their_class_and_watch_a_lab_read_only(browser, service
         assert bob.nth(4).locator("li").count() == 2
         assert "ago" in bob.nth(6).inner_text()
         with context.expect_page() as opened:
-            page.get_by_role("button", name="Watch ada's lab read-only").click()
+            page.get_by_role("button", name="Watch Ada Lovelace's lab read-only").click()
         lab = opened.value
-        lab.wait_for_url(re.compile(rf"/lab/{service['envs']['ada']}"))
+        lab.wait_for_url(re.compile(rf"/lab/{service['envs']['ada']}"), wait_until="commit")
         lab.locator("#read-only-badge").wait_for()
         assert "token" not in lab.url
         reasons = [t.reason for t in service["stack"].repo.history(service["envs"]["ada"])]
@@ -178,13 +186,13 @@ def _sign_in(page, url: str, password: str) -> None:  # type: ignore[no-untyped-
     page.goto(f"{url}/admin/login")
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/admin(\?.*)?$"))
+    page.wait_for_url(re.compile(r"/admin(\?.*)?$"), wait_until="commit")
 
 
 @pytest.mark.parametrize("bypass_csp", [False, True], ids=["csp", "axe"])
 def test_operators_see_the_class_and_the_usage_chart(browser, service, bypass_csp: bool) -> None:  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=bypass_csp)
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)
     try:
         page = context.new_page()
         blocked = _csp_errors(page)

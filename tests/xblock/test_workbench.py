@@ -585,6 +585,11 @@ def test_staff_open_the_course_view_with_the_lms_authority(workbench: Workbench,
     assert view.locator("#course-name").inner_text() == COURSE
     assert view.locator("#lab-name").inner_text() == "lab hello-lab"
     assert view.locator("#course-error").is_hidden()
+    # The staff member's own lab (the unit opened it): shown by LMS username, its anonymous id under it.
+    row = view.locator("#class-rows tr[data-learner]", has_text="anon-staff")
+    row.wait_for()
+    assert row.locator("td").first.inner_text().split("\n") == ["staff", "anon-staff"]
+    assert "names" not in view.url
     view.close()
     page.goto(workbench.scenario(3, "alice"))  # a unit that launches nothing
     page.locator(".stacklab-block").wait_for()

@@ -36,6 +36,8 @@ NOT_OPENED = "This learner has not opened this lab yet, so there is nothing to s
 ANONYMOUS_ID = "edx-platform.anonymous_user_id"
 IS_STAFF = "edx-platform.user_is_staff"
 COURSE_DEPTH = 10
+MAX_NAMES = 2000
+"""Most learner names the course view is given (in its URL's fragment): a large class shows ids past it."""
 MAX_GRANT_HOURS = 10000
 """The most hours one grant gives (the service's limit too)."""
 """How far up the unit's parents the course block is looked for (course > chapter > sequence > unit)."""
@@ -491,16 +493,22 @@ class StacklabXBlock(StudioEditableXBlockMixin, ScorableXBlockMixin, XBlock):
     def staff_course_view(self, data, suffix=""):
         """The service's course view of this unit's lab for course staff (every learner: state, score history,
         time used, last activity, queue), opened with the LMS's authority: the service gives a staff token for
-        this course only."""
+        this course only.
+
+        The service knows learners by the LMS's anonymous ids; `names` maps them to LMS usernames for the page
+        (it travels in the URL's fragment to the staff member's browser only, never to the service)."""
         if not self._is_staff():
             raise JsonHandlerError(403, "Only course staff may open the course view.")
         user = self._user()
         staff = str(getattr(user, "opt_attrs", {}).get("edx-platform.username", "") or "") if user else ""
+        client = self._client()
         try:
-            view = self._client().staff_view(self._course_id(), self.lab, staff)
+            view = client.staff_view(self._course_id(), self.lab, staff)
+            learners = {str(e.get("learner", "")) for e in client.course_environments(self._course_id())}
         except ServiceError as exc:
             return self._words(exc)
-        return {"url": view["url"]}
+        names = {anonymous: self._username(anonymous) for anonymous in sorted(learners)[:MAX_NAMES]}
+        return {"url": view["url"], "names": {k: v for k, v in names.items() if v != k}}
 
     # ---- grading (ScorableXBlockMixin: rescore and override) -------------------------------------------
     def has_submitted_answer(self):

@@ -178,8 +178,11 @@ function StacklabXBlock(runtime, element) {
     var tab = window.open("about:blank", "_blank");
     var status = root.querySelector(".stacklab-staff-status");
     call("staff_course_view").then(function (res) {
-      if (res.url && tab) { tab.opener = null; tab.location.replace(res.url); return; }
-      if (res.url) { window.location.assign(res.url); return; }
+      /* Learners' LMS usernames go to the page in the fragment (read by the browser, never sent anywhere). */
+      var url = res.url && res.names && Object.keys(res.names).length ?
+        res.url + "&names=" + encodeURIComponent(JSON.stringify(res.names)) : res.url;
+      if (url && tab) { tab.opener = null; tab.location.replace(url); return; }
+      if (url) { window.location.assign(url); return; }
       if (tab) tab.close();
       text(status, (res.error || "") + (res.staff_detail ? " " + res.staff_detail : ""));
     });
