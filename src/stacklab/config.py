@@ -312,7 +312,8 @@ class Settings:
         pattern=r"^([a-z0-9][a-z0-9-]{0,62})?$",
         description="A worker's local host (runner = celery, several LXC hosts): the name of the host whose "
         "local labs this worker drives; it consumes that host's own queue (<job_queue>.host.<name>) and "
-        "reports the host's capacity and load. Empty: no host of its own (one local host, or OpenStack only).",
+        "reports the host's capacity and load. Empty: no host of its own (one local host, or OpenStack "
+        "only).",
     )
     local_capacity: Count | None = Field(
         default=None,

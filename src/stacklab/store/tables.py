@@ -107,7 +107,8 @@ class EnvironmentRecord(Base):
     """When the learner's running time reaches a `block` usage limit (envs/allowance.py), set by passes:
     a policy deadline, so that whichever scheduler runs sends the pass that pauses the lab."""
     queued_at: Mapped[float | None] = mapped_column(Double, nullable=True)
-    """In line for a provider slot since (the request's time): first come, first served (envs/admission.py)."""
+    """In line for a provider slot since (the request's time): first come, first served
+    (envs/admission.py)."""
     queue_providers: Mapped[str | None] = mapped_column(String(300), nullable=True)
     """The providers a queued environment can take, as ",a,b," (a resume: only its own)."""
     queue_seen_at: Mapped[float | None] = mapped_column(Double, nullable=True)
