@@ -106,17 +106,25 @@ export class IdleWatch {
   // ---- the warning -------------------------------------------------------------------------------------
 
   warn(deadline) {
+    const appearing = this.deadline === null;
     this.deadline = deadline;
     if (!this.box) {
+      // The countdown is for the eyes; a screen reader hears one sentence when the warning appears.
       this.box = h(
         "div",
-        { class: "idle-warning", id: "idle-warning", role: "alert" },
-        h("span", { class: "idle-text", id: "idle-text" }),
+        { class: "idle-warning", id: "idle-warning" },
+        h("span", { class: "idle-text", id: "idle-text", "aria-hidden": "true" }),
+        h("span", { class: "visually-hidden", id: "idle-said", role: "alert" }),
         h("button", { type: "button", class: "primary", id: "idle-keep", onclick: () => this.activity() }, "Keep working"),
       );
       this.before.before(this.box);
     }
     this.box.hidden = false;
+    if (appearing) {
+      const seconds = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+      this.box.querySelector("#idle-said").textContent =
+        `Your lab pauses in ${seconds} seconds unless you press a key or click.`;
+    }
     clearInterval(this.tick);
     this.render();
     this.tick = setInterval(() => this.render(), 250);
@@ -143,7 +151,10 @@ export class IdleWatch {
     clearInterval(this.tick);
     this.tick = null;
     this.deadline = null;
-    if (this.box) this.box.hidden = true;
+    if (this.box) {
+      this.box.hidden = true;
+      this.box.querySelector("#idle-said").textContent = "";
+    }
   }
 
   get warning() {
