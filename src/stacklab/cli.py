@@ -91,6 +91,11 @@ def env_summary(record: EnvironmentRecord) -> dict[str, Any]:
         "suspended_at": record.suspended_at,
         "ready_at": record.ready_at,
         "due_at": record.due_at,
+        "away": (
+            {"kind": record.away_kind, "at": record.away_at, "limit_s": record.away_limit_s}
+            if record.away_kind
+            else None
+        ),
         "attempts": record.attempts,
         "last_error": record.last_error,
         "last_reason": record.last_reason,
@@ -565,6 +570,11 @@ def env_show(ctx: click.Context, ref: str, as_json: bool) -> None:
         click.echo(f"{key:>14}: {summary[key] if summary[key] is not None else '-'}")
     for key in ("created_at", "last_activity_at", "ready_at", "suspended_at", "due_at"):
         click.echo(f"{key:>14}: {_when(summary[key])}")
+    if record.away_kind and record.away_at is not None and record.away_limit_s is not None:
+        pause_by = _when(record.away_at + record.away_limit_s)
+        click.echo(
+            f"{'away':>14}: {record.away_kind} since {_when(record.away_at)} (idle pause by {pause_by})"
+        )
     for name, node in (record.nodes or {}).items():
         click.echo(f"{'node':>14}: {name} {node['host']}:{node['port']}")
     click.echo("\nhistory:")
