@@ -55,13 +55,13 @@ async def test_capacity_counts_suspended_and_fails_over(
     assert await settle(app, second.id) == Observed.RUNNING
     assert (app.repo.get(first.id).provider, app.repo.get(second.id).provider) == ("a", "b")
     third = app.environments.launch(lab, "l3")
-    assert await settle(app, third.id) == Observed.FAILED
-    assert app.repo.get(third.id).last_reason == "NoCapacity"
+    await app.controller.reconcile(third.id)  # every provider full: it waits in line (not failed)
+    assert app.environments.queue_spot(app.repo.get(third.id))[0] == 1
+    assert app.repo.get(third.id).observed == Observed.NEW
     app.environments.request(first.id, Desired.DELETED, "test")
     assert await settle(app, first.id) == Observed.DELETED
     assert app.repo.usage() == {"a": 0, "b": 1}
-    app.environments.launch(lab, "l3")
-    assert await settle(app, third.id) == Observed.RUNNING
+    assert await settle(app, third.id) == Observed.RUNNING  # woken when first gave its place back
     assert app.repo.get(third.id).provider == "a"
 
 

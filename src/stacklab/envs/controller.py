@@ -27,6 +27,7 @@ from stacklab.access.rdp import stop_bridges
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
+from stacklab.envs.admission import CAPACITY_REASONS, Admission
 from stacklab.envs.allowance import limit_deadline
 from stacklab.envs.handover import ROTATED, PoolSteps
 from stacklab.envs.idleness import IDLE_REASONS, Away, clear_away
@@ -38,7 +39,6 @@ from stacklab.envs.providerset import ProviderSet
 from stacklab.envs.transitions import Journal
 from stacklab.errors import (
     AccessError,
-    CapacityExhausted,
     Conflict,
     LeaseLost,
     NotFound,
@@ -99,6 +99,7 @@ class Controller(PoolSteps):
         self._offload = repo.engine.dialect.name != "sqlite"
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
+        self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 
     def _emit(self, event: str, seconds: float = 0.0, reason: str = "") -> None:
@@ -196,6 +197,7 @@ class Controller(PoolSteps):
             apply_policies(journal)
         else:  # a warm pool member: its pool's policy instead of a learner's (envs/pools.py)
             apply_pool_policy(journal, lab)
+        self.admission.check_leavers(journal)
         await self._keep_while_busy(journal, lab)
         if journal.entries:
             await self._save(journal)  # the new intent survives a crash in the step below
@@ -267,9 +269,10 @@ class Controller(PoolSteps):
             return requeue
         entry = self._claim_provider(journal, lab)
         if entry is None:
-            raise CapacityExhausted(
-                "no provider has room: " + ", ".join(p.name for p in lab.providers), reason="NoCapacity"
-            )
+            tried = record.failed_providers or []
+            waiting_for = [p.name for p in lab.providers if p.name not in tried]
+            record.progress = Progress.QUEUED
+            return self.admission.join(journal, waiting_for, "no provider has room")
         record.handle = None
         record.nodes = None
         record.step_started_at = journal.now
@@ -346,11 +349,16 @@ class Controller(PoolSteps):
             self._forget_stack(journal)
         record.failed_providers = [*(record.failed_providers or []), failed_name]
         remaining = [p for p in lab.providers if p.name not in record.failed_providers]
+        if reason in CAPACITY_REASONS:  # what this create gave back is no room for anyone else
+            self.admission.cancel_wakes(record.id)
         if remaining:
             journal.observe(Observed.NEW, "FailingOver", f"{failed_name}: {message}", Progress.QUEUED)
             await self._save(journal)
             return 0.0
         record.failed_providers = None
+        if reason in CAPACITY_REASONS:  # every provider is full: wait in line, not fail
+            journal.observe(Observed.NEW, "NoRoom", f"{failed_name}: {message}", Progress.QUEUED)
+            return self.admission.join(journal, [p.name for p in lab.providers], f"{failed_name}: {message}")
         return self._fail(journal, reason, message)
 
     def _claim_provider(self, journal: Journal, lab: Lab) -> ProviderEntry | None:
@@ -360,17 +368,28 @@ class Controller(PoolSteps):
         for entry in lab.providers:
             if entry.name in tried:
                 continue
-            if self.repo.claim_slot(journal.session, entry.name, entry.capacity):
-                record.provider = record.capacity_held = entry.name
+            if self._claim_slot(journal, entry):
+                record.provider = entry.name
                 return entry  # committed with the record by the caller's next save
-            journal.note("provider", entry.name, "CapacityExhausted", f"{entry.capacity} in use")
+            if record.queued_at is None:  # once, not at every look of a lab in line
+                journal.note("provider", entry.name, "CapacityExhausted", f"{entry.capacity} in use")
         return None
+
+    def _claim_slot(self, journal: Journal, entry: ProviderEntry) -> bool:
+        """A slot of `entry` when this environment's turn in line has come (envs/admission.py)."""
+        if not self.admission.may_take(journal, entry):
+            return False
+        if not self.repo.claim_slot(journal.session, entry.name, entry.capacity):
+            return False
+        journal.record.capacity_held = entry.name
+        self.admission.admitted(journal, entry.name)
+        return True
 
     # suspend, resume, delete ------------------------------------------------------------------------
     async def _suspend(self, journal: Journal, lab: Lab) -> float | None:
         """Hook, then freeze; a provider that suspends asynchronously (Heat) is polled, not re-asked."""
         record = journal.record
-        _, provider = self._provider_of(record, lab)
+        entry, provider = self._provider_of(record, lab)
         if record.progress != Progress.SUSPENDING:
             await self._run_hook(journal, "before_suspend", lab.hooks.before_suspend)
             await self._stop_rdp_bridges(journal, lab)
@@ -383,14 +402,18 @@ class Controller(PoolSteps):
         if status.state != StackState.SUSPENDED:
             return self._poll_after(provider)
         record.suspended_at = journal.now
+        if entry.capacity_counts == "running" and record.capacity_held:
+            self._give_back_slot(journal)
         clear_away(record)  # the pause used it: the next wake decides afresh
         journal.observe(Observed.SUSPENDED, "Suspended", "", Progress.SUSPENDED)
         return None
 
     async def _resume(self, journal: Journal, lab: Lab) -> float | None:
         record = journal.record
-        _, provider = self._provider_of(record, lab)
+        entry, provider = self._provider_of(record, lab)
         if record.progress != Progress.RESUMING:
+            if record.capacity_held is None and not self._claim_slot(journal, entry):
+                return self.admission.join(journal, [entry.name], f"{entry.name} is full")
             await self.bounded(provider.resume(self._handle(record)), provider)
             record.progress = Progress.RESUMING
         status = await self.bounded(provider.status(self._handle(record)), provider)
@@ -451,11 +474,18 @@ class Controller(PoolSteps):
         """Give back the provider slot and drop what pointed at the stack (saved by the caller)."""
         record = journal.record
         if record.capacity_held:
-            self.repo.release_slot(journal.session, record.capacity_held)
-        record.capacity_held = None
+            self._give_back_slot(journal)
         record.handle = None
         record.nodes = None
         record.provider = None
+
+    def _give_back_slot(self, journal: Journal) -> None:
+        """Release the provider slot (in the pass's transaction); the head of its line is woken after."""
+        record = journal.record
+        if record.capacity_held:
+            self.repo.release_slot(journal.session, record.capacity_held)
+            self.admission.released(journal, record.capacity_held)
+        record.capacity_held = None
 
     async def mark_vanished(self, env_id: str) -> bool:
         """The provider lost this environment's stack: start over from NEW (the sweep calls this).
@@ -535,6 +565,7 @@ class Controller(PoolSteps):
         record.failed_providers = None
         record.last_error = None
         record.last_reason = None
+        self.admission.settle(journal)
         if record.away_kind == Away.PRERESUME:  # a pre-resumed lab's short limit counts from when it is ready
             record.away_at = journal.now
         journal.observe(Observed.RUNNING, reason, message, Progress.READY)
@@ -716,4 +747,5 @@ class Controller(PoolSteps):
                     requeue = 0.0  # ready: suspended at once
         record.lease_owner = record.lease_until = None
         await self._save(journal)
+        await self._blocking(partial(self.admission.send_wakes, record.id, journal.now))
         return Result(0.0 if journal.look_again else requeue)

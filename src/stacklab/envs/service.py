@@ -22,6 +22,7 @@ from stacklab.errors import Conflict, InvalidInput, NotFound, UsageLimitReached
 from stacklab.jobs.runner import JobRunner
 from stacklab.labs.loader import lab_digest, parse_lab
 from stacklab.labs.schema import Lab
+from stacklab.store import queue
 from stacklab.store.grants import Grant, add_grant
 from stacklab.store.repository import EnvKey
 from stacklab.store.tables import CheckRunRecord, EnvironmentRecord, TransitionRecord
@@ -339,6 +340,33 @@ class Environments:
 
         return self._submitted(self.repo.update(record.id, mutate))
 
+    # the admission queue ----------------------------------------------------------------------------
+    def seen(self, record: EnvironmentRecord) -> None:
+        """The learner's page (or a command waiting for the lab) asked about it: a lab waiting in line keeps
+        its place (written at most every activity_throttle_s, never less often than needed to stay)."""
+        if record.queued_at is None or record.capacity_held is not None:
+            return
+        settings, now = self.controller.settings, self.clock()
+        every = min(settings.activity_throttle_s, settings.queue_leave_after_s / 4)
+        if now - (record.queue_seen_at or 0.0) >= every:
+            queue.mark_seen(self.repo, record.id, now)
+            record.queue_seen_at = now
+
+    def leave_queue(self, ref: str) -> EnvironmentRecord:
+        """The learner gives up their place in line; their lab stays as it was (not started, or paused)."""
+        record = self.resolve(ref)
+        if record.queued_at is None or record.capacity_held is not None or record.desired != Desired.RUNNING:
+            raise Conflict(f"environment {record.id} is not waiting in line")
+        return self.request(record.id, Desired.SUSPENDED, "LeftQueue")
+
+    def queue_spot(self, record: EnvironmentRecord) -> tuple[int | None, float | None]:
+        """(place in line, seconds until its turn by the recent pace of releases), or (None, None)."""
+        now, leave_after_s = self.clock(), self.controller.settings.queue_leave_after_s
+        place = queue.position(self.repo, record, now, leave_after_s)
+        if place is None:
+            return None, None
+        return place, queue.estimate_s(self.repo, queue.decode(record.queue_providers), place, now)
+
     # driving ----------------------------------------------------------------------------------------
     @staticmethod
     def settled(record: EnvironmentRecord) -> bool:
@@ -358,6 +386,7 @@ class Environments:
         while True:
             result = await self.controller.reconcile(env_id) if here else Result(None)
             record = self.repo.get(env_id)
+            self.seen(record)  # a command waiting for a lab in line keeps its place
             if on_progress and (record.observed, record.progress) != last:
                 last = (record.observed, record.progress)
                 on_progress(record)
