@@ -72,7 +72,9 @@ def _audit(ctx: WebContext, operator: str | None, action: str, record: Environme
 def _status(ctx: WebContext, env_id: str) -> schemas.EnvironmentStatus:
     envs = ctx.stack.environments
     record = envs.resolve(env_id)
-    return schemas.status_of(record, envs.lab_of(record), allowance=envs.allowance(record))
+    return schemas.status_of(
+        record, envs.lab_of(record), allowance=envs.allowance(record), queue_spot=envs.queue_spot(record)
+    )
 
 
 def _report(report: CheckReport, lab: Lab) -> schemas.CheckReportBody:
@@ -112,9 +114,25 @@ def _lab_page(
 # learners -------------------------------------------------------------------------------------------
 @router.get("/environments/{env_id}", tags=["learner"])
 async def get_environment(request: Request, env_id: EnvId) -> schemas.EnvironmentStatus:
-    """Status of the environment, with launch progress."""
+    """Status of the environment, with launch progress (and its place in line while it waits for room).
+
+    The learner's page asking keeps a waiting lab in line; one that stops asking drops out."""
     _learner_or_server(request, env_id)
-    return _status(context(request), env_id)
+    ctx = context(request)
+    if is_access_token(bearer(request)):
+        claims = authorize(request, env_id)
+        if claims.role == "learner" and not claims.read_only:
+            ctx.stack.environments.seen(ctx.stack.environments.resolve(env_id))
+    return _status(ctx, env_id)
+
+
+@router.post("/environments/{env_id}/leave-queue", tags=["learner"])
+async def leave_queue(request: Request, env_id: EnvId) -> schemas.EnvironmentStatus:
+    """Give up the lab's place in line (409 when not waiting); opening the lab again joins at the back."""
+    authorize(request, env_id, write=True)
+    ctx = context(request)
+    ctx.stack.environments.leave_queue(env_id)
+    return _status(ctx, env_id)
 
 
 @router.post("/environments/{env_id}/resume", tags=["learner"])

@@ -185,6 +185,16 @@ class EnvironmentStatus(BaseModel):
     usage: UsageStatus | None = Field(
         default=None, description="Time left under the lab's usage limit (null: the lab sets none)"
     )
+    queue_position: int | None = Field(
+        default=None,
+        description="Place in line while every provider of the lab is full (1: next to start); null when not "
+        "waiting. First come, first served; computed from the database (docs/queue.md)",
+    )
+    queue_estimate_s: float | None = Field(
+        default=None,
+        description="About how many seconds until this lab's turn, at the pace places were given back lately "
+        "(null: not waiting, or no pace known yet)",
+    )
 
 
 class CourseEnvironment(EnvironmentStatus):
@@ -328,7 +338,11 @@ def learner_message(record: EnvironmentRecord, now: float) -> str:
 
 
 def status_of(
-    record: EnvironmentRecord, lab: Lab, now: float | None = None, allowance: Allowance | None = None
+    record: EnvironmentRecord,
+    lab: Lab,
+    now: float | None = None,
+    allowance: Allowance | None = None,
+    queue_spot: tuple[int | None, float | None] = (None, None),
 ) -> EnvironmentStatus:
     message = learner_message(record, time.time() if now is None else now)
     usage = usage_status(allowance, record) if allowance is not None else None
@@ -351,6 +365,8 @@ def status_of(
         idle_warning_s=lab.timeouts.idle_warning_s,
         server_time=time.time() if now is None else now,
         usage=usage,
+        queue_position=queue_spot[0],
+        queue_estimate_s=None if queue_spot[1] is None else round(queue_spot[1], 1),
     )
 
 
