@@ -16,6 +16,7 @@ import { UsageMeter, blockedNotice } from "./usage.js";
 const POLL_FIRST_MS = 100; // a resume takes tens of milliseconds: look again soon, then back off
 const POLL_MS = 500;
 const POLL_MAX_MS = 5000;
+const POLL_IN_LINE_MS = 2000; // waiting in line (docs/queue.md): each poll also keeps the place
 
 const $ = (id) => document.getElementById(id);
 
@@ -140,6 +141,11 @@ function renderProgress(status, note, err = null) {
     return;
   }
 
+  if (status && status.queue_position != null) {
+    renderInLine(box, status);
+    return;
+  }
+
   const [steps, current] = STEP_INDEX[progress] || (progress === "ready" ? [LAUNCH_STEPS, 2] : [LAUNCH_STEPS, 0]);
   const heading = steps === RESUME_STEPS ? "Bringing your lab back" : "Preparing your lab";
   const items = steps.map((step, i) => {
@@ -167,6 +173,68 @@ function renderProgress(status, note, err = null) {
       reference(err),
     ),
   );
+}
+
+// ---- waiting in line (every machine busy) --------------------------------------------------------------
+
+let wasInLine = false;
+
+/** "about 2 min" from the service's estimate (seconds), or nothing when it has none. */
+function waitText(seconds) {
+  if (typeof seconds !== "number") return "";
+  return seconds < 60 ? "less than a minute" : `about ${Math.round(seconds / 60)} min`;
+}
+
+function renderInLine(box, status) {
+  wasInLine = true;
+  box.dataset.progress = "in-line";
+  box.dataset.queuePosition = String(status.queue_position);
+  const wait = waitText(status.queue_estimate_s);
+  const place = `You are number ${status.queue_position} in line${wait ? `, ${wait}` : ""}.`;
+  box.replaceChildren(
+    h(
+      "div",
+      { class: "progress-card in-line" },
+      h("h2", {}, "All lab machines are busy"),
+      h("p", { class: "queue-place", id: "queue-place", role: "status" }, place),
+      h(
+        "p",
+        { class: "progress-note" },
+        readOnly
+          ? "The learner's lab starts when its turn comes."
+          : "Your lab starts as soon as a machine is free, in the order learners asked. Keep this page open: leaving it gives up your place.",
+      ),
+      readOnly ? null : h("button", { type: "button", id: "leave-queue-button", onclick: () => leaveLine() }, "Leave the line"),
+    ),
+  );
+}
+
+async function leaveLine() {
+  pollGeneration += 1;
+  try {
+    showLeftLine(await api.post(`${base}/leave-queue`));
+  } catch (err) {
+    if (!fatal(err)) openLab(); // no longer in line (its turn came): carry on opening
+  }
+}
+
+/** Out of line (the learner left, or the page stopped asking): nothing runs until they ask again. */
+function showLeftLine(status) {
+  pollGeneration += 1;
+  wasInLine = false;
+  if (status) renderLab(status);
+  const box = $("progress-view");
+  box.dataset.progress = "left-line";
+  box.replaceChildren(
+    h(
+      "div",
+      { class: "notice", role: "status" },
+      h("h2", {}, "You left the line"),
+      h("p", {}, "Your lab was not started. Join the line again when you are ready: you will be at its end."),
+      h("button", { class: "primary", type: "button", id: "rejoin-button", onclick: () => openLab() }, "Join the line again"),
+    ),
+  );
+  focusIfAllowed($("rejoin-button"));
 }
 
 /** Launch or resume, then poll until ready. */
@@ -206,7 +274,11 @@ async function pollUntilReady(generation, first) {
         return;
       }
       if (status.progress === "failed" || status.progress === "deleted") return;
-      delay = next;
+      if (wasInLine && status.queue_position == null && status.desired !== "running" && !readOnly) {
+        showLeftLine(status);
+        return;
+      }
+      delay = status.queue_position != null ? POLL_IN_LINE_MS : next;
       next = Math.min(Math.round(next * 1.5), POLL_MS);
     }
     await sleep(delay);
