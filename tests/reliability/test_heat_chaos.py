@@ -309,12 +309,12 @@ async def test_quota_exceeded_fails_over_or_waits_for_room(
     assert record.provider == "heat" and ("small", "QuotaExceeded") in provider_notes(app, over.id)
 
     only = app.environments.launch(write_lab(tmp_path, sshd_port, SMALL), "hal", "c1")
-    record = await run_until(app, only.id, retrying(clock))
-    assert (record.last_reason, record.attempts) == ("QuotaExceeded", 1), record.last_error
-    assert "maximum stacks per tenant" in (record.last_error or "")
-    assert_retry_message(message(app, clock, only.id), "All lab machines are busy", BACKOFF_S[0])
-    await holder.delete(held)  # room again
-    past_retry(clock, record)
+    record = await run_until(app, only.id, lambda r: r.queued_at is not None)  # waits in line, not failed
+    assert (record.observed, record.attempts, record.provider) == (Observed.NEW, 0, None)
+    assert app.environments.queue_spot(record)[0] == 1
+    queued = [t.message for t in app.repo.history(only.id) if t.reason in ("NoRoom", "Queued")]
+    assert queued and all("maximum stacks per tenant" in m for m in queued), queued
+    await holder.delete(held)  # room again: the head of the line gets it at its next look
     assert (await run_until(app, only.id, running)).provider == "small"
     await delete_and_check_nothing_leaks(app, over.id, only.id)
 
