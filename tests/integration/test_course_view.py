@@ -123,3 +123,31 @@ async def test_operators_read_the_class_and_the_cost_report_and_metrics(client) 
     assert f'stacklab_node_seconds_total{{course="{COURSE}",lab="hello-lab",state="running"}}' in metrics
     assert f'stacklab_nodes{{course="{COURSE}",lab="hello-lab",state="suspended"}} 1.0' in metrics
     assert "stacklab_queued_seconds_total" in metrics
+
+
+ONE_SLOT = """\
+schema: 1
+id: one-slot
+title: One at a time
+login_user: learner
+providers:
+  - {name: local, type: local, capacity: 1}
+local:
+  nodes: [{name: main}]
+"""
+
+
+async def test_the_class_shows_each_learners_place_in_the_admission_queue(
+    tmp_path: Path, sshd_port: int
+) -> None:
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    (labs / "one-slot.yaml").write_text(ONE_SLOT)
+    async with serving(tmp_path, sshd_port, labs_dir=str(labs)) as (http, stack):
+        for learner in ("ada", "bob", "cy"):  # ada takes the only slot; bob, then cy, wait in line
+            env_id = (await launch(http, learner, lab="one-slot"))["environment"]["id"]
+            await stack.engine.runner.idle()
+            await stack.controller.reconcile(env_id)
+        operator = bearer(await admin_token(http))
+        listed = (await http.get(f"/api/v1/courses/{COURSE}/class", headers=operator)).json()
+        assert {r["learner"]: r["queue_position"] for r in listed} == {"ada": None, "bob": 1, "cy": 2}

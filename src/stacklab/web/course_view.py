@@ -25,7 +25,8 @@ from stacklab.checks.runner import counted_score
 from stacklab.envs.pricing import pricing_of
 from stacklab.envs.service import NAME_PATTERN
 from stacklab.errors import InvalidInput, TokenError
-from stacklab.store.roster import QueuePositions, no_queue, roster
+from stacklab.store import queue
+from stacklab.store.roster import QueuePositions, roster
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.store.usage_report import parse_since, series, totals, weekly
 from stacklab.web import schemas
@@ -43,8 +44,16 @@ LabId = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*
 DEFAULT_CHART_S = 7 * 86400.0
 """The chart's period when the page names none: the last week."""
 
-queue_positions: QueuePositions = no_queue
-"""Each queued environment's place in line (the admission queue plugs its reading in here)."""
+
+def _queue_positions(ctx: WebContext, now: float) -> QueuePositions:
+    """Each environment's place in the admission queue (store/queue.py), for those in line."""
+    leave_after_s = ctx.stack.settings.queue_leave_after_s
+
+    def positions(records: list[EnvironmentRecord]) -> dict[str, int]:
+        found = {r.id: queue.position(ctx.stack.repo, r, now, leave_after_s) for r in records if r.queued_at}
+        return {env_id: place for env_id, place in found.items() if place is not None}
+
+    return positions
 
 
 class StaffViewRequest(BaseModel):
@@ -167,7 +176,7 @@ async def course_class(
     ctx = context(request)
     envs = ctx.stack.environments
     now = ctx.stack.controller.clock()
-    members = roster(ctx.stack.repo, course, now, lab, queue_positions)
+    members = roster(ctx.stack.repo, course, now, lab, _queue_positions(ctx, now))
     rows = []
     for m in members:
         record, the_lab = m.record, envs.lab_of(m.record)
