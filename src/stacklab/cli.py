@@ -550,6 +550,8 @@ def env_show(ctx: click.Context, ref: str, as_json: bool) -> None:
             for t in history
         ]
         payload["check_runs"] = [{"at": r.at, "score": r.score, "max_score": r.max_score} for r in runs]
+        place, estimate = app.environments.queue_spot(record)
+        payload["queue"] = {"position": place, "estimate_s": estimate} if place is not None else None
         click.echo(json.dumps(payload, indent=2))
         return
     summary = env_summary(record)
@@ -575,6 +577,10 @@ def env_show(ctx: click.Context, ref: str, as_json: bool) -> None:
         click.echo(
             f"{'away':>14}: {record.away_kind} since {_when(record.away_at)} (idle pause by {pause_by})"
         )
+    place, estimate = app.environments.queue_spot(record)
+    if place is not None and record.queued_at is not None:
+        about = f", about {estimate:.0f}s" if estimate is not None else ""
+        click.echo(f"{'in line':>14}: number {place} since {_when(record.queued_at)}{about} (docs/queue.md)")
     for name, node in (record.nodes or {}).items():
         click.echo(f"{'node':>14}: {name} {node['host']}:{node['port']}")
     click.echo("\nhistory:")
