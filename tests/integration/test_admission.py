@@ -102,6 +102,16 @@ async def test_full_provider_queues_first_come_first_served(app: App, tmp_path: 
     assert spot(app, third.id)[0] == 1 and app.repo.get(third.id).desired == "running"
     assert app.repo.usage() == {"a": 1}
 
+    envs.presence(third.id, "closed")  # the page's pagehide beacon: out of line once the grace has passed
+    clock.now += 30  # type: ignore[attr-defined]
+    await look(app, third.id)
+    assert app.repo.get(third.id).desired == "running"
+    clock.now += 20  # type: ignore[attr-defined]  # past close_grace (45 s by default)
+    await look(app, third.id)
+    record = app.repo.get(third.id)
+    assert (record.desired, record.queued_at) == ("suspended", None)
+    assert "was closed" in [t.message for t in app.repo.history(third.id) if t.kind == "desired"][-1]
+
 
 async def test_estimate_follows_the_pace_of_releases(app: App, tmp_path: Path) -> None:
     envs, clock = app.environments, app.controller.clock

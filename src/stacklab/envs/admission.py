@@ -8,7 +8,8 @@ line ahead of it, so it never overtakes. Whoever finds no room `join`s the line 
 store/queue.py) and is looked at again every `queue_recheck_s`; a slot given back wakes the head of the
 line for that provider at once (after the commit that gave it back), as does the head taking its slot
 (the next may fit too) and someone leaving. A waiter whose page stops asking for `queue_leave_after_s`
-is taken out of line (desired: suspended, reason `LeftQueue`), as is one whose learner cancels.
+is taken out of line (desired: suspended, reason `LeftQueue`), as is one whose learner cancels, and one
+whose page said it was closed (the pagehide beacon) once the lab's `close_grace` has passed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ from stacklab.labs.durations import format_duration
 from stacklab.labs.schema import ProviderEntry
 from stacklab.store import queue
 from stacklab.store.repository import Repository
+from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired
 
 CAPACITY_REASONS = frozenset({"NoCapacity", "CapacityExhausted", "QuotaExceeded"})
 """A provider refused for want of room: the launch waits in line rather than failing."""
+
+
+def _closed_for_good(record: EnvironmentRecord, now: float) -> bool:
+    """The page's pagehide beacon said `closed` (envs/idleness.py), its grace has passed and no page of
+    the lab has asked since (a reload asks at once)."""
+    if record.away_kind != "closed" or record.away_at is None or record.away_limit_s is None:
+        return False
+    seen = record.queue_seen_at or record.queued_at or 0.0
+    return now >= record.away_at + record.away_limit_s and seen <= record.away_at
 
 
 class Admission:
@@ -48,7 +59,10 @@ class Admission:
             return
         waiting = record.capacity_held is None
         seen = record.queue_seen_at or record.queued_at
-        if waiting and record.desired == Desired.RUNNING and now - seen >= self.leave_after_s:
+        closed = _closed_for_good(record, now)
+        if waiting and record.desired == Desired.RUNNING and closed:
+            journal.desire(Desired.SUSPENDED, "LeftQueue", "the lab page was closed while in line")
+        elif waiting and record.desired == Desired.RUNNING and now - seen >= self.leave_after_s:
             journal.desire(
                 Desired.SUSPENDED,
                 "LeftQueue",
