@@ -125,6 +125,9 @@ class Admission:
         self._wakes.setdefault(env_id, set()).update(providers)
 
     # after the pass's commit ----------------------------------------------------------------------------
+    def has_wakes(self, env_id: str) -> bool:
+        return bool(self._wakes.get(env_id))
+
     def send_wakes(self, env_id: str, now: float) -> list[str]:
         """Make the head of each touched line due now (the scheduler or the engine sends its pass)."""
         providers = self._wakes.pop(env_id, set())

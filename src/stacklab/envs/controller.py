@@ -747,5 +747,6 @@ class Controller(PoolSteps):
                     requeue = 0.0  # ready: suspended at once
         record.lease_owner = record.lease_until = None
         await self._save(journal)
-        await self._blocking(partial(self.admission.send_wakes, record.id, journal.now))
+        if self.admission.has_wakes(record.id):
+            await self._blocking(partial(self.admission.send_wakes, record.id, journal.now))
         return Result(0.0 if journal.look_again else requeue)
