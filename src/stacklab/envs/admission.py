@@ -83,8 +83,11 @@ class Admission:
         return ahead < entry.capacity - queue.used(session, entry.name)
 
     def join(self, journal: Journal, providers: Iterable[str], why: str) -> float:
-        """In line for `providers` (once, at the time of the request); look again after the recheck."""
+        """In line for `providers` (once, at the time of the request); look again after the recheck. A
+        warm pool member waits without a place in line: learners, in line or not, go first."""
         record, now = journal.record, journal.now
+        if record.pool is not None:  # a warm pool member never takes a learner's place in line
+            return self.settings.queue_recheck_s
         names = list(providers)
         record.queue_providers = queue.encode(names)
         if record.queued_at is None:
