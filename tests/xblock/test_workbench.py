@@ -447,9 +447,9 @@ def test_a_check_made_outside_the_unit_becomes_the_units_grade(
     """The lab page opened on its own (or the CLI) checks too: the unit adopts that check when it opens, so
     the LMS's grade is the counted score shown anywhere."""
     stacklab, _ = service
-    page.goto(workbench.scenario(0, "bob"))
+    page.goto(workbench.scenario(0, "dora"))
     wait_connected(lab_frame(page))
-    env_id = workbench.user_state("bob")["environment"]
+    env_id = workbench.user_state("dora")["environment"]
     stacklab.cli("env", "exec", env_id, "--", 'echo "hello world" > ~/hello.txt')
     assert "2/3" in stacklab.cli("env", "check", env_id).replace(" ", "")  # hello-file (2 of 3 points)
     published = len(workbench.grades())
@@ -801,7 +801,9 @@ def test_axe_finds_no_serious_violation_in_the_unit_and_the_real_pages(
     unit = page.locator(".stacklab-block")
     unit.locator(".stacklab-staff summary").click()
     unit.get_by_role("button", name="Load").click()
-    unit.locator(".stacklab-staff-list tr", has_text="alice").get_by_role("button").click()
+    unit.locator(".stacklab-staff-list tr", has_text="alice").get_by_role(
+        "button", name="Watch alice's lab"
+    ).click()
     unit.locator(".stacklab-staff-watch iframe.stacklab-frame").wait_for()
     found["staff panel"] = serious_violations(page, ".stacklab-block")
     page.goto(workbench.scenario(3, "staff"))
@@ -898,17 +900,19 @@ def test_checking_a_lab_that_is_not_running_says_so_plainly(
 ) -> None:  # type: ignore[no-untyped-def]
     """The service answers 409 when the lab is not running (starting, or paused): the unit's Check says the
     lab is still starting, as progress, without a status code. (The unit's own opening of the lab, which
-    would resume it, is held back here so that the check meets the paused lab.)"""
+    would resume it, is held back here, and the lab is paused after the view's pre-resume woke it, so that
+    the check meets the paused lab.)"""
     stacklab, _secret = service
     client = service_client(service)
     env_id = workbench.user_state("hana")["environment"]
-    stacklab.cli("env", "suspend", env_id)
-    wait_for(lambda: client.status(env_id)["observed"] == "suspended", LAUNCH_S, "the lab to be paused")
     held = page.context.new_page()
     try:
         held.route("**/handler/**/open/**", lambda route: route.abort())
         held.goto(workbench.scenario(0, "hana"))
         held.locator(".stacklab-block .stacklab-lab .stacklab-error", has_text="not answering").wait_for()
+        wait_for(lambda: client.status(env_id)["observed"] == "running", LAUNCH_S, "the view's pre-resume")
+        stacklab.cli("env", "suspend", env_id, "--wait")
+        wait_for(lambda: client.status(env_id)["observed"] == "suspended", LAUNCH_S, "the lab to be paused")
         held.get_by_role("button", name="Check my work").click()
         status = held.locator(".stacklab-block .stacklab-status", has_text="still starting")
         status.wait_for(timeout=15_000)
