@@ -24,10 +24,10 @@ slots are added, slots built from an older lab file are rebuilt from the new one
 from __future__ import annotations
 
 import re
-import secrets as token_source
 
 from sqlalchemy.orm import Session
 
+from stacklab.envs.new_record import NewEnvironment
 from stacklab.envs.transitions import Journal
 from stacklab.labs.durations import format_duration
 from stacklab.labs.schema import Lab
@@ -147,37 +147,17 @@ def sync_pool(session: Session, course: str, lab: Lab, digest: str, now: float, 
 def _new_member(
     course: str, lab: Lab, digest: str, provider: str, slot: int, now: float, empty_secrets: bytes
 ) -> tuple[EnvironmentRecord, TransitionRecord]:
-    env_id = token_source.token_hex(4)
-    record = EnvironmentRecord(
-        id=env_id,
+    new = NewEnvironment(
         course=course,
         lab_id=lab.id,
         learner=member_name(provider, slot),
         lab_digest=digest,
-        desired=Desired.RUNNING,
-        observed=Observed.NEW,
-        progress=Progress.QUEUED,
-        stack_name=f"sl-{env_id}-0",
-        public_key="",
         sealed_secrets=empty_secrets,
         idle_suspend_s=NEVER_S,
         delete_after_s=NEVER_S,
-        reset_requested=False,
-        pool=provider,
-        rotate_keys=False,
-        created_at=now,
-        updated_at=now,
-        last_activity_at=now,
-        due_at=now,
-        attempts=0,
-    )
-    transition = TransitionRecord(
-        env_id=env_id,
-        at=now,
-        kind="desired",
-        from_state="-",
-        to_state=Desired.RUNNING,
         reason="PoolMemberAdded",
         message=f"slot {slot} of the warm pool on {provider}",
+        pool=provider,
+        stack_suffix="-0",
     )
-    return record, transition
+    return new.rows(now)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets as token_source
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from stacklab.checks.runner import CheckResult, counted_score, run_checks, weigh
 from stacklab.envs.allowance import Allowance, allowance, allowance_of
 from stacklab.envs.controller import Controller, Result, seal
 from stacklab.envs.idleness import PAGE_KINDS, Away, clear_away, mark_away
+from stacklab.envs.new_record import NewEnvironment
 from stacklab.envs.policies import is_settled
 from stacklab.envs.transitions import Journal
 from stacklab.errors import Conflict, InvalidInput, NotFound, UsageLimitReached
@@ -27,7 +27,7 @@ from stacklab.store.grants import Grant, add_grant
 from stacklab.store.repository import EnvKey
 from stacklab.store.tables import CheckRunRecord, EnvironmentRecord, TransitionRecord
 from stacklab.store.usage import learner_environments
-from stacklab.types import Desired, Observed, Progress
+from stacklab.types import Desired, Observed
 
 Presence = Literal["visible", "hidden", "closed"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+@-]{0,199}$")
@@ -114,38 +114,17 @@ class Environments:
         return self._submitted(self._relaunch(record, digest))
 
     def _insert(self, key: EnvKey, lab: Lab, digest: str, now: float) -> bool:
-        env_id = token_source.token_hex(4)
-        record = EnvironmentRecord(
-            id=env_id,
+        new = NewEnvironment(
             course=key.course,
             lab_id=key.lab_id,
             learner=key.learner,
             lab_digest=digest,
-            desired=Desired.RUNNING,
-            observed=Observed.NEW,
-            progress=Progress.QUEUED,
-            stack_name=f"sl-{env_id}",
-            public_key="",  # the controller makes a key pair for each stack it creates
             sealed_secrets=seal(self.controller.vault, {}),
             idle_suspend_s=lab.timeouts.idle_suspend_s,
             delete_after_s=lab.timeouts.delete_after_s,
-            reset_requested=False,
-            created_at=now,
-            updated_at=now,
-            last_activity_at=now,
-            due_at=now,
-            attempts=0,
-        )
-        transition = TransitionRecord(
-            env_id=env_id,
-            at=now,
-            kind="desired",
-            from_state="-",
-            to_state="running",
             reason="Launched",
-            message="",
         )
-        return self.repo.insert_environment(record, transition)
+        return self.repo.insert_environment(*new.rows(now))
 
     @staticmethod
     def _missing(key: EnvKey) -> EnvironmentRecord:
