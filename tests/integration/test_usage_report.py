@@ -220,11 +220,10 @@ async def test_report_equals_the_transitions_split_by_week_and_priced(
         app.close()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the formats do not depend on it
 async def test_cli_prints_the_report_as_a_table_json_and_csv(
-    settings: Settings, providers: dict[str, MemoryProvider], tmp_path: Path, database_url: str
+    settings: Settings, providers: dict[str, MemoryProvider], tmp_path: Path
 ) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the output formats do not depend on the database")
     clock = Clock(PAST)  # the CLI counts up to the real now
     app = memory_app(settings, providers, clock)
     (tmp_path / "cluster.yaml").write_text(PRICED)
