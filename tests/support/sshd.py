@@ -100,12 +100,24 @@ class SshServer:
 
     def close(self) -> None:
         self.acceptor.close()
-        for shell in SHELLS:
+        for shell in _shells_here():
             shell.cancel()
 
     async def wait_closed(self) -> None:
         await self.acceptor.wait_closed()
-        await asyncio.gather(*SHELLS, return_exceptions=True)
+        await asyncio.gather(*_shells_here(), return_exceptions=True)
+
+
+def _shells_here() -> list[asyncio.Future[None]]:
+    """The shells of this event loop; those of an earlier test's loop (closed before they ended, so their
+    done callback never ran) are forgotten."""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:  # closed from a thread of its own: every shell whose loop still runs
+        loop = None
+    stale = {s for s in SHELLS if s.get_loop().is_closed() or (loop is not None and s.get_loop() is not loop)}
+    SHELLS.difference_update(stale)
+    return list(SHELLS)
 
 
 async def start_sshd() -> tuple[SshServer, int]:
