@@ -349,12 +349,14 @@ async def test_clock_stepping_back_mid_create_does_not_disturb_the_launch(
 async def test_clock_stepping_back_does_not_stretch_a_scheduled_retry(
     app: App, clock: Clock, tmp_path: Path, sshd_port: int
 ) -> None:
-    holder, held = await fill_small_project(tmp_path)
-    env = app.environments.launch(write_lab(tmp_path, sshd_port, SMALL), "kim", "c1")
-    await run_until(app, env.id, retrying(clock))
-    await holder.delete(held)
+    """A retry scheduled before the clock stepped back an hour is due on the new time, not an hour later.
+    (A stack that fails schedules the retry: a full quota would put the lab in line instead.)"""
+    broken = await small_project_id()
+    env = app.environments.launch(write_lab(tmp_path, sshd_port, SMALL, broken_project=broken), "kim", "c1")
+    record = await run_until(app, env.id, retrying(clock))
+    assert (record.last_reason, record.attempts) == ("CreateFailed", 1), record.last_error
     clock.now -= 3600
     clock.now += max(BACKOFF_S) * 1.2 + 1  # the longest a retry may wait, on the new time
-    await app.controller.reconcile(env.id)
-    record = app.repo.get(env.id)
-    assert not retrying(clock)(record), f"next try in {(record.next_attempt_at or 0) - clock():.0f}s"
+    record = await run_until(app, env.id, lambda r: r.attempts == 2)  # the clock stays: tried now or never
+    assert record.last_reason == "CreateFailed"
+    await delete_and_check_nothing_leaks(app, env.id)
