@@ -75,6 +75,23 @@ def test_type_into_the_rdp_session_and_reopen_the_same_bridge(lab: DesktopLab, c
     cmdlines = lab.exec("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '")
     assert secret and secret not in cmdlines
 
+    # The clipboard, both ways, through the bridge's Xvnc, FreeRDP's clipboard channel and xrdp's chansrv:
+    # the page's box -> the session's CLIPBOARD (what applications paste with Ctrl+V), and back.
+    page.locator(f"#desk-{NODE} .desktop-clip summary").click()
+    page.locator(f"#desk-{NODE} .desktop-clipboard").fill("to-the-session")
+    wait_for(
+        lambda: (
+            lab.exec(f"{SESSION} timeout 5 xclip -o -selection clipboard 2>/dev/null || true").strip()
+            == "to-the-session"
+        ),
+        20,
+        "the page's clipboard in the RDP session",
+    )
+    lab.exec(f"echo -n from-the-session | {SESSION} timeout 30 xclip -selection clipboard >/dev/null 2>&1 &")
+    page.wait_for_function(
+        f"() => document.querySelector('#desk-{NODE} .desktop-clipboard').value === 'from-the-session'"
+    )
+
     page.close()  # a reconnect (here: a new page) reuses the running bridge
     page = context.new_page()
     open_desktop(page, lab, lab.token())

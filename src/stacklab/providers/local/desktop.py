@@ -73,12 +73,13 @@ RDP = Recipe(
         "freerdp2-x11",  # the bridge's RDP client (xfreerdp)
         "xauth",
         "x11-utils",
+        "xclip",  # the session's clipboard from a shell (labs, checks, tests)
         "openssl",
     ),
     Path(__file__).with_name("rdp_files"),
     "stacklab-rdp.service",
     "stacklab-rdp",
-    1,
+    2,
     (
         # Only the Xvnc session type (xorgxrdp is not installed), and a wrong login ends the connection
         # instead of leaving xrdp's login dialog up (the bridge reports it; docs/desktops.md).
