@@ -69,12 +69,17 @@ class Learner:
         self.page = self.context.new_page()
         self.page.goto(f"{service.url}/demo")
         self.env = unquote(urlparse(self.page.url).path.removeprefix("/lab/"))
-        self.token = self.page.evaluate(f"() => sessionStorage.getItem('stacklab.token.{self.env}')")
+
+    def token(self) -> str:
+        """The page's current token (stored once its script has run; refreshed before it expires)."""
+        key = f"stacklab.token.{self.env}"
+        self.page.wait_for_function(f"() => sessionStorage.getItem('{key}')")
+        return str(self.page.evaluate(f"() => sessionStorage.getItem('{key}')"))
 
     def status(self) -> dict:
         request = urllib.request.Request(
             f"{self.service.url}/api/v1/environments/{self.env}",
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers={"Authorization": f"Bearer {self.token()}"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())

@@ -109,15 +109,14 @@ class SshServer:
 
 
 def _shells_here() -> list[asyncio.Future[None]]:
-    """The shells of this event loop; those of an earlier test's loop (closed before they ended, so their
-    done callback never ran) are forgotten."""
+    """The shells of this event loop, not those of an earlier test's loop (closed before they ended, so
+    their done callback never ran). Those stay in SHELLS: dropped, their bash's transport would be
+    collected unclosed, a warning in whatever test runs then."""
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:  # closed from a thread of its own: every shell whose loop still runs
         loop = None
-    stale = {s for s in SHELLS if s.get_loop().is_closed() or (loop is not None and s.get_loop() is not loop)}
-    SHELLS.difference_update(stale)
-    return list(SHELLS)
+    return [s for s in SHELLS if not s.get_loop().is_closed() and (loop is None or s.get_loop() is loop)]
 
 
 async def start_sshd() -> tuple[SshServer, int]:

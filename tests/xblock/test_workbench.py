@@ -266,6 +266,19 @@ def lab_frame(page):  # type: ignore[no-untyped-def]
     return page.locator(".stacklab-block iframe.stacklab-frame").element_handle().content_frame()
 
 
+def open_staff_panel(unit) -> None:  # type: ignore[no-untyped-def]
+    """Open the unit's staff panel (a <details>) and make sure it stays open: a click on its summary made
+    while the unit's script was still starting was seen undone now and then."""
+    panel = unit.locator(".stacklab-staff")
+    panel.wait_for()
+    for _ in range(20):
+        if panel.evaluate("(details) => details.open"):
+            return
+        panel.locator("summary").click()
+        unit.page.wait_for_timeout(250)
+    raise AssertionError("the staff panel does not open")
+
+
 def wait_score(unit, text: str) -> None:  # type: ignore[no-untyped-def]
     try:
         unit.locator(".stacklab-score", has_text=text).wait_for(timeout=90_000)
@@ -532,7 +545,7 @@ def test_staff_panel_shows_learners_and_watches_their_lab_read_only(
 ) -> None:  # type: ignore[no-untyped-def]
     page.goto(workbench.scenario(0, "staff"))
     unit = page.locator(".stacklab-block")
-    unit.locator(".stacklab-staff summary").click()
+    open_staff_panel(unit)
     unit.get_by_role("button", name="Load").click()
     alice = unit.locator(".stacklab-staff-list tr", has_text="alice")
     alice.wait_for()
@@ -576,7 +589,7 @@ def test_staff_open_the_course_view_with_the_lms_authority(workbench: Workbench,
     course) and a new tab shows the service's course view of the unit's lab; learners may not ask."""
     page.goto(workbench.scenario(0, "staff"))
     unit = page.locator(".stacklab-block")
-    unit.locator(".stacklab-staff summary").click()
+    open_staff_panel(unit)
     with page.context.expect_page() as opened:
         unit.get_by_role("button", name="Open the course view").click()
     view = opened.value
@@ -799,7 +812,7 @@ def test_axe_finds_no_serious_violation_in_the_unit_and_the_real_pages(
     }
     page.goto(workbench.scenario(0, "staff"))
     unit = page.locator(".stacklab-block")
-    unit.locator(".stacklab-staff summary").click()
+    open_staff_panel(unit)
     unit.get_by_role("button", name="Load").click()
     unit.locator(".stacklab-staff-list tr", has_text="alice").get_by_role(
         "button", name="Watch alice's lab"
