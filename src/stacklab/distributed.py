@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from stacklab.config import Settings
+from stacklab.envs.host_sweep import HostSweep
 from stacklab.envs.hosts import Placement, host_queue
 from stacklab.errors import ConfigError
 from stacklab.jobs.celery_runner import CeleryRunner
@@ -132,6 +133,8 @@ def serve_worker(
     stop = loop.run(_event())
     listed = loop.start(announce(app, "worker", stop, metrics.running))
     standing = loop.start(candidate(make_scheduler(app, runner), metrics, stop)) if elect else None
+    # a local host reconciles what it holds once live (at start, or back after being lost): envs/host_sweep.py
+    sweeping = loop.start(HostSweep(app.controller).run(stop)) if my_host else None
     try:
         run_worker(
             runner.celery,
@@ -144,6 +147,8 @@ def serve_worker(
         if standing is not None:
             standing.result(timeout=30)  # gives the lease up: another candidate leads at once
         listed.result(timeout=30)
+        if sweeping is not None:
+            sweeping.result(timeout=30)
         loop.stop()
         app.close()
 

@@ -5,21 +5,25 @@ PostgreSQL.
 
 Placement follows the hosts' free capacity, a lab on host B is driven only by B's worker (the workers' own
 records of the passes they ran), and when B's worker is killed its labs are failed as lost after
-host_lost_after_s while new launches land on A.
+host_lost_after_s while a lab launched again lands on A. When B's worker starts again, B's sweep deletes
+its stacks of labs placed elsewhere since (and of none) and takes back the lab nobody launched again.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 from tests.distributed.conftest import HOST_LOST_AFTER_S, Cluster, passes
-from tests.distributed.shared_provider import creates_by_stack
+from tests.distributed.shared_provider import creates_by_stack, stacks
 from tests.e2e.helpers import wait_for
 
+from stacklab.envs.host_sweep import RETURNED
 from stacklab.envs.hosts import LOST
 from stacklab.store import members
 from stacklab.types import Observed
+from stacklab.wiring import App
 
 LOST_AFTER_S = HOST_LOST_AFTER_S
 
@@ -83,9 +87,31 @@ def test_placement_follows_capacity_each_host_drives_its_own_and_a_lost_host_fai
         assert lost.to_state == Observed.FAILED and lost.at - b_row.heartbeat_at >= LOST_AFTER_S
     assert all(observed(cluster, env_id) == Observed.RUNNING for env_id in on_a)
 
-    # a new launch avoids the lost host: it lands on A and runs there
-    new = app.environments.launch(lab, "learner-new").id
-    wait_for(lambda: observed(cluster, new) == Observed.RUNNING, 30, "the new lab runs")
-    assert app.repo.get(new).host == "host-a" and new in passes(cluster, "host-a")
-    assert not passes(cluster, "host-a") & on_b  # A never drove B's labs, lost or not
+    # its learner launches one of them again: placed afresh on A (B is lost), made there from scratch
+    again, kept = sorted(on_b)
+    app.environments.launch(lab, app.repo.get(again).learner)
+    wait_for(lambda: observed(cluster, again) == Observed.RUNNING, 30, "the lab launched again runs")
+    assert app.repo.get(again).host == "host-a" and again in passes(cluster, "host-a")
+    assert not passes(cluster, "host-a") & {kept}  # A never drove B's labs but the one placed on it
     assert worker_a.poll() is None
+
+    # host B comes back with its old stacks and one no environment names: its sweep deletes the one
+    # relaunched on A and the stray, and adopts the lab nobody launched again, as its stack is (running);
+    # A's cloud, which holds a stack of the same name, is not touched
+    cloud_a, cloud_b = (cluster.tmp / f"cloud-{host}.db" for host in ("host-a", "host-b"))
+    on_a_before = stacks(cloud_a)
+    stray = "sl-nolabnamesit"
+    with sqlite3.connect(cloud_b) as db:
+        db.execute("INSERT INTO stacks VALUES (?, 'a', 'running', 'main', '')", (stray,))
+    assert set(stacks(cloud_b)) == {stack_of(app, again), stack_of(app, kept), stray}
+    cluster.start(1, env=host_env(cluster, "host-b", 3))
+    wait_for(lambda: set(stacks(cloud_b)) == {stack_of(app, kept)}, 30, "B's leftovers are deleted")
+    wait_for(lambda: observed(cluster, kept) == Observed.RUNNING, 30, "B's lost lab is taken back")
+    assert [t.reason for t in app.repo.history(kept) if t.kind == "observed"][-2:] == [LOST, RETURNED]
+    assert creates_by_stack(cloud_b)[stack_of(app, kept)] == 1  # the same stack, not made again
+    assert stacks(cloud_a) == on_a_before and stack_of(app, again) in on_a_before
+    assert observed(cluster, again) == Observed.RUNNING and app.repo.get(again).host == "host-a"
+
+
+def stack_of(app: App, env_id: str) -> str:
+    return app.repo.get(env_id).stack_name

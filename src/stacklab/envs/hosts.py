@@ -14,8 +14,9 @@ members table and heartbeats; it consumes the shared job queue and its host's ow
   forwards it instead of running it. Labs without a local provider are not placed and run anywhere.
 - **Lost hosts.** A host none of whose workers heartbeat for `host_lost_after_s` is lost: the elected
   scheduler fails its labs with reason HostLost and a sentence naming the host; placement skips it. A lab
-  failed so is placed afresh (on a live host) when its learner launches it again; its leftovers on the
-  lost host are that host's business when it comes back.
+  failed so is placed afresh (on a live host) when its learner launches it again; when the lost host
+  comes back, its own sweep deletes such leftovers and takes back the labs nobody launched again
+  (envs/host_sweep.py).
 
 Without any worker announcing a host, none of this costs more than one small query a second.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
@@ -19,7 +19,7 @@ from stacklab.types import Observed
 
 @dataclass(frozen=True)
 class Placed:
-    """What routing needs of one environment."""
+    """What routing and a host's sweep need of one environment."""
 
     id: str
     host: str | None
@@ -27,22 +27,35 @@ class Placed:
     provider: str | None
     desired: str
     observed: str
+    last_reason: str | None
+    stack_name: str
+
+
+COLUMNS = (
+    EnvironmentRecord.id,
+    EnvironmentRecord.host,
+    EnvironmentRecord.lab_digest,
+    EnvironmentRecord.provider,
+    EnvironmentRecord.desired,
+    EnvironmentRecord.observed,
+    EnvironmentRecord.last_reason,
+    EnvironmentRecord.stack_name,
+)
+
+
+def _placed(repo: Repository, where: ColumnElement[bool]) -> list[Placed]:
+    with repo.read() as session:
+        return [Placed(*row) for row in session.execute(select(*COLUMNS).where(where))]
 
 
 def placed(repo: Repository, ids: list[str]) -> list[Placed]:
     """The placement columns of `ids` (one query)."""
-    columns = (
-        EnvironmentRecord.id,
-        EnvironmentRecord.host,
-        EnvironmentRecord.lab_digest,
-        EnvironmentRecord.provider,
-        EnvironmentRecord.desired,
-        EnvironmentRecord.observed,
-    )
-    with repo.read() as session:
-        return [
-            Placed(*row) for row in session.execute(select(*columns).where(EnvironmentRecord.id.in_(ids)))
-        ]
+    return _placed(repo, EnvironmentRecord.id.in_(ids))
+
+
+def holding(repo: Repository, stack_names: list[str]) -> dict[str, Placed]:
+    """Stack name -> the environment that names it, for those of `stack_names` some environment names."""
+    return {row.stack_name: row for row in _placed(repo, EnvironmentRecord.stack_name.in_(stack_names))}
 
 
 def labs_on(repo: Repository, hosts: list[str] | None = None) -> dict[str, int]:
