@@ -77,6 +77,13 @@ def seal(vault: Vault, secrets: dict[str, str]) -> bytes:
     return vault.encrypt(Secret(json.dumps(secrets)))
 
 
+def changed_columns(record: EnvironmentRecord) -> dict[str, object]:
+    """The columns a pass changed since the record was loaded or last saved, with their new values."""
+    state = inspect(record)
+    columns = state.mapper.column_attrs.keys()
+    return {name: getattr(record, name) for name in state.committed_state if name in columns}
+
+
 class Controller(PoolSteps):
     """Converges each environment's observed state to its desired state, one step per pass."""
 
@@ -99,6 +106,7 @@ class Controller(PoolSteps):
         self._offload = repo.engine.dialect.name != "sqlite"
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
+        self._leased: dict[str, EnvironmentRecord] = {}  # leased by `lease_ahead`, for their next pass
         self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 
@@ -154,13 +162,26 @@ class Controller(PoolSteps):
             self._in_pass.discard(env_id)
 
     async def _take(self, session: Session, env_id: str) -> Journal | None:
-        """Lease and load the environment; None when another pass holds it."""
+        """Lease and load the environment (or take the row `lease_ahead` leased for this pass); None
+        when another pass holds it."""
+        record = self._leased.pop(env_id, None)
+        if record is not None and (record.lease_until or 0.0) > self.clock():
+            session.add(record)  # loaded and leased already: no statement
+            return self._journal(record, session)
         record = await self._blocking(
             partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
         )
         if record is None:
             return None
         return self._journal(record, session)
+
+    def lease_ahead(self, env_ids: list[str]) -> None:
+        """Lease and load, in one statement and commit, environments whose passes this process is about
+        to run (the embedded engine's due batch), so that each pass's only commit is its save. Those with
+        a pass running here are left out: that pass holds the lease and saves its own outcome."""
+        free = [env_id for env_id in env_ids if env_id not in self._in_pass]
+        records = self.repo.lease_many(free, self.owner, self.clock(), self.settings.lease_s)
+        self._leased.update((record.id, record) for record in records)
 
     def _journal(self, record: EnvironmentRecord, session: Session) -> Journal:
         """A pass's journal, with the learner-side columns as loaded: the base its saves merge on."""
@@ -696,11 +717,15 @@ class Controller(PoolSteps):
         await self._blocking(partial(self._commit, journal))
 
     def _commit(self, journal: Journal) -> None:
-        """Save compare-and-set on the version and the lease: a learner's change made during the pass
-        is merged (envs/intent.py), never overwritten; a pass whose lease was taken over saves nothing."""
+        """Save compare-and-set on the version and the lease, the record's changes in the same UPDATE: a
+        learner's change made during the pass is merged (envs/intent.py), never overwritten; a pass whose
+        lease was taken over saves nothing."""
         session, record = journal.session, journal.record
+        if record.lease_owner is not None:  # every save renews the lease of a pass that goes on
+            record.lease_until = self.clock() + self.settings.lease_s
         with session.no_autoflush:
-            if not self.repo.bump_version(session, record.id, record.version, self.owner):
+            changes = changed_columns(record)
+            if not self.repo.bump_version(session, record.id, record.version, self.owner, changes):
                 theirs = self.repo.locked_columns(
                     session, record.id, ("version", "lease_owner", *INTENT_FIELDS)
                 )
@@ -709,11 +734,12 @@ class Controller(PoolSteps):
                     raise LeaseLost(f"environment {record.id} was taken over by {theirs['lease_owner']}")
                 journal.look_again |= merge_intent(journal, journal.base, theirs)
                 set_committed_value(record, "version", theirs["version"])
-                if not self.repo.bump_version(session, record.id, record.version, self.owner):
+                changes = changed_columns(record)
+                if not self.repo.bump_version(session, record.id, record.version, self.owner, changes):
                     raise Conflict(f"environment {record.id} changed under its row lock")
+        for name, value in changes.items():  # written: the flush has nothing left to UPDATE
+            set_committed_value(record, name, value)
         set_committed_value(record, "version", record.version + 1)
-        if record.lease_owner is not None:  # every save renews the lease of a pass that goes on
-            record.lease_until = self.clock() + self.settings.lease_s
         session.add_all(journal.entries)
         journal.entries = []
         session.commit()

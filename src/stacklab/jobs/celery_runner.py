@@ -72,6 +72,8 @@ class CeleryRunner:
     warning: the database still has them due, and the elected scheduler sends them when it answers.
     """
 
+    in_process = False
+
     def __init__(self, celery: Celery, route: Route | None = None) -> None:
         self.celery = celery
         self._route = route

@@ -28,6 +28,8 @@ Job = Callable[[str], Awaitable[JobResult]]
 class JobRunner(Protocol):
     failures: int
     """Jobs (or sends) that failed unexpectedly, for /metrics."""
+    in_process: bool
+    """The passes submitted here run in this process (so this process may lease them ahead)."""
 
     def submit(self, env_id: str, delay_s: float = 0.0) -> None:
         """Ask for one pass over the environment, now or after a delay; never blocks, never raises.
@@ -45,6 +47,8 @@ class JobRunner(Protocol):
 
 class InProcessRunner:
     """Runs jobs in this process's event loop; no thread per job."""
+
+    in_process = True
 
     def __init__(self, job: Job, concurrency: int = 16, follow_requeue: bool = True) -> None:
         self._job = job
@@ -123,6 +127,7 @@ class NoRunner:
     waits drives its passes itself (`Environments.drive`)."""
 
     failures = 0
+    in_process = False
 
     def submit(self, env_id: str, delay_s: float = 0.0) -> None:
         return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -236,18 +236,8 @@ class Repository:
     def _lease(
         self, session: Session, env_id: str, owner: str, now: float, lease_s: float
     ) -> EnvironmentRecord | None:
-        free = or_(
-            EnvironmentRecord.lease_owner.is_(None),
-            EnvironmentRecord.lease_owner == owner,
-            EnvironmentRecord.lease_until < now,
-        )
-        take = (
-            update(EnvironmentRecord)
-            .values(lease_owner=owner, lease_until=now + lease_s)
-            .execution_options(synchronize_session=False)
-        )
-        taken = session.execute(take.where(EnvironmentRecord.id == env_id, free)).rowcount
-        if not taken:
+        record = self._take_leases(session, [env_id], owner, now, lease_s).get(env_id)
+        if record is None:
             holder = session.scalar(
                 select(EnvironmentRecord.lease_owner).where(EnvironmentRecord.id == env_id)
             )
@@ -256,20 +246,71 @@ class Repository:
                 if holder is None and session.get(EnvironmentRecord, env_id) is None:
                     raise NotFound(f"no environment {env_id!r}")
                 return None
-            taken = session.execute(
-                take.where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == holder)
-            ).rowcount
-            if not taken:
+            record = self._take_leases(session, [env_id], owner, now, lease_s, holder=holder).get(env_id)
+            if record is None:
                 session.rollback()
                 return None
-        record = session.get(EnvironmentRecord, env_id, populate_existing=True)
         session.commit()
         return record
 
+    def lease_many(
+        self, env_ids: list[str], owner: str, now: float, lease_s: float
+    ) -> list[EnvironmentRecord]:
+        """Take the lease of those of `env_ids` that are free and load them, in one statement and one
+        commit for the lot (the embedded engine's due batch: its passes then need one commit each). Rows
+        held by another live or dead process are left to their passes' own `lease`."""
+        if not env_ids:
+            return []
+
+        def take() -> list[EnvironmentRecord]:
+            with self.session() as session:
+                return list(self._take_leases(session, env_ids, owner, now, lease_s).values())
+
+        return retried(take)
+
+    def _take_leases(
+        self,
+        session: Session,
+        env_ids: list[str],
+        owner: str,
+        now: float,
+        lease_s: float,
+        holder: str | None = None,
+    ) -> dict[str, EnvironmentRecord]:
+        """Lease the free rows of `env_ids` (or, with `holder`, those a dead holder left) and load them:
+        `UPDATE ... RETURNING` where the database has it (PostgreSQL, SQLite), else the UPDATE and a
+        SELECT of what it took (MariaDB)."""
+        free = (
+            EnvironmentRecord.lease_owner == holder
+            if holder is not None
+            else or_(
+                EnvironmentRecord.lease_owner.is_(None),
+                EnvironmentRecord.lease_owner == owner,
+                EnvironmentRecord.lease_until < now,
+            )
+        )
+        until = now + lease_s
+        take = (
+            update(EnvironmentRecord)
+            .where(EnvironmentRecord.id.in_(env_ids), free)
+            .values(lease_owner=owner, lease_until=until)
+        )
+        loaded = {"populate_existing": True, "synchronize_session": False}
+        if self.engine.dialect.update_returning:
+            records = session.scalars(take.returning(EnvironmentRecord), execution_options=loaded)
+        else:
+            session.execute(take, execution_options={"synchronize_session": False})
+            mine = (EnvironmentRecord.lease_owner == owner, EnvironmentRecord.lease_until == until)
+            query = select(EnvironmentRecord).where(EnvironmentRecord.id.in_(env_ids), *mine)
+            records = session.scalars(query, execution_options={"populate_existing": True})
+        return {record.id: record for record in records}
+
     @staticmethod
-    def bump_version(session: Session, env_id: str, expected: int, owner: str) -> bool:
-        """Compare-and-set: move the version on from `expected` while `owner` holds the lease, or do
-        nothing when the version moved or the lease went elsewhere.
+    def bump_version(
+        session: Session, env_id: str, expected: int, owner: str, changes: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Compare-and-set: move the version on from `expected` and write `changes`, in one statement,
+        while `owner` holds the lease; or do nothing when the version moved or the lease went elsewhere.
 
         Once it succeeds, the row stays locked for the rest of the caller's transaction (a row lock on
         PostgreSQL and MariaDB, the database's write lock on SQLite)."""
@@ -280,7 +321,7 @@ class Repository:
                 EnvironmentRecord.version == expected,
                 EnvironmentRecord.lease_owner == owner,
             )
-            .values(version=expected + 1)
+            .values({**(changes or {}), "version": expected + 1})
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
