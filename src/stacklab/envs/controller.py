@@ -33,6 +33,7 @@ from stacklab.envs.handover import ROTATED, PoolSteps
 from stacklab.envs.idleness import IDLE_REASONS, Away, clear_away
 from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
+from stacklab.envs.leasing import Leases
 from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
 from stacklab.envs.pools import apply_pool_policy, pool_deadline
 from stacklab.envs.providerset import ProviderSet
@@ -106,7 +107,7 @@ class Controller(PoolSteps):
         self._offload = repo.engine.dialect.name != "sqlite"
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
-        self._leased: dict[str, EnvironmentRecord] = {}  # leased by `lease_ahead`, for their next pass
+        self.leases = Leases(repo, self.owner, settings.lease_s, lambda: self.clock(), self._blocking)
         self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 
@@ -118,8 +119,8 @@ class Controller(PoolSteps):
     async def reconcile(self, env_id: str) -> Result:
         """One pass over one environment; never raises for provider, SSH or unexpected trouble.
 
-        The pass takes the environment's lease and loads it in one transaction, and saves its outcome
-        and gives the lease back in another: two commits for a step that needs no intermediate save.
+        The lease is taken with other passes' (envs/leasing.py); the pass saves its outcome and gives
+        the lease back in one transaction: a step that needs no intermediate save commits once.
         """
         async with self._exclusively(env_id) as journal:
             if journal is None:
@@ -162,26 +163,22 @@ class Controller(PoolSteps):
             self._in_pass.discard(env_id)
 
     async def _take(self, session: Session, env_id: str) -> Journal | None:
-        """Lease and load the environment (or take the row `lease_ahead` leased for this pass); None
-        when another pass holds it."""
-        record = self._leased.pop(env_id, None)
-        if record is not None and (record.lease_until or 0.0) > self.clock():
+        """Lease and load the environment, with the other passes of this moment (envs/leasing.py);
+        None when another pass holds it."""
+        record = await self.leases.take(env_id)
+        if record is not None:
             session.add(record)  # loaded and leased already: no statement
-            return self._journal(record, session)
-        record = await self._blocking(
-            partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
-        )
-        if record is None:
-            return None
-        return self._journal(record, session)
+        else:  # held elsewhere (or by a dead holder), or no such environment: the single lease decides
+            record = await self._blocking(
+                partial(self.repo.lease, session, env_id, self.owner, self.clock(), self.settings.lease_s)
+            )
+        return None if record is None else self._journal(record, session)
 
     def lease_ahead(self, env_ids: list[str]) -> None:
         """Lease and load, in one statement and commit, environments whose passes this process is about
-        to run (the embedded engine's due batch), so that each pass's only commit is its save. Those with
-        a pass running here are left out: that pass holds the lease and saves its own outcome."""
-        free = [env_id for env_id in env_ids if env_id not in self._in_pass]
-        records = self.repo.lease_many(free, self.owner, self.clock(), self.settings.lease_s)
-        self._leased.update((record.id, record) for record in records)
+        to run (the embedded engine's due batch). Those with a pass running here are left out: that
+        pass holds the lease and saves its own outcome."""
+        self.leases.ahead([env_id for env_id in env_ids if env_id not in self._in_pass])
 
     def _journal(self, record: EnvironmentRecord, session: Session) -> Journal:
         """A pass's journal, with the learner-side columns as loaded: the base its saves merge on."""

@@ -257,14 +257,14 @@ class Repository:
         self, env_ids: list[str], owner: str, now: float, lease_s: float
     ) -> list[EnvironmentRecord]:
         """Take the lease of those of `env_ids` that are free and load them, in one statement and one
-        commit for the lot (the embedded engine's due batch: its passes then need one commit each). Rows
-        held by another live or dead process are left to their passes' own `lease`."""
+        commit for the lot (envs/leasing.py: the passes then need one commit each, their save). Rows held
+        by another live or dead process are left to their passes' own `lease`."""
         if not env_ids:
-            return []
+            return {}
 
-        def take() -> list[EnvironmentRecord]:
+        def take() -> dict[str, EnvironmentRecord]:
             with self.session() as session:
-                return list(self._take_leases(session, env_ids, owner, now, lease_s).values())
+                return self._take_leases(session, env_ids, owner, now, lease_s)
 
         return retried(take)
 

@@ -1,0 +1,90 @@
+"""Where a pass gets its environment's lease and row: many passes' leases in one statement and commit.
+
+A pass needs the lease before it acts (docs/controller.md), and a commit of its own for it would double
+the commits of a step that saves once. So leases are taken for many environments at once: ahead, for the
+due batch the embedded engine is about to run (`ahead`), and otherwise together with every pass of this
+process that asks in the same moment (`take`: a Celery worker's concurrent passes, the runner's
+slots), one `UPDATE ... RETURNING` a round. What a round could not take (held by another pass, by a dead
+holder, no such row) is left to the caller's own `Repository.lease`, which knows those cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
+
+from stacklab.store.repository import Repository
+from stacklab.store.tables import EnvironmentRecord
+
+T = TypeVar("T")
+Blocking = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+class Leases:
+    """The leases this process takes for its passes, in rounds of many environments."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        owner: str,
+        lease_s: float,
+        clock: Callable[[], float],
+        blocking: Blocking[dict[str, EnvironmentRecord]],
+    ) -> None:
+        self.repo = repo
+        self.owner = owner
+        self.lease_s = lease_s
+        self.clock = clock
+        self._blocking = blocking
+        self._ahead: dict[str, EnvironmentRecord] = {}
+        self._waiting: dict[str, asyncio.Future[EnvironmentRecord | None]] = {}
+        self._round: asyncio.Task[None] | None = None
+
+    def ahead(self, env_ids: list[str]) -> None:
+        """Lease and load `env_ids` now (those free), for their passes to come."""
+        self._ahead.update(self._lease_many(env_ids))
+
+    async def take(self, env_id: str) -> EnvironmentRecord | None:
+        """The environment leased to this process and loaded (detached); None when a round could not
+        take it (another holder, or no such environment)."""
+        record = self._ahead.pop(env_id, None)
+        if record is not None and (record.lease_until or 0.0) > self.clock():
+            return record
+        future: asyncio.Future[EnvironmentRecord | None] = asyncio.get_running_loop().create_future()
+        self._waiting[env_id] = future
+        if self._round is None:
+            self._round = asyncio.create_task(self._rounds(), name="leases")
+        return await future
+
+    async def _rounds(self) -> None:
+        """Lease what is waiting, round after round, until nothing waits; passes that ask while a round
+        is under way go in the next one."""
+        batch: dict[str, asyncio.Future[EnvironmentRecord | None]] = {}
+        try:
+            await asyncio.sleep(0)  # the passes started in this turn of the loop join the first round
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    records = await self._blocking(partial(self._lease_many, sorted(batch)))
+                except Exception as exc:
+                    for future in batch.values():
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for env_id, future in batch.items():
+                    record = records.get(env_id)
+                    if not future.done():
+                        future.set_result(record)
+                    elif record is not None:  # its pass was cancelled meanwhile: the next one uses it
+                        self._ahead[env_id] = record
+                batch = {}
+        finally:  # cancelled (the loop stops): no pass waits for a round that will not come
+            for future in (*batch.values(), *self._waiting.values()):
+                future.cancel()
+            self._waiting = {}
+            self._round = None
+
+    def _lease_many(self, env_ids: list[str]) -> dict[str, EnvironmentRecord]:
+        return self.repo.lease_many(env_ids, self.owner, self.clock(), self.lease_s)
