@@ -23,7 +23,7 @@ plots cost against p95 wait as the idle timeout and the pool size vary (matplotl
 venv on first use).
 
     .venv/bin/python bench/cost_sim.py [--learners 1000] [--sample 20] [--seed 1] [--days 7]
-        [--idle 15 5 2 1 0.5] [--keys-idle 15] [--pool-idle 1] [--pools 25 100] [--mix a=0.5,b=0.5]
+        [--idle 15 5 2 1 0.75 0.5] [--keys-idle 15] [--pool-idle 0.5] [--pools 25 100] [--mix a=0.5,b=0.5]
         [--plot /tmp/stacklab-cost-sim.png | --no-plot] [--measure-heat [--cloud heatbox] [--heat-rounds 5]]
 """
 
@@ -550,7 +550,12 @@ def meets(outcome: Outcome) -> tuple[bool, bool]:
 def rows(outcome: Outcome) -> list[str]:
     """policy | h per learner-week | vs floor | first launch wait | return wait | targets."""
     floor, cost = outcome.floor, outcome.cost
-    pool = f" (pool {outcome.per_week(outcome.pool_h):.2f})" if outcome.pool_size else ""
+    pool = (
+        f" (pool of {outcome.pool_size}: {outcome.per_week(outcome.pool_h):.2f} of it; "
+        f"+{outcome.per_week(outcome.pool_suspended_h):.1f} suspended)"
+        if outcome.pool_size
+        else ""
+    )
     over = cost / floor - 1
     cheap, quick = meets(outcome)
     returns = outcome.return_waits
@@ -632,7 +637,8 @@ def ensure_matplotlib() -> Any:
 
 def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
     """Left: a return's p95 wait against cost as the idle timeout varies; right: the first launch's p95
-    wait against cost as the warm pool's size varies (at one idle timeout)."""
+    wait against cost as the warm pool's size varies (at one idle timeout), the pool's suspended hours
+    counted in (a cloud may bill a suspended server; LXC keeps its memory)."""
     matplotlib = ensure_matplotlib()
     matplotlib.use("Agg")
     pyplot = importlib.import_module("matplotlib.pyplot")
@@ -640,14 +646,21 @@ def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
     for name, series in sweeps.items():
         by_pool = "pool varies" in name
         panel = axes[1] if by_pool else axes[0]
-        xs = [o.cost for o in series]
+        xs = [o.cost + (o.per_week(o.pool_suspended_h) if by_pool else 0.0) for o in series]
         ys = [max(0.05, p95(o.first_waits if by_pool else o.return_waits)) for o in series]
-        line = panel.plot(xs, ys, marker="o", label=name)[0]
+        marker = "s" if name.startswith(HEAT.name) else "o"
+        line = panel.plot(xs, ys, marker=marker, label=name, alpha=0.8)[0]
         for o, x, y in zip(series, xs, ys, strict=True):
             tag = "hastexo" if o.policy == HASTEXO else f"{o.policy.idle_min:g} min"
             tag = f"{o.policy.pool}" if by_pool else tag
             panel.annotate(
-                tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color()
+                tag,
+                (x, y),
+                textcoords="offset points",
+                xytext=(3, 5),
+                fontsize=7,
+                rotation=35,
+                color=line.get_color(),
             )
     for panel in axes:
         panel.axvline(floor, linestyle=":", color="grey")
@@ -659,6 +672,7 @@ def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
         panel.grid(alpha=0.3, which="both")
     axes[0].set_title("idle timeout varies: a return's p95 wait")
     axes[1].set_title("warm pool per 1,000 learners varies: first launch p95")
+    axes[1].set_xlabel("compute-hours + the pool's suspended hours per learner-week (floor, floor + 5 %)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     print(f"\nplot written: {path}")
@@ -844,10 +858,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", default=None, help="behaviour=share,... (default: MIX)")
     parser.add_argument(
-        "--idle", type=float, nargs="+", default=[15, 5, 2, 1, 0.5], help="built features, minutes"
+        "--idle", type=float, nargs="+", default=[15, 5, 2, 1, 0.75, 0.5], help="built features, minutes"
     )
     parser.add_argument("--keys-idle", type=float, nargs="*", default=[15], help="keystrokes only, minutes")
-    parser.add_argument("--pool-idle", type=float, default=1.0, help="idle timeout with the pools (min)")
+    parser.add_argument("--pool-idle", type=float, default=0.5, help="idle timeout with the pools (min)")
     parser.add_argument("--pools", type=int, nargs="*", default=[25, 100], help="per 1,000 learners")
     parser.add_argument("--plot", default=str(Path(tempfile.gettempdir()) / "stacklab-cost-sim.png"))
     parser.add_argument("--no-plot", action="store_true")
