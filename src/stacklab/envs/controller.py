@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -104,7 +105,11 @@ class Controller(PoolSteps):
         self.settings = settings
         self.clock = clock
         self.owner = process_identity()
-        self._offload = repo.engine.dialect.name != "sqlite"
+        self._database_threads = (
+            None
+            if repo.engine.dialect.name == "sqlite"
+            else ThreadPoolExecutor(settings.reconcile_concurrency, thread_name_prefix="stacklab-db")
+        )
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
         self.leases = Leases(repo, self.owner, settings.lease_s, lambda: self.clock(), self._blocking)
@@ -743,11 +748,12 @@ class Controller(PoolSteps):
         journal.base = snapshot(record)
 
     async def _blocking(self, call: Callable[[], T]) -> T:
-        """Database round trips: on a server database in a worker thread, so that passes overlap and
-        commits group; on SQLite inline, where one writer at a time is all there is."""
-        if self._offload:
-            return await asyncio.to_thread(call)
-        return call()
+        """Database round trips: on a server database in a thread of a pool as large as the passes run at
+        once (the default executor has cpu + 4 threads: 6 here), so that passes overlap and commits
+        group; on SQLite inline, where one writer at a time is all there is."""
+        if self._database_threads is None:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._database_threads, call)
 
     async def _finish(self, journal: Journal, requeue: float | None) -> Result:
         record = journal.record
