@@ -4,6 +4,8 @@
    until every one is suspended, with the embedded runner (`Engine.run_pass()` back to back in this
    process: the peer) and with 1 and 2 real `stacklab worker` processes on RabbitMQ and on Redis (the
    elected scheduler claims and sends, the workers suspend). The provider answers at once (in memory).
+   The floor: one connection writing the least a suspend must (one transaction: UPDATE the environment,
+   INSERT its transition), one environment after another, on the same rows.
 2. Queue wait: passes submitted at steady rates (`--rates`, default 50/s and 500/s) through the Celery
    runner to one worker, each timed from `submit` to the start of its pass (p50/p99); the floor is the
    broker's own round trip (publish, then receive, of one small message at a time) measured in the same
@@ -32,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import POSTGRES_ADMIN_URL, p50, p99, print_machine, print_table
+from bench.controller_pass import suspend_floor
 from sqlalchemy import create_engine, func, insert, select, text
 from tests.support.processes import stop_all
 
@@ -234,6 +237,18 @@ class Database:
 
 
 # measurements -------------------------------------------------------------------------------------------
+def floor_suspends(count: int, work: Path) -> float:
+    """Suspends per second of the floor: one UPDATE + one INSERT per transaction, sequential."""
+    database = Database()
+    app = build(settings(database.url, work / "floor"))
+    try:
+        seed(app, count)
+        return count / suspend_floor(app, [f"{i:08x}" for i in range(count)])
+    finally:
+        app.close()
+        database.drop()
+
+
 async def embedded_suspends(count: int, work: Path) -> float:
     database = Database()
     app = build(settings(database.url, work / "embedded"))
@@ -361,8 +376,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stacklab-bench-") as tmp:
         work = Path(tmp)
         rows: list[list[str]] = []
+        write_floor = floor_suspends(args.envs, work)
+        rows.append([f"suspends/s, floor ({args.envs} envs)", f"{write_floor:.0f}", "-", "floor"])
+        print("  " + " | ".join(rows[-1]), flush=True)
         peer = asyncio.run(embedded_suspends(args.envs, work))
-        rows.append([f"suspends/s, embedded runner ({args.envs} envs)", f"{peer:.0f}", "-", "peer"])
+        rows.append(
+            [
+                f"suspends/s, embedded runner ({args.envs} envs)",
+                f"{peer:.0f}",
+                "-",
+                f"floor {write_floor:.0f}",
+            ]
+        )
         print("  " + " | ".join(rows[-1]), flush=True)  # as they come: a broker failure keeps the rest
         for label, url in brokers.items():
             for workers in (1, 2):
@@ -372,7 +397,7 @@ def main() -> None:
                         f"suspends/s, Celery {label}, {workers} worker(s)",
                         f"{rate:.0f}",
                         ">= 1000 (2 workers)",
-                        f"embedded {peer:.0f}",
+                        f"embedded {peer:.0f}, floor {write_floor:.0f}",
                     ]
                 )
                 print("  " + " | ".join(rows[-1]), flush=True)
