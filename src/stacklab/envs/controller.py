@@ -112,7 +112,7 @@ class Controller(PoolSteps):
         )
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
-        self.leases = Leases(repo, self.owner, settings.lease_s, lambda: self.clock(), self._blocking)
+        self.leases = Leases(self._lease_many, lambda: self.clock(), self._blocking)
         self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 
@@ -184,6 +184,9 @@ class Controller(PoolSteps):
         to run (the embedded engine's due batch). Those with a pass running here are left out: that
         pass holds the lease and saves its own outcome."""
         self.leases.ahead([env_id for env_id in env_ids if env_id not in self._in_pass])
+
+    def _lease_many(self, env_ids: list[str]) -> dict[str, EnvironmentRecord]:
+        return self.repo.lease_many(env_ids, self.owner, self.clock(), self.settings.lease_s)
 
     def _journal(self, record: EnvironmentRecord, session: Session) -> Journal:
         """A pass's journal, with the learner-side columns as loaded: the base its saves merge on."""

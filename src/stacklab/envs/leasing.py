@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
-from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 
 T = TypeVar("T")
@@ -27,15 +26,12 @@ class Leases:
 
     def __init__(
         self,
-        repo: Repository,
-        owner: str,
-        lease_s: float,
+        lease_many: Callable[[list[str]], dict[str, EnvironmentRecord]],
         clock: Callable[[], float],
         blocking: Blocking[dict[str, EnvironmentRecord]],
     ) -> None:
-        self.repo = repo
-        self.owner = owner
-        self.lease_s = lease_s
+        self._lease_many = lease_many
+        """Lease those of some environments that are free to this process and load them (one commit)."""
         self.clock = clock
         self._blocking = blocking
         self._ahead: dict[str, EnvironmentRecord] = {}
@@ -85,6 +81,3 @@ class Leases:
                 future.cancel()
             self._waiting = {}
             self._round = None
-
-    def _lease_many(self, env_ids: list[str]) -> dict[str, EnvironmentRecord]:
-        return self.repo.lease_many(env_ids, self.owner, self.clock(), self.lease_s)
