@@ -551,7 +551,7 @@ def rows(outcome: Outcome) -> list[str]:
     """policy | h per learner-week | vs floor | first launch wait | return wait | targets."""
     floor, cost = outcome.floor, outcome.cost
     pool = (
-        f" (pool of {outcome.pool_size}: {outcome.per_week(outcome.pool_h):.2f} of it; "
+        f" (pool of {outcome.pool_size}: {outcome.per_week(outcome.pool_h):.2f} running, "
         f"+{outcome.per_week(outcome.pool_suspended_h):.1f} suspended)"
         if outcome.pool_size
         else ""
