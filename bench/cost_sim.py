@@ -35,7 +35,6 @@ import heapq
 import importlib
 import logging
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import percentile, print_machine, print_table
 from bench.cost_sim_learners import DAY, HOUR, MIX, Course, Trace, make_traces, sample
-from bench.cost_sim_provider import HEAT, LOCAL, ModelProvider, ProviderModel, hours, start_nodes, stop_nodes
+from bench.cost_sim_provider import (
+    HEAT,
+    LOCAL,
+    ModelProvider,
+    ProviderModel,
+    hours,
+    measure_heat,
+    start_nodes,
+    stop_nodes,
+)
 from sqlalchemy import func, select
 from tests.support.engine import Clock
 
@@ -676,77 +684,6 @@ def plot(path: Path, sweeps: dict[str, list[Outcome]], floor: float) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     print(f"\nplot written: {path}")
-
-
-# --- Heat, measured in this run (optional) -------------------------------------------------------------
-
-HEAT_CLOUDS = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat")) / "etc" / "clouds.yaml"
-HEAT_TEMPLATE = {
-    "heat_template_version": "2018-08-31",
-    "description": "stacklab cost_sim: one TestResource (suspend / resume / delete timing)",
-    "resources": {"pause": {"type": "OS::Heat::TestResource", "properties": {"value": "x", "wait_secs": 1}}},
-}
-
-
-def _until(heat: Any, stack_id: str, status: str, timeout_s: float = 120.0) -> float:
-    """Poll the stack every 0.1 s until it reaches `status`; the time it took."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout_s:
-        stack = heat.find_stack(stack_id, ignore_missing=True)
-        current = "DELETE_COMPLETE" if stack is None else stack.status
-        if current == status:
-            return time.perf_counter() - started
-        if current.endswith("FAILED"):
-            raise RuntimeError(f"stack {stack_id}: {current} ({stack.status_reason})")
-        time.sleep(0.1)
-    raise TimeoutError(f"stack {stack_id} not {status} after {timeout_s:g} s")
-
-
-def measure_heat(cloud: str, rounds: int) -> ProviderModel:
-    """Heat's create / suspend / resume / delete of a 1 s TestResource on the harness (SDK, 0.1 s polls):
-    the model's figures come from this run instead of bench/README.md."""
-    import uuid
-    import warnings
-
-    import openstack
-    from openstack.warnings import RemovedInSDK60Warning
-
-    warnings.simplefilter("ignore", RemovedInSDK60Warning)
-    os.environ.setdefault("OS_CLIENT_CONFIG_FILE", str(HEAT_CLOUDS))
-    heat = openstack.connect(cloud=cloud).orchestration
-    times: dict[str, list[float]] = {"create": [], "suspend": [], "resume": [], "delete": []}
-    for attempt in range(rounds * 3):  # the harness is shared: a round another test disturbed is redone
-        if len(times["resume"]) >= rounds:
-            break
-        stack = heat.create_stack(name=f"costsim-{uuid.uuid4().hex[:8]}", template=HEAT_TEMPLATE)
-        round_times = {}
-        try:
-            round_times["create"] = _until(heat, stack.id, "CREATE_COMPLETE")
-            heat.suspend_stack(stack.id)
-            round_times["suspend"] = _until(heat, stack.id, "SUSPEND_COMPLETE")
-            heat.resume_stack(stack.id)
-            round_times["resume"] = _until(heat, stack.id, "RESUME_COMPLETE")
-        except (RuntimeError, TimeoutError) as exc:
-            print(f"heat round {attempt} disturbed, redone: {exc}", flush=True)
-        finally:
-            heat.delete_stack(stack.id)
-            round_times["delete"] = _until(heat, stack.id, "DELETE_COMPLETE")
-        if len(round_times) == len(times):
-            for op, value in round_times.items():
-                times[op].append(value)
-    if not times["resume"]:
-        raise SystemExit("--measure-heat: every round was disturbed (is another test restarting Heat?)")
-    medians = {f"{op}_s": statistics.median(values) for op, values in times.items()}
-    for op, values in times.items():
-        print(f"heat {op}: median {medians[op + '_s']:.3f} s ({', '.join(f'{v:.2f}' for v in values)})")
-    source = (
-        f"measured in this run on the Heat harness (cloud {cloud}, SDK, 0.1 s polls, {rounds} rounds, median)"
-    )
-    return replace(
-        HEAT,
-        **medians,
-        sources={**HEAT.sources, **{op: f"{medians[op + '_s']:.2f} s: {source}" for op in times}},
-    )
 
 
 # --- the run --------------------------------------------------------------------------------------------

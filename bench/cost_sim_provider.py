@@ -5,12 +5,18 @@ times measured on LXC and on the Heat harness (`LOCAL`, `HEAT`, each figure with
 compute-hours they run, per stack, so that a warm pool's share can be told from the learners'. The nodes
 are one loopback SSH server (`start_nodes`) that accepts any key and answers every command with exit 0:
 enough for the controller's SSH probe and a warm pool hand-over's key rotation, which run for real.
+`measure_heat` times Heat on the harness instead (`--measure-heat`), for a model from the same run.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import asyncssh
 from tests.support.engine import Clock
@@ -261,3 +267,74 @@ async def start_nodes() -> tuple[asyncssh.SSHAcceptor, int]:
 async def stop_nodes(server: asyncssh.SSHAcceptor) -> None:
     server.close()
     await server.wait_closed()
+
+
+# --- Heat, measured in this run (optional) -------------------------------------------------------------
+
+HEAT_CLOUDS = Path(os.environ.get("STACKLAB_HEAT_HOME", "/var/lib/stacklab-heat")) / "etc" / "clouds.yaml"
+HEAT_TEMPLATE = {
+    "heat_template_version": "2018-08-31",
+    "description": "stacklab cost_sim: one TestResource (suspend / resume / delete timing)",
+    "resources": {"pause": {"type": "OS::Heat::TestResource", "properties": {"value": "x", "wait_secs": 1}}},
+}
+
+
+def _until(heat: Any, stack_id: str, status: str, timeout_s: float = 120.0) -> float:
+    """Poll the stack every 0.1 s until it reaches `status`; the time it took."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        stack = heat.find_stack(stack_id, ignore_missing=True)
+        current = "DELETE_COMPLETE" if stack is None else stack.status
+        if current == status:
+            return time.perf_counter() - started
+        if current.endswith("FAILED"):
+            raise RuntimeError(f"stack {stack_id}: {current} ({stack.status_reason})")
+        time.sleep(0.1)
+    raise TimeoutError(f"stack {stack_id} not {status} after {timeout_s:g} s")
+
+
+def measure_heat(cloud: str, rounds: int) -> ProviderModel:
+    """Heat's create / suspend / resume / delete of a 1 s TestResource on the harness (SDK, 0.1 s polls):
+    the model's figures come from this run instead of bench/README.md."""
+    import uuid
+    import warnings
+
+    import openstack
+    from openstack.warnings import RemovedInSDK60Warning
+
+    warnings.simplefilter("ignore", RemovedInSDK60Warning)
+    os.environ.setdefault("OS_CLIENT_CONFIG_FILE", str(HEAT_CLOUDS))
+    heat = openstack.connect(cloud=cloud).orchestration
+    times: dict[str, list[float]] = {"create": [], "suspend": [], "resume": [], "delete": []}
+    for attempt in range(rounds * 3):  # the harness is shared: a round another test disturbed is redone
+        if len(times["resume"]) >= rounds:
+            break
+        stack = heat.create_stack(name=f"costsim-{uuid.uuid4().hex[:8]}", template=HEAT_TEMPLATE)
+        round_times = {}
+        try:
+            round_times["create"] = _until(heat, stack.id, "CREATE_COMPLETE")
+            heat.suspend_stack(stack.id)
+            round_times["suspend"] = _until(heat, stack.id, "SUSPEND_COMPLETE")
+            heat.resume_stack(stack.id)
+            round_times["resume"] = _until(heat, stack.id, "RESUME_COMPLETE")
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"heat round {attempt} disturbed, redone: {exc}", flush=True)
+        finally:
+            heat.delete_stack(stack.id)
+            round_times["delete"] = _until(heat, stack.id, "DELETE_COMPLETE")
+        if len(round_times) == len(times):
+            for op, value in round_times.items():
+                times[op].append(value)
+    if not times["resume"]:
+        raise SystemExit("--measure-heat: every round was disturbed (is another test restarting Heat?)")
+    medians = {f"{op}_s": statistics.median(values) for op, values in times.items()}
+    for op, values in times.items():
+        print(f"heat {op}: median {medians[op + '_s']:.3f} s ({', '.join(f'{v:.2f}' for v in values)})")
+    source = (
+        f"measured in this run on the Heat harness (cloud {cloud}, SDK, 0.1 s polls, {rounds} rounds, median)"
+    )
+    return replace(
+        HEAT,
+        **medians,
+        sources={**HEAT.sources, **{op: f"{medians[op + '_s']:.2f} s: {source}" for op in times}},
+    )
