@@ -281,6 +281,14 @@ class Settings:
     job_queue: str = Field(
         default="stacklab", description="The broker queue passes are sent to and workers consume."
     )
+    events_url: str = Field(
+        default="",
+        description="Redis that carries environment events (paused, deleted, launched, ...) between "
+        "processes, redis://host:6379/0: terminals close and web /metrics count at once whichever process "
+        "changed the lab. Empty: PostgreSQL's LISTEN/NOTIFY when database_url is PostgreSQL, else events "
+        "stay within each process (terminals then learn of other processes' changes by polling, every "
+        "terminal_watch_interval_s).",
+    )
     scheduler_interval_s: Seconds = Field(
         default=0.5, description="How often the elected scheduler sends the passes that are due (celery)."
     )
@@ -368,6 +376,14 @@ class Settings:
         if value and (parts.scheme not in ("http", "https") or not parts.hostname):
             raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("events_url")
+    @classmethod
+    def _events_url_redis(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://")):
+            # the scheme only: the rest may hold a password
+            raise ValueError(f"must be a Redis URL, redis://host:6379/0, not {value.split(':')[0]}:")
+        return value
 
     @field_validator("runner")
     @classmethod

@@ -66,6 +66,7 @@ def sample(name: str) -> tuple[Any, str, str]:
         "local_capacity": (12, "12", "12"),
         "log_level": ("debug", "debug", '"debug"'),
         "runner": ("embedded", "Embedded", '"EMBEDDED"'),  # celery alone is refused: see below
+        "events_url": ("redis://cache:6379/1", "redis://cache:6379/1", '"redis://cache:6379/1"'),
         "advertise_url": (
             "http://web-2.internal:8080",
             "http://web-2.internal:8080",

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from stacklab.errors import NotFound
 from stacklab.jobs.celery_runner import SENT_AT, TASK, CeleryRunner
+from stacklab.jobs.pass_events import in_pass
 from stacklab.jobs.runner import Job
 from stacklab.jobs.scheduler import Scheduler
 
@@ -117,7 +118,7 @@ def register_task(
         started = time.monotonic()
         metrics.busy.inc()
         try:
-            result = loop.run(job(env_id))
+            result = loop.run(in_pass(env_id, job))  # its measurements published after it
         except NotFound:
             return  # deleted meanwhile: nothing to do
         except Exception:

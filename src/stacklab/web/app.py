@@ -153,7 +153,11 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
     # this app's shells, closed when their lab stops (any process); reached from peers through relays
     terminals = terminal.TerminalManager(on_closed=membership.released)
     watch = TerminalWatch(
-        terminals, stack.repo, stack.settings.terminal_watch_interval_s, stack.settings.terminal_keep_s
+        terminals,
+        stack.repo,
+        stack.settings.terminal_watch_interval_s,
+        stack.settings.terminal_keep_s,
+        events_live=lambda: stack.events.live,
     )
     ctx.terminal_closers.append(watch.close_now)
     metrics = Metrics(stack.repo, terminals.count, lambda: stack.engine.runner.failures)
@@ -169,9 +173,14 @@ def create_app(stack: App, run_engine: bool = True) -> FastAPI:
             asyncio.create_task(stack.engine.run_forever(stop)) if run_engine and stack.embedded else None
         )
         watch_task = asyncio.create_task(watch.run(stop))
+        subscriptions = [stack.events.subscribe(watch.on_event, watch.on_connected)]
+        if not stack.embedded:  # the passes run in workers: their measurements come as events
+            subscriptions.append(stack.events.subscribe(metrics.on_event))
         try:
             yield
         finally:
+            for unsubscribe in subscriptions:
+                unsubscribe()
             stop.set()
             await watch_task
             await terminals.shutdown()

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from stacklab.events import MEASURED, Event
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.store.usage_report import PricingOf, intervals
@@ -168,6 +169,12 @@ class Metrics:
             self.resume_seconds.observe(value)
         elif event == "failed":
             self.job_failures.labels(reason=reason or "unknown").inc()
+
+    def on_event(self, event: Event) -> None:
+        """The measurements of passes other processes ran (stacklab worker), as the bus brings them: with
+        runner = celery, every web process counts every worker's launches, resumes and failures."""
+        if event.kind in MEASURED:
+            self.observe(event.kind, event.seconds, event.reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

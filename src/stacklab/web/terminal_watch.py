@@ -12,6 +12,12 @@ shells are only let go, not closed: its frozen nodes keep them, and the learner'
 immediate close takes the same path (`close_now`), so a reason reads the same wherever the change came
 from. Costs nothing per session: one task per application.
 
+Events make it immediate (stacklab.events): a lab paused, deleted or reset, or asked to be, in any
+process is published, and the watch looks at once at those of its environments (one query for a burst).
+Polling keeps it certain, since events are delivered at most once: while the bus is live the full sweep
+runs every LIVE_POLL_EVERY intervals only, and every interval again while it is not; after the bus
+(re)connects, a full sweep catches up on what it missed.
+
 A reset that goes all the way from running to running again between two sweeps is not seen here; on a
 real provider the old node is gone by then, and the shell ends with its SSH connection.
 """
@@ -21,13 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from stacklab.access.terminal import TerminalManager
+from stacklab.events import Event
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
@@ -35,6 +43,8 @@ from stacklab.types import Desired, Observed
 log = logging.getLogger(__name__)
 
 IDS_PER_QUERY = 500  # well under every supported database's limit on bound parameters
+LIVE_POLL_EVERY = 10
+"""While events arrive, the full sweep runs every this many intervals (a safety net for a lost event)."""
 
 DELETED = "the lab was deleted"
 RESET = "the lab was reset"
@@ -83,11 +93,22 @@ def closing_reason(state: LabState | None) -> str | None:
 class TerminalWatch:
     """Closes the terminals of one application whose environments stopped running (see the module doc)."""
 
-    def __init__(self, manager: TerminalManager, repo: Repository, interval_s: float, keep_s: float) -> None:
+    def __init__(
+        self,
+        manager: TerminalManager,
+        repo: Repository,
+        interval_s: float,
+        keep_s: float,
+        events_live: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.manager = manager
         self.repo = repo
         self.interval_s = interval_s
         self.keep_s = keep_s  # how long the shells of a paused lab are kept for the learner's return
+        self.events_live = events_live
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: set[str] | None = set()  # None: look at every environment
+        self._lock = threading.Lock()
 
     def sweep(self, env_ids: Iterable[str] | None = None) -> int:
         """Close the sessions of the given environments (default: all with sessions) that may not stay
@@ -112,12 +133,50 @@ class TerminalWatch:
         """This process just changed the environment: close its terminals now, not at the next sweep."""
         self.sweep((env_id,))
 
+    # events (called in the bus's thread) ------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        """An environment changed in some process: look at it now, when this process has shells on it."""
+        self._look_soon({event.env_id})
+
+    def on_connected(self) -> None:
+        """The bus (re)connected: events may have been missed, look at every environment."""
+        self._look_soon(None)
+
+    def _look_soon(self, env_ids: set[str] | None) -> None:
+        if self._loop is None:
+            return  # not running yet: its first sweep looks at everything
+        with self._lock:
+            first = self._changed is not None and not self._changed
+            if env_ids is None or self._changed is None:
+                self._changed = None
+            else:
+                self._changed |= env_ids
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the app is gone
+                self._loop.call_soon_threadsafe(self._look)
+
+    def _look(self) -> None:
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        held = self.manager.env_ids()
+        self._sweep_logged(held if changed is None else changed & held)
+
+    def _sweep_logged(self, env_ids: set[str]) -> None:
+        if not env_ids:
+            return
+        try:
+            self.sweep(env_ids)
+        except SQLAlchemyError as exc:  # retried at the next interval
+            log.warning("terminal watch: reading environment states failed", extra={"error": str(exc)})
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep every `interval_s` until `stop` is set; a failed read is retried at the next interval."""
+        """Sweep every `interval_s` (every LIVE_POLL_EVERY intervals while events are live) until `stop`
+        is set, and on events; a failed read is retried at the next sweep."""
+        self._loop = asyncio.get_running_loop()
+        tick = 0
         while not stop.is_set():
-            try:
-                self.sweep()
-            except SQLAlchemyError as exc:
-                log.warning("terminal watch: reading environment states failed", extra={"error": str(exc)})
+            if tick % LIVE_POLL_EVERY == 0 or not self.events_live():
+                self._sweep_logged(self.manager.env_ids())
+            tick += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval_s)
