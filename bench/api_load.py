@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,6 +355,8 @@ class Run:
     wrk_cpu: float
     others_cpu: float
     idle: float
+    parts: tuple[float, ...] = ()
+    """CPU% of each process of the target, in the order given (their sum is server_cpu)."""
 
     def line(self) -> str:
         kind = "paced" if self.paced else "saturate"
@@ -370,32 +373,38 @@ class Run:
 
 
 def run_wrk(
-    url: str, script: str, connections: int, duration_s: float, server_pid: int, pin: bool
-) -> tuple[dict[str, float], tuple[float, float, float, float]]:
+    url: str, script: str, connections: int, duration_s: float, server_pids: Sequence[int], pin: bool
+) -> tuple[dict[str, float], tuple[list[float], float, float, float]]:
+    """One wrk run; its summary, and CPU%: of each server process (`server_pids`: every process the
+    request crosses, e.g. nginx and its upstreams), wrk, everything else, and the machine's idle."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "5s", "-s", script, url]
     if pin:
         command = ["taskset", "-c", WRK_CPU, *command]
-    ticks_before, server_before, started = machine_ticks(), proc_cpu_s(server_pid), time.monotonic()
+    ticks_before, started = machine_ticks(), time.monotonic()
+    servers_before = [proc_cpu_s(pid) for pid in server_pids]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = proc.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
-    server = (proc_cpu_s(server_pid) - server_before) / wall * 100
+    servers = [
+        (proc_cpu_s(pid) - before) / wall * 100
+        for pid, before in zip(server_pids, servers_before, strict=True)
+    ]
     wrk = (usage.ru_utime + usage.ru_stime) / wall * 100
     ticks_after = machine_ticks()
     busy, steal, total = (after - before for after, before in zip(ticks_after, ticks_before, strict=True))
-    # server, wrk and others in % of one core; idle in % of the whole machine (all cores)
-    others = busy / TICK / wall * 100 - server - wrk
+    # servers, wrk and others in % of one core; idle in % of the whole machine (all cores)
+    others = busy / TICK / wall * 100 - sum(servers) - wrk
     idle = (total - busy - steal) / max(1, total) * 100
     lines = [x for x in output.splitlines() if x.startswith("WRKJSON ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {output}")
-    return json.loads(lines[-1][8:]), (server, wrk, others, idle)
+    return json.loads(lines[-1][8:]), (servers, wrk, others, idle)
 
 
 async def measure(
-    target: tuple[str, int],
+    target: tuple[str, int | Sequence[int]],
     scripts: str,
     learners: list[Learner],
     mode: str,
@@ -404,10 +413,13 @@ async def measure(
     args: argparse.Namespace,
     label: str = "",
 ) -> Run:
-    """One wrk run against `target` (url, server pid); prints its line."""
+    """One wrk run against `target` (url, the server's pid or pids); prints its line."""
     script = write_script(scripts, learners, mode, pause_ms)
-    url, pid = target
-    result, cpu = await asyncio.to_thread(run_wrk, url, script, connections, args.duration, pid, args.pin)
+    url, pids = target
+    pids = [pids] if isinstance(pids, int) else list(pids)
+    result, (servers, *cpu) = await asyncio.to_thread(
+        run_wrk, url, script, connections, args.duration, pids, args.pin
+    )
     errors = sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
     run = Run(
         label or mode,
@@ -419,7 +431,9 @@ async def measure(
         result["p99"] / 1000,
         result["max"] / 1000,
         errors,
+        sum(servers),
         *cpu,
+        tuple(servers),
     )
     print(run.line(), flush=True)
     return run
