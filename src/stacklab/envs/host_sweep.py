@@ -194,7 +194,8 @@ class HostSweep:
         async with self._leased(env_id) as record:
             if record is None or verdict(record, self.me) != Verdict.ADOPT:
                 return False
-            status = await self.controller.bounded(provider.status({"name": name}), provider)
+            handle = record.handle or {"name": name}  # the provider's own handle: a local one names its nodes
+            status = await self.controller.bounded(provider.status(handle), provider)
             progress = TAKEN_BACK.get(status.state)
             if progress is None:
                 await self.controller.bounded(provider.delete({"name": name}), provider)
