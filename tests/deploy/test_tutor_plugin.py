@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import socket
 import subprocess
@@ -244,6 +245,21 @@ def compose_service(service: dict, env: dict[str, str], log: Path) -> Iterator[s
                 proc.wait(5)
 
 
+def wait_ready(url: str, launched: dict, proc: subprocess.Popen) -> dict:
+    """The launched lab's status once ready, read with the learner's token the launch returned."""
+    from stacklab_xblock.client import ServiceConfig, StacklabClient
+
+    env_id = launched["environment"]["id"]
+    learner = StacklabClient(ServiceConfig(url, "", ""))
+    learner.server_token = lambda now=None: launched["token"]  # type: ignore[method-assign]
+    return wait_for(
+        lambda: (s := learner._call("GET", f"/api/v1/environments/{env_id}")) and s["ready"] and s,
+        "hello-lab ready",
+        LAB_TIMEOUT_S,
+        proc,
+    )
+
+
 def delete_environments(env: dict[str, str]) -> None:
     """Every environment of this data dir deleted (containers, mounts, bridge), bounded."""
     listed = run(["stacklab", "env", "list", "--json"], env)
@@ -284,19 +300,136 @@ def test_the_rendered_service_launches_a_lab_for_the_rendered_lms_key(tutor: Tut
                 launched = client.launch(COURSE, "hello-lab", "learner-ann")
                 assert launched["lab_url"].startswith("http://labs.learn.example.org/lab/")
                 env_id = launched["environment"]["id"]
-                learner = StacklabClient(ServiceConfig(url, "", ""))
-                learner.server_token = lambda now=None: launched["token"]  # type: ignore[method-assign]
-                status = wait_for(
-                    lambda: (
-                        (s := learner._call("GET", f"/api/v1/environments/{env_id}")) and s["ready"] and s
-                    ),
-                    "hello-lab ready",
-                    LAB_TIMEOUT_S,
-                    proc,
-                )
+                status = wait_ready(url, launched, proc)
                 print(f"\nhello-lab launched through the rendered service: {status['progress']}")
                 report = client.run_checks(env_id)  # what "Check my work" in the unit does
                 assert [r["name"] for r in report["results"]] == ["hello-file", "user-alice"]
                 assert report["score"] == 0 and report["max_score"] == 3
         finally:
             delete_environments(env)
+
+
+@pytest.mark.deploy
+def test_the_worker_service_is_rendered_for_runner_celery_only(tutor: Tutor) -> None:
+    """Embedded (the default): one service, SQLite, no worker, no database task. celery: a `stacklab-worker`
+    beside it with the same image and env file, a broker in Tutor's Redis and a database in Tutor's MySQL."""
+    tutor("config", "save", "--set", "LMS_HOST=learn.example.org")
+    services = yaml.safe_load(tutor.file("env/local/docker-compose.yml"))["services"]
+    assert "stacklab-worker" not in services and "depends_on" not in services["stacklab"]
+    embedded = env_file(tutor.file("env/plugins/stacklab/apps/stacklab.env"))
+    assert not {"STACKLAB_RUNNER", "STACKLAB_BROKER_URL", "STACKLAB_DATABASE_URL"} & set(embedded)
+    assert "CREATE DATABASE" not in tutor.rendered(stacklab_mysql_task(tutor))
+
+    tutor("config", "save", "--set", "STACKLAB_RUNNER=celery", "--set", "REDIS_PASSWORD=redis-pw")
+    services = yaml.safe_load(tutor.file("env/local/docker-compose.yml"))["services"]
+    web, worker = services["stacklab"], services["stacklab-worker"]
+    assert worker["image"] == web["image"] == tutor("images", "printtag", "stacklab").strip()
+    assert worker["env_file"] == web["env_file"] and worker["volumes"] == web["volumes"]
+    assert worker["command"] == "stacklab worker --metrics-port 9464"
+    assert worker["stop_grace_period"] == "150s"  # SIGTERM, then the passes under way finish (lease 120 s)
+    assert web["depends_on"] == worker["depends_on"] == ["mysql", "redis"]
+    config = yaml.safe_load(tutor.file("config.yml"))
+    celery = env_file(tutor.file("env/plugins/stacklab/apps/stacklab.env"))
+    assert celery["STACKLAB_RUNNER"] == "celery"
+    assert celery["STACKLAB_BROKER_URL"] == "redis://redis:6379/2"  # Tutor's Redis; Open edX uses 0 and 1
+    assert celery["STACKLAB_DATABASE_URL"] == (
+        f"mysql+pymysql://stacklab:{config['STACKLAB_MYSQL_PASSWORD']}@mysql:3306/stacklab"
+    )
+    created = tutor.rendered(stacklab_mysql_task(tutor))
+    assert "CREATE DATABASE IF NOT EXISTS stacklab" in created
+    assert f"IDENTIFIED BY '{config['STACKLAB_MYSQL_PASSWORD']}'" in created
+    assert 'pip install "$(ls /wheels/*.whl)[celery,mysql,postgres]"' in tutor.file(
+        "env/plugins/stacklab/build/stacklab/Dockerfile"
+    )
+
+
+def stacklab_mysql_task(tutor: Tutor) -> str:
+    """The plugin's init task in Tutor's mysql-job (Tutor's own comes first)."""
+    (task,) = [task for task in tutor.init_tasks("mysql") if "STACKLAB_" in task]
+    return task
+
+
+@contextlib.contextmanager
+def mariadb_admin() -> Iterator[tuple[str, str]]:
+    """An account of the host's MariaDB that may create databases and users (Tutor's MYSQL_ROOT_*); it, and
+    what the plugin's task creates with it (`stl_tutor_<pid>`), are dropped at the end."""
+    import pymysql
+
+    name, password = f"stl_admin_{os.getpid()}", secrets.token_hex(12)
+    root = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
+            cur.execute(f"GRANT ALL ON *.* TO '{name}'@'%' WITH GRANT OPTION")
+        yield name, password
+    finally:
+        with root.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS stl_tutor_{os.getpid()}")
+            cur.execute(f"DROP USER IF EXISTS 'stl_tutor_{os.getpid()}'@'%'")
+            cur.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+        root.close()
+
+
+def jobs_run(metrics_port: int) -> float:
+    """`stacklab_worker_jobs_total` of the worker's /metrics: the passes it has run."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("stacklab_worker_jobs_total")
+    )
+
+
+@pytest.mark.deploy
+@pytest.mark.lxc
+def test_the_rendered_web_and_worker_services_run_a_lab_on_mysql_and_redis(tutor: Tutor) -> None:
+    """runner celery as rendered: the plugin's database task against the host's MariaDB (Tutor's MySQL), the
+    init task, then the web service and the worker service as two processes on that database and the host's
+    Redis; a lab launched through the web service with the LMS key is booted on LXC by the worker."""
+    from tests.support.lxc import require_lxc
+
+    require_lxc()
+    sys.path.insert(0, str(XBLOCK_SRC))
+    from stacklab_xblock.client import ServiceConfig, StacklabClient
+
+    port, metrics_port = free_port(), free_port()
+    with mariadb_admin() as (admin, admin_password):
+        tutor(
+            "config", "save", "--set", "LMS_HOST=learn.example.org", "--set", f"STACKLAB_PORT={port}",
+            "--set", "STACKLAB_RUNNER=celery", "--set", f"STACKLAB_WORKER_METRICS_PORT={metrics_port}",
+            "--set", "MYSQL_HOST=127.0.0.1", "--set", f"MYSQL_ROOT_USERNAME={admin}",
+            "--set", f"MYSQL_ROOT_PASSWORD={admin_password}",
+            "--set", f"STACKLAB_MYSQL_DATABASE=stl_tutor_{os.getpid()}",
+            "--set", f"STACKLAB_MYSQL_USERNAME=stl_tutor_{os.getpid()}",
+            "--set", "REDIS_HOST=127.0.0.1", "--set", "STACKLAB_REDIS_DB=11",
+        )  # fmt: skip
+        services = yaml.safe_load(tutor.file("env/local/docker-compose.yml"))["services"]
+        web, worker = services["stacklab"], services["stacklab-worker"]
+        service_env = env_file((tutor.root / "env/local" / web["env_file"]).read_text())
+        lms = xblock_settings(tutor.file("env/apps/openedx/settings/lms/production.py"))
+        with tempfile.TemporaryDirectory(prefix="stacklab-tutor-", dir="/var/tmp") as data:
+            env = container_environment(service_env, Path(data))
+            run(["sh", "-e", "-c", tutor.rendered(stacklab_mysql_task(tutor))], env)  # in mysql-job
+            for task in tutor.init_tasks("stacklab"):
+                run(["sh", "-e", "-c", task], env)
+            assert not (Path(data) / "stacklab.db").exists()  # the schema went to MariaDB
+            with (
+                compose_service(web, env, Path(data) / "serve.log") as serving,
+                compose_service(worker, env, Path(data) / "worker.log") as working,
+            ):
+                try:
+                    url = lms["service_url"].replace("://stacklab:", "://127.0.0.1:")
+                    client = StacklabClient(ServiceConfig(url, lms["lms_key"], lms["lms_secret"]))
+                    wait_for(client.labs, "the web service's lab list", 60, serving)
+                    (before,) = wait_for(
+                        lambda: (jobs_run(metrics_port),), "the worker's /metrics", 60, working
+                    )
+                    launched = client.launch(COURSE, "hello-lab", "learner-bea")
+                    status = wait_ready(url, launched, working)
+                    assert serving.poll() is None
+                    ran = jobs_run(metrics_port) - before
+                    assert ran >= 1, "the lab became ready without a pass of the worker"
+                    print(f"\nhello-lab ready through the web service, driven by the worker ({ran:g} passes)")
+                    print(f"  {status['progress']}")
+                finally:
+                    delete_environments(env)  # the worker drives the deletes

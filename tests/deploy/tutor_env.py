@@ -50,6 +50,23 @@ class Tutor:
         tasks = json.loads(run([str(self.venv / "bin/python"), "-c", code], self.env))
         return [task for name, task in tasks if name == service]
 
+    def rendered(self, template: str) -> str:
+        """`template` rendered with the saved configuration, as Tutor renders a task before running it."""
+        code = (
+            "import sys; from tutor import config, env, hooks, plugins; hooks.Actions.CORE_READY.do(); "
+            "plugins.load_all(['stacklab']); "
+            "print(env.render_str(config.load(sys.argv[1]), sys.stdin.read()).strip())"
+        )
+        return subprocess.run(
+            [str(self.venv / "bin/python"), "-c", code, str(self.root)],
+            input=template,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+
 
 def xblock_settings(settings_py: str) -> dict[str, str]:
     """XBLOCK_SETTINGS["stacklab"] as the LMS computes it: the plugin's statement run on an empty dict."""

@@ -7,7 +7,10 @@ What `tutor plugins enable stacklab && tutor config save && tutor local launch` 
 - the service (docker-compose or a k8s Deployment) with its settings in one rendered file,
   ``env/plugins/stacklab/apps/stacklab.env``: a Fernet ``STACKLAB_SECRET_KEY`` and ``STACKLAB_LMS_KEYS``;
 - the LMS and CMS settings ``XBLOCK_SETTINGS["stacklab"]`` with the service URL and the same LMS key;
-- an init task (``stacklab migrate``) and a Caddy route ``labs.<LMS_HOST>`` that carries websockets.
+- with ``STACKLAB_RUNNER=celery``, a ``stacklab-worker`` service beside it (same image and settings) that runs
+  the passes through Tutor's Redis, both on a database of their own in Tutor's MySQL;
+- init tasks (that database when needed, ``stacklab migrate``) and a Caddy route ``labs.<LMS_HOST>`` that
+  carries websockets.
 
 Secrets are generated once, at the first ``tutor config save``, and kept in config.yml (``CONFIG_UNIQUE``).
 """
@@ -75,12 +78,29 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
         # empty: the labs packaged with stacklab; /data/labs is $(tutor config printroot)/data/stacklab/labs
         ("STACKLAB_LABS_DIR", ""),
         ("STACKLAB_K8S_VOLUME_SIZE", "2Gi"),
+        # embedded: the service runs the passes itself; celery: a `stacklab-worker` service runs them
+        # (docs/distributed.md), through STACKLAB_BROKER_URL and a database both share
+        ("STACKLAB_RUNNER", "embedded"),
+        # Tutor's Redis, in a database of its own (Open edX's Celery broker is 0, its cache 1)
+        ("STACKLAB_REDIS_DB", 2),
+        (
+            "STACKLAB_BROKER_URL",
+            "redis://{% if REDIS_USERNAME and REDIS_PASSWORD %}{{ REDIS_USERNAME }}:{{ REDIS_PASSWORD }}@"
+            "{% endif %}{{ REDIS_HOST }}:{{ REDIS_PORT }}/{{ STACKLAB_REDIS_DB }}",
+        ),
+        # runner celery without STACKLAB_DATABASE_URL: this database and user in Tutor's MySQL (init task)
+        ("STACKLAB_MYSQL_DATABASE", "stacklab"),
+        ("STACKLAB_MYSQL_USERNAME", "stacklab"),
+        ("STACKLAB_WORKER_METRICS_PORT", 9464),
+        # longer than a pass's lease (120 s): SIGTERM lets the passes under way finish
+        ("STACKLAB_WORKER_STOP_TIMEOUT_S", 150),
     ]
 )
 hooks.Filters.CONFIG_UNIQUE.add_items(
     [
         ("STACKLAB_SECRET_KEY", fernet_key()),
         ("STACKLAB_LMS_SECRET", "{{ 48|random_string }}"),
+        ("STACKLAB_MYSQL_PASSWORD", "{{ 24|random_string }}"),
     ]
 )
 hooks.Filters.ENV_TEMPLATE_FILTERS.add_item(("stacklab_json", compact_json))
@@ -122,7 +142,13 @@ def _build_on_launch(names: list[str], context_name: str) -> list[str]:
     return names
 
 
-hooks.Filters.CLI_DO_INIT_TASKS.add_item(("stacklab", "stacklab migrate"))
+# runner celery: the database in Tutor's MySQL first (a no-op otherwise), then the schema
+hooks.Filters.CLI_DO_INIT_TASKS.add_items(
+    [
+        ("mysql", (HERE / "tasks" / "mysql-init.sh").read_text()),
+        ("stacklab", "stacklab migrate"),
+    ]
+)
 
 
 def _patches() -> list[tuple[str, str]]:
