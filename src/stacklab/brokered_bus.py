@@ -11,6 +11,7 @@ backoff and tells the subscribers to catch up (`on_connected`).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import queue
@@ -61,12 +62,15 @@ class BrokeredBus(EventBus):
         self._start("sender", self._send_forever)
         self._outbox.put(event.encode())
 
-    def subscribe(self, handler: Callable[[Event], None], on_connected: Callable[[], None] | None = None):  # type: ignore[no-untyped-def]
+    def subscribe(
+        self, handler: Callable[[Event], None], on_connected: Callable[[], None] | None = None
+    ) -> Callable[[], None]:
         unsubscribe = super().subscribe(handler, on_connected)
         self._start("listener", self._listen_forever)
         return unsubscribe
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         self._stop.set()
         self._outbox.put(None)
         for thread in self._threads.values():
@@ -79,6 +83,8 @@ class BrokeredBus(EventBus):
                 thread = threading.Thread(target=target, name=f"stacklab-events-{name}", daemon=True)
                 self._threads[name] = thread
                 thread.start()
+                if len(self._threads) == 1:  # a one-shot command that never closes its app still sends
+                    atexit.register(self.close)
 
     # the threads ------------------------------------------------------------------------------------
     def _send_forever(self) -> None:
