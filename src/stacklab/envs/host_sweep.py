@@ -15,11 +15,11 @@ stored labs, which on this host are this host's only (never another host's), and
   it is deleted and the lab stays failed (a launch starts it afresh);
 - **keep** it otherwise (a lab this host drives; a lab placed before hosts were used, which names none).
 
-Each delete is decided again under the environment's lease (no pass of it runs meanwhile: a lab placed
-back here and created again since the list is kept); an adoption is one row-locked write that holds only
-while the lab is still failed so and no pass holds it. The worker sweeps when its host becomes live (at
-its start, or when it comes back after being lost) and every `sweep_interval_s` after, so what one sweep
-skipped (a lease held) the next one does.
+Each decision is made again under the environment's lease (no pass of it runs meanwhile: a lab placed
+back here and created again since the list is kept); an adoption is then one row-locked write that holds
+only while the lab is still failed so (a learner who deleted it meanwhile wins). A worker sweeps once its
+host is live at its start, then every `sweep_interval_s` while it is (a host back from a partition without
+a restart is swept within that time); what one sweep skipped (a lease held) the next one does.
 """
 
 from __future__ import annotations
