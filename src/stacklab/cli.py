@@ -919,6 +919,7 @@ WORKER_SETTINGS = [
     "broker_url",
     "database_url",
     "job_queue",
+    "events_url",
     "reconcile_concurrency",
     "lease_s",
     "provider_timeout_s",
@@ -942,7 +943,14 @@ SCHEDULER_SETTINGS = [
     name
     for name in WORKER_SETTINGS
     if name
-    not in ("job_queue", "reconcile_concurrency", "worker_metrics_port", "local_host", "local_capacity")
+    not in (
+        "job_queue",
+        "events_url",
+        "reconcile_concurrency",
+        "worker_metrics_port",
+        "local_host",
+        "local_capacity",
+    )
 ]
 _CONFIGURED = (
     "Configuration is read from $STACKLAB_CONFIG or <data_dir>/stacklab.toml, then STACKLAB_* environment "
