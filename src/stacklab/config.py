@@ -246,7 +246,8 @@ class Settings:
         default=2.0,
         description="How often each web process checks that the labs of its open terminals still run; a "
         "terminal of a lab paused, deleted or reset elsewhere (CLI, policies, another process) closes "
-        "within this.",
+        "within this, or at once on the change's event (then this check runs every 10th interval only, "
+        "as a safety net).",
     )
     advertise_url: str = Field(
         default="",
