@@ -418,6 +418,8 @@ class Bench:
         self.engine_calls = Recorder()
         self.floor_calls = Recorder()
         self.provider_hooked = False
+        self.polled: dict[tuple[str, str], tuple[float, float]] = {}
+        """(stack, operation) -> (sent, answered) of the provider's first poll that saw it complete."""
         self.conn: Any = None
         self.env_ids: list[str] = []
         self.floor_names: list[str] = []
@@ -449,6 +451,7 @@ class Bench:
     def connect(self) -> None:
         if not self.provider_hooked:
             self.engine_calls.attach(self.provider.connection())
+            self._note_polls()
             self.provider_hooked = True
         if self.conn is None:
             import openstack
@@ -460,6 +463,23 @@ class Bench:
             conn.session.session.get_adapter("http://").init_poolmanager(16, 16, block=False)
             self.floor_calls.attach(conn)
             self.conn = conn
+
+    def _note_polls(self) -> None:
+        """Wrap the provider's shared poll: when did the poll that first saw each operation complete go
+        out, and when did Heat answer it."""
+        fetch = self.provider.watch.fetch
+
+        async def noted(flights: list[Any]) -> dict[str, Any]:
+            sent = time.time()
+            rows = await fetch(flights)
+            answered = time.time()
+            for flight in flights:
+                status = str((rows.get(flight.stack_id) or {}).get("stack_status") or "")
+                if status == f"{flight.op}_COMPLETE":
+                    self.polled.setdefault((flight.name, flight.op), (sent, answered))
+            return rows
+
+        self.provider.watch.fetch = noted
 
     # measurement plumbing ------------------------------------------------------------------------------
     async def guarded(self, label: str, make: Callable[[], Awaitable[T]]) -> T:
@@ -816,6 +836,27 @@ def ready_row(label: str, launches: Sequence[Launch], peers: Sequence[Launch]) -
     ]
 
 
+def breakdown_row(label: str, bench: Bench, launches: Sequence[Launch], action: str = "CREATE") -> list[str]:
+    """Where Heat's COMPLETE -> ready went: until the provider's poll that saw it was sent, Heat's answer
+    to that poll, then until ready (outputs GET, SSH probe, the pass's saves, the driver's wake-up)."""
+    wait, answer, after, late_post = [], [], [], 0
+    for x in launches:
+        polled = bench.polled.get((x.name, action))
+        if polled is None or x.complete is None:
+            continue
+        wait.append(polled[0] - x.complete)
+        answer.append(polled[1] - polled[0])
+        after.append(x.ready - polled[1])
+        posts = [c.at for c in x.calls if c.kind in ("create", f"action {action.lower()}")]
+        late_post += bool(posts) and posts[0] > x.complete
+    return [
+        label,
+        f"poll sent {spread(wait)} | answered in {spread(answer)} | then ready {spread(after)}",
+        "-",
+        f"{late_post} of {len(wait)} complete before their request was answered",
+    ]
+
+
 def known(values: Sequence[float | None]) -> list[float]:
     return [v for v in values if v is not None]
 
@@ -879,102 +920,114 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
                         await bench.guarded("engine delete", partial(bench.engine_delete, launch))
                     )
 
-        drive, service, floor = results["drive"], results["service"], results["floor"]
-        overhead = median([x.total for x in drive]) - median([x.total for x in floor])
-        beyond_drive = known([x.beyond for x in drive])
-        rows.append(
-            [
-                "(1) launch -> ready, engine (launch + drive)",
-                fmt([x.total for x in drive]),
-                "-",
-                f"direct SDK create + get_stack every 0.1 s + SSH banner: {fmt([x.total for x in floor])}",
-            ]
-        )
-        rows.append(
-            [
-                "(1) engine (drive) overhead vs floor",
-                f"{overhead * 1000:+.0f} ms",
-                f"<= 1000 ms ({verdict(overhead, TARGET_S)})",
-                "difference of medians",
-            ]
-        )
-        rows.append(
-            [
-                "(1) Heat's own POST -> CREATE COMPLETE (heat-engine.log)",
-                fmt(known([x.heat_own for x in drive])),
-                "-",
-                f"floor's stacks: {fmt(known([x.heat_own for x in floor]))}",
-            ]
-        )
-        if beyond_drive:
-            pre = [x.post_sent - x.t0 for x in drive if x.post_sent]
-            pre_f = [x.post_sent - x.t0 for x in floor if x.post_sent]
+        if args.rounds:  # --rounds 0: the concurrent launches alone
+            drive, service, floor = results["drive"], results["service"], results["floor"]
+            overhead = median([x.total for x in drive]) - median([x.total for x in floor])
+            beyond_drive = known([x.beyond for x in drive])
             rows.append(
                 [
-                    "(1) drive: launch -> create POST sent",
-                    fmt(pre),
+                    "(1) launch -> ready, engine (launch + drive)",
+                    fmt([x.total for x in drive]),
                     "-",
-                    f"floor: {fmt(pre_f)}",
+                    "direct SDK create + get_stack every 0.1 s + SSH banner: "
+                    f"{fmt([x.total for x in floor])}",
                 ]
             )
-        rows.append(ready_row("(1) drive: Heat CREATE_COMPLETE -> ready", drive, floor))
-        rows.append(ready_row("(1b) service path: CREATE_COMPLETE -> ready", service, floor))
-        rows.append(
-            ready_row("(1c) resume (engine): RESUME_COMPLETE -> ready", resumes["engine"], resumes["floor"])
-        )
-        rows.append(
-            [
-                "(1b) launch -> ready, service path (job runner, requeue)",
-                fmt([x.total for x in service]),
-                "-",
-                f"floor: {fmt([x.total for x in floor])}",
-            ]
-        )
-        rows.append(
-            [
-                "(1) delete (engine request + drive, incl. Heat)",
-                fmt(deletes["engine"]),
-                f"<= SDK ({verdict(median(deletes['engine']), median(deletes['floor']))})",
-                f"direct SDK delete + list every 0.2 s: {fmt(deletes['floor'])}",
-            ]
-        )
-
-        # (3) requests per sequential launch -----------------------------------------------------------
-        for label, launches in (
-            ("drive", drive),
-            ("service", service),
-            ("floor", floor),
-            ("resume, engine", resumes["engine"]),
-            ("resume, floor", resumes["floor"]),
-        ):
-            heat_calls = [heat_count(x.calls) for x in launches]
-            gaps = [g for x in launches for g in x.poll_gaps()]
-            own = known([x.heat_own for x in launches])
-            per_s = median(heat_calls) / median(own) if own else 0
-            all_calls = [c for x in launches for c in x.calls]
-            gap_median, gap_min = (median(gaps), min(gaps)) if gaps else (0.0, 0.0)
             rows.append(
                 [
-                    f"(3) HTTP per launch, {label}",
-                    f"heat {median(heat_calls):g} (keystone "
-                    f"{median([len(x.calls) - heat_count(x.calls) for x in launches]):g})",
-                    "<= 4 (before)" if label in ("drive", "service") else "-",
-                    f"{kinds(all_calls, len(launches))}; GET gap median {gap_median * 1000:.0f} ms, "
-                    f"min {gap_min * 1000:.0f} ms; "
-                    f"{per_s:.1f} heat req/s of Heat create time",
+                    "(1) engine (drive) overhead vs floor",
+                    f"{overhead * 1000:+.0f} ms",
+                    f"<= 1000 ms ({verdict(overhead, TARGET_S)})",
+                    "difference of medians",
                 ]
             )
-        names = {x.name for x in drive}
-        logged = access_log_lines(names)
-        hooked = sum(1 for n in names for c in bench.engine_calls.naming(n) if c.kind != "create")
-        rows.append(
-            [
-                "(3) cross-check: heat-api access log (drive stacks)",
-                f"{sum(logged.values())} lines naming them",
-                "-",
-                f"hook: {hooked} requests naming them (launch + delete; the create POST names none)",
-            ]
-        )
+            rows.append(
+                [
+                    "(1) Heat's own POST -> CREATE COMPLETE (heat-engine.log)",
+                    fmt(known([x.heat_own for x in drive])),
+                    "-",
+                    f"floor's stacks: {fmt(known([x.heat_own for x in floor]))}",
+                ]
+            )
+            if beyond_drive:
+                pre = [x.post_sent - x.t0 for x in drive if x.post_sent]
+                pre_f = [x.post_sent - x.t0 for x in floor if x.post_sent]
+                rows.append(
+                    [
+                        "(1) drive: launch -> create POST sent",
+                        fmt(pre),
+                        "-",
+                        f"floor: {fmt(pre_f)}",
+                    ]
+                )
+            rows.append(ready_row("(1) drive: Heat CREATE_COMPLETE -> ready", drive, floor))
+            rows.append(ready_row("(1b) service path: CREATE_COMPLETE -> ready", service, floor))
+            rows.append(
+                ready_row(
+                    "(1c) resume (engine): RESUME_COMPLETE -> ready", resumes["engine"], resumes["floor"]
+                )
+            )
+            for label, launches, action in (
+                ("drive", drive, "CREATE"),
+                ("service", service, "CREATE"),
+                ("resume", resumes["engine"], "RESUME"),
+            ):
+                rows.append(
+                    breakdown_row(f"(1) {label}: where COMPLETE -> ready goes", bench, launches, action)
+                )
+            rows.append(
+                [
+                    "(1b) launch -> ready, service path (job runner, requeue)",
+                    fmt([x.total for x in service]),
+                    "-",
+                    f"floor: {fmt([x.total for x in floor])}",
+                ]
+            )
+            rows.append(
+                [
+                    "(1) delete (engine request + drive, incl. Heat)",
+                    fmt(deletes["engine"]),
+                    f"<= SDK ({verdict(median(deletes['engine']), median(deletes['floor']))})",
+                    f"direct SDK delete + list every 0.2 s: {fmt(deletes['floor'])}",
+                ]
+            )
+
+            # (3) requests per sequential launch -----------------------------------------------------------
+            for label, launches in (
+                ("drive", drive),
+                ("service", service),
+                ("floor", floor),
+                ("resume, engine", resumes["engine"]),
+                ("resume, floor", resumes["floor"]),
+            ):
+                heat_calls = [heat_count(x.calls) for x in launches]
+                gaps = [g for x in launches for g in x.poll_gaps()]
+                own = known([x.heat_own for x in launches])
+                per_s = median(heat_calls) / median(own) if own else 0
+                all_calls = [c for x in launches for c in x.calls]
+                gap_median, gap_min = (median(gaps), min(gaps)) if gaps else (0.0, 0.0)
+                rows.append(
+                    [
+                        f"(3) HTTP per launch, {label}",
+                        f"heat {median(heat_calls):g} (keystone "
+                        f"{median([len(x.calls) - heat_count(x.calls) for x in launches]):g})",
+                        "<= 4 (before)" if label in ("drive", "service") else "-",
+                        f"{kinds(all_calls, len(launches))}; GET gap median {gap_median * 1000:.0f} ms, "
+                        f"min {gap_min * 1000:.0f} ms; "
+                        f"{per_s:.1f} heat req/s of Heat create time",
+                    ]
+                )
+            names = {x.name for x in drive}
+            logged = access_log_lines(names)
+            hooked = sum(1 for n in names for c in bench.engine_calls.naming(n) if c.kind != "create")
+            rows.append(
+                [
+                    "(3) cross-check: heat-api access log (drive stacks)",
+                    f"{sum(logged.values())} lines naming them",
+                    "-",
+                    f"hook: {hooked} requests naming them (launch + delete; the create POST names none)",
+                ]
+            )
 
         # (2) concurrent -------------------------------------------------------------------------------
         for n in args.concurrency:
@@ -1046,6 +1099,9 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
                 )
                 rows.append(
                     ready_row(f"(2) {n} concurrent: Heat CREATE_COMPLETE -> ready", launches, f_launches)
+                )
+                rows.append(
+                    breakdown_row(f"(2) {n} concurrent: where COMPLETE -> ready goes", bench, launches)
                 )
                 rows.append(
                     [

@@ -84,3 +84,29 @@ async def test_concurrent_launches_share_the_polls(clean_clouds: Path) -> None:
     assert await provider.list() == []
     assert (await provider.status(first)).state == StackState.ABSENT
     assert seen["delete"] == LAUNCHES + 1 and seen["show"] <= 3 * (LAUNCHES + 1), seen
+
+
+async def test_waiters_wake_when_the_shared_poll_sees_their_stack_finish(clean_clouds: Path) -> None:
+    """Many launches of a template never seen finish: whoever waits on one (`changed`, as `drive` does
+    between passes) wakes when a poll shows that stack complete; the polls are one list each for all of
+    them, and the status read afterwards needs no poll of its own (only the outputs)."""
+    provider = OpenStackProvider("heat", {"cloud": "heatbox"})
+    seen = counting(provider)
+    handles = await asyncio.gather(*(provider.create(quick(f"sl-wake{i}")) for i in range(LAUNCHES)))
+    woken = await asyncio.gather(*(provider.changed(h, 120.0) for h in handles))
+    assert woken == [True] * LAUNCHES
+    assert seen["create"] == LAUNCHES and seen["list"] >= 1, seen
+    # One request per poll, however many stacks are in flight (a lone one's poll is its show).
+    assert seen["list"] + seen["show"] == provider.watch.polls, seen
+
+    before = sum(seen.values())
+    statuses = [await provider.status(h) for h in handles]
+    assert [s.state for s in statuses] == [StackState.RUNNING] * LAUNCHES, [s.reason for s in statuses]
+    assert sum(seen.values()) - before <= LAUNCHES, seen  # the outputs of each, no further poll
+    assert sum(seen.values()) <= REQUESTS_PER_LAUNCH * LAUNCHES, seen
+
+    assert (
+        await provider.changed(handles[0], 120.0) is False
+    )  # told already (and then followed no more): at once
+    await asyncio.gather(*(provider.delete(h) for h in handles))
+    assert await provider.list() == []

@@ -371,8 +371,24 @@ class Environments:
                 on_progress(record)
             if self.settled(record) or self.clock() >= deadline:
                 return record
-            # As the controller asks: a cloud's poll interval is kept, a local boot is not slowed.
-            await asyncio.sleep(0.2 if result.requeue_after is None else result.requeue_after)
+            delay_s = 0.2 if result.requeue_after is None else result.requeue_after
+            await self._until_next_pass(record, delay_s, deadline - self.clock())
+
+    async def _until_next_pass(self, record: EnvironmentRecord, delay_s: float, limit_s: float) -> None:
+        """As the controller asks (a cloud's poll interval is kept, a local boot is not slowed); but while
+        the provider follows an operation on the stack, until the provider sees it finish: the next pass
+        comes when the stack is ready, not a requeue delay later."""
+        if delay_s > 0 and record.provider and record.handle:
+            try:
+                entry = self.lab_of(record).provider(record.provider)
+            except (KeyError, NotFound):
+                entry = None
+            if entry is not None:
+                provider = self.controller.providers.get(entry)
+                limit_s = min(limit_s, self.controller.settings.provider_timeout_s)
+                if await provider.changed(record.handle, limit_s):
+                    return
+        await asyncio.sleep(delay_s)
 
     # exec and checks --------------------------------------------------------------------------------
     def _running(self, ref: str) -> tuple[EnvironmentRecord, Lab]:

@@ -123,6 +123,12 @@ class Provider(abc.ABC):
     async def list(self) -> list[str]:
         """Names of all stacks this provider created (for finding leaks)."""
 
+    async def changed(self, handle: Handle, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until an operation the provider follows on this stack finishes: True
+        when it did, False at once when the provider follows none (the caller looks again on its own
+        schedule). Providers that follow nothing answer False."""
+        return False
+
     async def check(self) -> list[tuple[str, bool, str]]:
         """Verify that the provider can work: a list of (what, ok, detail)."""
         return [("provider", True, "no checks defined")]

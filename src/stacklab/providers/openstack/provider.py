@@ -115,7 +115,11 @@ class OpenStackProvider(Provider):
         """Longest a `status` call waits for an operation expected to finish soon (below the service's
         provider_timeout_s, 100 s)."""
         threads = int(self.settings.get("api_threads", 16))
-        self._pool = ThreadPoolExecutor(threads, f"openstack-{name}")
+        # `api_writes`: requests that change stacks (create, suspend, resume, delete) sent at once. Heat's
+        # API answers a few requests at a time (a worker each) and a create holds one for a while: a burst
+        # sent together fills its queue and the polls wait there behind it (100 launches: ~7 s a request).
+        # Held here instead, they leave a worker free for the polls.
+        self._pool = ThreadPoolExecutor(int(self.settings.get("api_writes", 4)), f"openstack-{name}")
         # Status reads get their own threads: a burst of creates must not delay noticing a finished stack.
         self._reads = ThreadPoolExecutor(threads, f"openstack-{name}-status")
         self._conn: Any = None
@@ -305,6 +309,13 @@ class OpenStackProvider(Provider):
         if row is not None and map_state(flight.status) == StackState.RUNNING and "outputs" not in row:
             row = await self._run(doing, partial(self._show, handle["name"], handle.get("id")), read=True)
         return self._observe(handle, row)
+
+    async def changed(self, handle: Handle, timeout_s: float) -> bool:
+        """Until the operation the shared poll follows on this stack finishes (at most `timeout_s`; at once
+        if it had, once): a caller between passes (`drive`) looks again the moment the poll sees it, not a
+        requeue delay later, and holds nothing while it waits."""
+        flight = self.watch.get(handle.get("id"))
+        return flight is not None and await self.watch.finishes(flight, timeout_s)
 
     def _hold(self, flight: Flight) -> float:
         """How long `status` may wait for this flight: all of status_wait_s once its expected completion

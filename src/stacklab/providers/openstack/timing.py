@@ -21,6 +21,8 @@ WINDOW_POLLS = 5
 """Polls spread over the window of expected completion (the wider the window, the sparser they are)."""
 BACKOFF = 0.3
 """Outside its window an operation is polled after this fraction of the time it has been overdue."""
+NARROW = 3
+"""A bracket at most this many fast polls wide tells an operation's duration; a wider one only bounds it."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,24 @@ class Durations:
         if not every:
             return None
         seen = [(lo, hi) for lo, hi, c in every if c <= crowd] or [(lo, hi) for lo, hi, _ in every]
-        middles = sorted((lo + hi) / 2 for lo, hi in seen)
-        if len(middles) >= 5:  # the quickest and the slowest may be outliers: the backoff finds those
+        narrow = [(lo, hi) for lo, hi in seen if hi - lo <= NARROW * self.fast_poll_s]
+        wide = [(lo, hi) for lo, hi in seen if hi - lo > NARROW * self.fast_poll_s]
+        if not narrow:  # each op lay somewhere in its bracket: look where they overlap (or across them)
+            opens, closes = max(lo for lo, _ in wide), min(hi for _, hi in wide)
+            if opens > closes:
+                opens, closes = min(lo for lo, _ in wide), max(hi for _, hi in wide)
+            return Window(opens, closes)
+        # A midpoint of a narrow bracket is off by half of one at most; the quickest and the slowest may
+        # be outliers once there are 5 (the backoff finds those).
+        middles = sorted((lo + hi) / 2 for lo, hi in narrow)
+        if len(middles) >= 5:
             middles = middles[1:-1]
-        # A midpoint of a bracket one fast poll wide is off by half of one at most; one of a wider bracket
-        # (an operation polled slowly) may be further off, and the backoff after the window finds it.
-        return Window(min(middles) - self.fast_poll_s / 2, max(middles) + self.fast_poll_s / 2)
+        opens, closes = middles[0] - self.fast_poll_s / 2, middles[-1] + self.fast_poll_s / 2
+        # A wide bracket (an op seen done at the first poll of its window, or late in the backoff) still
+        # bounds it: the window moves to take it in, and the fast polls there make the next one narrow.
+        opens = min([opens] + [hi - self.fast_poll_s for _, hi in wide])
+        closes = max([closes] + [lo for lo, _ in wide])
+        return Window(max(0.0, opens), closes)
 
     def spacing(self, window: Window) -> float:
         """Time between polls inside the window: a few polls over it, never faster than the fast poll."""
@@ -73,6 +87,7 @@ def next_poll(
     since_poll: float,
     slow_poll_s: float,
     burst_elapsed: float | None = None,
+    sharing: int = 1,
 ) -> float:
     """Seconds from now until this operation wants the next poll.
 
@@ -81,7 +96,10 @@ def next_poll(
     poll every `slow_poll_s` would), then not until the window opens, in the window a few times, and
     after it (or never seen finish) with a backoff that starts fast and ends at `slow_poll_s`. Operations
     of a template never seen finish back off together from the first of them (`burst_elapsed`): a burst
-    of launches is one wait, not a fresh fast start with every launch.
+    of launches is one wait, not a fresh fast start with every launch. One list answers for every
+    operation in flight (`sharing` of them), so while they back off or are in their window they are
+    polled that many times as often (never faster than the fast poll): each still costs what it would
+    alone, and a burst's completions are seen as soon as a lone one's.
     """
     fast = durations.fast_poll_s
     window = durations.window(key, op, crowd)
@@ -95,4 +113,4 @@ def next_poll(
         interval = min(slow_poll_s, durations.spacing(window))
     else:
         interval = min(slow_poll_s, max(fast, BACKOFF * (elapsed - window.closes)))
-    return max(0.0, interval - since_poll)
+    return max(0.0, max(fast, interval / max(1, sharing)) - since_poll)

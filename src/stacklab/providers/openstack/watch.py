@@ -49,6 +49,8 @@ class Flight:
     asked: float = field(default_factory=time.monotonic)
     """When someone last waited on this flight (one nobody asks about any more is dropped)."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    told: bool = False
+    """A waiter between passes (`finishes`) was told it finished."""
 
     @property
     def status(self) -> str:
@@ -85,7 +87,6 @@ class StackWatch:
         self.durations = Durations(fast_poll_s)
         self.flights: dict[str, Flight] = {}
         self.polls = 0
-        self._last_end = self._last_took = 0.0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -123,6 +124,19 @@ class StackWatch:
             raise error
         return flight.finished()
 
+    async def finishes(self, flight: Flight, timeout_s: float) -> bool:
+        """True once the flight has finished (at once if it had, the first time this is asked), within
+        `timeout_s`; False on timeout, when its last poll failed (whoever reads its status learns that),
+        or when it was told already. Reads nothing and takes no error, so a caller that looks again
+        afterwards and does not read the status never spins."""
+        if flight.error is not None or flight.told:
+            return False
+        if not flight.finished():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flight.done.wait(), max(0.0, timeout_s))
+        flight.told = flight.finished()
+        return flight.told
+
     def expected_in(self, flight: Flight) -> float | None:
         """Seconds until the flight's window of expected completion opens (negative: open or past)."""
         window = self.durations.window(flight.key, flight.op, flight.crowd)
@@ -147,13 +161,15 @@ class StackWatch:
         return [f for f in self.flights.values() if not f.finished() and f.error is None]
 
     def _due_in(self, pending: list[Flight]) -> float:
-        """Until the poll the most pressing flight wants, but never sooner after the last poll than that
-        poll took: a Heat slow to answer (a busy engine) is asked less often."""
+        """Until the poll the most pressing flight wants. Only one poll is in flight at a time, so a Heat
+        slow to answer (a busy engine) is asked no more often than it answers."""
         now = time.monotonic()
         first: dict[tuple[str, str], float] = {}
         for f in pending:
             first[(f.key, f.op)] = min(f.sent, first.get((f.key, f.op), f.sent))
-        due = min(
+        expected = [self.expected_in(f) for f in pending]
+        sharing = sum(1 for e in expected if e is None or e <= 0)  # backing off or in their window
+        return min(
             next_poll(
                 self.durations,
                 f.key,
@@ -163,10 +179,10 @@ class StackWatch:
                 now - max(f.sent, f.polled or f.sent),
                 self.slow_poll_s,
                 now - first[(f.key, f.op)],
+                sharing,
             )
             for f in pending
         )
-        return max(due, self._last_end + self._last_took - now)
 
     async def _run(self) -> None:
         while True:
@@ -192,8 +208,6 @@ class StackWatch:
         self.polls += 1
         try:
             rows = await self.fetch(pending)
-            self._last_end = time.monotonic()
-            self._last_took = self._last_end - sent
         except Exception as exc:  # each waiter raises it; the next poll comes after the slow interval
             for flight in pending:
                 flight.error = exc
