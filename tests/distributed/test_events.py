@@ -89,7 +89,7 @@ def deployment(
 @pytest.fixture
 async def web(deployment: Cluster) -> AsyncIterator[tuple[Cluster, str, httpx.AsyncClient, Received]]:
     """The worker started, and this process serving the web app (lifespan on) with a subscriber of its own."""
-    deployment.start(1, env={"STACKLAB_TERMINAL_WATCH_INTERVAL_S": str(HOUR_S)})
+    deployment.start(1)
     service = deployment.service()
     received = Received()
     service.events.subscribe(received, received.connected)
@@ -128,9 +128,8 @@ async def test_a_workers_launch_and_pause_reach_the_web_process_at_once(
         await asyncio.sleep(0.05)
 
     record = service.repo.get(env_id)
-    token = http._transport.app.state.ctx.signer.issue(  # type: ignore[attr-defined]
-        "learner", record.learner, env_id, 300, False, record.token_generation
-    )
+    signer = http._transport.app.state.ctx.signer  # type: ignore[attr-defined]  # the served app's
+    token = signer.issue("learner", record.learner, env_id, 300, False, record.token_generation)
     url = f"{ws_base}/api/v1/environments/{env_id}/terminal/main?token={token}&session=events-test-0001"
     async with terminal(url) as term:
         await term.run("echo $((6 * 7))", b"42")
