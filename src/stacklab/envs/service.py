@@ -378,16 +378,11 @@ class Environments:
         """As the controller asks (a cloud's poll interval is kept, a local boot is not slowed); but while
         the provider follows an operation on the stack, until the provider sees it finish: the next pass
         comes when the stack is ready, not a requeue delay later."""
-        if delay_s > 0 and record.provider and record.handle:
-            try:
-                entry = self.lab_of(record).provider(record.provider)
-            except (KeyError, NotFound):
-                entry = None
-            if entry is not None:
-                provider = self.controller.providers.get(entry)
-                limit_s = min(limit_s, self.controller.settings.provider_timeout_s)
-                if await provider.changed(record.handle, limit_s):
-                    return
+        provider = self.controller.providers.named(record.provider) if record.provider else None
+        if delay_s > 0 and provider is not None and record.handle:
+            limit_s = min(limit_s, self.controller.settings.provider_timeout_s)
+            if await provider.changed(record.handle, limit_s):
+                return
         await asyncio.sleep(delay_s)
 
     # exec and checks --------------------------------------------------------------------------------

@@ -56,11 +56,12 @@ class Durations:
         seen = [(lo, hi) for lo, hi, c in every if c <= crowd] or [(lo, hi) for lo, hi, _ in every]
         narrow = [(lo, hi) for lo, hi in seen if hi - lo <= NARROW * self.fast_poll_s]
         wide = [(lo, hi) for lo, hi in seen if hi - lo > NARROW * self.fast_poll_s]
-        if not narrow:  # each op lay somewhere in its bracket: look where they overlap (or across them)
+        if not narrow:  # each op lay somewhere in its bracket: look where they overlap (or across them),
+            # at least a narrow bracket wide, so that fast polls there make the next one narrow
             opens, closes = max(lo for lo, _ in wide), min(hi for _, hi in wide)
             if opens > closes:
                 opens, closes = min(lo for lo, _ in wide), max(hi for _, hi in wide)
-            return Window(opens, closes)
+            return Window(max(0.0, min(opens, closes - NARROW * self.fast_poll_s)), closes)
         # A midpoint of a narrow bracket is off by half of one at most; the quickest and the slowest may
         # be outliers once there are 5 (the backoff finds those).
         middles = sorted((lo + hi) / 2 for lo, hi in narrow)
