@@ -15,6 +15,7 @@ ansible-playbook from the deploy venv:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +62,8 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", 7700), H).serve_forever()
 """
 LABS_HOST = "labs.learn.example.org"
+WORKER_METRICS_PORT = 9464
+REDIS_DB = 12  # the broker's database on the host's shared Redis
 SEED = secrets.token_hex(24)
 HOST_CAS = sorted(str(p) for p in Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
 
@@ -379,3 +383,159 @@ def test_the_role_connects_the_lms_and_the_service(
     assert status.status_code == 200, status.text
     assert (status.json()["course"], status.json()["learner"]) == ("course-v1:Org+Roles+2026", "learner-ann")
     print(f"\nlaunch through nginx on {LABS_HOST} accepted: environment {body['environment']['id']} created")
+
+
+@contextlib.contextmanager
+def host_ports_on_node(node: dict[str, str], ports: dict[int, int]) -> Iterator[None]:
+    """Each host port (value) reachable on the node's 127.0.0.1 at the key, over SSH remote forwards: the
+    node does not reach the host's MariaDB and Redis otherwise (they listen on the host's loopback)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def connect() -> asyncssh.SSHClientConnection:
+        conn = await asyncssh.connect(
+            node["ip"], username=LOGIN, client_keys=[node["key_file"]], known_hosts=None
+        )
+        for on_node, on_host in ports.items():
+            await conn.forward_remote_port("127.0.0.1", on_node, "127.0.0.1", on_host)
+        return conn
+
+    conn = asyncio.run_coroutine_threadsafe(connect(), loop).result(60)
+    try:
+        yield
+    finally:
+        conn.close()
+        asyncio.run_coroutine_threadsafe(conn.wait_closed(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def mariadb_database(name: str, password: str) -> Iterator[None]:
+    """A database and its user on the host's MariaDB (the Galera cluster's stand-in), dropped at the end."""
+    import pymysql
+
+    root = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    try:
+        with root.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+            cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'")
+            cur.execute(f"GRANT ALL ON {name}.* TO '{name}'@'%'")
+        yield
+    finally:
+        with root.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+            cur.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+        root.close()
+
+
+def worker_jobs(node: dict[str, str]) -> float:
+    """The passes the node's `stacklab worker` has run (its /metrics, stacklab_worker_jobs_total)."""
+    text = httpx.get(f"http://{node['ip']}:{WORKER_METRICS_PORT}/metrics", timeout=5).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("stacklab_worker_jobs_total")
+    )
+
+
+def wait_until(probe, what: str, timeout_s: float = 90):  # type: ignore[no-untyped-def]
+    """`probe()` until truthy, bounded; fail naming `what` and the last answer."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError) as exc:  # not up yet
+            last = exc
+        time.sleep(1)
+    pytest.fail(f"{what}: not within {timeout_s:g} s (last: {last!r})")
+
+
+def unit(node: dict[str, str], name: str, *props: str) -> dict[str, str]:
+    shown = node_run(node, f"systemctl show {name} " + " ".join(f"-p {p}" for p in props))
+    return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+
+
+def test_the_role_runs_web_and_worker_apart_on_a_shared_database_and_broker(
+    node: dict[str, str], wheel: Path, workdir: Path, deploy_env: dict[str, str]
+) -> None:
+    """runner celery as the cluster has it: the role gives the node `stacklab serve` (web, behind nginx) and a
+    `stacklab worker` unit, both on one MariaDB database and one Redis broker (the host's, forwarded to the
+    node), migrated once; a launch through the web side's API is run by the worker (its /metrics counts the
+    passes; the node has no LXC, so the lab's create fails there, with the reason recorded). The worker stops
+    on SIGTERM cleanly and comes back after a crash."""
+    database, password = f"stl_roles_{os.getpid()}", secrets.token_hex(12)
+    variables = {
+        **service_variables(wheel),
+        "stacklab_runner": "celery",
+        "stacklab_worker": True,
+        "stacklab_worker_metrics_port": WORKER_METRICS_PORT,
+        "stacklab_database_url": f"mysql+pymysql://{database}:{password}@127.0.0.1:13306/{database}",
+        "stacklab_broker_url": f"redis://127.0.0.1:16379/{REDIS_DB}",
+        "stacklab_events_url": f"redis://127.0.0.1:16379/{REDIS_DB}",
+    }
+    with (
+        mariadb_database(database, password),
+        host_ports_on_node(node, {13306: 3306, 16379: 6379}),
+    ):
+        out, took = Ansible(workdir, node, deploy_env, variables).play("service.yml")
+        print(f"\nservice.yml with runner celery and a worker: {took:.0f} s")
+        service = env_file(node_run(node, "sudo cat /etc/stacklab/stacklab.env"))
+        assert service["STACKLAB_SECRET_KEY"] not in out  # no_log: the secret never reaches the log
+        assert service["STACKLAB_BROKER_URL"] == variables["stacklab_broker_url"]
+        assert service["STACKLAB_EVENTS_URL"] == variables["stacklab_events_url"]
+        assert 'runner = "celery"' in node_run(node, "sudo cat /etc/stacklab/stacklab.toml")
+        assert "Migrate the database" in out  # once, before the units (run_once)
+        assert node_run(node, "systemctl is-active stacklab stacklab-worker nginx").split() == ["active"] * 3
+        try:
+            before = wait_until(lambda: (worker_jobs(node),), "the worker's /metrics")[0]
+            lms_key = json.loads(service["STACKLAB_LMS_KEYS"].strip("'"))
+            ((key_id, key),) = lms_key.items()
+            token = StacklabClient(ServiceConfig(f"http://{LABS_HOST}", key_id, key["secret"])).server_token()
+            launched = httpx.post(
+                f"http://{node['ip']}/api/v1/launch",
+                headers={"Host": LABS_HOST, "Authorization": f"Bearer {token}"},
+                json={"course": "course-v1:Org+Roles+2026", "lab": "hello-lab", "learner": "learner-cy"},
+                timeout=30,
+            )
+            assert launched.status_code == 200, launched.text
+            body = launched.json()
+
+            seen: dict[str, dict] = {}
+
+            def looked_at() -> dict | None:
+                record = httpx.get(
+                    f"http://{node['ip']}/api/v1/environments/{body['environment']['id']}",
+                    headers={"Host": LABS_HOST, "Authorization": f"Bearer {body['token']}"},
+                    timeout=10,
+                ).json()
+                seen["record"] = record
+                return record if worker_jobs(node) > before and record["observed"] == "failed" else None
+
+            try:
+                record = wait_until(looked_at, "a pass of the worker over the launched lab")
+            except BaseException:
+                print(f"the lab: {seen.get('record')}")
+                print(node_run(node, "sudo journalctl -u stacklab-worker -n 60 --no-pager"))
+                raise
+            print(f"worker ran {worker_jobs(node) - before:g} passes; the lab: {record['message']}")
+
+            # SIGTERM: a warm shutdown, no SIGKILL; a crash (SIGKILL): systemd starts it again
+            node_run(node, "sudo systemctl stop stacklab-worker")
+            assert unit(node, "stacklab-worker", "Result")["Result"] == "success"
+            node_run(node, "sudo systemctl start stacklab-worker")
+            pid = unit(node, "stacklab-worker", "MainPID")["MainPID"]
+            node_run(node, f"sudo kill -9 {pid}")
+            wait_until(
+                lambda: (
+                    (s := unit(node, "stacklab-worker", "MainPID", "ActiveState", "NRestarts"))
+                    and s["ActiveState"] == "active"
+                    and s["MainPID"] not in ("0", pid)
+                    and int(s["NRestarts"]) >= 1
+                ),
+                "the worker restarted after SIGKILL",
+            )
+        finally:  # the database and the broker go away with this block
+            node_run(node, "sudo systemctl stop stacklab stacklab-worker")

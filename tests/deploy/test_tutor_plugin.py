@@ -332,6 +332,7 @@ def test_the_worker_service_is_rendered_for_runner_celery_only(tutor: Tutor) -> 
     celery = env_file(tutor.file("env/plugins/stacklab/apps/stacklab.env"))
     assert celery["STACKLAB_RUNNER"] == "celery"
     assert celery["STACKLAB_BROKER_URL"] == "redis://redis:6379/2"  # Tutor's Redis; Open edX uses 0 and 1
+    assert celery["STACKLAB_EVENTS_URL"] == "redis://redis:6379/2"  # terminals learn of the workers' changes
     assert celery["STACKLAB_DATABASE_URL"] == (
         f"mysql+pymysql://stacklab:{config['STACKLAB_MYSQL_PASSWORD']}@mysql:3306/stacklab"
     )

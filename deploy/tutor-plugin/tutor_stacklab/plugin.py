@@ -30,6 +30,11 @@ from tutor.exceptions import TutorError
 __version__ = "0.2.0"
 HERE = resources.files("tutor_stacklab")
 MIN_SECRET_KEY_CHARS = 16  # stacklab.secrets.MIN_PASSPHRASE_CHARS
+# Tutor's Redis (its own, or REDIS_HOST when RUN_REDIS is false) in stacklab's database, as Tutor writes URLs
+TUTOR_REDIS_URL = (
+    "redis://{% if REDIS_USERNAME and REDIS_PASSWORD %}{{ REDIS_USERNAME }}:{{ REDIS_PASSWORD }}@{% endif %}"
+    "{{ REDIS_HOST }}:{{ REDIS_PORT }}/{{ STACKLAB_REDIS_DB }}"
+)
 
 
 def fernet_key() -> str:
@@ -83,11 +88,9 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
         ("STACKLAB_RUNNER", "embedded"),
         # Tutor's Redis, in a database of its own (Open edX's Celery broker is 0, its cache 1)
         ("STACKLAB_REDIS_DB", 2),
-        (
-            "STACKLAB_BROKER_URL",
-            "redis://{% if REDIS_USERNAME and REDIS_PASSWORD %}{{ REDIS_USERNAME }}:{{ REDIS_PASSWORD }}@"
-            "{% endif %}{{ REDIS_HOST }}:{{ REDIS_PORT }}/{{ STACKLAB_REDIS_DB }}",
-        ),
+        ("STACKLAB_BROKER_URL", TUTOR_REDIS_URL),
+        # environment events between the web side and the workers (pub/sub: any Redis database will do)
+        ("STACKLAB_EVENTS_URL", TUTOR_REDIS_URL),
         # runner celery without STACKLAB_DATABASE_URL: this database and user in Tutor's MySQL (init task)
         ("STACKLAB_MYSQL_DATABASE", "stacklab"),
         ("STACKLAB_MYSQL_USERNAME", "stacklab"),
