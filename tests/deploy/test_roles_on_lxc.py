@@ -8,6 +8,9 @@ ansible-playbook from the deploy venv:
   through nginx, and a websocket upgrade through nginx reaches the terminal endpoint (closed with 44xx).
   nginx also routes Tutor's MEILISEARCH_PUBLIC_URL host (meilisearch.<LMS host>) to the Meilisearch upstream:
   Meilisearch itself is not installable here, so a stand-in HTTP server on the node answers its /health.
+- `stacklab` with runner celery, as the cluster's app and worker servers have it, on the same node: the web
+  unit and the `stacklab-worker` unit on the host's MariaDB and Redis (SSH remote forwards to the node's
+  loopback); the worker runs the passes of a lab launched through nginx.
 - `course_from_git` gets the course as a git bundle (nodes cannot reach the host); its import command appends
   a line to a log on the node: it runs once, not again when nothing changed, and again after a new commit.
 """
