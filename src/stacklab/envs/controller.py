@@ -120,6 +120,10 @@ class Controller(PoolSteps):
         for listener in self.listeners:
             listener(event, seconds, reason)
 
+    def in_pass(self, env_id: str) -> bool:
+        """A pass of this process holds the environment now (another one would find it held)."""
+        return env_id in self._in_pass
+
     # entry point ------------------------------------------------------------------------------------
     async def reconcile(self, env_id: str) -> Result:
         """One pass over one environment; never raises for provider, SSH or unexpected trouble.

@@ -377,7 +377,13 @@ class Environments:
     async def _until_next_pass(self, record: EnvironmentRecord, delay_s: float, limit_s: float) -> None:
         """As the controller asks (a cloud's poll interval is kept, a local boot is not slowed); but while
         the provider follows an operation on the stack, until the provider sees it finish: the next pass
-        comes when the stack is ready, not a requeue delay later."""
+        comes when the stack is ready, not a requeue delay later; and while a pass of the service's own
+        runner holds the environment (this pass found it held), until that pass ends."""
+        if self.controller.in_pass(record.id):  # the runner's pass has it: look when that one ends
+            end = self.clock() + min(limit_s, self.controller.settings.provider_timeout_s)
+            while self.controller.in_pass(record.id) and self.clock() < end:
+                await asyncio.sleep(0.02)
+            return
         provider = self.controller.providers.named(record.provider) if record.provider else None
         if delay_s > 0 and provider is not None and record.handle:
             limit_s = min(limit_s, self.controller.settings.provider_timeout_s)
