@@ -28,10 +28,11 @@ from stacklab.access.rdp import stop_bridges
 from stacklab.access.ssh import Target, probe
 from stacklab.checks.scripts import run_script
 from stacklab.config import Settings
+from stacklab.envs import lifecycle
 from stacklab.envs.admission import CAPACITY_REASONS, Admission
 from stacklab.envs.allowance import limit_deadline
 from stacklab.envs.handover import ROTATED, PoolSteps
-from stacklab.envs.idleness import IDLE_REASONS, Away, clear_away
+from stacklab.envs.idleness import IDLE_REASONS
 from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.leasing import Leases
@@ -431,11 +432,9 @@ class Controller(PoolSteps):
             raise TransientProviderError(f"suspend failed: {status.reason}", reason="SuspendFailed")
         if status.state != StackState.SUSPENDED:
             return self._poll_after(provider)
-        record.suspended_at = journal.now
         if entry.capacity_counts == "running" and record.capacity_held:
             self._give_back_slot(journal)
-        clear_away(record)  # the pause used it: the next wake decides afresh
-        journal.observe(Observed.SUSPENDED, "Suspended", "", Progress.SUSPENDED)
+        lifecycle.mark_suspended(journal)
         return None
 
     async def _resume(self, journal: Journal, lab: Lab) -> float | None:
@@ -487,8 +486,7 @@ class Controller(PoolSteps):
             await self._run_hook(journal, "before_delete", lab.hooks.before_delete)
         await self._remove_stack(journal, lab)
         record.sealed_secrets = seal(self.vault, {})
-        record.attempts = 0
-        journal.observe(Observed.DELETED, "Deleted", "", Progress.DELETED)
+        lifecycle.mark_deleted(journal)
         return None
 
     async def _remove_stack(self, journal: Journal, lab: Lab) -> None:
@@ -560,24 +558,18 @@ class Controller(PoolSteps):
     def _retry_later(self, journal: Journal, exc: Exception) -> float | None:
         """A transient error: keep the state, try the same step again after a backoff."""
         record = journal.record
-        record.attempts += 1
-        record.last_error = str(exc)
-        record.last_reason = getattr(exc, "reason", type(exc).__name__)
-        if record.attempts >= self.settings.max_attempts:
-            return self._fail(journal, record.last_reason, str(exc))
-        record.next_attempt_at = journal.now + self._backoff(record.attempts)
-        journal.note("retry", record.observed, record.last_reason, str(exc))
+        reason, message = getattr(exc, "reason", type(exc).__name__), str(exc)
+        if record.attempts + 1 >= self.settings.max_attempts:
+            lifecycle.count_error(record, reason, message)  # this attempt, then the failure: both count
+            return self._fail(journal, reason, message)
+        lifecycle.retry_later(journal, reason, message, self._backoff(record.attempts + 1))
         return None
 
     def _fail(self, journal: Journal, reason: str, message: str) -> float | None:
-        record = journal.record
-        record.attempts += 1
-        record.last_error = message
-        record.last_reason = reason
-        journal.observe(Observed.FAILED, reason, message, Progress.FAILED)
+        attempts = journal.record.attempts + 1
+        retry_after = self._backoff(attempts) if attempts < self.settings.max_attempts else None
+        lifecycle.fail(journal, reason, message, retry_after)
         self._emit("failed", reason=reason)
-        if record.attempts < self.settings.max_attempts:
-            record.next_attempt_at = journal.now + self._backoff(record.attempts)
         return None
 
     def _backoff(self, attempts: int) -> float:
@@ -587,18 +579,9 @@ class Controller(PoolSteps):
 
     # helpers ----------------------------------------------------------------------------------------
     def _mark_ready(self, journal: Journal, reason: str, message: str) -> None:
-        record = journal.record
-        record.ready_at = journal.now
-        record.step_started_at = None
-        record.attempts = 0
-        record.next_attempt_at = None
-        record.failed_providers = None
-        record.last_error = None
-        record.last_reason = None
+        """Out of the line for a provider's room, then ready (envs/lifecycle.py)."""
         self.admission.settle(journal)
-        if record.away_kind == Away.PRERESUME:  # a pre-resumed lab's short limit counts from when it is ready
-            record.away_at = journal.now
-        journal.observe(Observed.RUNNING, reason, message, Progress.READY)
+        lifecycle.mark_ready(journal, reason, message)
 
     def _provider_of(self, record: EnvironmentRecord, lab: Lab) -> tuple[ProviderEntry, Provider]:
         name = record.provider
@@ -767,20 +750,18 @@ class Controller(PoolSteps):
         if journal.look_again:
             requeue = 0.0
         if requeue is not None:
-            record.due_at = journal.now + requeue
+            lifecycle.wake(journal, requeue)
         elif record.next_attempt_at and record.next_attempt_at > journal.now:
-            record.due_at = record.next_attempt_at
+            lifecycle.await_retry(record)
         elif not is_settled(record):  # asked for while the step ran (a suspend during a launch): now
             requeue = 0.0
-            record.due_at = journal.now
+            lifecycle.wake(journal)
+        elif record.pool is None:
+            lifecycle.rest_until(record, policy_deadline(record))
         else:
-            record.next_attempt_at = None
-            if record.pool is None:
-                record.due_at = policy_deadline(record)
-            else:
-                record.due_at = pool_deadline(record, self.labs.get(record.lab_digest), journal.now)
-                if record.due_at is not None and record.due_at <= journal.now:
-                    requeue = 0.0  # ready: suspended at once
+            lifecycle.rest_until(record, pool_deadline(record, self.labs.get(record.lab_digest), journal.now))
+            if record.due_at is not None and record.due_at <= journal.now:
+                requeue = 0.0  # ready: suspended at once
         record.lease_owner = record.lease_until = None
         await self._save(journal)
         if self.admission.has_wakes(record.id):

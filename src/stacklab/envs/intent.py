@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stacklab.envs.lifecycle import wake
 from stacklab.envs.policies import apply_policies
 from stacklab.envs.transitions import Journal
 
@@ -57,5 +58,5 @@ def merge_intent(journal: Journal, base: Mapping[str, Any], theirs: Mapping[str,
         apply_policies(journal)
     again = bool(changed - {"last_activity_at"}) or record.desired != decided
     if again:
-        record.due_at = journal.now
+        wake(journal)
     return again

@@ -27,6 +27,7 @@ import re
 
 from sqlalchemy.orm import Session
 
+from stacklab.envs.lifecycle import forgive
 from stacklab.envs.new_record import NewEnvironment
 from stacklab.envs.transitions import Journal
 from stacklab.labs.durations import format_duration
@@ -90,8 +91,7 @@ def apply_pool_policy(journal: Journal, lab: Lab) -> None:
         return
     assert warm is not None
     if record.desired == Desired.DELETED or (not has_stack(record) and record.desired != Desired.RUNNING):
-        record.attempts = 0  # a new session: earlier failures do not hold the slot back
-        record.next_attempt_at = None
+        forgive(record)  # a new session: earlier failures do not hold the slot back
         journal.desire(Desired.RUNNING, "PoolFill", f"kept ready for the next learner ({warm.state})")
         return
     if gave_up(record) and now >= record.updated_at + warm.max_age_s:

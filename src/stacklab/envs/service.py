@@ -12,6 +12,7 @@ from typing import Literal
 
 from stacklab.access.ssh import CommandResult, run
 from stacklab.checks.runner import CheckResult, counted_score, run_checks, weighted_score
+from stacklab.envs import lifecycle
 from stacklab.envs.allowance import Allowance, allowance, allowance_of
 from stacklab.envs.controller import Controller, Result, seal
 from stacklab.envs.idleness import PAGE_KINDS, Away, clear_away, mark_away
@@ -190,7 +191,7 @@ class Environments:
 
         def note(journal: Journal) -> None:
             journal.note("usage", "grant", "UsageGranted", message)
-            journal.record.due_at = journal.now
+            lifecycle.wake(journal)
 
         for env_id in learner_environments(self.repo, record.course, record.learner):
             self._change(self.repo.get(env_id), note)
@@ -203,10 +204,7 @@ class Environments:
         record.last_activity_at = journal.now
         clear_away(record, None if activity else PAGE_KINDS)
         if record.desired != Desired.RUNNING or record.observed != Observed.RUNNING:
-            journal.desire(Desired.RUNNING, reason)
-            record.attempts = 0
-            record.next_attempt_at = None
-            record.due_at = journal.now
+            lifecycle.request(journal, Desired.RUNNING, reason)
 
     # activity and requests --------------------------------------------------------------------------
     def touch(self, ref: str) -> EnvironmentRecord:
@@ -274,7 +272,7 @@ class Environments:
         def wake(journal: Journal) -> None:
             self._wake(journal, "PreResume")
             mark_away(journal.record, Away.PRERESUME, journal.now, limit)
-            journal.record.due_at = journal.now
+            lifecycle.wake(journal)
 
         return self._change(record, wake), True
 
@@ -288,11 +286,9 @@ class Environments:
             return self._change(record, lambda journal: self._wake(journal, reason))
 
         def move(journal: Journal) -> None:
-            journal.desire(desired, reason)
+            lifecycle.request(journal, desired, reason)
             if desired == Desired.DELETED:
                 journal.record.token_generation += 1  # earlier access tokens stop working
-            journal.record.next_attempt_at = None
-            journal.record.due_at = journal.now
 
         return self._change(record, move)
 
@@ -307,7 +303,7 @@ class Environments:
             journal.record.token_generation += 1  # earlier access tokens stop working
             journal.note("request", journal.record.observed, "ResetRequested")
             self._wake(journal, "Reset")
-            journal.record.due_at = journal.now
+            lifecycle.wake(journal)
 
         return self._change(record, mark)
 
