@@ -34,6 +34,11 @@ def transitions(journal: Journal) -> list[tuple[str, str, str, str]]:
     return [(e.kind, e.from_state, e.to_state, e.reason) for e in journal.entries]
 
 
+def intent(journal: Journal) -> tuple[object, ...]:
+    record = journal.record
+    return record.desired, record.attempts, record.next_attempt_at, record.due_at
+
+
 def test_a_woken_lab_is_due_now_or_after_the_delay() -> None:
     journal = lab()
     lifecycle.wake(journal)
@@ -59,26 +64,14 @@ def test_a_settled_lab_rests_until_its_deadline_with_no_retry_pending() -> None:
 def test_a_request_to_run_forgets_earlier_failures_and_is_due_now() -> None:
     journal = lab(desired=Desired.SUSPENDED, observed=Observed.SUSPENDED)
     lifecycle.request(journal, Desired.RUNNING, "Launch")
-    record = journal.record
-    assert (record.desired, record.attempts, record.next_attempt_at, record.due_at) == (
-        Desired.RUNNING,
-        0,
-        None,
-        NOW,
-    )
+    assert intent(journal) == (Desired.RUNNING, 0, None, NOW)
     assert transitions(journal) == [("desired", Desired.SUSPENDED, Desired.RUNNING, "Launch")]
 
 
 def test_a_request_to_pause_keeps_the_count_but_not_the_backoff() -> None:
     journal = lab(observed=Observed.RUNNING)
     lifecycle.request(journal, Desired.SUSPENDED, "Requested")
-    record = journal.record
-    assert (record.desired, record.attempts, record.next_attempt_at, record.due_at) == (
-        Desired.SUSPENDED,
-        2,
-        None,
-        NOW,
-    )
+    assert intent(journal) == (Desired.SUSPENDED, 2, None, NOW)
 
 
 def test_a_retry_counts_the_attempt_keeps_the_state_and_records_why() -> None:
