@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -28,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.api_load import Learner, Run, measure
-from bench.common import POSTGRES_ADMIN_URL, lxc_version, print_machine, print_table
-from tests.cluster.cluster import Cluster, web_cluster
-from tests.conftest import _server_database
+from bench.common import lxc_version, print_machine, print_table
+from bench.web_cluster import postgres_web_cluster
+from tests.cluster.cluster import Cluster
 
 MIXES = {
     "healthz": "GET /healthz (floor)",
@@ -141,10 +140,7 @@ def main() -> None:
             "server": "2 x stacklab serve (uvicorn, 1 process each), embedded runner, PostgreSQL",
         },
     )
-    with (
-        contextlib.contextmanager(_server_database)(POSTGRES_ADMIN_URL, "postgres") as url,
-        web_cluster(url) as cluster,
-    ):
+    with postgres_web_cluster() as cluster:
         asyncio.run(bench(cluster, args))
 
 

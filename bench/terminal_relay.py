@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import time
 import uuid
@@ -21,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import POSTGRES_ADMIN_URL, lxc_version, p50, p99, print_machine, print_table
+from bench.common import lxc_version, p50, p99, print_machine, print_table
 from bench.terminal import PROMPT, WORKLOADS, BridgeTerm, cpu_s, echo_latencies, throughput
-from tests.cluster.cluster import Cluster, web_cluster
-from tests.conftest import _server_database
+from bench.web_cluster import postgres_web_cluster
+from tests.cluster.cluster import Cluster
 
 
 async def attach(url: str) -> tuple[BridgeTerm, float]:
@@ -102,10 +101,7 @@ def main() -> None:
     parser.add_argument("--attaches", type=int, default=20, help="re-attaches per round and path")
     args = parser.parse_args()
     print_machine("terminal relay benchmark", {"lxc": lxc_version()})
-    with (
-        contextlib.contextmanager(_server_database)(POSTGRES_ADMIN_URL, "postgres") as url,
-        web_cluster(url) as cluster,
-    ):
+    with postgres_web_cluster() as cluster:
         asyncio.run(run(args, cluster))
 
 
