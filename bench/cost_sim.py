@@ -1,7 +1,8 @@
 """What a course run costs: the real controller on a simulated clock, a week of a course, per policy.
 
 Learners (`--learners`, 1,000) follow a week of a course with two lab sessions a day; each works 2-5 hours
-in bursts and behaves as one of a documented mix (bench/cost_sim_learners.py, `--mix`). The real stacklab
+in bursts of work (runs of keys between pauses to think or to wait for a command, `--think`) and behaves as
+one of a documented mix (bench/cost_sim_learners.py, `--mix`). The real stacklab
 drives every lab: wiring.build_app on SQLite in /dev/shm, the real Controller, its policies and engine
 passes; what the page and the LMS send goes through the service functions their API endpoints call
 (`Environments.request` for the page's POST /resume, `presence` for its visibility and its `pagehide`
@@ -24,6 +25,7 @@ venv on first use).
 
     .venv/bin/python bench/cost_sim.py [--learners 1000] [--sample 20] [--seed 1] [--days 7]
         [--idle 15 5 2 1 0.75 0.5] [--keys-idle 15] [--pool-idle 0.5] [--pools 25 100] [--mix a=0.5,b=0.5]
+        [--think 0.8:2:15,0.15:15:60,0.05:60:180 | --think none]
         [--plot /tmp/stacklab-cost-sim.png | --no-plot] [--measure-heat [--cloud heatbox] [--heat-rounds 5]]
 """
 
@@ -49,7 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import percentile, print_machine, print_table
-from bench.cost_sim_learners import DAY, HOUR, MIX, Course, Trace, make_traces, sample
+from bench.cost_sim_learners import DAY, HOUR, MIX, THINK, Course, Trace, make_traces, sample
 from bench.cost_sim_provider import (
     HEAT,
     LOCAL,
@@ -184,6 +186,7 @@ class Waiting:
     asked: float
     want: float | None = None
     ran: bool = False  # the lab was running when the page asked: POST /resume answered "ready"
+    stall: bool = False  # a key inside a burst of work found the lab paused (not a return)
 
 
 @dataclass
@@ -201,6 +204,7 @@ class Outcome:
     first_waits: list[float]
     return_waits: list[float]
     return_resumed: int
+    stall_waits: list[float]
     ops: dict[str, int]
     passes: int
     wall_s: float
@@ -251,6 +255,7 @@ class Week:
         self.first_waits: list[float] = []
         self.return_waits: list[float] = []
         self.return_resumed = 0  # returns that waited for a resume (or a launch)
+        self.stall_waits: list[float] = []  # keys inside a burst that found the lab paused
         self.first_due = {t.learner for t in self.traces}  # whose first wait is still to come
         self.hx_running: set[str] = set()
         self.hx_tokens = 0.0
@@ -272,8 +277,9 @@ class Week:
             for hidden, shown in trace.hides:
                 self.at(hidden, lambda t=trace: self.presence(t, "hidden"))
                 self.at(shown, lambda t=trace: self.presence(t, "visible"))
-            for start, _ in trace.bursts:
-                self.at(start, lambda t=trace, s=start: self.want(t, s))
+            returns = {start for start, _ in trace.bursts}
+            for start, _ in trace.keys:
+                self.at(start, lambda t=trace, s=start, r=start in returns: self.want(t, s, r))
         if self.policy.hastexo_suspender:
             ticks = int(self.course.end // HASTEXO_SUSPEND_INTERVAL_S)
             for tick in range(1, ticks + 1):
@@ -325,17 +331,21 @@ class Week:
             self.app.environments.presence(env_id, state)  # type: ignore[arg-type]
             self.dirty = True
 
-    def want(self, trace: Trace, start: float) -> None:
-        """The learner starts typing: at once if the lab runs, else after a resume (or the first launch)."""
+    def want(self, trace: Trace, start: float, returning: bool = True) -> None:
+        """The learner types: at once if the lab runs, else after a resume (or the first launch). The first
+        key of a burst of work is a return; a later one that finds the lab paused (the learner paused
+        longer than the idle timeout inside the burst) is a stall, counted apart."""
         waiting = self.waiting.get(trace.learner)
         if waiting is not None:  # the page's request is on its way: the learner waits with it
             waiting.want = start if waiting.want is None else waiting.want
             return
         record = self.app.repo.get(self.env[trace.learner])  # every burst follows a page open
         if self.ready_by(record, start):
-            self.record_wait(trace.learner, 0.0, resumed=False)
+            if returning:
+                self.record_wait(trace.learner, 0.0, resumed=False)
             return
-        self.waiting[trace.learner] = Waiting(start, start)  # "Your lab is paused" -> Resume my lab
+        # "Your lab is paused" -> Resume my lab
+        self.waiting[trace.learner] = Waiting(start, start, stall=not returning)
         self.request_running(trace, start)
 
     def record_wait(self, learner: str, wait: float, resumed: bool) -> None:
@@ -437,7 +447,11 @@ class Week:
                 seen = waiting.asked + API_S
             else:
                 seen = self.seen_at(waiting.asked, self.ready_time(record))
-            self.record_wait(learner, max(0.0, seen + PROMPT_S - waiting.want), resumed=not waiting.ran)
+            wait = max(0.0, seen + PROMPT_S - waiting.want)
+            if waiting.stall:
+                self.stall_waits.append(wait)
+            else:
+                self.record_wait(learner, wait, resumed=not waiting.ran)
 
     # the run ----------------------------------------------------------------------------------------
     def next_due(self) -> float:
@@ -503,6 +517,7 @@ class Week:
             first_waits=self.first_waits,
             return_waits=self.return_waits,
             return_resumed=self.return_resumed,
+            stall_waits=self.stall_waits,
             ops=dict(self.provider.ops),
             passes=self.passes,
             wall_s=time.perf_counter() - started,
@@ -575,15 +590,24 @@ def rows(outcome: Outcome) -> list[str]:
         waits(outcome.first_waits),
         waits(returns) + resumed,
         f"p95 <= {target_wait_s(outcome.model):.2f} s: {verdict(quick)}",
+        stalls(outcome),
     ]
+
+
+def stalls(outcome: Outcome) -> str:
+    """How often a pause inside a burst of work outlasted the idle timeout, and what the next key waited."""
+    if not outcome.stall_waits:
+        return "none"
+    per_week = outcome.per_week(len(outcome.stall_waits))
+    return f"{per_week:.1f} / learner-week, p95 {p95(outcome.stall_waits):.2f} s"
 
 
 def print_outcomes(model: ProviderModel, outcomes: Sequence[Outcome], learners: int) -> None:
     floor = outcomes[0].floor
     print(f"\n## {model.name}: {outcomes[0].learners} of {learners} learners driven through the controller")
     table = [
-        ["floor: hours of real activity (typing bursts)", f"{floor:.2f}", "-", "-", "-", "-"],
-        ["always-on: 168 h a week", f"{WEEK_H:.2f}", f"{WEEK_H / floor - 1:+.0%}", "-", "-", "-"],
+        ["floor: hours of real activity (bursts of work)", f"{floor:.2f}", "-", "-", "-", "-", "-"],
+        ["always-on: 168 h a week", f"{WEEK_H:.2f}", f"{WEEK_H / floor - 1:+.0%}", "-", "-", "-", "-"],
         *[rows(outcome) for outcome in outcomes],
     ]
     print_table(
@@ -595,6 +619,7 @@ def print_outcomes(model: ProviderModel, outcomes: Sequence[Outcome], learners: 
             "first launch wait med / p95",
             "return wait med / p95",
             "return target",
+            "paused mid-work (key waits)",
         ),
     )
     for outcome in outcomes:
@@ -701,6 +726,24 @@ def parse_mix(text: str | None) -> dict[str, float]:
     return mix
 
 
+def parse_think(text: str | None) -> tuple[tuple[float, float, float], ...]:
+    """`--think`: the pauses between runs of keys, or "none" for keys without a pause inside a burst."""
+    if not text:
+        return THINK
+    if text.strip() == "none":
+        return ()
+    rows = []
+    for item in text.split(","):
+        try:
+            share, low, high = (float(part) for part in item.split(":"))
+        except ValueError:
+            raise SystemExit(f"--think: {item!r} is not share:min_s:max_s") from None
+        if share <= 0 or not 0 <= low <= high:
+            raise SystemExit(f"--think: {item!r} needs share > 0 and 0 <= min_s <= max_s")
+        rows.append((share, low, high))
+    return tuple(rows)
+
+
 def policies(args: argparse.Namespace) -> list[Policy]:
     """The built features over the idle timeouts, the idle timeout alone, hastexo's defaults, and the built
     features at one idle timeout over the pool sizes."""
@@ -728,7 +771,7 @@ def run_model(
 
 
 def run(args: argparse.Namespace) -> None:
-    course = Course(days=args.days)
+    course = Course(days=args.days, think=parse_think(args.think))
     mix = parse_mix(args.mix)
     traces = make_traces(args.learners, args.seed, mix, course)
     chosen = sample(traces, args.sample, args.seed)
@@ -737,10 +780,11 @@ def run(args: argparse.Namespace) -> None:
     floor_all = sum(t.active_h for t in traces) / len(traces) * 7 / course.days
     floor_sample = sum(t.active_h for t in chosen) / len(chosen) * 7 / course.days
     behaviours = ", ".join(f"{b} {sum(t.behaviour == b for t in traces)}" for b in mix)
+    think = ", ".join(f"{share:.0%} {low:g}-{high:g} s" for share, low, high in course.think) or "none"
     print(
         f"{len(traces)} learners, {course.days} days, sessions "
         + ", ".join(f"{a / HOUR:02.0f}:00-{b / HOUR:02.0f}:00" for a, b in course.sessions)
-        + f"; behaviours: {behaviours}"
+        + f"; behaviours: {behaviours}; pauses between runs of keys: {think}"
     )
     print(
         f"floor (activity) of all {len(traces)}: {floor_all:.2f} h per learner-week; of the {len(chosen)} "
@@ -794,6 +838,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mix", default=None, help="behaviour=share,... (default: MIX)")
+    parser.add_argument(
+        "--think", default=None, help="pauses between runs of keys: share:min_s:max_s,... or none (THINK)"
+    )
     parser.add_argument(
         "--idle", type=float, nargs="+", default=[15, 5, 2, 1, 0.75, 0.5], help="built features, minutes"
     )

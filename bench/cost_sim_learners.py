@@ -1,9 +1,11 @@
 """The learners of bench/cost_sim.py: a week of a course and how each learner uses the lab's tab.
 
 Each learner does 2-5 hours of activity a week in visits to the course's lab sessions, each visit in bursts
-of typing separated by reading, and behaves as one of a documented mix (`MIX`). A trace is what the browser
-and the LMS would tell the service: unit views (page opens), closes (the `pagehide` beacon), a tab hidden
-and shown again, and the bursts of keystrokes. Traces are made from a seed: the same for every policy.
+of work separated by reading, and behaves as one of a documented mix (`MIX`). Within a burst the keys come in
+runs separated by pauses (`THINK`): thinking, reading a command's output, waiting for it to finish. A trace is
+what the browser and the LMS would tell the service: unit views (page opens), closes (the `pagehide`
+beacon), a tab hidden and shown again, and the runs of keystrokes. Traces are made from a seed: the same for
+every policy.
 """
 
 from __future__ import annotations
@@ -32,7 +34,17 @@ MIX = {
   afternoon session of the same day in the same tab;
 - reads_first: opens the unit and reads 8-12 min before the first keystroke.
 Everyone: 2-5 h of activity a week, in visits to the lab sessions, each visit in bursts of 10-25 min of
-typing separated by 1-6 min of reading the next step (not counted as activity)."""
+work separated by 1-6 min of reading the next step (not counted as activity)."""
+
+THINK = ((0.80, 2.0, 15.0), (0.15, 15.0, 60.0), (0.05, 60.0, 180.0))
+"""Pauses between runs of keys inside a burst of work: (share, shortest s, longest s), uniform within a row
+(`--think share:min:max,...`; `--think none` types without a pause, as the model before it did). Most
+pauses are a few seconds; one in five is a think or a command's output read (15-60 s); one in twenty waits
+for a command that runs 1-3 min (a build, an install) without a key pressed. A burst's time still counts as
+the learner's activity (the floor); an idle timeout shorter than a pause pauses the lab inside the burst, and
+the next key waits for its resume (a return)."""
+RUN_S = (5.0, 60.0)
+"""A run of keys between two pauses lasts this long (uniform)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,7 @@ class Course:
     visit_h: tuple[float, float] = (0.6, 1.2)
     burst_min: tuple[float, float] = (10.0, 25.0)
     pause_min: tuple[float, float] = (1.0, 6.0)
+    think: tuple[tuple[float, float, float], ...] = THINK
 
     @property
     def end(self) -> float:
@@ -58,24 +71,31 @@ class Trace:
     opens: list[float] = field(default_factory=list)
     closes: list[float] = field(default_factory=list)
     bursts: list[tuple[float, float]] = field(default_factory=list)
+    typing: list[tuple[float, float]] = field(default_factory=list)  # runs of keys within the bursts
     hides: list[tuple[float, float]] = field(default_factory=list)  # (hidden, shown again) of an open tab
 
     @property
     def active_h(self) -> float:
+        """The learner's activity: the bursts of work, their pauses between runs of keys included."""
         return sum(end - start for start, end in self.bursts) / HOUR
 
+    @property
+    def keys(self) -> list[tuple[float, float]]:
+        """The runs of keys (a trace made by hand without runs types through its bursts)."""
+        return self.typing or self.bursts
+
     def last_input(self, at: float) -> float | None:
-        """The latest keystroke at or before `at` (typing is continuous within a burst; bursts in order)."""
-        index = bisect.bisect_right(self.bursts, (at, math.inf)) - 1
-        return None if index < 0 else min(at, self.bursts[index][1])
+        """The latest keystroke at or before `at` (continuous within a run; runs in order)."""
+        index = bisect.bisect_right(self.keys, (at, math.inf)) - 1
+        return None if index < 0 else min(at, self.keys[index][1])
 
     def last_write(self, at: float, every_s: float) -> float | None:
         """The latest activity the web process writes by `at` for these keystrokes, at most once per
         `every_s` (Environments.touch's throttle): the burst's start, then every `every_s` of typing."""
-        index = bisect.bisect_right(self.bursts, (at, math.inf)) - 1
+        index = bisect.bisect_right(self.keys, (at, math.inf)) - 1
         if index < 0:
             return None
-        start, end = self.bursts[index]
+        start, end = self.keys[index]
         return start + math.floor((min(at, end) - start) / every_s) * every_s
 
 
@@ -87,6 +107,21 @@ def _bursts(rng: random.Random, course: Course, start: float, seconds: float) ->
         seconds -= length
         t += length + rng.uniform(*course.pause_min) * 60
     return bursts
+
+
+def _runs(rng: random.Random, course: Course, burst: tuple[float, float]) -> list[tuple[float, float]]:
+    """The runs of keys in one burst of work: a run, a pause (`Course.think`), ...; the last run ends the
+    burst."""
+    if not course.think:
+        return [burst]
+    shares = [share for share, _, _ in course.think]
+    runs, t, end = [], burst[0], burst[1]
+    while t < end:
+        stop = min(end, t + rng.uniform(*RUN_S))
+        runs.append((t, stop))
+        _, low, high = rng.choices(course.think, shares)[0]
+        t = stop + rng.uniform(low, high)
+    return runs
 
 
 def make_trace(rng: random.Random, index: int, behaviour: str, course: Course) -> Trace:
@@ -132,9 +167,14 @@ def make_trace(rng: random.Random, index: int, behaviour: str, course: Course) -
 
 
 def make_traces(count: int, seed: int, mix: dict[str, float], course: Course) -> list[Trace]:
-    rng = random.Random(seed)
+    """The week's learners; the runs of keys come from a generator of their own, so that the bursts of
+    work (the floor) are the same with and without pauses."""
+    rng, keys_rng = random.Random(seed), random.Random(seed + 1)
     names, weights = list(mix), list(mix.values())
-    return [make_trace(rng, i, rng.choices(names, weights)[0], course) for i in range(count)]
+    traces = [make_trace(rng, i, rng.choices(names, weights)[0], course) for i in range(count)]
+    for trace in traces:
+        trace.typing = [run for burst in trace.bursts for run in _runs(keys_rng, course, burst)]
+    return traces
 
 
 def sample(traces: Sequence[Trace], size: int, seed: int) -> list[Trace]:

@@ -19,7 +19,7 @@ from bench.cost_sim import (
     simulate,
     target_wait_s,
 )
-from bench.cost_sim_learners import HOUR, MIX, Course, Trace, make_traces
+from bench.cost_sim_learners import HOUR, MIX, THINK, Course, Trace, make_traces
 from bench.cost_sim_provider import HEAT, LOCAL, ProviderModel
 
 DAY_COURSE = Course(days=1)
@@ -87,6 +87,32 @@ async def test_the_idle_timeout_does_not_pause_a_learner_who_keeps_typing() -> N
     outcome = await run_solo(keys_only(5), one_visit(work_min=50))
     assert outcome.ops["suspend"] == 1  # only after the work, none during it
     assert 55 - THROTTLE_MIN - SLACK_MIN <= outcome.running_h * 60 <= 56
+
+
+async def test_a_pause_inside_the_work_longer_than_the_idle_timeout_stalls_the_next_key() -> None:
+    trace = one_visit(work_min=30)
+    start = trace.bursts[0][0]
+    # keys for 10 min, 3 min waiting for a build without a key, keys again until the end of the burst
+    trace.typing = [(start, start + 10 * MINUTE), (start + 13 * MINUTE, start + 30 * MINUTE)]
+    short = await run_solo(keys_only(1), trace)
+    assert short.ops["suspend"] == 2 and short.ops["resume"] == 1  # paused in the pause, and after the work
+    assert len(short.stall_waits) == 1 and 0 < short.stall_waits[0] <= target_wait_s(LOCAL)
+    assert short.return_waits == []  # a stall is not a return: the first key of the visit was its launch
+    assert short.running_h * 60 < 30 + 1  # the 3 minutes cost less than running through them
+    long = await run_solo(keys_only(5), trace)
+    assert long.stall_waits == [] and long.ops["suspend"] == 1  # a 5 min timeout outlasts the pause
+
+
+def test_the_keys_come_in_runs_inside_the_bursts_of_work() -> None:
+    paused, plain = (
+        make_traces(5, seed=3, mix=MIX, course=Course(days=1, think=think)) for think in (THINK, ())
+    )
+    for with_pauses, without in zip(paused, plain, strict=True):
+        assert with_pauses.bursts == without.bursts  # the same work (the floor) with or without pauses
+        assert without.typing == without.bursts
+        assert len(with_pauses.typing) > len(with_pauses.bursts)
+        for run_start, run_end in with_pauses.typing:
+            assert any(s <= run_start < run_end <= e for s, e in with_pauses.bursts)
 
 
 async def test_the_close_beacon_pauses_the_lab_after_its_grace() -> None:
