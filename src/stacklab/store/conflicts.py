@@ -4,7 +4,10 @@ PostgreSQL aborts one of two transactions that wait on each other (deadlock, SQL
 cannot be serialized (40001); MariaDB reports a deadlock as error 1213, and Galera reports a write set
 that lost certification against another node's commit as the same 1213 at COMMIT. In every case the
 transaction was rolled back as a whole and running it again is the documented cure: the retried
-transaction reads the winner's commit and decides again.
+transaction reads the winner's commit and decides again. A Galera node outside the primary component
+(joining, or cut off for a moment by a view change) refuses every statement with error 1047 before it
+runs: nothing was written, so the transaction is tried again too (on a node that stays out, the tries
+run out and the error is raised).
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ RETRY_ATTEMPTS = 6
 """Tries of one transaction; conflicts are short-lived, so a handful is plenty."""
 
 _SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected (PostgreSQL)
-_MYSQL_ERRORS = {1213, 1205}  # deadlock or Galera certification failure; lock wait timeout (MariaDB)
+_MYSQL_ERRORS = {
+    1213,
+    1205,
+    1047,
+}  # deadlock or Galera certification failure; lock wait timeout; node not ready
 
 
 def is_conflict(exc: BaseException) -> bool:
