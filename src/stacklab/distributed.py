@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,6 +31,9 @@ from stacklab.wiring import App
 log = logging.getLogger(__name__)
 FORGET_WORKER_S = 86400.0
 """A worker's members row silent this long is removed (a lost host's labs were failed long before)."""
+IDS_PER_MESSAGE = 25
+"""The scheduler's due ids per message: one message (publish, delivery, ack) for many passes, and still
+several messages per claim so that every worker gets some."""
 
 
 def require_celery(settings: Settings) -> None:
@@ -72,7 +75,10 @@ def make_scheduler(app: App, runner: CeleryRunner) -> Scheduler:
         with_hosts = bool(app.settings.local_host) or hosts.in_use()
         return await app.engine.sweep(frozenset({"local"}) if with_hosts else frozenset())
 
-    return Scheduler(app.repo, app.settings, runner.send, sweep, app.controller.owner, chores=chores)
+    def send(ids: Iterable[str]) -> None:
+        runner.send(ids, per_message=IDS_PER_MESSAGE)
+
+    return Scheduler(app.repo, app.settings, send, sweep, app.controller.owner, chores=chores)
 
 
 async def announce(app: App, role: str, stop: asyncio.Event, load: Callable[[], int] = lambda: 0) -> None:
@@ -127,6 +133,7 @@ def serve_worker(
         runner,
         metrics,
         elsewhere=lambda env_id: hosts.elsewhere(env_id, my_host),
+        concurrency=concurrency,
     )
     if my_host:  # this host's own queue, beside the shared one
         queues = [*queues, host_queue(app.settings.job_queue, my_host)]

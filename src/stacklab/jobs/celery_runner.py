@@ -1,9 +1,12 @@
 """The Celery runner (runner = celery): passes run in `stacklab worker` processes, sent through RabbitMQ
 or Redis.
 
-A message carries the environment id and the time it was sent (for the queue-wait metric), nothing
-else: the worker reads the world from the database. Messages are acknowledged after the pass (late
-acknowledgement) and given back when a worker dies mid-pass (reject on worker lost): the pass is
+A message carries environment ids and the time it was sent (for the queue-wait metric), nothing
+else: the worker reads the world from the database. A submit (a web request, a pass that asks to be
+looked at again) sends one id a message; the scheduler sends what it claimed in batches (`TASK_MANY`, up
+to `per_message` ids a message, split per queue), which the worker runs concurrently and acknowledges
+after the last of them. Messages are acknowledged after their passes (late acknowledgement) and given
+back when a worker dies mid-pass (reject on worker lost; a batch comes back whole): the pass is
 idempotent, and the environment's lease keeps a second copy from running beside the first. No ETA or
 countdown is ever used: what is due later lives in the database (`due_at`) and the elected scheduler
 sends it when it comes (jobs/scheduler.py).
@@ -25,6 +28,7 @@ from stacklab.config import Settings
 log = logging.getLogger(__name__)
 
 TASK = "stacklab.reconcile"
+TASK_MANY = "stacklab.reconcile_many"
 SENT_AT = "stacklab_sent_at"
 """The message header that carries the send time (epoch seconds)."""
 
@@ -98,25 +102,30 @@ class CeleryRunner:
                 self._thread.start()
             self._changed.notify()
 
-    def send(self, env_ids: Iterable[str]) -> None:
-        """Publish now, in this thread; raises when the broker cannot be reached (the scheduler's way)."""
+    def send(self, env_ids: Iterable[str], per_message: int = 1) -> None:
+        """Publish now, in this thread, up to `per_message` ids a message (per queue); raises when the
+        broker cannot be reached (the scheduler's way)."""
         ids = list(env_ids)
         if not ids:
             return
         routes = self._route(ids) if self._route else {}
+        by_queue: dict[str, list[str]] = {}
+        for env_id in ids:
+            queue = routes.get(env_id)
+            if queue != "":
+                by_queue.setdefault(queue or self.celery.conf.task_default_queue, []).append(env_id)
         with self.celery.producer_or_acquire() as producer:
-            for env_id in ids:
-                queue = routes.get(env_id)
-                if queue == "":
-                    continue
-                self.celery.send_task(
-                    TASK,
-                    args=(env_id,),
-                    queue=queue or self.celery.conf.task_default_queue,
-                    headers={SENT_AT: time.time()},
-                    producer=producer,
-                    retry=False,
-                )
+            for queue, queued in by_queue.items():
+                for start in range(0, len(queued), per_message):
+                    chunk = queued[start : start + per_message]
+                    self.celery.send_task(
+                        TASK if len(chunk) == 1 else TASK_MANY,
+                        args=(chunk[0],) if len(chunk) == 1 else (chunk,),
+                        queue=queue,
+                        headers={SENT_AT: time.time()},
+                        producer=producer,
+                        retry=False,
+                    )
 
     def _send_forever(self) -> None:
         while True:

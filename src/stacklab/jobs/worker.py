@@ -1,9 +1,9 @@
 """A `stacklab worker` process: a Celery worker that runs passes, and a scheduler candidate beside it.
 
 Passes are coroutines (providers and SSH are asyncio), so the process keeps one event loop in a thread
-of its own; Celery's thread pool hands each message to it and waits for that pass only (never for
-another task). `concurrency` threads mean that many passes at once, as `reconcile_concurrency` means
-in the embedded runner.
+of its own; Celery's thread pool hands each message to it and waits for that message's passes only
+(never for another task): one id of a submit, or a batch of the scheduler's run concurrently. At most
+`concurrency` passes run at once on the loop, as `reconcile_concurrency` means in the embedded runner.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from celery import Celery
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from stacklab.errors import NotFound
-from stacklab.jobs.celery_runner import SENT_AT, TASK, CeleryRunner
+from stacklab.jobs.celery_runner import SENT_AT, TASK, TASK_MANY, CeleryRunner
 from stacklab.jobs.pass_events import in_pass
 from stacklab.jobs.runner import Job
 from stacklab.jobs.scheduler import Scheduler
@@ -99,38 +99,64 @@ def register_task(
     runner: CeleryRunner,
     metrics: WorkerMetrics,
     elsewhere: Elsewhere | None = None,
+    concurrency: int = 16,
 ) -> None:
-    """The task: a thin wrapper that runs `job(env_id)` on the loop; a pass that asks to be looked at
-    again at once is sent again after its commit (later ones wait in the database for the scheduler).
-    A pass that belongs to another local host's workers (`elsewhere`) is forwarded there, not run."""
+    """The tasks: thin wrappers that run `job(env_id)` on the loop, one id (a submit) or a batch of the
+    scheduler's (run concurrently, acknowledged after the last); at most `concurrency` passes run at once
+    whatever the messages. A pass that asks to be looked at again at once is sent again after its commit
+    (later ones wait in the database for the scheduler). A pass that belongs to another local host's
+    workers (`elsewhere`) is forwarded there, not run."""
+    slots = asyncio.Semaphore(concurrency)
 
-    @celery.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-    def reconcile(self: Any, env_id: str) -> None:
-        if elsewhere is not None:
-            queue = elsewhere(env_id)
-            if queue is not None:
-                if queue:
-                    runner.submit(env_id)  # routed again: to its host's queue
-                return
-        sent_at = (self.request.headers or {}).get(SENT_AT) or getattr(self.request, SENT_AT, None)
-        if isinstance(sent_at, (int, float)):
-            metrics.queue_wait.observe(max(0.0, time.time() - sent_at))
-        started = time.monotonic()
-        metrics.busy.inc()
-        try:
-            result = loop.run(in_pass(env_id, job))  # its measurements published after it
-        except NotFound:
-            return  # deleted meanwhile: nothing to do
-        except Exception:
-            metrics.crashes.inc()
-            log.exception("pass crashed", extra={"env_id": env_id})
-            return  # still due in the database: the scheduler sends it again
-        finally:
-            metrics.busy.dec()
-            metrics.jobs.inc()
-            metrics.pass_seconds.observe(time.monotonic() - started)
+    async def one(env_id: str, sent_at: object) -> None:
+        async with slots:
+            if isinstance(sent_at, (int, float)):
+                metrics.queue_wait.observe(max(0.0, time.time() - sent_at))
+            started = time.monotonic()
+            metrics.busy.inc()
+            try:
+                result = await in_pass(env_id, job)  # its measurements published after it
+            except NotFound:
+                return  # deleted meanwhile: nothing to do
+            except Exception:
+                metrics.crashes.inc()
+                log.exception("pass crashed", extra={"env_id": env_id})
+                return  # still due in the database: the scheduler sends it again
+            finally:
+                metrics.busy.dec()
+                metrics.jobs.inc()
+                metrics.pass_seconds.observe(time.monotonic() - started)
         if result.requeue_after == 0:
             runner.submit(env_id)
+
+    def mine(env_ids: list[str]) -> list[str]:
+        """The ids this worker runs; the others are routed again to their host's queue."""
+        if elsewhere is None:
+            return env_ids
+        kept = []
+        for env_id in env_ids:
+            queue = elsewhere(env_id)
+            if queue is None:
+                kept.append(env_id)
+            elif queue:
+                runner.submit(env_id)
+        return kept
+
+    async def run_all(env_ids: list[str], sent_at: object) -> None:
+        await asyncio.gather(*(one(env_id, sent_at) for env_id in env_ids))
+
+    def sent_at(request: Any) -> object:
+        return (request.headers or {}).get(SENT_AT) or getattr(request, SENT_AT, None)
+
+    options = dict(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+
+    @celery.task(name=TASK, **options)
+    def reconcile(self: Any, env_id: str) -> None:
+        loop.run(run_all(mine([env_id]), sent_at(self.request)))
+
+    @celery.task(name=TASK_MANY, **options)
+    def reconcile_many(self: Any, env_ids: list[str]) -> None:
+        loop.run(run_all(mine(list(env_ids)), sent_at(self.request)))
 
 
 def run_worker(
