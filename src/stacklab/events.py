@@ -30,7 +30,7 @@ MAX_REASON = 200
 
 class EventKind(enum.StrEnum):
     """What happened. The first three come from controller passes (with their seconds or reason), the
-    rest from committed transitions, whoever wrote them."""
+    rest from committed transitions, whoever wrote them (a lost host's `failed` too: no pass makes it)."""
 
     LAUNCHED = "launched"  # every node answers after a launch; seconds: the launch
     RESUMED = "resumed"  # every node answers after a resume; seconds: the resume step
@@ -39,7 +39,13 @@ class EventKind(enum.StrEnum):
     DELETED = "deleted"  # the lab is gone
     RESET = "reset"  # the lab is being built afresh
     REQUESTED = "requested"  # a pause, deletion or reset was asked for (reason: which)
+    RETURNED = "returned"  # its lost host came back with the lab, running or suspended (HOST_RETURNED)
 
+
+HOST_LOST = "HostLost"
+"""The reason of a lab failed because no worker of its local host was heard from (envs/hosts.py)."""
+HOST_RETURNED = "HostReturned"
+"""The reason of a lab taken back by its returning host's sweep (envs/host_sweep.py)."""
 
 MEASURED = frozenset({EventKind.LAUNCHED, EventKind.RESUMED, EventKind.FAILED})
 """The kinds the controller's listeners report (metrics count them)."""

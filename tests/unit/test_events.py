@@ -89,6 +89,10 @@ def transition(kind: str, to_state: str, reason: str) -> TransitionRecord:
         (transition("desired", "suspended", "Idle"), EventKind.REQUESTED),
         (transition("desired", "deleted", "DeleteRequested"), EventKind.REQUESTED),
         (transition("request", "running", "ResetRequested"), EventKind.REQUESTED),
+        (transition("observed", "failed", "HostLost"), EventKind.FAILED),  # no pass fails it
+        (transition("observed", "running", "HostReturned"), EventKind.RETURNED),
+        (transition("observed", "suspended", "HostReturned"), EventKind.RETURNED),
+        (transition("observed", "failed", "CreateFailed"), None),  # a pass's measurement says so
         (transition("observed", "running", "Ready"), None),  # a pass's measurement says so, with seconds
         (transition("observed", "new", "Retrying"), None),
         (transition("desired", "running", "LaunchRequested"), None),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from stacklab.envs import lifecycle
 from stacklab.envs.idleness import Away
 from stacklab.envs.transitions import Journal
+from stacklab.events import HOST_LOST, HOST_RETURNED
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed, Progress
 
@@ -135,3 +136,24 @@ def test_a_deleted_lab_starts_a_later_launch_with_no_failures_counted() -> None:
     record = journal.record
     assert (record.observed, record.progress, record.attempts) == (Observed.DELETED, Progress.DELETED, 0)
     assert transitions(journal) == [("observed", Observed.FAILED, Observed.DELETED, "Deleted")]
+
+
+def test_a_lab_lost_with_its_host_fails_without_counting_an_attempt_and_is_due_never() -> None:
+    journal = lab(observed=Observed.RUNNING)
+    lifecycle.lose_with_host(journal, "host b was lost")
+    record = journal.record
+    assert (record.observed, record.progress, record.attempts) == (Observed.FAILED, Progress.FAILED, 2)
+    assert (record.last_reason, record.last_error) == (HOST_LOST, "host b was lost")
+    assert (record.next_attempt_at, record.due_at) == (None, None)
+    assert transitions(journal) == [("observed", Observed.RUNNING, Observed.FAILED, HOST_LOST)]
+
+
+def test_a_lab_taken_back_by_its_host_forgets_the_loss_and_is_due_now() -> None:
+    journal = lab(observed=Observed.FAILED)
+    lifecycle.lose_with_host(journal, "host b was lost")
+    journal.entries.clear()
+    lifecycle.take_back(journal, Observed.SUSPENDED, Progress.SUSPENDED, "host b came back")
+    record = journal.record
+    assert (record.observed, record.progress, record.due_at) == (Observed.SUSPENDED, Progress.SUSPENDED, NOW)
+    assert (record.last_reason, record.last_error, record.attempts) == (None, None, 2)
+    assert transitions(journal) == [("observed", Observed.FAILED, Observed.SUSPENDED, HOST_RETURNED)]

@@ -26,7 +26,7 @@ import asyncssh
 
 from stacklab.access.key_rotation import rotate_login_key
 from stacklab.access.keys import generate_keypair
-from stacklab.envs import pools
+from stacklab.envs import lifecycle, pools
 from stacklab.envs.transitions import Journal
 from stacklab.labs.schema import Lab
 from stacklab.providers.base import StackState
@@ -124,7 +124,7 @@ class PoolSteps:
             setattr(member, name, None)
         member.public_key, member.sealed_secrets = "", self._sealed_empty()
         member.stack_name = pools.next_stack_name(member)  # no two rows ever name one stack (the sweep)
-        member.due_at = now
+        lifecycle.wake(gone)
         member.updated_at = now
         member.version += 1
         journal.session.add_all(gone.entries)

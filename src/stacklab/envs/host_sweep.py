@@ -37,8 +37,10 @@ from sqlalchemy import select
 from stacklab.envs.controller import Controller
 from stacklab.envs.engine import STACK_PREFIX
 from stacklab.envs.hosts import LOST, every_host
+from stacklab.envs.lifecycle import take_back
 from stacklab.envs.transitions import Journal
 from stacklab.errors import NotFound, ProviderError, StacklabError
+from stacklab.events import HOST_RETURNED
 from stacklab.providers.base import Provider, StackState
 from stacklab.store import hosts as placed_store
 from stacklab.store.conflicts import retried
@@ -48,7 +50,7 @@ from stacklab.types import Desired, Observed, Progress
 
 log = logging.getLogger(__name__)
 
-RETURNED = "HostReturned"
+RETURNED = HOST_RETURNED
 TAKEN_BACK = {StackState.RUNNING: Progress.READY, StackState.SUSPENDED: Progress.SUSPENDED}
 """The stack states a returning host's lab is adopted in, with the progress the learner then sees."""
 
@@ -220,9 +222,9 @@ class Adoption:
 
 
 def adopt(repo: Repository, env_id: str, owner: str, now: float, adoption: Adoption) -> bool:
-    """Set a lab failed with its lost host back to the state of its stack (transition HostReturned, due
-    now), in one row-locked write that holds only while `owner` holds its lease and it is still failed so
-    (a learner who deleted it meanwhile wins)."""
+    """Set a lab failed with its lost host back to the state of its stack (transition HostReturned,
+    published as a `returned` event once committed; due now), in one row-locked write that holds only
+    while `owner` holds its lease and it is still failed so (a learner who deleted it meanwhile wins)."""
 
     def write() -> bool:
         with repo.session() as session:
@@ -238,9 +240,7 @@ def adopt(repo: Repository, env_id: str, owner: str, now: float, adoption: Adopt
             if record is None:
                 return False
             journal = Journal(record, now, session)
-            journal.observe(adoption.state, RETURNED, adoption.message, adoption.progress)
-            record.last_error = record.last_reason = None
-            record.due_at = now  # a pass converges it (resume, suspend, policies) at once
+            take_back(journal, adoption.state, adoption.progress, adoption.message)
             record.version += 1
             session.add_all(journal.entries)
             log.info("adopted a lab back", extra={"env_id": env_id, "host": adoption.host})

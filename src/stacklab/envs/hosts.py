@@ -34,20 +34,22 @@ from sqlalchemy import select
 
 from stacklab.config import Settings
 from stacklab.envs.labcache import LabCache
+from stacklab.envs.lifecycle import lose_with_host
 from stacklab.envs.transitions import Journal
 from stacklab.errors import StacklabError
+from stacklab.events import HOST_LOST
 from stacklab.store import hosts as placed_store
 from stacklab.store import members
 from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
-from stacklab.types import Desired, Observed, Progress
+from stacklab.types import Desired, Observed
 
 log = logging.getLogger(__name__)
 
 WAIT = ""
 """A route meaning: send nothing now (no live host has room; the database keeps it due)."""
-LOST = "HostLost"
+LOST = HOST_LOST
 CACHE_S = 1.0
 """How long one read of the members table serves routing."""
 
@@ -198,8 +200,9 @@ class Placement:
 
 def fail_host(repo: Repository, host: str, now: float, message: str) -> list[str]:
     """Fail every environment of `host` not failed or deleted yet, each with its transition (reason
-    HostLost); nothing of other hosts is touched. No pass looks at them (due_at cleared) until a learner
-    launches again. Returns their ids."""
+    HostLost, published as a `failed` event once committed: store/transition_events.py); nothing of
+    other hosts is touched. No pass looks at them (due_at cleared) until a learner launches again.
+    Returns their ids."""
 
     def write() -> list[str]:
         with repo.session() as session:
@@ -210,9 +213,7 @@ def fail_host(repo: Repository, host: str, now: float, message: str) -> list[str
             failed = []
             for record in session.scalars(query.with_for_update()):
                 journal = Journal(record, now, session)
-                journal.observe(Observed.FAILED, LOST, message, Progress.FAILED)
-                record.last_error, record.last_reason = message, LOST
-                record.next_attempt_at = record.due_at = None
+                lose_with_host(journal, message)
                 record.version += 1
                 session.add_all(journal.entries)
                 failed.append(record.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from stacklab.envs.idleness import Away, clear_away
 from stacklab.envs.transitions import Journal
+from stacklab.events import HOST_LOST, HOST_RETURNED
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed, Progress
 
@@ -89,6 +90,23 @@ def mark_suspended(journal: Journal) -> None:
     journal.record.suspended_at = journal.now
     clear_away(journal.record)
     journal.observe(Observed.SUSPENDED, "Suspended", "", Progress.SUSPENDED)
+
+
+def lose_with_host(journal: Journal, message: str) -> None:
+    """Failed because its local host was lost (HOST_LOST): no attempt of its own went wrong, so none is
+    counted; no pass looks at it again (nothing due, no retry) until someone asks for it."""
+    record = journal.record
+    record.last_reason, record.last_error = HOST_LOST, message
+    rest_until(record, None)
+    journal.observe(Observed.FAILED, HOST_LOST, message, Progress.FAILED)
+
+
+def take_back(journal: Journal, state: Observed, progress: Progress, message: str) -> None:
+    """Its lost host came back with its stack (HOST_RETURNED): the lab is what the stack is, the loss
+    forgotten, and a pass looks at it at once (policies, a resume the learner asked for)."""
+    journal.record.last_reason = journal.record.last_error = None
+    wake(journal)
+    journal.observe(state, HOST_RETURNED, message, progress)
 
 
 def mark_deleted(journal: Journal) -> None:

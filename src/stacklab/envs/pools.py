@@ -95,7 +95,7 @@ def apply_pool_policy(journal: Journal, lab: Lab) -> None:
         journal.desire(Desired.RUNNING, "PoolFill", f"kept ready for the next learner ({warm.state})")
         return
     if gave_up(record) and now >= record.updated_at + warm.max_age_s:
-        record.attempts = 0  # failed as often as retries go: tried again after max_age
+        forgive(record)  # failed as often as retries go (none pending): tried again after max_age
         journal.note("pool", record.observed, "PoolRetry", "the member failed; trying again")
         return
     age = now - (record.ready_at or now)
