@@ -1,17 +1,20 @@
 """The distributed mode (runner = celery) against the embedded runner, on PostgreSQL.
 
-1. Suspends per second: N running environments whose learners went idle are all due at once; the time
-   until every one is suspended, with the embedded runner (`Engine.run_pass()` back to back in this
-   process: the peer) and with 1 and 2 real `stacklab worker` processes on RabbitMQ and on Redis (the
-   elected scheduler claims and sends, the workers suspend). The provider answers at once (in memory).
-   The floor: one connection writing the least a suspend must (one transaction: UPDATE the environment,
+1. Suspends and launches per second: N running environments whose learners went idle (or N launches
+   requested, nothing made yet) are all due at once; the time until every one is suspended (or running,
+   its node answering the SSH probe with the banner this process serves), else what was done within
+   `--limit` s, with the embedded runner (`Engine.run_pass()` back to back in this process: the peer)
+   and with 1 and 2 real `stacklab worker` processes on RabbitMQ and on Redis (the elected scheduler
+   claims and sends, the workers pass). The provider answers at once (in memory). The floor of
+   suspends: one connection writing the least a suspend must (one transaction: UPDATE the environment,
    INSERT its transition), one environment after another, on the same rows.
 2. Queue wait: passes submitted at steady rates (`--rates`, default 50/s and 500/s) through the Celery
    runner to one worker, each timed from `submit` to the start of its pass (p50/p99); the floor is the
    broker's own round trip (publish, then receive, of one small message at a time) measured in the same
    run. Above the worker's pass throughput the wait is the backlog, not the transport.
 
-    .venv/bin/python bench/distributed.py [--envs 2000] [--rates 50,500] [--waits 1000]
+    .venv/bin/python bench/distributed.py [--envs 2000] [--limit 120] [--work suspends,launches]
+                                          [--rates 50,500] [--waits 1000]
 
 Needs PostgreSQL, RabbitMQ (guest) and Redis on 127.0.0.1; prints figures, never passes or fails on time.
 Every database, queue and process it makes is removed at the end.
@@ -22,12 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socketserver
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS = "redis://127.0.0.1:6379/{db}"
 SECRET = "bench-distributed-secret-key-0123456789"
+BANNER_PORT = "BENCH_SSH_PORT"
+"""The port of the SSH banner every node of the instant provider answers with (the launch's probe)."""
 LAB = textwrap.dedent(
     """\
     schema: 1
@@ -80,7 +88,7 @@ class InstantProvider(Provider):
 
     async def status(self, handle: Handle) -> StackStatus:
         state = StackState.SUSPENDED if handle["name"] in self.suspended else StackState.RUNNING
-        return StackStatus(state, "", (NodeAddress("main", "127.0.0.1", 1),))
+        return StackStatus(state, "", (NodeAddress("main", "127.0.0.1", int(os.environ[BANNER_PORT])),))
 
     async def suspend(self, handle: Handle) -> None:
         self.suspended.add(handle["name"])
@@ -103,6 +111,7 @@ def settings(database_url: str, data_dir: Path, broker_url: str = "", queue: str
         secret_key=SECRET,
         reconcile_batch=500,
         reconcile_concurrency=16,
+        poll_interval_s=0.05,  # a launch's next look (the instant provider is done at once)
         **celery,
     )
 
@@ -146,7 +155,12 @@ class Workers:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STACKLAB_")}
         for name in ("runner", "broker_url", "database_url", "data_dir", "secret_key", "job_queue"):
             env[f"STACKLAB_{name.upper()}"] = str(getattr(self.config, name))
-        env |= {"STACKLAB_RECONCILE_BATCH": "500", "STACKLAB_LOG_LEVEL": "info", "PYTHONPATH": str(ROOT)}
+        env |= {
+            "STACKLAB_RECONCILE_BATCH": "500",
+            "STACKLAB_POLL_INTERVAL_S": str(self.config.poll_interval_s),
+            "STACKLAB_LOG_LEVEL": "info",
+            "PYTHONPATH": str(ROOT),
+        }
         if starts:
             env["BENCH_STARTS"] = str(starts)
         logs = []
@@ -170,8 +184,8 @@ class Workers:
 
 
 # data -------------------------------------------------------------------------------------------------
-def seed(app: App, count: int) -> None:
-    """`count` running environments whose learners went idle past the limit, all due now."""
+def insert_due(app: App, count: int, state: Callable[[int, float], dict[str, Any]]) -> None:
+    """`count` environments of the bench lab, all due now; `state(i, now)`: the columns of one's state."""
     now = time.time()
     digest = lab_digest(LAB)
     sealed = seal(app.controller.vault, {})
@@ -188,24 +202,15 @@ def seed(app: App, count: int) -> None:
                 learner=f"learner-{i}",
                 lab_digest=digest,
                 desired=Desired.RUNNING,
-                observed=Observed.RUNNING,
-                progress=Progress.READY,
-                provider="local",
-                capacity_held="local",
                 stack_name=f"sl-{i:08x}",
-                handle={"name": f"sl-{i:08x}"},
-                nodes={"main": {"host": "127.0.0.1", "port": 1}},
                 public_key="",
                 sealed_secrets=sealed,
                 idle_suspend_s=900.0,
                 delete_after_s=7 * 86400.0,
                 reset_requested=False,
-                created_at=now - 3600,
-                updated_at=now - 1000,
-                last_activity_at=now - 1000,
-                ready_at=now - 3500,
                 due_at=now,
                 attempts=0,
+                **state(i, now),
             )
             for i in range(count)
         ]
@@ -214,9 +219,48 @@ def seed(app: App, count: int) -> None:
         connection.execute(text("VACUUM ANALYZE environments"))
 
 
-def suspended(app: App) -> int:
+def seed(app: App, count: int) -> None:
+    """`count` running environments whose learners went idle past the limit, all due now."""
+
+    def idle(i: int, now: float) -> dict[str, Any]:
+        return dict(
+            observed=Observed.RUNNING,
+            progress=Progress.READY,
+            provider="local",
+            capacity_held="local",
+            handle={"name": f"sl-{i:08x}"},
+            nodes={"main": {"host": "127.0.0.1", "port": 1}},
+            created_at=now - 3600,
+            updated_at=now - 1000,
+            last_activity_at=now - 1000,
+            ready_at=now - 3500,
+        )
+
+    insert_due(app, count, idle)
+
+
+def requested(app: App, count: int) -> None:
+    """`count` launches requested at once: rows as `Environments.launch` leaves them (nothing made)."""
+    insert_due(
+        app,
+        count,
+        lambda i, now: dict(
+            observed=Observed.NEW,
+            progress=Progress.QUEUED,
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+        ),
+    )
+
+
+WORK = {"suspends": (seed, Observed.SUSPENDED), "launches": (requested, Observed.RUNNING)}
+"""What a run measures: how its rows are made due, and the state each reaches when done."""
+
+
+def reached(app: App, state: Observed) -> int:
     with app.repo.read() as session:
-        query = select(func.count()).where(EnvironmentRecord.observed == Observed.SUSPENDED)
+        query = select(func.count()).where(EnvironmentRecord.observed == state)
         return int(session.scalar(query.select_from(EnvironmentRecord)) or 0)
 
 
@@ -249,37 +293,40 @@ def floor_suspends(count: int, work: Path) -> float:
         database.drop()
 
 
-async def embedded_suspends(count: int, work: Path) -> float:
+async def embedded_rate(work_kind: str, count: int, work: Path, limit_s: float) -> float:
+    """Environments per second done (suspended, or launched to running) by `Engine.run_pass()` back to
+    back in this process, within `limit_s`."""
+    make_due, state = WORK[work_kind]
     database = Database()
     app = build(settings(database.url, work / "embedded"))
     try:
-        seed(app, count)
+        make_due(app, count)
         started = time.perf_counter()
-        while await app.engine.run_pass():
-            pass
-        elapsed = time.perf_counter() - started
-        assert suspended(app) == count, f"{suspended(app)} of {count} suspended"
-        return count / elapsed
+        while reached(app, state) < count and time.perf_counter() - started < limit_s:
+            if not await app.engine.run_pass():
+                await asyncio.sleep(0.01)  # launches wait for their next look (poll_interval_s)
+        return reached(app, state) / (time.perf_counter() - started)
     finally:
         app.close()
         database.drop()
 
 
-def celery_suspends(broker_url: str, workers: int, count: int, work: Path) -> float:
+def celery_rate(
+    work_kind: str, broker_url: str, workers: int, count: int, work: Path, limit_s: float
+) -> float:
+    """The same with `workers` real worker processes: the elected scheduler claims and sends."""
+    make_due, state = WORK[work_kind]
     database = Database()
     config = settings(database.url, work / f"celery-{workers}", broker_url, f"bench-{uuid.uuid4().hex[:8]}")
     app = build(config)
     processes = Workers(config, work)
     try:
         processes.start(workers)
-        seed(app, count)  # after the workers are up: their start-up is not timed
+        make_due(app, count)  # after the workers are up: their start-up is not timed
         started = time.perf_counter()
-        deadline = started + 600
-        while suspended(app) < count and time.perf_counter() < deadline:
+        while reached(app, state) < count and time.perf_counter() - started < limit_s:
             time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        done = suspended(app)
-        return done / elapsed
+        return reached(app, state) / (time.perf_counter() - started)
     finally:
         processes.stop()
         delete_queue(broker_url, config.job_queue)
@@ -361,60 +408,79 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+class _Banner(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(b"SSH-2.0-stacklab-bench\r\n")
+
+
+def serve_banner() -> socketserver.ThreadingTCPServer:
+    """What every node answers the launch's SSH probe with; its port goes to this process and the workers."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Banner)
+    server.daemon_threads = True
+    server.request_queue_size = 1024
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    os.environ[BANNER_PORT] = str(server.server_address[1])
+    return server
+
+
+def show(rows: list[list[str]], row: list[str]) -> None:
+    rows.append(row)
+    print("  " + " | ".join(row), flush=True)  # as they come: a broker failure keeps the rest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--envs", type=int, default=2000, help="environments suspended per run")
+    parser.add_argument("--envs", type=int, default=2000, help="environments suspended / launched per run")
+    parser.add_argument("--limit", type=float, default=120, help="seconds a run may take (done/elapsed)")
+    parser.add_argument("--work", default="suspends,launches", help="what is timed (comma-separated)")
     parser.add_argument(
-        "--rates", default="50,500", help="passes submitted per second for the queue wait (comma-separated)"
+        "--rates", default="50,500", help="passes submitted per second for the queue wait ('' for none)"
     )
     parser.add_argument("--waits", type=int, default=1000, help="passes timed for the queue wait")
     args = parser.parse_args()
     brokers = {"RabbitMQ": RABBITMQ, "Redis": REDIS.format(db=0)}
-    print_machine("distributed runner: suspends per second and queue wait, PostgreSQL")
+    print_machine("distributed runner: suspends and launches per second, queue wait, PostgreSQL")
+    banner = serve_banner()
     with tempfile.TemporaryDirectory(prefix="stacklab-bench-") as tmp:
         work = Path(tmp)
         rows: list[list[str]] = []
         write_floor = floor_suspends(args.envs, work)
-        rows.append([f"suspends/s, floor ({args.envs} envs)", f"{write_floor:.0f}", "-", "floor"])
-        print("  " + " | ".join(rows[-1]), flush=True)
-        peer = asyncio.run(embedded_suspends(args.envs, work))
-        rows.append(
-            [
-                f"suspends/s, embedded runner ({args.envs} envs)",
-                f"{peer:.0f}",
-                "-",
-                f"floor {write_floor:.0f}",
-            ]
-        )
-        print("  " + " | ".join(rows[-1]), flush=True)  # as they come: a broker failure keeps the rest
+        show(rows, [f"suspends/s, floor ({args.envs} envs)", f"{write_floor:.0f}", "-", "floor"])
+        for kind in args.work.split(","):
+            peer = asyncio.run(embedded_rate(kind, args.envs, work, args.limit))
+            floor = f", floor {write_floor:.0f}" if kind == "suspends" else ""
+            show(rows, [f"{kind}/s, embedded runner ({args.envs} envs)", f"{peer:.0f}", "-", f"peer{floor}"])
+            for label, url in brokers.items():
+                for workers in (1, 2):
+                    rate = celery_rate(kind, url, workers, args.envs, work, args.limit)
+                    target = ">= 1000 (2 workers)" if kind == "suspends" else "-"
+                    show(
+                        rows,
+                        [
+                            f"{kind}/s, Celery {label}, {workers} worker(s)",
+                            f"{rate:.0f}",
+                            target,
+                            f"embedded {peer:.0f}{floor}",
+                        ],
+                    )
         for label, url in brokers.items():
-            for workers in (1, 2):
-                rate = celery_suspends(url, workers, args.envs, work)
-                rows.append(
-                    [
-                        f"suspends/s, Celery {label}, {workers} worker(s)",
-                        f"{rate:.0f}",
-                        ">= 1000 (2 workers)",
-                        f"embedded {peer:.0f}, floor {write_floor:.0f}",
-                    ]
-                )
-                print("  " + " | ".join(rows[-1]), flush=True)
-        for label, url in brokers.items():
-            floor = broker_round_trips(url, 500)
-            for rate in (float(text) for text in args.rates.split(",")):
+            rates = [float(text) for text in args.rates.split(",") if text]
+            trips = broker_round_trips(url, 500) if rates else []
+            for rate in rates:
                 waits = queue_waits(url, rate, args.waits, work)
-                rows.append(
+                show(
+                    rows,
                     [
                         f"queue wait at {rate:.0f}/s, {label} (n={len(waits)})",
                         f"p50 {ms(p50(waits))}, p99 {ms(p99(waits))}",
                         "p99 <= 20 ms",
-                        f"broker round trip p50 {ms(p50(floor))}, p99 {ms(p99(floor))}",
-                    ]
+                        f"broker round trip p50 {ms(p50(trips))}, p99 {ms(p99(trips))}",
+                    ],
                 )
-                print("  " + " | ".join(rows[-1]), flush=True)
         print_table(rows)
+    banner.shutdown()
 
 
 if __name__ == "__main__":
