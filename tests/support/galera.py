@@ -6,8 +6,8 @@ port, all on 127.0.0.1. The first node bootstraps the cluster (`--wsrep-new-clus
 and receive its state by rsync (`wsrep_sst_method = rsync`), one at a time. Start-up is kept short: a
 small buffer pool and redo log, no performance schema, no name resolution. The nodes run as `mysql`, as
 Debian's do: as root, the rsync daemon of a joiner's state transfer runs as nobody and cannot write its
-data directory. `wsrep_sync_wait = 1` (causal reads), as stacklab needs of a Galera cluster: without it a
-read on one node right after a commit on another may miss that commit (docs/distributed.md, "On Galera").
+data directory. The nodes keep Galera's default `wsrep_sync_wait = 0`: stacklab asks for causal reads on its
+own sessions (store/database.py), and the tests prove it does.
 
 `GaleraCluster.start()` returns once every node reports `wsrep_cluster_size` = the node count and
 `wsrep_ready` = ON; `stop()` kills every `mariadbd` it started and removes the folder, whatever state the
@@ -56,7 +56,6 @@ wsrep_node_name = node{index}
 wsrep_node_address = 127.0.0.1:{gcomm}
 wsrep_provider_options = "gmcast.listen_addr=tcp://127.0.0.1:{gcomm};ist.recv_addr=127.0.0.1:{ist};gcache.size=32M;pc.weight={weight}"
 wsrep_sst_method = rsync
-wsrep_sync_wait = 1
 wsrep_sst_receive_address = 127.0.0.1:{sst}
 """
 

@@ -41,6 +41,25 @@ def _private_database_file(path: Path) -> None:
             os.chmod(file, 0o600)
 
 
+UNKNOWN_SYSTEM_VARIABLE = 1193
+"""MySQL's error for a variable the server does not have (Galera's, on a server without it)."""
+
+
+def _causal_reads(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    """On a Galera node, reads wait for what the cluster committed before them (`wsrep_sync_wait = 1`):
+    without it a pass on one node may not find a lab launched through another a moment ago. Per session,
+    so that other users of a shared cluster (Open edX) keep their own setting; a MySQL server without
+    Galera's variables (error 1193) needs nothing."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET SESSION wsrep_sync_wait = 1")
+    except Exception as exc:
+        if getattr(exc, "args", (None,))[0] != UNKNOWN_SYSTEM_VARIABLE:
+            raise
+    finally:
+        cursor.close()
+
+
 def make_reader(url: str, writer: Engine) -> Engine:
     """On SQLite, a second engine for reads: no BEGIN IMMEDIATE, so reads never queue behind writes."""
     if not url.startswith("sqlite"):
@@ -60,7 +79,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        event.listen(engine, "connect", _causal_reads)
+    return engine
 
 
 MIGRATE_LOCK = "stacklab-migrate"
