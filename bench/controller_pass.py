@@ -5,8 +5,9 @@
    plan is printed with and without the index.
 2. 1,000 environments due (desired suspended, observed running) on the in-memory provider: suspends per
    second by repeated `Engine.run_pass()` until nothing is due (target 500/s), with the database
-   statements and transactions per environment; the floor is the least a recorded suspend must write
-   (one transaction: UPDATE the environment, INSERT one transition), timed on the same rows.
+   statements and commits per environment (below 1: the last saves of passes that end together share
+   a commit, envs/saving.py); the floor is the least a recorded suspend must write on its own (one
+   transaction: UPDATE the environment, INSERT one transition), timed sequentially on the same rows.
 
     .venv/bin/python bench/controller_pass.py [--rows 100000] [--due 1000] [--sqlite-only]
 """
@@ -390,7 +391,7 @@ async def run_database(label: str, url: str, rows: int, due: int, work: Path) ->
         print(
             "  per environment: "
             + ", ".join(f"{verb} {n:.1f}" for verb, n in per_env.items())
-            + f"; {sum(burst['verbs'].values()) / due:.1f} statements, {burst['commits'] / due:.1f} commits"
+            + f"; {sum(burst['verbs'].values()) / due:.1f} statements, {burst['commits'] / due:.2f} commits"
         )
         floor_s = suspend_floor(app, ids)
         floor_rate = due / floor_s
@@ -424,11 +425,11 @@ async def run_database(label: str, url: str, rows: int, due: int, work: Path) ->
                 f"{label}: suspends/s, {due} due (run_pass until idle)",
                 f"{rate:,.0f}/s ({burst['seconds'] / due * 1000:.2f} ms each)",
                 f"500/s ({verdict(rate, 500, lower_is_better=False)})",
-                f"floor UPDATE+INSERT txn: {floor_rate:,.0f}/s",
+                f"floor UPDATE+INSERT txn: {floor_rate:,.0f}/s (engine {rate / floor_rate:.2f}x)",
             ],
             [
                 f"{label}: DB work per suspended environment",
-                f"{sum(burst['verbs'].values()) / due:.1f} statements, {burst['commits'] / due:.1f} commits",
+                f"{sum(burst['verbs'].values()) / due:.1f} statements, {burst['commits'] / due:.2f} commits",
                 "-",
                 "floor: 2 statements, 1 commit",
             ],

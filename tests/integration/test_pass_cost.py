@@ -1,7 +1,7 @@
-"""What a suspend step costs the database, on SQLite, PostgreSQL and MariaDB: one commit (its save, which
-also gives the lease back) with one UPDATE of the environment and one INSERT of its transition; the
-leases of passes run together are taken in one statement for all of them. Counted with SQLAlchemy's
-events, never timed."""
+"""What a suspend step costs the database, on SQLite, PostgreSQL and MariaDB: one UPDATE of the environment
+and one INSERT of its transition (its save, which also gives the lease back), committed with the saves of
+the passes that end in the same moment (envs/saving.py): fewer commits than labs; the leases of passes run
+together are taken in one statement for all of them. Counted with SQLAlchemy's events, never timed."""
 
 from __future__ import annotations
 
@@ -78,11 +78,12 @@ async def paused_with(app: App, tmp_path: Path, passes: Callable[[list[str]], Aw
 
 async def test_the_engines_due_batch_suspends_with_one_commit_per_lab(app: App, tmp_path: Path) -> None:
     counts = await paused_with(app, tmp_path, lambda _ids: app.engine.run_pass())
-    # each lab: its save (UPDATE + INSERT); the batch: the due query and one lease statement (MariaDB,
-    # without UPDATE ... RETURNING: and a SELECT of what it took)
-    assert counts.verbs["INSERT"] == LABS
+    # each lab: its save (UPDATE + INSERT, the INSERTs of a round maybe in one statement); the batch: the
+    # due query and one lease statement (MariaDB, without UPDATE ... RETURNING: and a SELECT of what it
+    # took); commits: the lease's and the rounds' (tests/integration/test_group_commit.py: one round)
+    assert 1 <= counts.verbs["INSERT"] <= LABS
     assert counts.statements() <= 2 * LABS + 3, counts.verbs
-    assert counts.commits == LABS + 1, counts.verbs
+    assert 2 <= counts.commits <= LABS, counts.verbs
 
 
 async def test_passes_started_together_share_one_lease_commit(app: App, tmp_path: Path) -> None:
@@ -91,4 +92,4 @@ async def test_passes_started_together_share_one_lease_commit(app: App, tmp_path
 
     counts = await paused_with(app, tmp_path, together)
     assert counts.statements() <= 2 * LABS + 2, counts.verbs
-    assert counts.commits == LABS + 1, counts.verbs
+    assert 2 <= counts.commits <= LABS, counts.verbs

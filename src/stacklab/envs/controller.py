@@ -21,7 +21,6 @@ from typing import TypeVar
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from stacklab.access.keys import generate_keypair
 from stacklab.access.rdp import stop_bridges
@@ -33,16 +32,16 @@ from stacklab.envs.admission import CAPACITY_REASONS, Admission
 from stacklab.envs.allowance import limit_deadline
 from stacklab.envs.handover import ROTATED, PoolSteps
 from stacklab.envs.idleness import IDLE_REASONS
-from stacklab.envs.intent import INTENT_FIELDS, merge_intent, snapshot
+from stacklab.envs.intent import snapshot
 from stacklab.envs.labcache import LabCache
 from stacklab.envs.leasing import Leases
 from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
 from stacklab.envs.pools import apply_pool_policy, pool_deadline
 from stacklab.envs.providerset import ProviderSet
+from stacklab.envs.saving import Saves
 from stacklab.envs.transitions import Journal
 from stacklab.errors import (
     AccessError,
-    Conflict,
     LeaseLost,
     NotFound,
     ProviderError,
@@ -80,13 +79,6 @@ def seal(vault: Vault, secrets: dict[str, str]) -> bytes:
     return vault.encrypt(Secret(json.dumps(secrets)))
 
 
-def changed_columns(record: EnvironmentRecord) -> dict[str, object]:
-    """The columns a pass changed since the record was loaded or last saved, with their new values."""
-    state = inspect(record)
-    columns = state.mapper.column_attrs.keys()
-    return {name: getattr(record, name) for name in state.committed_state if name in columns}
-
-
 class Controller(PoolSteps):
     """Converges each environment's observed state to its desired state, one step per pass."""
 
@@ -114,6 +106,7 @@ class Controller(PoolSteps):
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
         self.leases = Leases(self._lease_many, lambda: self.clock(), self._blocking)
+        self.saves = Saves(repo, self.owner, lambda: self.clock(), settings.lease_s, self._blocking)
         self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 
@@ -130,7 +123,8 @@ class Controller(PoolSteps):
         """One pass over one environment; never raises for provider, SSH or unexpected trouble.
 
         The lease is taken with other passes' (envs/leasing.py); the pass saves its outcome and gives
-        the lease back in one transaction: a step that needs no intermediate save commits once.
+        the lease back in one transaction, shared with the passes that end in the same moment
+        (envs/saving.py): a step that needs no intermediate save commits once, or less.
         """
         async with self._exclusively(env_id) as journal:
             if journal is None:
@@ -705,37 +699,8 @@ class Controller(PoolSteps):
             journal.note("hook", name, "HookFailed", f"exit {result.exit_status}: {output}")
 
     async def _save(self, journal: Journal) -> None:
-        journal.record.updated_at = journal.now
-        await self._blocking(partial(self._commit, journal))
-
-    def _commit(self, journal: Journal) -> None:
-        """Save compare-and-set on the version and the lease, the record's changes in the same UPDATE: a
-        learner's change made during the pass is merged (envs/intent.py), never overwritten; a pass whose
-        lease was taken over saves nothing."""
-        session, record = journal.session, journal.record
-        if record.lease_owner is not None:  # every save renews the lease of a pass that goes on
-            record.lease_until = self.clock() + self.settings.lease_s
-        with session.no_autoflush:
-            changes = changed_columns(record)
-            if not self.repo.bump_version(session, record.id, record.version, self.owner, changes):
-                theirs = self.repo.locked_columns(
-                    session, record.id, ("version", "lease_owner", *INTENT_FIELDS)
-                )
-                if theirs["lease_owner"] != self.owner:
-                    session.rollback()
-                    raise LeaseLost(f"environment {record.id} was taken over by {theirs['lease_owner']}")
-                journal.look_again |= merge_intent(journal, journal.base, theirs)
-                set_committed_value(record, "version", theirs["version"])
-                changes = changed_columns(record)
-                if not self.repo.bump_version(session, record.id, record.version, self.owner, changes):
-                    raise Conflict(f"environment {record.id} changed under its row lock")
-        for name, value in changes.items():  # written: the flush has nothing left to UPDATE
-            set_committed_value(record, name, value)
-        set_committed_value(record, "version", record.version + 1)
-        session.add_all(journal.entries)
-        journal.entries = []
-        session.commit()
-        journal.base = snapshot(record)
+        """Save the step so far (envs/saving.py); the pass goes on."""
+        await self.saves.save(journal)
 
     async def _blocking(self, call: Callable[[], T]) -> T:
         """Database round trips: on a server database in a thread of a pool as large as the passes run at
@@ -763,7 +728,7 @@ class Controller(PoolSteps):
             if record.due_at is not None and record.due_at <= journal.now:
                 requeue = 0.0  # ready: suspended at once
         record.lease_owner = record.lease_until = None
-        await self._save(journal)
+        await self.saves.save(journal, last=True)  # with the passes ending in this moment: one commit
         if self.admission.has_wakes(record.id):
             await self._blocking(partial(self.admission.send_wakes, record.id, journal.now))
         return Result(0.0 if journal.look_again else requeue)

@@ -4,17 +4,18 @@ A pass needs the lease before it acts (docs/controller.md), and a commit of its 
 the commits of a step that saves once. So leases are taken for many environments at once: ahead, for the
 due batch the embedded engine is about to run (`ahead`), and otherwise together with every pass of this
 process that asks in the same moment (`take`: a Celery worker's concurrent passes, the runner's
-slots), one `UPDATE ... RETURNING` a round. What a round could not take (held by another pass, by a dead
-holder, no such row) is left to the caller's own `Repository.lease`, which knows those cases.
+slots), one `UPDATE ... RETURNING` a round (envs/rounds.py). What a round could not take (held by
+another pass, by a dead holder, no such row) is left to the caller's own `Repository.lease`, which knows
+those cases.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
+from stacklab.envs.rounds import Rounds
 from stacklab.store.tables import EnvironmentRecord
 
 T = TypeVar("T")
@@ -35,8 +36,10 @@ class Leases:
         self.clock = clock
         self._blocking = blocking
         self._ahead: dict[str, EnvironmentRecord] = {}
-        self._waiting: dict[str, asyncio.Future[EnvironmentRecord | None]] = {}
-        self._round: asyncio.Task[None] | None = None
+        # a lease taken for a pass cancelled meanwhile: the next pass over that environment uses it
+        self._rounds: Rounds[str, None, EnvironmentRecord] = Rounds(
+            "leases", self._serve, self._ahead.__setitem__
+        )
 
     def ahead(self, env_ids: list[str]) -> None:
         """Lease and load `env_ids` now (those free), for their passes to come."""
@@ -48,36 +51,7 @@ class Leases:
         record = self._ahead.pop(env_id, None)
         if record is not None and (record.lease_until or 0.0) > self.clock():
             return record
-        future: asyncio.Future[EnvironmentRecord | None] = asyncio.get_running_loop().create_future()
-        self._waiting[env_id] = future
-        if self._round is None:
-            self._round = asyncio.create_task(self._rounds(), name="leases")
-        return await future
+        return await self._rounds.ask(env_id, None)
 
-    async def _rounds(self) -> None:
-        """Lease what is waiting, round after round, until nothing waits; passes that ask while a round
-        is under way go in the next one."""
-        batch: dict[str, asyncio.Future[EnvironmentRecord | None]] = {}
-        try:
-            await asyncio.sleep(0)  # the passes started in this turn of the loop join the first round
-            while self._waiting:
-                batch, self._waiting = self._waiting, {}
-                try:
-                    records = await self._blocking(partial(self._lease_many, sorted(batch)))
-                except Exception as exc:
-                    for future in batch.values():
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for env_id, future in batch.items():
-                    record = records.get(env_id)
-                    if not future.done():
-                        future.set_result(record)
-                    elif record is not None:  # its pass was cancelled meanwhile: the next one uses it
-                        self._ahead[env_id] = record
-                batch = {}
-        finally:  # cancelled (the loop stops): no pass waits for a round that will not come
-            for future in (*batch.values(), *self._waiting.values()):
-                future.cancel()
-            self._waiting = {}
-            self._round = None
+    async def _serve(self, batch: dict[str, None]) -> dict[str, EnvironmentRecord]:
+        return await self._blocking(partial(self._lease_many, sorted(batch)))
