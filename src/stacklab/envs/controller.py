@@ -106,7 +106,7 @@ class Controller(PoolSteps):
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
         self.leases = Leases(self._lease_many, lambda: self.clock(), self._blocking)
-        self.saves = Saves(repo, self.owner, lambda: self.clock(), settings.lease_s, self._blocking)
+        self.saves = Saves(repo, lambda: self.owner, lambda: self.clock(), settings.lease_s, self._blocking)
         self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
 

@@ -64,13 +64,14 @@ class Saves:
     def __init__(
         self,
         repo: Repository,
-        owner: str,
+        owner: Callable[[], str],
         clock: Callable[[], float],
         lease_s: float,
         blocking: Callable[[Callable[[], T]], Awaitable[T]],
     ) -> None:
         self.repo = repo
         self.owner = owner
+        """This process's name as a lease holder, read at each save (a restarted test process renames it)."""
         self.clock = clock
         self.lease_s = lease_s
         self._blocking = blocking
@@ -106,16 +107,16 @@ class Saves:
             record.lease_until = self.clock() + self.lease_s
         with session.no_autoflush:
             changes = changed_columns(record)
-            if not self.repo.bump_version(session, record.id, record.version, self.owner, changes):
+            if not self.repo.bump_version(session, record.id, record.version, self.owner(), changes):
                 theirs = self.repo.locked_columns(
                     session, record.id, ("version", "lease_owner", *INTENT_FIELDS)
                 )
-                if theirs["lease_owner"] != self.owner:
+                if theirs["lease_owner"] != self.owner():
                     raise LeaseLost(f"environment {record.id} was taken over by {theirs['lease_owner']}")
                 journal.look_again |= merge_intent(journal, journal.base, theirs)
                 set_committed_value(record, "version", theirs["version"])
                 changes = changed_columns(record)
-                if not self.repo.bump_version(session, record.id, record.version, self.owner, changes):
+                if not self.repo.bump_version(session, record.id, record.version, self.owner(), changes):
                     raise Conflict(f"environment {record.id} changed under its row lock")
         session.add_all(journal.entries)
         return changes
