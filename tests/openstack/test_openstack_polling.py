@@ -5,6 +5,7 @@ each stack had its own GET every poll interval."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -109,4 +110,35 @@ async def test_waiters_wake_when_the_shared_poll_sees_their_stack_finish(clean_c
         await provider.changed(handles[0], 120.0) is False
     )  # told already (and then followed no more): at once
     await asyncio.gather(*(provider.delete(h) for h in handles))
+    assert await provider.list() == []
+
+
+async def test_deletes_have_their_own_concurrency_limit(clean_clouds: Path) -> None:
+    """Deletes go out at most `api_deletes` at a time, in threads of their own: a burst of them is not held
+    to the few slots of the creates (`api_writes`), and each stack is deleted once."""
+    provider = OpenStackProvider("heat", {"cloud": "heatbox", "api_writes": 1, "api_deletes": 3})
+    handles = await asyncio.gather(*(provider.create(quick(f"sl-del{i}")) for i in range(6)))
+    await asyncio.gather(*(until_settled(provider, h) for h in handles))
+    heat = provider.connection().orchestration
+    sending, most, lock, threads = 0, 0, threading.Lock(), set()
+    delete = heat.delete
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal sending, most
+        with lock:
+            sending += 1
+            most = max(most, sending)
+            threads.add(threading.current_thread().name.rsplit("_", 1)[0])
+        try:
+            return delete(*args, **kwargs)
+        finally:
+            with lock:
+                sending -= 1
+
+    heat.delete = counted
+    seen = counting(provider)
+    await asyncio.gather(*(provider.delete(h) for h in handles))
+    assert seen["delete"] == len(handles), seen
+    assert 1 <= most <= 3, most
+    assert threads == {"openstack-heat-delete"}  # not the creates' (api_writes) threads
     assert await provider.list() == []

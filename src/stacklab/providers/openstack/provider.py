@@ -115,11 +115,17 @@ class OpenStackProvider(Provider):
         """Longest a `status` call waits for an operation expected to finish soon (below the service's
         provider_timeout_s, 100 s)."""
         threads = int(self.settings.get("api_threads", 16))
-        # `api_writes`: requests that change stacks (create, suspend, resume, delete) sent at once. Heat's
+        # `api_writes`: requests that change stacks (create, suspend, resume) sent at once. Heat's
         # API answers a few requests at a time (a worker each) and a create holds one for a while: a burst
         # sent together fills its queue and the polls wait there behind it (100 launches: ~7 s a request).
         # Held here instead, they leave a worker free for the polls.
         self._pool = ThreadPoolExecutor(int(self.settings.get("api_writes", 4)), f"openstack-{name}")
+        # `api_deletes`: deletes have their own threads. A DELETE is answered at once (the engine deletes
+        # in the background) and holds a heat-api worker only briefly; behind the creates' 4 slots a
+        # burst of 100 deletes took twice as long as the SDK's 16 at once (bench/heat_launch.py).
+        self._deletes = ThreadPoolExecutor(
+            int(self.settings.get("api_deletes", 16)), f"openstack-{name}-delete"
+        )
         # Status reads get their own threads: a burst of creates must not delay noticing a finished stack.
         self._reads = ThreadPoolExecutor(threads, f"openstack-{name}-status")
         self._conn: Any = None
@@ -144,7 +150,7 @@ class OpenStackProvider(Provider):
                         cloud=self.cloud, app_name="stacklab", api_timeout=self.api_timeout_s
                     )
                 adapter = conn.session.session.get_adapter("http://")
-                connections = self._pool._max_workers + self._reads._max_workers
+                connections = sum(p._max_workers for p in (self._pool, self._deletes, self._reads))
                 adapter.init_poolmanager(connections, connections, block=False)
                 conn.session.session.hooks["response"].append(self._count)
                 self._conn = conn
@@ -154,10 +160,13 @@ class OpenStackProvider(Provider):
         if self.on_request is not None:
             self.on_request(response.request.method, response.request.url)
 
-    async def _run(self, doing: str, call: Callable[[], T], *, read: bool = False) -> T:
+    async def _run(
+        self, doing: str, call: Callable[[], T], *, read: bool = False, pool: ThreadPoolExecutor | None = None
+    ) -> T:
+        """`call` in a thread: of `pool`, else the reads' (`read`) or the writes' (create, actions)."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._reads if read else self._pool, call)
+            return await loop.run_in_executor(pool or (self._reads if read else self._pool), call)
         except Exception as exc:
             raise translate(exc, self.cloud, doing) from exc
 
@@ -403,7 +412,9 @@ class OpenStackProvider(Provider):
         reason = ""
         for attempt in range(1, self.delete_attempts + 1):
             try:
-                started = await self._run(f"deleting stack {name}", partial(self._start_delete, handle))
+                started = await self._run(
+                    f"deleting stack {name}", partial(self._start_delete, handle), pool=self._deletes
+                )
             except TerminalProviderError as exc:
                 if handle.get("id") or exc.reason not in ("AuthFailed", "CloudNotConfigured"):
                     raise
