@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's, not the installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import POSTGRES_ADMIN_URL, p50, p99, print_machine, print_table
@@ -159,7 +160,7 @@ class Workers:
             "STACKLAB_RECONCILE_BATCH": "500",
             "STACKLAB_POLL_INTERVAL_S": str(self.config.poll_interval_s),
             "STACKLAB_LOG_LEVEL": "info",
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "src"))),
         }
         if starts:
             env["BENCH_STARTS"] = str(starts)

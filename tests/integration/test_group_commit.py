@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from tests.integration.test_pass_cost import LABS, counted, running_labs_asked_to_pause
+from tests.support.engine import settle, write_lab
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.events import Event
@@ -168,3 +169,22 @@ async def test_a_bad_write_leaves_the_others_to_save_alone(
     bad = app.repo.get(ids[-1])
     assert (bad.observed, bad.last_reason, bad.lease_owner) == (Observed.RUNNING, "OperationalError", None)
     assert suspended_events(events) == ids[:-1]
+
+
+async def test_idle_suspends_save_their_intent_and_outcome_in_shared_rounds(app: App, tmp_path: Path) -> None:
+    """An idle suspend saves twice (the new intent before the provider is asked, then the outcome): the
+    passes that run together share a commit for each, not one commit each for the first."""
+    lab = write_lab(tmp_path)
+    ids = sorted(app.environments.launch(lab, f"learner{n}").id for n in range(LABS))
+    for env_id in ids:
+        assert await settle(app, env_id) == Observed.RUNNING
+    app.controller.clock.now += 11 * 60  # type: ignore[attr-defined]  # past the lab's idle_suspend (10m)
+    with counted(app) as counts, published(app) as events:
+        await together(app, ids)
+    for env_id in ids:
+        record = app.repo.get(env_id)
+        assert (record.desired, record.observed, record.lease_owner) == ("suspended", "suspended", None)
+        reasons = [t.reason for t in app.repo.history(env_id)]
+        assert reasons[-2] == "Idle" and suspended_once(app, env_id), reasons
+    assert counts.commits == 3, counts.verbs  # the lease round, the intents' round, the outcomes' round
+    assert suspended_events(events) == ids

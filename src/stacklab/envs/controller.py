@@ -728,7 +728,7 @@ class Controller(PoolSteps):
             if record.due_at is not None and record.due_at <= journal.now:
                 requeue = 0.0  # ready: suspended at once
         record.lease_owner = record.lease_until = None
-        await self.saves.save(journal, last=True)  # with the passes ending in this moment: one commit
+        await self.saves.save(journal)  # with the passes ending in this moment: one commit
         if self.admission.has_wakes(record.id):
             await self._blocking(partial(self.admission.send_wakes, record.id, journal.now))
         return Result(0.0 if journal.look_again else requeue)

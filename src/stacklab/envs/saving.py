@@ -1,20 +1,20 @@
-"""How a pass saves its environment: compare-and-set, merged with the learner's changes, and the last
-saves of the passes that end in the same moment written in one transaction (group commit).
+"""How a pass saves its environment: compare-and-set, merged with the learner's changes, and the saves
+of the passes that reach one in the same moment written in one transaction (group commit).
 
 Every save is one compare-and-set UPDATE on the version and the lease that carries the changed columns,
 with the step's transitions INSERTed in the same transaction (docs/controller.md). A commit waits for the
-database to make it durable, and a step that saves once (a suspend) spends most of its database time
-there: so the last saves of this process's passes that reach it in the same moment are written in
-rounds (envs/rounds.py), every pass's UPDATE and the round's INSERTs on one connection, one commit a
-round. Each pass keeps its own outcome: a compare-and-set that matches nothing merges the learner's
-change or loses the lease for that pass only; a write conflict (deadlock, serialization, Galera
-certification) runs the whole round again; any other error leaves each pass of the round to save on its
-own. Transitions become events when the round commits (store/transition_events.py): only written ones,
-once.
+database to make it durable, and a step that saves once or twice (a suspend; an idle suspend saves
+the new intent before it asks the provider) spends most of its database time there: so the saves of
+this process's passes that reach one in the same moment are written in rounds (envs/rounds.py), every
+pass's UPDATE and the round's INSERTs on one connection, one commit a round. A save the pass makes
+before its provider step is awaited like any other: it is durable before the step, in a round or not.
+Each pass keeps its own outcome: a compare-and-set that matches nothing merges the learner's change or
+loses the lease for that pass only; a write conflict (deadlock, serialization, Galera certification)
+runs the whole round again; any other error leaves each pass of the round to save on its own.
+Transitions become events when the round commits (store/transition_events.py): only written ones, once.
 
-A pass whose session holds more than its record (a provider slot given back, a queue row, a read: in the
-pass's own transaction, to be committed with its save) saves on its own, and so do the saves a pass makes
-before its last one.
+A pass whose session holds more than its record (a provider slot given back or claimed, a queue row, a
+read: in the pass's own transaction, to be committed with its save) saves on its own.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def holds_only(session: Session, record: EnvironmentRecord) -> bool:
 
 
 class Saves:
-    """The saves of this process's passes; the last ones in rounds."""
+    """The saves of this process's passes, in rounds."""
 
     def __init__(
         self,
@@ -77,12 +77,11 @@ class Saves:
         self._blocking = blocking
         self._rounds: Rounds[str, Journal, bool] = Rounds("saves", self._serve)
 
-    async def save(self, journal: Journal, last: bool = False) -> None:
-        """Save the pass's record and transitions; the `last` save of a pass goes in this moment's round
-        when its session holds nothing else. Raises LeaseLost when another process holds the lease."""
+    async def save(self, journal: Journal) -> None:
+        """Save the pass's record and transitions, in this moment's round when its session holds nothing
+        else. Raises LeaseLost when another process holds the lease."""
         journal.record.updated_at = journal.now
-        grouped = last and holds_only(journal.session, journal.record)
-        if grouped and await self._rounds.ask(journal.record.id, journal):
+        if holds_only(journal.session, journal.record) and await self._rounds.ask(journal.record.id, journal):
             return
         await self._blocking(partial(self.commit, journal))
 
