@@ -282,14 +282,14 @@ def heat_count(calls: Sequence[Call]) -> int:
 
 # heat-engine.log: Heat's own CREATE_COMPLETE ------------------------------------------------------------
 COMPLETE_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) .*Stack (?P<action>CREATE|RESUME) COMPLETE "
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) .*Stack (?P<action>CREATE|RESUME|DELETE) COMPLETE "
     r"\((?P<name>[^)]+)\)"
 )
 
 
 class EngineLog:
-    """CREATE and RESUME COMPLETE times of stacks from heat-engine.log (millisecond, local-time timestamps);
-    a stack's latest RESUME COMPLETE counts."""
+    """CREATE, RESUME and DELETE COMPLETE times of stacks from heat-engine.log (millisecond, local-time
+    timestamps); a stack's latest RESUME COMPLETE counts."""
 
     def __init__(self, path: Path = ENGINE_LOG) -> None:
         self.path = path
@@ -421,7 +421,12 @@ class Bench:
         self.floor_calls = Recorder()
         self.provider_hooked = False
         self.polled: dict[tuple[str, str], tuple[float, float]] = {}
-        """(stack, operation) -> (sent, answered) of the provider's first poll that saw it complete."""
+        """(stack, operation) -> (sent, answered) of the provider's first poll that saw it complete (a
+        delete: gone)."""
+        self.returned: dict[str, float] = {}
+        """Engine stack -> when the provider's `delete` returned (time.time())."""
+        self.deleted: dict[str, tuple[float, float]] = {}
+        """Engine stack -> (delete requested, environment seen deleted), time.time()."""
         self.witnessed: dict[str, float] = {}
         """Engine stack -> when the same-run direct poller first saw it CREATE_COMPLETE (concurrent)."""
         self.conn: Any = None
@@ -456,6 +461,7 @@ class Bench:
         if not self.provider_hooked:
             self.engine_calls.attach(self.provider.connection())
             self._note_polls()
+            self._note_deletes()
             self.provider_hooked = True
         if self.conn is None:
             import openstack
@@ -479,11 +485,22 @@ class Bench:
             answered = time.time()
             for flight in flights:
                 status = str((rows.get(flight.stack_id) or {}).get("stack_status") or "")
-                if status == f"{flight.op}_COMPLETE":
+                gone = flight.op == "DELETE" and flight.stack_id not in rows
+                if gone or status == f"{flight.op}_COMPLETE":
                     self.polled.setdefault((flight.name, flight.op), (sent, answered))
             return rows
 
         self.provider.watch.fetch = noted
+
+    def _note_deletes(self) -> None:
+        """Wrap the provider's delete: when did it return (the rest is the controller's pass)."""
+        delete = self.provider.delete
+
+        async def noted(handle: dict[str, Any]) -> None:
+            await delete(handle)
+            self.returned[handle["name"]] = time.time()
+
+        self.provider.delete = noted
 
     # measurement plumbing ------------------------------------------------------------------------------
     async def guarded(self, label: str, make: Callable[[], Awaitable[T]]) -> T:
@@ -614,9 +631,10 @@ class Bench:
 
     async def engine_delete(self, launch: Launch) -> float:
         env_id = next(i for i in self.env_ids if f"sl-{i}" == launch.name)
-        started = time.perf_counter()
+        started, t0 = time.perf_counter(), time.time()
         self.app.environments.request(env_id, Desired.DELETED, "Benchmark")
         await self.settled(env_id, Observed.DELETED)
+        self.deleted[launch.name] = (t0, time.time())
         return time.perf_counter() - started
 
     def _floor_sync(self, name: str) -> Launch:
@@ -881,6 +899,41 @@ def breakdown_row(label: str, bench: Bench, launches: Sequence[Launch], action: 
     ]
 
 
+def delete_row(label: str, bench: Bench, names: Sequence[str]) -> list[str]:
+    """Where an engine delete's time goes: request -> the provider's DELETE sent (the controller's pass and
+    the GET before it), Heat's answer to the DELETE, DELETE answered -> heat-engine.log's DELETE COMPLETE,
+    COMPLETE -> the provider's poll that saw the stack gone from the list (sent, answered in), until the
+    provider's `delete` returned, then until the environment is seen deleted (the pass's saves, the driver's
+    wake-up)."""
+    pre, answer, heat, poll, poll_answer, back, after = [], [], [], [], [], [], []
+    for name in names:
+        if name not in bench.deleted:
+            continue
+        t0, done = bench.deleted[name]
+        sent = [c for c in bench.engine_calls.naming(name) if c.method == "DELETE" and c.sent >= t0]
+        complete, polled = bench.elog.completed(name, "DELETE"), bench.polled.get((name, "DELETE"))
+        returned = bench.returned.get(name)
+        if not sent or complete is None or polled is None or returned is None:
+            continue
+        pre.append(sent[0].sent - t0)
+        answer.append(sent[0].at - sent[0].sent)
+        heat.append(complete - sent[0].at)
+        poll.append(polled[0] - complete)
+        poll_answer.append(polled[1] - polled[0])
+        back.append(returned - polled[1])
+        after.append(done - returned)
+    if not pre:
+        return [label, "? (no DELETE COMPLETE line or poll seen)", "-", "-"]
+    return [
+        label,
+        f"DELETE sent {spread(pre)} | answered in {spread(answer)} | Heat COMPLETE {spread(heat)} | "
+        f"poll sent {spread(poll)}, answered in {spread(poll_answer)} | delete() returned {spread(back)} | "
+        f"then deleted {spread(after)}",
+        "-",
+        f"{len(pre)} of {len(names)} deletes",
+    ]
+
+
 def witness_row(label: str, bench: Bench, launches: Sequence[Launch]) -> list[str]:
     """COMPLETE -> seen by a direct 0.1 s list poller of the engine's own stacks in the same batch (the best
     a direct poller did under the same load), and the engine's ready against that moment."""
@@ -1025,6 +1078,8 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
                     f"floor: {fmt([x.total for x in floor])}",
                 ]
             )
+            engine_deleted = [x.name for x in drive + service]
+            rows.append(delete_row("(1) delete: where it goes", bench, engine_deleted))
             rows.append(
                 [
                     "(1) delete (engine request + drive, incl. Heat)",
@@ -1148,6 +1203,7 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
                 rows.append(
                     breakdown_row(f"(2) {n} concurrent: where COMPLETE -> ready goes", bench, launches)
                 )
+                rows.append(delete_row(f"(2) {n} deletes: where they go", bench, [x.name for x in launches]))
                 rows.append(
                     [
                         f"(3) {n} concurrent: HTTP per launch, engine",

@@ -13,6 +13,7 @@ import pytest
 
 from stacklab.providers.base import StackRequest, StackState, StackStatus
 from stacklab.providers.openstack.provider import OpenStackProvider
+from stacklab.providers.openstack.watch import Flight
 
 LAB_DIR = Path(__file__).resolve().parent / "lab"
 LAUNCHES = 10
@@ -90,20 +91,36 @@ async def test_concurrent_launches_share_the_polls(clean_clouds: Path) -> None:
 async def test_waiters_wake_when_the_shared_poll_sees_their_stack_finish(clean_clouds: Path) -> None:
     """Many launches of a template never seen finish: whoever waits on one (`changed`, as `drive` does
     between passes) wakes when a poll shows that stack complete; the polls are one list each for all of
-    them, and the status read afterwards needs no poll of its own (only the outputs)."""
+    them, the watch fetches each finished stack's outputs as soon as a poll sees it complete (the list has
+    none), and the status read afterwards sends no request at all."""
     provider = OpenStackProvider("heat", {"cloud": "heatbox"})
     seen = counting(provider)
+    fetched: list[str] = []  # stacks whose outputs the watch asked for on its own
+    show = provider.watch.show
+    assert show is not None
+
+    async def noted(flight: Flight) -> dict | None:
+        fetched.append(flight.name)
+        return await show(flight)
+
+    provider.watch.show = noted
     handles = await asyncio.gather(*(provider.create(quick(f"sl-wake{i}")) for i in range(LAUNCHES)))
     woken = await asyncio.gather(*(provider.changed(h, 120.0) for h in handles))
     assert woken == [True] * LAUNCHES
     assert seen["create"] == LAUNCHES and seen["list"] >= 1, seen
-    # One request per poll, however many stacks are in flight (a lone one's poll is its show).
-    assert seen["list"] + seen["show"] == provider.watch.polls, seen
+    flights = [provider.watch.get(h["id"]) for h in handles]
+    rows = await asyncio.gather(*(provider.watch.full_row(f) for f in flights if f is not None))
+    assert len(rows) == LAUNCHES and all("outputs" in (r or {}) for r in rows)
+    # One request per poll, however many stacks are in flight (a lone one's poll is its show, which
+    # brings the outputs), and one outputs GET for every stack a list saw complete.
+    assert seen["list"] + seen["show"] == provider.watch.polls + len(fetched), seen
+    assert len(set(fetched)) == len(fetched) <= LAUNCHES, fetched
 
     before = sum(seen.values())
     statuses = [await provider.status(h) for h in handles]
     assert [s.state for s in statuses] == [StackState.RUNNING] * LAUNCHES, [s.reason for s in statuses]
-    assert sum(seen.values()) - before <= LAUNCHES, seen  # the outputs of each, no further poll
+    assert sorted(s.outputs["stack_name"] for s in statuses) == sorted(f"sl-wake{i}" for i in range(LAUNCHES))
+    assert sum(seen.values()) == before, seen  # the outputs were there already
     assert sum(seen.values()) <= REQUESTS_PER_LAUNCH * LAUNCHES, seen
 
     assert (

@@ -46,6 +46,7 @@ from stacklab.providers.openstack.contract import (
 )
 from stacklab.providers.openstack.errors import translate
 from stacklab.providers.openstack.reboot import reboot_after_resume, servers_to_reboot
+from stacklab.providers.openstack.throttle import WriteThrottle
 from stacklab.providers.openstack.watch import Flight, Row, StackWatch
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,15 @@ class OpenStackProvider(Provider):
             fast_poll_s=float(self.settings.get("fast_poll_s", 0.1)),
             slow_poll_s=self.poll_interval_s,
             forget_s=self.status_wait_s + 60.0,
+            show=self._outputs,
         )
+        self.throttle = WriteThrottle(
+            self.cloud,
+            retries=int(self.settings.get("write_retries", 4)),
+            backoff_s=float(self.settings.get("write_backoff_s", 0.5)),
+            max_wait_s=float(self.settings.get("write_backoff_max_s", 30.0)),
+        )
+        """Writes Heat answers 429 or 503 are sent again after its Retry-After (throttle.py)."""
         self.on_request: Callable[[str, str], None] | None = None
         """Called with (method, url) for every HTTP request this provider makes (benchmarks)."""
 
@@ -197,6 +206,11 @@ class OpenStackProvider(Provider):
             rows.update((row["id"], row) for row in response.json().get("stacks") or [])
         return rows
 
+    async def _outputs(self, flight: Flight) -> Row | None:
+        """The stack with its outputs, asked by the watch as soon as a poll sees it complete."""
+        show = partial(self._show, flight.name, flight.stack_id)
+        return await self._run(f"reading stack {flight.name}", show, read=True)
+
     async def _poll(self, flights: list[Flight]) -> dict[str, Row]:
         stacks = [(f.name, f.stack_id) for f in flights]
         listed = any(f.op == "DELETE" for f in flights)
@@ -232,7 +246,8 @@ class OpenStackProvider(Provider):
         handle: Handle = {"name": request.name, "nodes": nodes, "template": key}
         sent = time.monotonic()
         try:
-            stack = heat.create_stack(name=request.name, parameters=parameters, tags=TAG, **attrs)
+            create = partial(heat.create_stack, name=request.name, parameters=parameters, tags=TAG, **attrs)
+            stack = self.throttle.send(f"creating stack {request.name}", create)
         except sdk.ConflictException:  # the name exists: created by an earlier, interrupted pass
             row = self._show(request.name)
             if row is None:
@@ -314,7 +329,7 @@ class OpenStackProvider(Provider):
                 flight.status if begun else f"{flight.op} requested",
             )
         self.watch.forget(flight)
-        row = flight.row
+        row = await self.watch.full_row(flight)
         if row is not None and map_state(flight.status) == StackState.RUNNING and "outputs" not in row:
             row = await self._run(doing, partial(self._show, handle["name"], handle.get("id")), read=True)
         return self._observe(handle, row)
@@ -401,8 +416,9 @@ class OpenStackProvider(Provider):
         elif state in (StackState.RESUMING, StackState.RUNNING) or heat_status == "RESUME_COMPLETE":
             return None
         sent = time.monotonic()
-        response = self.connection().orchestration.post(_stack_url(row) + "/actions", json={action: None})
-        sdk.raise_from_response(response)
+        url = _stack_url(row) + "/actions"
+        post = partial(self.connection().orchestration.post, url, json={action: None})
+        self.throttle.send(f"{action[:-1]}ing stack {handle['name']}", post)
         return row, sent
 
     # delete -----------------------------------------------------------------------------------------
@@ -451,10 +467,9 @@ class OpenStackProvider(Provider):
             return None
         sent = time.monotonic()
         if row.get("stack_status") not in ("DELETE_IN_PROGRESS", "DELETE_COMPLETE"):
-            response = self.connection().orchestration.delete(_stack_url(row))
-            if response.status_code == 404:
+            delete = partial(self.connection().orchestration.delete, _stack_url(row))
+            if self.throttle.send(f"deleting stack {handle['name']}", delete, gone_ok=True) is None:
                 return None
-            sdk.raise_from_response(response)
         return row, sent
 
     # list, check ------------------------------------------------------------------------------------

@@ -4,14 +4,17 @@ A launch used to be seen by its own GET every poll interval: late by half that i
 request per stack per poll. Here the provider registers each operation it starts (create, suspend, resume,
 delete) as a `Flight`; one task per cloud asks Heat about all of them at once (the stack list filtered by
 their ids; the stack itself when only one is in flight, which also brings its outputs) at the moments
-`timing.next_poll` picks, and wakes whoever waits on a flight that finished. Finished operations teach
-`Durations` how long the next one of the same template will take.
+`timing.next_poll` picks, and wakes whoever waits on a flight that finished. Heat's list carries no outputs:
+when a poll sees a create or resume complete, the watch fetches that stack's outputs at once (`show`), so the
+waiter's status read, which needs them, finds them there or already on their way instead of asking after
+its pass starts. Finished operations teach `Durations` how long the next one of the same template will take.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,10 +22,16 @@ from typing import Any
 
 from stacklab.providers.openstack.timing import Durations, next_poll
 
+log = logging.getLogger(__name__)
+
 Row = dict[str, Any]
 """What a poll tells of one stack: `stack_status`, `stack_status_reason` (and `outputs` from a show)."""
 Fetch = Callable[[list["Flight"]], Awaitable[dict[str, Row]]]
 """Ask Heat about these flights' stacks; a stack missing from the answer is gone (deleted)."""
+Show = Callable[["Flight"], Awaitable["Row | None"]]
+"""Ask Heat for one flight's stack with its outputs (None: gone)."""
+OUTPUTS_OPS = ("CREATE", "RESUME")
+"""Operations whose waiter reads the stack's outputs once they complete."""
 
 
 @dataclass
@@ -51,6 +60,8 @@ class Flight:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     told: bool = False
     """A waiter between passes (`finishes`) was told it finished."""
+    outputs: asyncio.Task[None] | None = None
+    """The outputs GET the watch sent when a poll saw this create or resume complete."""
 
     @property
     def status(self) -> str:
@@ -80,8 +91,11 @@ class Flight:
 class StackWatch:
     """The shared poll of one cloud: started by the first flight, ended when none is left."""
 
-    def __init__(self, fetch: Fetch, fast_poll_s: float, slow_poll_s: float, forget_s: float) -> None:
+    def __init__(
+        self, fetch: Fetch, fast_poll_s: float, slow_poll_s: float, forget_s: float, show: Show | None = None
+    ) -> None:
         self.fetch = fetch
+        self.show = show
         self.slow_poll_s = slow_poll_s
         self.forget_s = forget_s
         self.durations = Durations(fast_poll_s)
@@ -136,6 +150,14 @@ class StackWatch:
                 await asyncio.wait_for(flight.done.wait(), max(0.0, timeout_s))
         flight.told = flight.finished()
         return flight.told
+
+    async def full_row(self, flight: Flight) -> Row | None:
+        """The finished flight's row, with the outputs the watch fetched when a poll saw it complete (waiting
+        for that GET if it is still out). A row without outputs means that GET failed or was never sent: the
+        caller reads the stack itself (and meets the error, if any, there)."""
+        if flight.outputs is not None:
+            await asyncio.shield(flight.outputs)
+        return flight.row
 
     def expected_in(self, flight: Flight) -> float | None:
         """Seconds until the flight's window of expected completion opens (negative: open or past)."""
@@ -223,4 +245,23 @@ class StackWatch:
             if flight.finished():
                 if flight.succeeded():
                     self.durations.learn(flight.key, flight.op, running_at, sent - flight.sent, flight.crowd)
+                    self._fetch_outputs(flight)
                 flight.done.set()
+
+    def _fetch_outputs(self, flight: Flight) -> None:
+        """Send the outputs GET of a create or resume just seen complete, beside the next polls."""
+        if self.show is None or flight.op not in OUTPUTS_OPS or "outputs" in (flight.row or {}):
+            return
+        flight.outputs = asyncio.get_running_loop().create_task(
+            self._outputs(flight, self.show), name=f"outputs of {flight.name}"
+        )
+
+    @staticmethod
+    async def _outputs(flight: Flight, show: Show) -> None:
+        try:
+            row = await show(flight)
+        except Exception:  # the status read asks again itself, and raises what it meets
+            log.debug("outputs GET failed", extra={"stack": flight.name}, exc_info=True)
+            return
+        if row is not None and row.get("stack_status") == flight.status:
+            flight.row = row

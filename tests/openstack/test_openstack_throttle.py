@@ -1,0 +1,179 @@
+"""Writes Heat answers 429 or 503 are sent again after its Retry-After, within a bound, against the real Heat
+harness. The harness does not rate-limit, so a tiny HTTP proxy in front of the real heat-api answers the
+first writes (POST, DELETE) with 503 or 429 and a Retry-After, and forwards everything else."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import openstack
+import pytest
+import yaml
+from tests.openstack.test_openstack_polling import quick
+
+from stacklab.errors import TransientProviderError
+from stacklab.providers.base import StackState
+from stacklab.providers.openstack.provider import OpenStackProvider
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+pytestmark = [
+    pytest.mark.openstack,
+    pytest.mark.usefixtures("clean_clouds"),
+    pytest.mark.filterwarnings("ignore::PendingDeprecationWarning:openstack"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:openstack"),
+]
+
+
+class BusyHeat(ThreadingHTTPServer):
+    """heat-api behind a proxy that refuses the next `refuse` writes with `status` and a Retry-After."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        super().__init__(("127.0.0.1", 0), _Forward)
+        self.upstream = upstream
+        self.refuse = 0
+        self.status = 503
+        self.retry_after = "0"
+        self.writes: list[tuple[float, str, str, int]] = []
+        """(when, method, path, status answered) of every write that reached the proxy."""
+        self.lock = threading.Lock()
+
+    def refused(self) -> list[tuple[float, str, str, int]]:
+        return [w for w in self.writes if w[3] in (429, 503)]
+
+    def take(self, method: str, path: str) -> int | None:
+        """The refusal for this write, if one is due (and note every write)."""
+        with self.lock:
+            refuse = method in WRITES and self.refuse > 0
+            if refuse:
+                self.refuse -= 1
+            if method in WRITES:
+                self.writes.append((time.monotonic(), method, path, self.status if refuse else 0))
+            return self.status if refuse else None
+
+
+class _Forward(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: BusyHeat
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        refusal = self.server.take(self.command, self.path)
+        if refusal is not None:
+            self.send_response(refusal)
+            self.send_header("Retry-After", self.server.retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        upstream.request(self.command, self.path, body, headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        upstream.close()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+
+@pytest.fixture
+def busy_heat(clean_clouds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BusyHeat]:
+    """The proxy, and a cloud `heatbox-busy` (heatbox with its orchestration endpoint at the proxy)."""
+    heat_url = openstack.connect(cloud="heatbox").orchestration.get_endpoint()
+    parts = urlsplit(heat_url)
+    proxy = BusyHeat((parts.hostname or "127.0.0.1", parts.port or 80))
+    serving = threading.Thread(target=proxy.serve_forever, daemon=True)
+    serving.start()
+    config = yaml.safe_load(clean_clouds.read_text())
+    busy = dict(config["clouds"]["heatbox"])
+    busy["orchestration_endpoint_override"] = urlunsplit(
+        parts._replace(netloc=f"127.0.0.1:{proxy.server_address[1]}")
+    )
+    config["clouds"]["heatbox-busy"] = busy
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+async def until(provider: OpenStackProvider, handle: dict, *passing: StackState) -> StackState:
+    for _ in range(240):
+        state = (await provider.status(handle)).state
+        if state not in passing:
+            return state
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{handle['name']} still {state}")
+
+
+async def test_writes_wait_out_503_and_429_then_succeed(busy_heat: BusyHeat) -> None:
+    """Create, suspend and delete each meet refusals first: each succeeds without an error, sent again no
+    sooner than Retry-After and no more often than the bound allows."""
+    settings = {"cloud": "heatbox-busy", "write_retries": 3, "write_backoff_s": 0.01}
+    provider = OpenStackProvider("busy", settings)
+    busy_heat.refuse, busy_heat.retry_after = 2, "1"
+    handle = await provider.create(quick("sl-busy1"))
+    creates = [w for w in busy_heat.writes if w[1] == "POST" and w[2].endswith("/stacks")]
+    assert [w[3] for w in creates] == [503, 503, 0]  # two refused, the third created it
+    assert all(b[0] - a[0] >= 1.0 for a, b in pairwise(creates))  # Retry-After honoured
+    assert await until(provider, handle, StackState.CREATING) == StackState.RUNNING
+
+    busy_heat.refuse, busy_heat.status, busy_heat.retry_after = 3, 429, "0"
+    await provider.suspend(handle)
+    actions = [w for w in busy_heat.writes if w[2].endswith("/actions")]
+    assert [w[3] for w in actions] == [429, 429, 429, 0]  # the bound: write_retries (3) more attempts
+    assert await until(provider, handle, StackState.RUNNING, StackState.SUSPENDING) == StackState.SUSPENDED
+
+    busy_heat.refuse, busy_heat.status = 1, 503
+    await provider.delete(handle)
+    deletes = [w for w in busy_heat.writes if w[1] == "DELETE"]
+    assert [w[3] for w in deletes] == [503, 0]
+    assert await provider.list() == []
+    assert len(busy_heat.refused()) == 6
+
+
+async def test_a_write_refused_past_the_bound_fails_with_a_clear_error(busy_heat: BusyHeat) -> None:
+    """Refused on every attempt: the create fails with RateLimited, naming Heat's answer and the bound,
+    after exactly 1 + write_retries attempts; a Retry-After above the cap fails at once."""
+    settings = {"cloud": "heatbox-busy", "write_retries": 2, "write_backoff_s": 0.01}
+    provider = OpenStackProvider("busy", settings)
+    busy_heat.refuse, busy_heat.status = 1000, 429
+    with pytest.raises(TransientProviderError) as refused:
+        await provider.create(quick("sl-busy2"))
+    assert refused.value.reason == "RateLimited"
+    message = str(refused.value)
+    assert "429 Too Many Requests" in message and "3 attempts" in message and "write_retries" in message
+    assert "sl-busy2" in message and "heatbox-busy" in message
+    assert len(busy_heat.writes) == 3
+
+    patient = OpenStackProvider("busy", {"cloud": "heatbox-busy", "write_backoff_max_s": 5})
+    busy_heat.status, busy_heat.retry_after = 503, "120"
+    with pytest.raises(TransientProviderError) as long_wait:
+        await patient.create(quick("sl-busy2"))
+    assert long_wait.value.reason == "RateLimited"
+    assert "Retry-After 120 s" in str(long_wait.value) and "write_backoff_max_s" in str(long_wait.value)
+    assert len(busy_heat.writes) == 4  # one attempt: no wait longer than the cap
+    assert await OpenStackProvider("heat", {"cloud": "heatbox"}).list() == []  # nothing half-created
