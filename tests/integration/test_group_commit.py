@@ -19,6 +19,7 @@ from tests.support.engine import settle, write_lab
 from tests.support.memory_provider import MemoryProvider
 
 from stacklab.events import Event
+from stacklab.store.repository import CasWrite
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Observed
 from stacklab.wiring import App
@@ -87,7 +88,9 @@ async def test_passes_ending_together_share_one_commit(
     ids, counts, events = await run(app, providers, tmp_path, lambda _ids: None)
     assert all(suspended_once(app, env_id) for env_id in ids)
     assert counts.commits == 2, counts.verbs  # the lease round and the save round
-    assert counts.verbs["UPDATE"] == LABS + 1, counts.verbs  # one lease UPDATE, one CAS UPDATE each
+    # one lease UPDATE, and the round's compare-and-set UPDATEs in one executemany (one round trip on
+    # PostgreSQL, psycopg's pipeline)
+    assert counts.verbs["UPDATE"] == 2, counts.verbs
     assert suspended_events(events) == ids
 
 
@@ -121,18 +124,29 @@ def conflict() -> OperationalError:
 
 
 def failing_writes(app: App, fail: Callable[[str, int], Exception | None]) -> None:
-    """The compare-and-set UPDATE runs, then raises `fail(env_id, call)` when that is an error."""
-    bump, calls = app.repo.bump_version, [0]
+    """The compare-and-set UPDATE runs (one environment's, or a round's batch), then raises
+    `fail(env_id, call)` when that is an error (each environment of a batch counts as a call)."""
+    bump, bump_many, calls = app.repo.bump_version, app.repo.bump_versions, [0]
 
-    def bump_then_fail(session: Any, env_id: str, *args: Any) -> bool:
-        done = bump(session, env_id, *args)
+    def check(env_id: str) -> None:
         calls[0] += 1
         error = fail(env_id, calls[0])
         if error is not None:
             raise error
+
+    def bump_then_fail(session: Any, env_id: str, *args: Any) -> bool:
+        done = bump(session, env_id, *args)
+        check(env_id)
+        return done
+
+    def bump_many_then_fail(session: Any, owner: str, writes: list[CasWrite]) -> bool:
+        done = bump_many(session, owner, writes)
+        for write in writes:
+            check(write.env_id)
         return done
 
     app.repo.bump_version = bump_then_fail  # type: ignore[method-assign]
+    app.repo.bump_versions = bump_many_then_fail  # type: ignore[method-assign]
 
 
 async def test_a_write_conflict_runs_the_round_again(

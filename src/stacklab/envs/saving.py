@@ -33,13 +33,17 @@ from stacklab.envs.rounds import Rounds
 from stacklab.envs.transitions import Journal
 from stacklab.errors import Conflict, LeaseLost
 from stacklab.store.conflicts import retried
-from stacklab.store.repository import Repository
+from stacklab.store.repository import CasWrite, Repository
 from stacklab.store.tables import EnvironmentRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Outcome = bool | BaseException
 """A pass's part of a round: True, written; an exception, what its pass raises."""
+
+
+class _Mismatch(Exception):
+    """A compare-and-set of a batch matched nothing: the batch is written again one pass at a time."""
 
 
 def changed_columns(record: EnvironmentRecord) -> dict[str, object]:
@@ -102,10 +106,8 @@ class Saves:
         (envs/intent.py), never overwritten; a pass whose lease was taken over writes nothing. Returns
         the columns written; the record is told once they are committed (`_written`)."""
         record = journal.record
-        if record.lease_owner is not None:  # every save renews the lease of a pass that goes on
-            record.lease_until = self.clock() + self.lease_s
         with session.no_autoflush:
-            changes = changed_columns(record)
+            changes = self._changes(journal)
             if not self.repo.bump_version(session, record.id, record.version, self.owner(), changes):
                 theirs = self.repo.locked_columns(
                     session, record.id, ("version", "lease_owner", *INTENT_FIELDS)
@@ -119,6 +121,14 @@ class Saves:
                     raise Conflict(f"environment {record.id} changed under its row lock")
         session.add_all(journal.entries)
         return changes
+
+    def _changes(self, journal: Journal) -> dict[str, object]:
+        """The columns the save writes: the pass's changes, and the lease renewed for a pass that goes
+        on (every save renews it)."""
+        record = journal.record
+        if record.lease_owner is not None:
+            record.lease_until = self.clock() + self.lease_s
+        return changed_columns(record)
 
     @staticmethod
     def _written(journal: Journal, changes: dict[str, object]) -> None:
@@ -144,6 +154,27 @@ class Saves:
             return {}
 
     def _write_round(self, journals: dict[str, Journal]) -> dict[str, Outcome]:
+        """Every pass's compare-and-set in one batch when all of them match (the common case); when one
+        does not, the batch is rolled back and each is written on its own, in one transaction still."""
+        try:
+            return self._write_batch(journals)
+        except _Mismatch:
+            return self._write_each(journals)
+
+    def _write_batch(self, journals: dict[str, Journal]) -> dict[str, Outcome]:
+        ordered = sorted(journals)  # rows locked in one order by every round: no deadlock
+        written = {env_id: self._changes(journals[env_id]) for env_id in ordered}
+        writes = [CasWrite(env_id, journals[env_id].record.version, written[env_id]) for env_id in ordered]
+        with self.repo.session() as session:
+            if not self.repo.bump_versions(session, self.owner(), writes):
+                raise _Mismatch  # leaves the session: rolled back
+            for env_id in ordered:
+                session.add_all(journals[env_id].entries)
+        for env_id, changes in written.items():
+            self._written(journals[env_id], changes)
+        return dict.fromkeys(written, True)
+
+    def _write_each(self, journals: dict[str, Journal]) -> dict[str, Outcome]:
         outcomes: dict[str, Outcome] = {}
         written: dict[str, dict[str, object]] = {}
         with self.repo.session() as session:

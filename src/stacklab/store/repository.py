@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, bindparam, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +23,15 @@ from stacklab.store.tables import (
     ProviderUsageRecord,
     TransitionRecord,
 )
+
+
+@dataclass(frozen=True)
+class CasWrite:
+    """One environment's compare-and-set save: from version `expected`, the columns `changes`."""
+
+    env_id: str
+    expected: int
+    changes: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -325,6 +335,40 @@ class Repository:
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
+
+    @staticmethod
+    def bump_versions(session: Session, owner: str, writes: list[CasWrite]) -> bool:
+        """`bump_version` for many environments at once, all or nothing: the UPDATEs that change the
+        same columns go in one executemany (psycopg sends them in one pipeline: one round trip, not one
+        each). True when every one matched; False when one did not (its version moved, its lease went)
+        or the driver cannot count rows per batch: the caller then rolls back and writes one by one.
+        Each UPDATE matches one row at most (by id), so all matched when the count is theirs."""
+        if not session.get_bind().dialect.supports_sane_multi_rowcount:
+            return False
+        columns = inspect(EnvironmentRecord).column_attrs
+        table = EnvironmentRecord.__table__
+        connection = session.connection()
+        for names, run in groupby(writes, key=lambda write: tuple(sorted(write.changes))):
+            rows = [  # a run of the same columns: the rows stay locked in the caller's order
+                {"_id": w.env_id, "_expected": w.expected, "_owner": owner}
+                | {f"_set_{name}": value for name, value in w.changes.items()}
+                for w in run
+            ]
+            sets = {
+                columns[n].columns[0]: bindparam(f"_set_{n}", type_=columns[n].columns[0].type) for n in names
+            }
+            statement = (
+                update(table)
+                .where(
+                    table.c.id == bindparam("_id"),
+                    table.c.version == bindparam("_expected"),
+                    table.c.lease_owner == bindparam("_owner"),
+                )
+                .values({**sets, table.c.version: table.c.version + 1})
+            )
+            if connection.execute(statement, rows).rowcount != len(rows):
+                return False
+        return True
 
     @staticmethod
     def locked_columns(session: Session, env_id: str, names: tuple[str, ...]) -> dict[str, Any]:
