@@ -11,7 +11,9 @@
 2. Queue wait: passes submitted at steady rates (`--rates`, default 50/s and 500/s) through the Celery
    runner to one worker, each timed from `submit` to the start of its pass (p50/p99); the floor is the
    broker's own round trip (publish, then receive, of one small message at a time) measured in the same
-   run. Above the worker's pass throughput the wait is the backlog, not the transport.
+   run. Above the worker's pass throughput the wait is the backlog, not the transport. The environments
+   submitted are settled as a pass leaves them (due at their idle limit): each pass finds them at rest
+   (envs/resting.py), one read.
 
     .venv/bin/python bench/distributed.py [--envs 2000] [--limit 120] [--work suspends,launches]
                                           [--rates 50,500] [--waits 1000]
@@ -344,9 +346,9 @@ def queue_waits(broker_url: str, rate: float, count: int, work: Path) -> list[fl
     processes = Workers(config, work)
     try:
         seed(app, count)
-        with app.repo.engine.begin() as connection:  # settled: each pass only looks
+        with app.repo.engine.begin() as connection:  # settled as a pass leaves them: due at the idle limit
             connection.execute(
-                text("UPDATE environments SET due_at = due_at + 3600, last_activity_at = :now"),
+                text("UPDATE environments SET last_activity_at = :now, due_at = :now + idle_suspend_s"),
                 {"now": time.time()},
             )
         processes.start(1, starts)
@@ -435,7 +437,9 @@ def main() -> None:
     )
     parser.add_argument("--envs", type=int, default=2000, help="environments suspended / launched per run")
     parser.add_argument("--limit", type=float, default=120, help="seconds a run may take (done/elapsed)")
-    parser.add_argument("--work", default="suspends,launches", help="what is timed (comma-separated)")
+    parser.add_argument(
+        "--work", default="suspends,launches", help="what is timed (comma-separated; '' for none)"
+    )
     parser.add_argument(
         "--rates", default="50,500", help="passes submitted per second for the queue wait ('' for none)"
     )
@@ -447,9 +451,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stacklab-bench-") as tmp:
         work = Path(tmp)
         rows: list[list[str]] = []
-        write_floor = floor_suspends(args.envs, work)
-        show(rows, [f"suspends/s, floor ({args.envs} envs)", f"{write_floor:.0f}", "-", "floor"])
-        for kind in args.work.split(","):
+        kinds = [kind for kind in args.work.split(",") if kind]
+        write_floor = floor_suspends(args.envs, work) if kinds else 0.0
+        if kinds:
+            show(rows, [f"suspends/s, floor ({args.envs} envs)", f"{write_floor:.0f}", "-", "floor"])
+        for kind in kinds:
             peer = asyncio.run(embedded_rate(kind, args.envs, work, args.limit))
             floor = f", floor {write_floor:.0f}" if kind == "suspends" else ""
             show(rows, [f"{kind}/s, embedded runner ({args.envs} envs)", f"{peer:.0f}", "-", f"peer{floor}"])
