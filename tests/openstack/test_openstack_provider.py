@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from tests.openstack.test_openstack_polling import quick
 
 from stacklab.errors import CapacityExhausted, TerminalProviderError, TransientProviderError
 from stacklab.providers.base import StackRequest, StackState, StackStatus
@@ -117,3 +118,28 @@ async def test_check_reports_credentials_endpoint_and_quota(clean_clouds: Path) 
     ]
     bad = await OpenStackProvider("bad", {"cloud": "heatbox-badpass"}).check()
     assert bad[0][:2] == ("credentials", False) and "AuthFailed" in bad[0][2]
+
+
+async def test_recreate_right_after_delete_gets_the_name_and_the_quota_place(clean_clouds: Path) -> None:
+    """`delete` returns at DELETE_COMPLETE, while Heat still lists the stack a while (holding its name and
+    its place in the project's quota): a create of the same name right after it, and a create in a project
+    whose only place that stack held (heatbox-small: one stack per project), both succeed."""
+    provider = OpenStackProvider("heat", {"cloud": "heatbox"})
+    handle = await provider.create(request("sl-again1"))
+    assert (await settle(provider, handle, StackState.CREATING)).state == StackState.RUNNING
+    await provider.delete(handle)
+    assert (await provider.status(handle)).state == StackState.ABSENT
+    again = await provider.create(request("sl-again1"))
+    assert again["id"] != handle["id"]
+    assert (await settle(provider, again, StackState.CREATING)).state == StackState.RUNNING
+    assert await provider.list() == ["sl-again1"]
+    await provider.delete(again)
+
+    small = OpenStackProvider("small", {"cloud": "heatbox-small"})
+    first = await small.create(quick("sl-place1"))  # no nested stack: one place in the quota
+    assert (await settle(small, first, StackState.CREATING)).state == StackState.RUNNING
+    await small.delete(first)
+    second = await small.create(quick("sl-place2"))  # the only place, held by sl-place1 until it left
+    assert (await settle(small, second, StackState.CREATING)).state == StackState.RUNNING
+    assert await small.list() == ["sl-place2"]
+    await small.delete(second)

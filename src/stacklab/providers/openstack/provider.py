@@ -36,7 +36,12 @@ from keystoneauth1 import exceptions as ksa_exceptions
 from openstack import exceptions as sdk
 from openstack import warnings as sdk_warnings
 
-from stacklab.errors import ProviderError, TerminalProviderError, TransientProviderError
+from stacklab.errors import (
+    CapacityExhausted,
+    ProviderError,
+    TerminalProviderError,
+    TransientProviderError,
+)
 from stacklab.providers.base import Handle, NodeAddress, Provider, StackRequest, StackState, StackStatus
 from stacklab.providers.openstack.contract import (
     SECRET_OUTPUTS,
@@ -230,10 +235,29 @@ class OpenStackProvider(Provider):
 
     # create -----------------------------------------------------------------------------------------
     async def create(self, request: StackRequest) -> Handle:
-        handle, sent = await self._run(f"creating stack {request.name}", partial(self._create, request))
+        """POST the stack, once a delete of the same name has let go of it. A project whose quota is full
+        while deletes of ours still hold places in it (DELETE_COMPLETE, still listed) is asked again once
+        they are gone: `delete` returns at DELETE_COMPLETE, and this keeps a re-create right after it from
+        meeting the old stack's name or place."""
+        doing = f"creating stack {request.name}"
+        await self._until_gone(doing, self.watch.deleting(request.name))
+        try:
+            handle, sent = await self._run(doing, partial(self._create, request))
+        except CapacityExhausted:
+            if not await self._until_gone(doing, self.watch.deleting()):
+                raise
+            handle, sent = await self._run(doing, partial(self._create, request))
         if sent is not None:
             self._fly(handle, handle["id"], "CREATE", sent)
         return handle
+
+    async def _until_gone(self, doing: str, deletes: list[Flight]) -> bool:
+        """Wait (at most delete_wait_s) until these deleted stacks have left Heat's list; False if none."""
+        try:
+            await asyncio.gather(*(self.watch.wait(f, self.delete_wait_s) for f in deletes))
+        except Exception as exc:
+            raise translate(exc, self.cloud, doing) from exc
+        return bool(deletes)
 
     def _create(self, request: StackRequest) -> tuple[Handle, float | None]:
         """POST the stack (and say when); a name Heat already has (an earlier, interrupted pass) is found
@@ -317,18 +341,19 @@ class OpenStackProvider(Provider):
                 self._fly(handle, row["id"], heat_status.split("_")[0], time.monotonic(), row, timed=False)
             return self._observe(handle, row)
         wait_s = self._hold(flight)
-        if not flight.finished() and wait_s > 0:
+        if not flight.settled() and wait_s > 0:
             try:
-                await self.watch.wait(flight, wait_s)
+                await self.watch.wait(flight, wait_s, settled=True)
             except Exception as exc:
                 raise translate(exc, self.cloud, doing) from exc
-        if not flight.finished():  # as the last poll saw it; not begun yet: in progress all the same
+        if not flight.settled():  # as the last poll saw it; not begun yet: in progress all the same
             begun = flight.row is not None and (flight.status, flight.reason) != flight.before
             return StackStatus(
                 map_state(flight.status if begun else f"{flight.op}_IN_PROGRESS"),
                 flight.status if begun else f"{flight.op} requested",
             )
-        self.watch.forget(flight)
+        if flight.finished():  # a deleted stack still listed stays watched until it leaves (create)
+            self.watch.forget(flight)
         row = await self.watch.full_row(flight)
         if row is not None and map_state(flight.status) == StackState.RUNNING and "outputs" not in row:
             row = await self._run(doing, partial(self._show, handle["name"], handle.get("id")), read=True)
@@ -423,7 +448,9 @@ class OpenStackProvider(Provider):
 
     # delete -----------------------------------------------------------------------------------------
     async def delete(self, handle: Handle) -> None:
-        """Delete and wait (bounded, without holding a thread) until Heat confirms; DELETE_FAILED raises."""
+        """Delete and wait (bounded, without holding a thread) until Heat confirms; DELETE_FAILED raises.
+        Returns at DELETE_COMPLETE, as the SDK's wait does: the stack stays watched until it leaves Heat's
+        list (~1.3 s later), and a create of its name waits for that (`create`)."""
         name = handle["name"]
         reason = ""
         for attempt in range(1, self.delete_attempts + 1):
@@ -440,18 +467,18 @@ class OpenStackProvider(Provider):
             row, sent = started
             flight = self._fly(handle, row["id"], "DELETE", sent, row)
             try:
-                finished = await self.watch.wait(flight, self.delete_wait_s)
+                settled = await self.watch.wait(flight, self.delete_wait_s, settled=True)
             except Exception as exc:
-                raise translate(exc, self.cloud, f"deleting stack {name}") from exc
-            finally:
                 self.watch.forget(flight)
-            if not finished:
+                raise translate(exc, self.cloud, f"deleting stack {name}") from exc
+            if flight.deleted():
+                return
+            self.watch.forget(flight)
+            if not settled:
                 raise TransientProviderError(
                     f"cloud {self.cloud!r}: stack {name} still {flight.status} after {self.delete_wait_s:g}s",
                     reason="DeleteInProgress",
                 )
-            if flight.gone:
-                return
             reason = flight.reason or "no reason given"
             log.warning("DELETE_FAILED", extra={"stack": name, "attempt": attempt, "reason": reason})
         raise TerminalProviderError(

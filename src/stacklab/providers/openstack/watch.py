@@ -58,6 +58,11 @@ class Flight:
     asked: float = field(default_factory=time.monotonic)
     """When someone last waited on this flight (one nobody asks about any more is dropped)."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the flight finished (or its poll failed)."""
+    settle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when Heat is done with the operation (`settled`), or its poll failed."""
+    learned: bool = False
+    """Its duration was taught to `Durations` (once, when first seen settled)."""
     told: bool = False
     """A waiter between passes (`finishes`) was told it finished."""
     outputs: asyncio.Task[None] | None = None
@@ -84,8 +89,19 @@ class Flight:
             return self.status == "DELETE_FAILED"
         return not self.status.endswith("_IN_PROGRESS")
 
+    def deleted(self) -> bool:
+        """A delete Heat has completed: gone from the list, or DELETE_COMPLETE. Heat lists a stack for a
+        while after its DELETE_COMPLETE (~1.3 s on the harness: it still removes the stack's Keystone
+        user and trust), holding its name and its place in the quota until then: `finished` waits for
+        that, and a create that needs the name or the place waits for it (provider.create)."""
+        return self.op == "DELETE" and (self.gone or self.status == "DELETE_COMPLETE")
+
+    def settled(self) -> bool:
+        """Heat is done with the operation: finished, or a delete DELETE_COMPLETE though still listed."""
+        return self.finished() or self.deleted()
+
     def succeeded(self) -> bool:
-        return (self.gone and self.op == "DELETE") or self.status == f"{self.op}_COMPLETE"
+        return self.deleted() or self.status == f"{self.op}_COMPLETE"
 
 
 class StackWatch:
@@ -108,7 +124,7 @@ class StackWatch:
         """Watch `flight` (replacing an earlier operation's flight on the same stack)."""
         self._own_loop()
         self.flights[flight.stack_id] = flight
-        flight.crowd = max(flight.crowd, sum(1 for f in self.flights.values() if not f.finished()))
+        flight.crowd = max(flight.crowd, sum(1 for f in self.flights.values() if not f.settled()))
         self._changed.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="openstack stack watch")
@@ -126,17 +142,30 @@ class StackWatch:
         if self.flights.get(flight.stack_id) is flight:
             del self.flights[flight.stack_id]
 
-    async def wait(self, flight: Flight, timeout_s: float) -> bool:
-        """Until the flight finished (True) or `timeout_s` passed (False); a failed poll raises."""
+    async def wait(self, flight: Flight, timeout_s: float, *, settled: bool = False) -> bool:
+        """Until the flight finished (True) or `timeout_s` passed (False); a failed poll raises.
+        `settled`: until Heat is done with it (a delete: DELETE_COMPLETE, though still listed)."""
         flight.asked = time.monotonic()
+        event = flight.settle if settled else flight.done
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(flight.done.wait(), max(0.0, timeout_s))
+            await asyncio.wait_for(event.wait(), max(0.0, timeout_s))
         flight.asked = time.monotonic()
         if flight.error is not None:
             error, flight.error = flight.error, None
             flight.done.clear()
+            flight.settle.clear()
             raise error
-        return flight.finished()
+        return flight.settled() if settled else flight.finished()
+
+    def deleting(self, name: str | None = None) -> list[Flight]:
+        """Deletes not finished yet (of the stack named `name`): still in progress, or complete and still
+        listed, holding the name and a place in the quota."""
+        self._own_loop()
+        return [
+            f
+            for f in self.flights.values()
+            if f.op == "DELETE" and not f.finished() and (name is None or f.name == name)
+        ]
 
     async def finishes(self, flight: Flight, timeout_s: float) -> bool:
         """True once the flight has finished (at once if it had, the first time this is asked), within
@@ -235,6 +264,7 @@ class StackWatch:
                 flight.error = exc
                 flight.polled = sent + self.slow_poll_s
                 flight.done.set()
+                flight.settle.set()
             return
         for flight in pending:
             running_at = (flight.polled or flight.sent) - flight.sent
@@ -242,10 +272,13 @@ class StackWatch:
             flight.crowd = max(flight.crowd, len(pending))
             flight.row = rows.get(flight.stack_id)
             flight.gone = flight.row is None
-            if flight.finished():
+            if flight.settled() and not flight.learned:  # a delete: when DELETE_COMPLETE is first seen
+                flight.learned = True
                 if flight.succeeded():
                     self.durations.learn(flight.key, flight.op, running_at, sent - flight.sent, flight.crowd)
                     self._fetch_outputs(flight)
+                flight.settle.set()
+            if flight.finished():
                 flight.done.set()
 
     def _fetch_outputs(self, flight: Flight) -> None:
