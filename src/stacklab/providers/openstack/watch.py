@@ -91,8 +91,8 @@ class Flight:
 
     def deleted(self) -> bool:
         """A delete Heat has completed: gone from the list, or DELETE_COMPLETE. Heat lists a stack for a
-        while after its DELETE_COMPLETE (~1.3 s on the harness: it still removes the stack's Keystone
-        user and trust), holding its name and its place in the quota until then: `finished` waits for
+        while after its DELETE_COMPLETE (~1.3 s on the harness, bench/heat_launch.py),
+        holding its name and its place in the quota until then: `finished` waits for
         that, and a create that needs the name or the place waits for it (provider.create)."""
         return self.op == "DELETE" and (self.gone or self.status == "DELETE_COMPLETE")
 
