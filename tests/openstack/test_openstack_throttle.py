@@ -1,6 +1,8 @@
 """Writes Heat answers 429 or 503 are sent again after its Retry-After, within a bound, against the real Heat
 harness. The harness does not rate-limit, so a tiny HTTP proxy in front of the real heat-api answers the
-first writes (POST, DELETE) with 503 or 429 and a Retry-After, and forwards everything else."""
+first writes (POST, DELETE) with 503 or 429 and a Retry-After, and forwards everything else. The same proxy
+also stands for a Heat that accepts a DELETE and never acts on it (seen in CI when a DELETE met a create as it
+failed): the delete is sent again."""
 
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ class BusyHeat(ThreadingHTTPServer):
         self.refuse = 0
         self.status = 503
         self.retry_after = "0"
+        self.drop = 0
+        """The next `drop` DELETEs are answered 204 and not forwarded: accepted, never acted on."""
         self.writes: list[tuple[float, str, str, int]] = []
         """(when, method, path, status answered) of every write that reached the proxy."""
         self.lock = threading.Lock()
@@ -52,8 +56,12 @@ class BusyHeat(ThreadingHTTPServer):
         return [w for w in self.writes if w[3] in (429, 503)]
 
     def take(self, method: str, path: str) -> int | None:
-        """The refusal for this write, if one is due (and note every write)."""
+        """The refusal (or the dropped DELETE's 204) for this write, if one is due (and note every write)."""
         with self.lock:
+            if method == "DELETE" and self.drop > 0:
+                self.drop -= 1
+                self.writes.append((time.monotonic(), method, path, 204))
+                return 204
             refuse = method in WRITES and self.refuse > 0
             if refuse:
                 self.refuse -= 1
@@ -75,7 +83,8 @@ class _Forward(BaseHTTPRequestHandler):
         refusal = self.server.take(self.command, self.path)
         if refusal is not None:
             self.send_response(refusal)
-            self.send_header("Retry-After", self.server.retry_after)
+            if refusal != 204:
+                self.send_header("Retry-After", self.server.retry_after)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -177,3 +186,17 @@ async def test_a_write_refused_past_the_bound_fails_with_a_clear_error(busy_heat
     assert "Retry-After 120 s" in str(long_wait.value) and "write_backoff_max_s" in str(long_wait.value)
     assert len(busy_heat.writes) == 4  # one attempt: no wait longer than the cap
     assert await OpenStackProvider("heat", {"cloud": "heatbox"}).list() == []  # nothing half-created
+
+
+async def test_a_delete_heat_never_acts_on_is_sent_again(busy_heat: BusyHeat) -> None:
+    """Heat answers the first DELETE and the stack stays as it was: after delete_resend_s it is sent again,
+    and the stack is gone when delete returns."""
+    provider = OpenStackProvider("busy", {"cloud": "heatbox-busy", "delete_resend_s": 1.0})
+    handle = await provider.create(quick("sl-dropped"))
+    assert await until(provider, handle, StackState.CREATING) == StackState.RUNNING
+    busy_heat.drop = 1
+    await provider.delete(handle)
+    deletes = [w for w in busy_heat.writes if w[1] == "DELETE"]
+    assert [w[3] for w in deletes] == [204, 0]  # dropped, then sent again and forwarded
+    assert deletes[1][0] - deletes[0][0] >= 1.0
+    assert await provider.list() == []

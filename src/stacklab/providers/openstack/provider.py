@@ -114,6 +114,9 @@ class OpenStackProvider(Provider):
         self.cloud: str = self.settings.get("cloud") or name
         self.delete_wait_s = float(self.settings.get("delete_wait_s", 60.0))
         self.delete_attempts = int(self.settings.get("delete_attempts", 3))
+        self.delete_resend_s = float(self.settings.get("delete_resend_s", 10.0))
+        """A stack that shows no DELETE_ status this long after its DELETE is sent it again: Heat can drop a
+        DELETE that meets a create as it fails (the stack stays CREATE_FAILED, seen in CI)."""
         self.api_timeout_s = float(self.settings.get("api_timeout_s", 30.0))
         """One HTTP request's bound: a Heat whose engine is gone answers only after its RPC timeout (60 s),
         and keystoneauth has no timeout of its own; a hung call would hold the environment's lease."""
@@ -464,14 +467,8 @@ class OpenStackProvider(Provider):
                 return  # no id: create never succeeded with these credentials, so there is nothing to delete
             if started is None:
                 return
-            row, sent = started
-            flight = self._fly(handle, row["id"], "DELETE", sent, row)
-            try:
-                settled = await self.watch.wait(flight, self.delete_wait_s, settled=True)
-            except Exception as exc:
-                self.watch.forget(flight)
-                raise translate(exc, self.cloud, f"deleting stack {name}") from exc
-            if flight.deleted():
+            flight, settled = await self._await_delete(handle, *started)
+            if flight is None or flight.deleted():
                 return
             self.watch.forget(flight)
             if not settled:
@@ -486,6 +483,32 @@ class OpenStackProvider(Provider):
             f"after {self.delete_attempts} attempts: {reason}",
             reason="DeleteFailed",
         )
+
+    async def _await_delete(self, handle: Handle, row: Row, sent: float) -> tuple[Flight | None, bool]:
+        """Watch the delete until Heat is done with it or delete_wait_s passes: (its flight, settled).
+        A stack still showing no DELETE_ status after delete_resend_s is sent its DELETE again (a stack
+        gone by then: no flight)."""
+        name, deadline = handle["name"], time.monotonic() + self.delete_wait_s
+        flight = self._fly(handle, row["id"], "DELETE", sent, row)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                settled = await self.watch.wait(flight, min(left, self.delete_resend_s), settled=True)
+            except Exception as exc:
+                self.watch.forget(flight)
+                raise translate(exc, self.cloud, f"deleting stack {name}") from exc
+            if settled or left <= self.delete_resend_s:
+                return flight, settled
+            if not _delete_dropped(flight):
+                continue
+            log.warning("DELETE not taken up: sent again", extra={"stack": name, "status": flight.status})
+            self.watch.forget(flight)
+            started = await self._run(
+                f"deleting stack {name}", partial(self._start_delete, handle), pool=self._deletes
+            )
+            if started is None:
+                return None, True
+            flight = self._fly(handle, started[0]["id"], "DELETE", started[1], started[0])
 
     def _start_delete(self, handle: Handle) -> tuple[Row, float] | None:
         """DELETE the stack unless Heat is deleting it already; None when it is gone."""
@@ -596,6 +619,12 @@ class OpenStackProvider(Provider):
         if found is None:
             return False, f"the cloud has no {kind} {name!r} (visible to this project)"
         return True, f"found ({getattr(found, 'id', None) or name})"
+
+
+def _delete_dropped(flight: Flight) -> bool:
+    """The stack is listed, settled, and shows nothing of the DELETE sent to it."""
+    status = flight.status
+    return flight.row is not None and not status.startswith("DELETE_") and not status.endswith("_IN_PROGRESS")
 
 
 def _stack_url(row: Row) -> str:
