@@ -14,6 +14,7 @@ from tests.support.memory_provider import MemoryProvider
 
 from stacklab.config import Settings
 from stacklab.envs.allowance import WEEK_S, week_start
+from stacklab.envs.transitions import Journal
 from stacklab.errors import UsageLimitReached
 from stacklab.store.grants import grants_of
 from stacklab.store.repository import EnvKey
@@ -122,6 +123,39 @@ async def test_a_running_lab_crossing_into_a_new_week_is_looked_at_then(
         assert app.repo.get(env).usage_limit_at == sunday_late + 600  # the week ends before the hour
         assert await _when_due(app, clock, env) == Observed.RUNNING  # a fresh week: 1 h from now
         assert app.repo.get(env).usage_limit_at == clock.now + 3600
+    finally:
+        app.close()
+
+
+async def test_a_resume_granted_time_allows_is_kept_when_it_lands_during_a_pass(
+    settings: Settings, providers: dict[str, MemoryProvider], tmp_path: Path
+) -> None:
+    """Paused by its limit, then granted time: the learner's resume, committed while the pass the grant
+    sent is under way, is merged into that pass's save and the lab runs (found under load in CI: the merge
+    judged the resume against the deadline of the run the limit had ended, and paused it again)."""
+    clock = Clock()
+    lab = limited_lab(tmp_path, "{hours: 0.5, per: total}")
+    app = memory_app(settings, providers, clock)
+    try:
+        env = app.environments.launch(lab, "ida").id
+        assert await settle(app, env) == Observed.RUNNING
+        clock.now += 1800
+        assert await _when_due(app, clock, env) == Observed.SUSPENDED  # the limit paused it
+        app.environments.grant(env, 1, "the cloud was down", "cli:tester")
+        save = app.controller.saves.save
+
+        async def resume_first(journal: Journal) -> None:  # the click lands between load and save
+            if journal.record.id == env and journal.record.desired == Desired.SUSPENDED:
+                app.environments.request(env, Desired.RUNNING, "ResumeRequested")
+            await save(journal)
+
+        app.controller.saves.save = resume_first  # type: ignore[method-assign]
+        await app.controller.reconcile(env)  # the pass the grant made due
+        app.controller.saves.save = save  # type: ignore[method-assign]
+        assert await settle(app, env) == Observed.RUNNING
+        record = app.repo.get(env)
+        assert record.desired == Desired.RUNNING and record.usage_limit_at == clock.now + 3600
+        assert "UsageLimit" not in [t.reason for t in app.repo.history(env)[-3:]]
     finally:
         app.close()
 

@@ -242,7 +242,13 @@ class Controller(PoolSteps):
         """When a lab that wants to run reaches its learner's `block` usage limit (envs/allowance.py): a
         policy deadline, worked out afresh by every pass (grants and a new week move it)."""
         record = journal.record
-        if lab.usage_limit is None or record.desired != Desired.RUNNING:
+        if lab.usage_limit is None:
+            return
+        if record.desired != Desired.RUNNING:
+            # Wants no time, so no deadline: one left from the run its limit ended would turn back a resume
+            # that a save merges in later (envs/intent.py makes the policy decision again on it).
+            if record.usage_limit_at is not None:
+                record.usage_limit_at = None
             return
         if record.observed not in (Observed.RUNNING, Observed.SUSPENDED):  # uses no time yet
             return
