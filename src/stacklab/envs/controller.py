@@ -38,6 +38,7 @@ from stacklab.envs.leasing import Leases
 from stacklab.envs.policies import apply_policies, is_settled, policy_deadline
 from stacklab.envs.pools import apply_pool_policy, pool_deadline
 from stacklab.envs.providerset import ProviderSet
+from stacklab.envs.resting import at_rest
 from stacklab.envs.saving import Saves
 from stacklab.envs.transitions import Journal
 from stacklab.errors import (
@@ -105,7 +106,9 @@ class Controller(PoolSteps):
         )
         self.listeners: list[Callable[[str, float, str], None]] = []
         self._in_pass: set[str] = set()  # environments with a pass running in this process
-        self.leases = Leases(self._lease_many, lambda: self.clock(), self._blocking)
+        self.leases = Leases(
+            self._lease_many, lambda: self.clock(), self._blocking, repo.unleased, partial(at_rest, labs.get)
+        )
         self.saves = Saves(repo, lambda: self.owner, lambda: self.clock(), settings.lease_s, self._blocking)
         self.admission = Admission(repo, settings)
         """Called with (event, seconds, reason) for "launched", "resumed" and "failed" (metrics)."""
@@ -124,8 +127,11 @@ class Controller(PoolSteps):
 
         The lease is taken with other passes' (envs/leasing.py); the pass saves its outcome and gives
         the lease back in one transaction, shared with the passes that end in the same moment
-        (envs/saving.py): a step that needs no intermediate save commits once, or less.
+        (envs/saving.py): a step that needs no intermediate save commits once, or less. An environment
+        at rest (envs/resting.py) costs one read, shared too, and no pass.
         """
+        if await self.leases.resting(env_id):
+            return Result(None)
         async with self._exclusively(env_id) as journal:
             if journal is None:
                 return Result(self.settings.poll_interval_s)

@@ -263,6 +263,14 @@ class Repository:
         session.commit()
         return record
 
+    def unleased(self, env_ids: list[str]) -> dict[str, EnvironmentRecord]:
+        """Those of `env_ids` that no pass holds, loaded (one read, no lock): for envs/resting.py."""
+        query = select(EnvironmentRecord).where(
+            EnvironmentRecord.id.in_(env_ids), EnvironmentRecord.lease_owner.is_(None)
+        )
+        with self.read() as session:
+            return {record.id: record for record in session.scalars(query)}
+
     def lease_many(
         self, env_ids: list[str], owner: str, now: float, lease_s: float
     ) -> list[EnvironmentRecord]:
