@@ -2,20 +2,23 @@
 or Redis.
 
 A message carries environment ids and the time it was sent (for the queue-wait metric), nothing
-else: the worker reads the world from the database. A submit (a web request, a pass that asks to be
-looked at again) sends one id a message; the scheduler sends what it claimed in batches (`TASK_MANY`, up
-to `per_message` ids a message, split per queue), which the worker runs concurrently and acknowledges
-after the last of them. Messages are acknowledged after their passes (late acknowledgement) and given
-back when a worker dies mid-pass (reject on worker lost; a batch comes back whole): the pass is
-idempotent, and the environment's lease keeps a second copy from running beside the first. No ETA or
-countdown is ever used: what is due later lives in the database (`due_at`) and the elected scheduler
-sends it when it comes (jobs/scheduler.py).
+else: the worker reads the world from the database. Submits (a web request, a pass that asks to be
+looked at again) are published by one sender thread: the first after a quiet spell at once, one id a
+message, and while they keep coming at most one message every `SEND_SPACING_S`, with the ids that came
+in meanwhile (`TASK_MANY`, up to `SUBMITS_PER_MESSAGE` a message): 500 submits a second cost ~250
+messages, not 500. The scheduler sends what it claimed in batches too (up to `per_message` ids a message,
+split per queue). A worker runs a message's passes concurrently and acknowledges it after the last of
+them (late acknowledgement); a message is given back when a worker dies mid-pass (reject on worker
+lost; a batch comes back whole): the pass is idempotent, and the environment's lease keeps a second copy
+from running beside the first. No ETA or countdown is ever used: what is due later lives in the database
+(`due_at`) and the elected scheduler sends it when it comes (jobs/scheduler.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +34,16 @@ TASK = "stacklab.reconcile"
 TASK_MANY = "stacklab.reconcile_many"
 SENT_AT = "stacklab_sent_at"
 """The message header that carries the send time (epoch seconds)."""
+
+SUBMITS_PER_MESSAGE = 25
+"""The most submitted ids one message carries (what came in while the sender was publishing)."""
+
+SEND_SPACING_S = 0.004
+"""While submits keep coming, the sender publishes at most one message this often (per queue: what came
+in meanwhile, up to SUBMITS_PER_MESSAGE ids); the first after a quiet spell goes at once. A worker takes
+a few hundred messages a second (Celery's handling of each, the broker's acknowledgement), so 500
+submits a second one id each back up behind it; a few ids a message keep up, for at most this long a
+wait."""
 
 Route = Callable[[list[str]], Mapping[str, str]]
 """Environment ids -> the queue each one's pass goes to (a local host's queue, envs/hosts.py); an id it
@@ -86,6 +99,7 @@ class CeleryRunner:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._last_sent = -math.inf
         self.failures = 0
 
     def submit(self, env_id: str, delay_s: float = 0.0) -> None:
@@ -134,11 +148,19 @@ class CeleryRunner:
                     self._changed.wait()
                 if self._closed and not self._pending:
                     return
+                # the ids of a busy moment share a message: the next one goes SEND_SPACING_S after the last
+                # (at once after a quiet spell), with what came in meanwhile
+                while not self._closed and len(self._pending) < SUBMITS_PER_MESSAGE:
+                    left = self._last_sent + SEND_SPACING_S - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+                self._last_sent = time.monotonic()
                 batch = list(self._pending)
                 self._pending.clear()
                 self._sending = len(batch)
             try:
-                self.send(batch)
+                self.send(batch, SUBMITS_PER_MESSAGE)
             except Exception as exc:  # the broker is away: the database keeps them due
                 self.failures += 1
                 log.warning(
