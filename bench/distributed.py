@@ -35,7 +35,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +78,17 @@ LAB = textwrap.dedent(
 
 
 class InstantProvider(Provider):
-    """Every stack exists and answers at once; what this process suspended reads back as suspended."""
+    """Every stack exists and answers at once; what this process suspended reads back as suspended. It
+    lists the stacks environments hold on it (`owned`), as a cloud lists what it holds: listing none made
+    the elected scheduler's sweep take every environment for vanished and re-check each under its lease,
+    one after another on the worker's loop, while the benchmark timed that worker."""
 
     type_name = "instant"
 
     def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
         super().__init__(name, settings)
         self.suspended: set[str] = set()
+        self.owned: Callable[[], Iterable[str]] = tuple
 
     async def create(self, request: StackRequest) -> Handle:
         return {"name": request.name}
@@ -103,7 +107,7 @@ class InstantProvider(Provider):
         self.suspended.discard(handle["name"])
 
     async def list(self) -> list[str]:
-        return []
+        return list(self.owned())
 
 
 def settings(database_url: str, data_dir: Path, broker_url: str = "", queue: str = "stacklab") -> Settings:
@@ -121,7 +125,9 @@ def settings(database_url: str, data_dir: Path, broker_url: str = "", queue: str
 
 def build(config: Settings) -> App:
     provider = InstantProvider("local")
-    return build_app(config, {"local": lambda entry: provider})
+    app = build_app(config, {"local": lambda entry: provider})
+    provider.owned = lambda: [name for name, on in app.repo.stack_owners().items() if on == provider.name]
+    return app
 
 
 # the worker processes -----------------------------------------------------------------------------------
