@@ -97,10 +97,12 @@ class CeleryRunner:
         self._pending: dict[str, None] = {}  # insertion-ordered set
         self._sending = 0
         self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
         self._closed = False
         self._last_sent = -math.inf
+        self._connecting = True
         self.failures = 0
+        self._thread = threading.Thread(target=self._send_forever, name="stacklab-sender", daemon=True)
+        self._thread.start()
 
     def submit(self, env_id: str, delay_s: float = 0.0) -> None:
         if delay_s > 0:  # a later pass is the database's business (due_at), never a broker ETA
@@ -109,11 +111,6 @@ class CeleryRunner:
             if self._closed:
                 return
             self._pending[env_id] = None
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._send_forever, name="stacklab-sender", daemon=True
-                )
-                self._thread.start()
             self._changed.notify()
 
     def send(self, env_ids: Iterable[str], per_message: int = 1) -> None:
@@ -141,7 +138,22 @@ class CeleryRunner:
                         retry=False,
                     )
 
+    def _connect(self) -> None:
+        """Open the broker connection before the first submit needs it: the first send imports the
+        transport and connects (~200 ms on Redis here, which every submit of that moment waited for).
+        A broker away now is tried again by the first send."""
+        try:
+            self.celery.backend  # noqa: B018 (loaded at the first send_task, though no result is kept)
+            with self.celery.producer_or_acquire() as producer:
+                producer.connection.connect()
+        except Exception as exc:
+            log.debug("the broker did not answer yet", extra={"error": str(exc)})
+        finally:
+            with self._changed:
+                self._connecting = False
+
     def _send_forever(self) -> None:
+        self._connect()
         while True:
             with self._changed:
                 while not self._pending and not self._closed:
@@ -180,10 +192,11 @@ class CeleryRunner:
         """Nothing is held for later here: what is due later is in the database."""
 
     def close(self) -> None:
-        """Send what was submitted, then stop the sender thread (bounded by the broker's timeouts)."""
+        """Send what was submitted, then stop the sender thread (bounded by the broker's timeouts); one
+        still connecting with nothing to send is left to end on its own."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=10)
+            waiting = self._pending or self._sending or not self._connecting
+        if waiting:
+            self._thread.join(timeout=10)
