@@ -423,6 +423,8 @@ class Bench:
         self.polled: dict[tuple[str, str], tuple[float, float]] = {}
         """(stack, operation) -> (sent, answered) of the provider's first poll that saw it complete (a
         delete: gone)."""
+        self.outputs: dict[str, tuple[float, float]] = {}
+        """Stack -> (sent, answered) of the outputs GET the watch sent when a poll saw it complete."""
         self.returned: dict[str, float] = {}
         """Engine stack -> when the provider's `delete` returned (time.time())."""
         self.deleted: dict[str, tuple[float, float]] = {}
@@ -491,6 +493,16 @@ class Bench:
             return rows
 
         self.provider.watch.fetch = noted
+        show = self.provider.watch.show
+
+        async def shown(flight: Any) -> Any:
+            sent = time.time()
+            try:
+                return await show(flight)
+            finally:
+                self.outputs[flight.name] = (sent, time.time())
+
+        self.provider.watch.show = shown
 
     def _note_deletes(self) -> None:
         """Wrap the provider's delete: when did it return (the rest is the controller's pass)."""
@@ -879,23 +891,29 @@ def ready_row(label: str, launches: Sequence[Launch], peers: Sequence[Launch]) -
 
 
 def breakdown_row(label: str, bench: Bench, launches: Sequence[Launch], action: str = "CREATE") -> list[str]:
-    """Where Heat's COMPLETE -> ready went: until the provider's poll that saw it was sent, Heat's answer
-    to that poll, then until ready (outputs GET, SSH probe, the pass's saves, the driver's wake-up)."""
-    wait, answer, after, late_post = [], [], [], 0
+    """Where Heat's COMPLETE -> ready went: until the provider's poll that saw it was sent (scheduling),
+    Heat's answer to that poll, the outputs GET the watch sent then (answered this long after the poll's
+    answer), then until ready (SSH probe, the pass's saves, the driver's or runner's wake-up)."""
+    wait, answer, outputs, after, late_post = [], [], [], [], 0
     for x in launches:
         polled = bench.polled.get((x.name, action))
         if polled is None or x.complete is None:
             continue
         wait.append(polled[0] - x.complete)
         answer.append(polled[1] - polled[0])
-        after.append(x.ready - polled[1])
+        shown = bench.outputs.get(x.name)
+        got = shown[1] if shown is not None and shown[0] >= polled[1] - 0.001 else polled[1]
+        outputs.append(got - polled[1])
+        after.append(x.ready - got)
         posts = [c.at for c in x.calls if c.kind in ("create", f"action {action.lower()}")]
         late_post += bool(posts) and posts[0] > x.complete
     return [
         label,
-        f"poll sent {spread(wait)} | answered in {spread(answer)} | then ready {spread(after)}",
+        f"poll sent {spread(wait)} | answered in {spread(answer)} | outputs GET answered "
+        f"{spread(outputs)} after | then ready {spread(after)}",
         "-",
-        f"{late_post} of {len(wait)} complete before their request was answered",
+        f"{late_post} of {len(wait)} complete before their request was answered; most polls out at once "
+        f"{getattr(bench.provider.watch, 'most_in_flight', 1)}",
     ]
 
 

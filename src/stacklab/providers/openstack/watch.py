@@ -4,10 +4,11 @@ A launch used to be seen by its own GET every poll interval: late by half that i
 request per stack per poll. Here the provider registers each operation it starts (create, suspend, resume,
 delete) as a `Flight`; one task per cloud asks Heat about all of them at once (the stack list filtered by
 their ids; the stack itself when only one is in flight, which also brings its outputs) at the moments
-`timing.next_poll` picks, and wakes whoever waits on a flight that finished. Heat's list carries no outputs:
-when a poll sees a create or resume complete, the watch fetches that stack's outputs at once (`show`), so the
-waiter's status read, which needs them, finds them there or already on their way instead of asking after
-its pass starts. Finished operations teach `Durations` how long the next one of the same template will take.
+`timing.next_poll` picks (at most POLLS_IN_FLIGHT out at once when Heat answers slowly), and wakes whoever
+waits on a flight that finished. Heat's list carries no outputs: when a poll sees a create or resume
+complete, the watch fetches that stack's outputs at once (`show`), so the waiter's status read, which needs
+them, finds them there or already on their way instead of asking after its pass starts. Finished operations
+teach `Durations` how long the next one of the same template will take.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ Show = Callable[["Flight"], Awaitable["Row | None"]]
 """Ask Heat for one flight's stack with its outputs (None: gone)."""
 OUTPUTS_OPS = ("CREATE", "RESUME")
 """Operations whose waiter reads the stack's outputs once they complete."""
+POLLS_IN_FLIGHT = 2
+"""Polls out at once. A Heat slow to answer (0.6-0.7 s a list under a burst of 10 creates) would otherwise
+be asked only once per answer: a stack completing just after a poll was read waited for that answer and
+all of the next. A second poll goes out half an answer time after the first, so a completion waits for
+the next poll about half as long, and Heat is never asked more than twice per answer time."""
+ANSWER_WEIGHT = 0.3
+"""Weight of the latest answer time in the running estimate that spaces the polls in flight."""
 
 
 @dataclass
@@ -51,7 +59,11 @@ class Flight:
     row: Row | None = None
     gone: bool = False
     polled: float | None = None
-    """When the latest poll that covered this flight was sent."""
+    """When the latest poll whose answer was applied to this flight was sent."""
+    covered: float | None = None
+    """When the latest poll that covers this flight was sent (it may still be on its way)."""
+    waiters: int = 0
+    """Callers in `StackWatch.wait` now: a delete complete but still listed is polled only for them."""
     crowd: int = 1
     """The most operations of the cloud in flight at once while this one was."""
     error: Exception | None = None
@@ -100,6 +112,11 @@ class Flight:
         """Heat is done with the operation: finished, or a delete DELETE_COMPLETE though still listed."""
         return self.finished() or self.deleted()
 
+    def lingering(self) -> bool:
+        """A delete Heat completed whose stack is still listed, and nobody waits for it to leave: the poll
+        leaves it out (a create of its name, or one refused for quota, waits and has it polled again)."""
+        return self.deleted() and not self.finished() and self.waiters == 0
+
     def succeeded(self) -> bool:
         return self.deleted() or self.status == f"{self.op}_COMPLETE"
 
@@ -117,6 +134,12 @@ class StackWatch:
         self.durations = Durations(fast_poll_s)
         self.flights: dict[str, Flight] = {}
         self.polls = 0
+        self.most_in_flight = 0
+        """The most polls that were out at once (at most POLLS_IN_FLIGHT)."""
+        self.answer_s = 0.0
+        """Running estimate of Heat's answer time to a poll."""
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._last_sent = 0.0
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -147,8 +170,14 @@ class StackWatch:
         `settled`: until Heat is done with it (a delete: DELETE_COMPLETE, though still listed)."""
         flight.asked = time.monotonic()
         event = flight.settle if settled else flight.done
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), max(0.0, timeout_s))
+        flight.waiters += 1
+        if flight.waiters == 1:
+            self._changed.set()  # a lingering delete someone now waits for is polled again
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), max(0.0, timeout_s))
+        finally:
+            flight.waiters -= 1
         flight.asked = time.monotonic()
         if flight.error is not None:
             error, flight.error = flight.error, None
@@ -202,6 +231,7 @@ class StackWatch:
         if self._task is not None and self._task.get_loop() is not loop:
             self.flights.clear()
             self._task = None
+            self._in_flight = set()
             self._changed = asyncio.Event()
 
     def _pending(self) -> list[Flight]:
@@ -209,37 +239,47 @@ class StackWatch:
         for flight in list(self.flights.values()):
             if now - flight.asked > self.forget_s:
                 self.forget(flight)
-        return [f for f in self.flights.values() if not f.finished() and f.error is None]
+        return [
+            f for f in self.flights.values() if not f.finished() and f.error is None and not f.lingering()
+        ]
 
     def _due_in(self, pending: list[Flight]) -> float:
-        """Until the poll the most pressing flight wants. Only one poll is in flight at a time, so a Heat
-        slow to answer (a busy engine) is asked no more often than it answers."""
+        """Until the poll the most pressing flight wants (counted from the last poll sent that covers it,
+        answered or not). At most POLLS_IN_FLIGHT polls are out, spaced by a share of Heat's answer time,
+        so a Heat slow to answer (a busy engine) is asked at most that many times per answer."""
         now = time.monotonic()
+        if len(self._in_flight) >= POLLS_IN_FLIGHT:
+            return self.slow_poll_s  # woken when one is answered
+        stagger = 0.0
+        if self._in_flight:
+            spacing = max(self.durations.fast_poll_s, self.answer_s / POLLS_IN_FLIGHT)
+            stagger = self._last_sent + spacing - now
         first: dict[tuple[str, str], float] = {}
         for f in pending:
             first[(f.key, f.op)] = min(f.sent, first.get((f.key, f.op), f.sent))
         expected = [self.expected_in(f) for f in pending]
         sharing = sum(1 for e in expected if e is None or e <= 0)  # backing off or in their window
-        return min(
+        wanted = min(
             next_poll(
                 self.durations,
                 f.key,
                 f.op,
                 f.crowd,
                 now - f.sent,
-                now - max(f.sent, f.polled or f.sent),
+                now - max(f.sent, f.covered or f.sent),
                 self.slow_poll_s,
                 now - first[(f.key, f.op)],
                 sharing,
             )
             for f in pending
         )
+        return max(wanted, stagger)
 
     async def _run(self) -> None:
         while True:
             pending = self._pending()
             if not pending:
-                if not self.flights:
+                if not self.flights and not self._in_flight:
                     return
                 pending_wait = self.forget_s  # only finished flights left: wait for their readers
                 self._changed.clear()
@@ -251,22 +291,46 @@ class StackWatch:
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), delay)
-                continue  # a new flight may want an earlier poll
-            await self._poll(pending)
+                continue  # a new flight, or an answered poll, may change when the next one is due
+            self._send(pending)
 
-    async def _poll(self, pending: list[Flight]) -> None:
-        sent = time.monotonic()
+    def _send(self, pending: list[Flight]) -> None:
+        """Send a poll beside those already out; the loop is woken when it is answered."""
+        sent = self._last_sent = time.monotonic()
+        for flight in pending:
+            flight.covered = sent
+        task = asyncio.get_running_loop().create_task(self._poll(pending, sent), name="openstack stack poll")
+        self._in_flight.add(task)
+        self.most_in_flight = max(self.most_in_flight, len(self._in_flight))
+
+        def answered(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._changed.set()
+            if not task.cancelled() and task.exception() is not None:
+                log.error("stack poll failed", exc_info=task.exception())
+
+        task.add_done_callback(answered)
+
+    async def _poll(self, pending: list[Flight], sent: float) -> None:
         self.polls += 1
         try:
             rows = await self.fetch(pending)
         except Exception as exc:  # each waiter raises it; the next poll comes after the slow interval
             for flight in pending:
+                if flight.finished() or (flight.polled or 0.0) > sent:
+                    continue  # a later poll's answer stands
                 flight.error = exc
-                flight.polled = sent + self.slow_poll_s
+                flight.polled = flight.covered = sent + self.slow_poll_s
                 flight.done.set()
                 flight.settle.set()
             return
+        answer = time.monotonic() - sent
+        self.answer_s = (
+            answer if not self.answer_s else self.answer_s + ANSWER_WEIGHT * (answer - self.answer_s)
+        )
         for flight in pending:
+            if flight.finished() or (flight.polled or 0.0) > sent:
+                continue  # an answer overtaken by a later poll's tells nothing new
             running_at = (flight.polled or flight.sent) - flight.sent
             flight.polled = sent
             flight.crowd = max(flight.crowd, len(pending))
