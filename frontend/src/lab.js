@@ -361,16 +361,28 @@ function showPaused() {
   if (lastStatus?.usage) showBlockedIfOver();
 }
 
-/** A lab paused by its usage limit shows the limit's notice, not a Resume button that would be refused. */
+const BLOCKED_LOOKS = 30;
+
+/** A lab paused by its usage limit shows the limit's notice, not a Resume button that would be refused.
+ * The terminal closes as the lab freezes, a moment before the service records it paused: while the status
+ * still says it runs past its limit, look again (bounded) until it says paused. */
 async function showBlockedIfOver() {
   const generation = pollGeneration;
-  try {
-    const status = await api.get(base);
+  for (let look = 0; look < BLOCKED_LOOKS; look += 1) {
+    let status;
+    try {
+      status = await api.get(base);
+    } catch {
+      return; // the paused view stays: its Resume button says the rest
+    }
     if (generation !== pollGeneration) return;
     renderLab(status);
-    if (status.usage?.blocked && !status.ready) showBlocked(status);
-  } catch {
-    // the paused view stays: its Resume button says the rest
+    if (status.usage?.blocked && !status.ready) {
+      showBlocked(status);
+      return;
+    }
+    if (!status.usage?.blocked || !status.ready) return; // paused for another reason
+    await sleep(1000);
   }
 }
 
