@@ -1,5 +1,6 @@
 """The shared poll of the openstack provider (watch.py) against a stand-in Heat whose answers the test times:
-a Heat slow to answer gets a second poll before the first is answered (never a third), an answer overtaken
+a Heat slow to answer gets a second poll before the first is answered (never a third) when the
+provider allows two in flight (`polls_in_flight`), an answer overtaken
 by a later one changes nothing, and a deleted stack still listed is polled only while someone waits for it.
 No harness needed: what is checked is which requests the watch sends and what its waiters see."""
 
@@ -8,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from stacklab.providers.openstack.watch import POLLS_IN_FLIGHT, Flight, Row, StackWatch
+import pytest
+
+from stacklab.providers.openstack.watch import Flight, Row, StackWatch
 
 
 class SlowHeat:
@@ -43,9 +46,12 @@ def flight(stack_id: str, op: str = "CREATE") -> Flight:
     return Flight(f"sl-{stack_id}", stack_id, op, "template", time.monotonic())
 
 
-async def test_a_slow_heat_gets_a_second_poll_before_answering_the_first_never_a_third() -> None:
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_a_slow_heat_gets_at_most_polls_in_flight_polls_at_once(in_flight: int) -> None:
     heat = SlowHeat(answer_s=0.4)
-    watch = StackWatch(heat.fetch, fast_poll_s=0.02, slow_poll_s=2.0, forget_s=60.0)
+    watch = StackWatch(
+        heat.fetch, fast_poll_s=0.02, slow_poll_s=2.0, forget_s=60.0, polls_in_flight=in_flight
+    )
     stacks = [flight(f"s{i}") for i in range(5)]
     for f in stacks:
         heat.status[f.stack_id], heat.listed = "CREATE_IN_PROGRESS", heat.listed | {f.stack_id}
@@ -55,7 +61,7 @@ async def test_a_slow_heat_gets_a_second_poll_before_answering_the_first_never_a
         heat.status[f.stack_id] = "CREATE_COMPLETE"
     assert all(await asyncio.gather(*(watch.wait(f, 10.0) for f in stacks)))
     assert {f.status for f in stacks} == {"CREATE_COMPLETE"}
-    assert heat.most == POLLS_IN_FLIGHT == watch.most_in_flight == 2
+    assert heat.most == watch.most_in_flight == in_flight
     assert all(asked == {f.stack_id for f in stacks} for asked in heat.asked)  # one list covers them all
 
 
@@ -74,7 +80,7 @@ async def test_an_answer_overtaken_by_a_later_poll_changes_nothing() -> None:
             release.set()
         return {"s": {"id": "s", "stack_status": status, "stack_status_reason": ""}}
 
-    watch = StackWatch(fetch, fast_poll_s=0.02, slow_poll_s=2.0, forget_s=60.0)
+    watch = StackWatch(fetch, fast_poll_s=0.02, slow_poll_s=2.0, forget_s=60.0, polls_in_flight=2)
     f = watch.track(flight("s"))
     assert await watch.wait(f, 10.0)
     await asyncio.sleep(0.05)  # the overtaken answer arrives now

@@ -145,6 +145,7 @@ class OpenStackProvider(Provider):
             slow_poll_s=self.poll_interval_s,
             forget_s=self.status_wait_s + 60.0,
             show=self._outputs,
+            polls_in_flight=int(self.settings.get("polls_in_flight", 1)),
         )
         self.throttle = WriteThrottle(
             self.cloud,

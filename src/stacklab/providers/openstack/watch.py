@@ -4,7 +4,7 @@ A launch used to be seen by its own GET every poll interval: late by half that i
 request per stack per poll. Here the provider registers each operation it starts (create, suspend, resume,
 delete) as a `Flight`; one task per cloud asks Heat about all of them at once (the stack list filtered by
 their ids; the stack itself when only one is in flight, which also brings its outputs) at the moments
-`timing.next_poll` picks (at most POLLS_IN_FLIGHT out at once when Heat answers slowly), and wakes whoever
+`timing.next_poll` picks (`polls_in_flight` out at once at most), and wakes whoever
 waits on a flight that finished. Heat's list carries no outputs: when a poll sees a create or resume
 complete, the watch fetches that stack's outputs at once (`show`), so the waiter's status read, which needs
 them, finds them there or already on their way instead of asking after its pass starts. Finished operations
@@ -33,11 +33,13 @@ Show = Callable[["Flight"], Awaitable["Row | None"]]
 """Ask Heat for one flight's stack with its outputs (None: gone)."""
 OUTPUTS_OPS = ("CREATE", "RESUME")
 """Operations whose waiter reads the stack's outputs once they complete."""
-POLLS_IN_FLIGHT = 2
-"""Polls out at once. A Heat slow to answer (0.6-0.7 s a list under a burst of 10 creates) would otherwise
-be asked only once per answer: a stack completing just after a poll was read waited for that answer and
-all of the next. A second poll goes out half an answer time after the first, so a completion waits for
-the next poll about half as long, and Heat is never asked more than twice per answer time."""
+POLLS_IN_FLIGHT = 1
+"""Polls out at once (the provider's `polls_in_flight`). With 1 a Heat slow to answer (0.6-1.7 s a list
+under a burst of 10 creates) is asked once per answer: a stack completing just after a poll was read waits
+for that answer and all of the next. With 2 a second poll goes out half an answer time after the first
+(never a third), so the poll that sees a completion goes out ~0.1 s sooner; on the 2-worker harness it
+did not make launches ready sooner (its polls held a heat-api worker the creates and outputs GETs wanted:
+bench/README.md, heat_launch 2026-12-06), so it is not the default."""
 ANSWER_WEIGHT = 0.3
 """Weight of the latest answer time in the running estimate that spaces the polls in flight."""
 
@@ -125,7 +127,13 @@ class StackWatch:
     """The shared poll of one cloud: started by the first flight, ended when none is left."""
 
     def __init__(
-        self, fetch: Fetch, fast_poll_s: float, slow_poll_s: float, forget_s: float, show: Show | None = None
+        self,
+        fetch: Fetch,
+        fast_poll_s: float,
+        slow_poll_s: float,
+        forget_s: float,
+        show: Show | None = None,
+        polls_in_flight: int = POLLS_IN_FLIGHT,
     ) -> None:
         self.fetch = fetch
         self.show = show
@@ -134,8 +142,9 @@ class StackWatch:
         self.durations = Durations(fast_poll_s)
         self.flights: dict[str, Flight] = {}
         self.polls = 0
+        self.polls_in_flight = max(1, polls_in_flight)
         self.most_in_flight = 0
-        """The most polls that were out at once (at most POLLS_IN_FLIGHT)."""
+        """The most polls that were out at once (at most `polls_in_flight`)."""
         self.answer_s = 0.0
         """Running estimate of Heat's answer time to a poll."""
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -245,14 +254,14 @@ class StackWatch:
 
     def _due_in(self, pending: list[Flight]) -> float:
         """Until the poll the most pressing flight wants (counted from the last poll sent that covers it,
-        answered or not). At most POLLS_IN_FLIGHT polls are out, spaced by a share of Heat's answer time,
+        answered or not). At most `polls_in_flight` polls are out, spaced by a share of Heat's answer time,
         so a Heat slow to answer (a busy engine) is asked at most that many times per answer."""
         now = time.monotonic()
-        if len(self._in_flight) >= POLLS_IN_FLIGHT:
+        if len(self._in_flight) >= self.polls_in_flight:
             return self.slow_poll_s  # woken when one is answered
         stagger = 0.0
         if self._in_flight:
-            spacing = max(self.durations.fast_poll_s, self.answer_s / POLLS_IN_FLIGHT)
+            spacing = max(self.durations.fast_poll_s, self.answer_s / self.polls_in_flight)
             stagger = self._last_sent + spacing - now
         first: dict[tuple[str, str], float] = {}
         for f in pending:
