@@ -83,7 +83,7 @@ class _Forward(BaseHTTPRequestHandler):
         refusal = self.server.take(self.command, self.path)
         if refusal is not None:
             self.send_response(refusal)
-            if refusal != 204:
+            if refusal != 204 and self.server.retry_after:
                 self.send_header("Retry-After", self.server.retry_after)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -185,6 +185,15 @@ async def test_a_write_refused_past_the_bound_fails_with_a_clear_error(busy_heat
     assert long_wait.value.reason == "RateLimited"
     assert "Retry-After 120 s" in str(long_wait.value) and "write_backoff_max_s" in str(long_wait.value)
     assert len(busy_heat.writes) == 4  # one attempt: no wait longer than the cap
+
+    busy_heat.writes.clear()
+    busy_heat.retry_after = (
+        ""  # 503 with no Retry-After to every attempt: an outage (Keystone down), not a limit
+    )
+    with pytest.raises(TransientProviderError) as down:
+        await provider.create(quick("sl-busy2"))
+    assert down.value.reason == "ProviderUnavailable" and "503" in str(down.value), str(down.value)
+    assert len(busy_heat.writes) == 3
     assert await OpenStackProvider("heat", {"cloud": "heatbox"}).list() == []  # nothing half-created
 
 

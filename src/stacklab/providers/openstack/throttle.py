@@ -6,7 +6,9 @@ sent again after that long, never sooner; without the header after an exponentia
 jittered upwards (up to half again), so that the burst which was turned away does not come back in step,
 and capped at `max_wait_s`. After `retries` further refusals, or when Heat asks for a longer wait than the
 cap, the write fails with a `RateLimited` error that names the answer: the controller retries the step
-later with its own backoff, and the operator reads why.
+later with its own backoff, and the operator reads why. A 503 without `Retry-After` to every attempt is
+not rate-limiting but an outage (heat-api answers so when Keystone is down): it fails as the cloud being
+unavailable, with Heat's own words.
 
 The wait happens in the write's thread: holding one of the few write slots while Heat asks for patience
 sends fewer writes meanwhile, which is what Heat asked for. Reads (the shared poll) are not retried here: a
@@ -96,6 +98,8 @@ class WriteThrottle:
             f" (Retry-After {asked:g} s)" if asked is not None else ""
         )
         if attempt >= self.retries:
+            if status == 503 and asked is None:  # not a request to slow down: Heat (or what it needs) is down
+                raise exc
             raise self._exhausted(
                 doing, f"{answer} to {attempt + 1} attempts in a row (write_retries is {self.retries})"
             ) from exc
