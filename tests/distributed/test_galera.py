@@ -48,6 +48,8 @@ def database(galera: GaleraCluster) -> Iterator[str]:
     name = f"stacklab_{os.urandom(4).hex()}"
     with galera.nodes[0].connect() as connection, connection.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
+    for node in galera.nodes:  # the other node applies the DDL a moment later (CI saw 1049 on node 2)
+        wait_for(lambda node=node: has_database(node, name), 30, f"{name} replicated to every node")
     yield name
     with galera.nodes[0].connect() as connection, connection.cursor() as cursor:
         cursor.execute(f"DROP DATABASE {name}")
@@ -67,6 +69,11 @@ def stacklab_migrate(url: str, tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def has_database(node: Node, name: str) -> bool:
+    with node.connect() as connection, connection.cursor() as cursor:
+        return bool(cursor.execute("SHOW DATABASES LIKE %s", (name,)))
 
 
 def query(node: Node, database: str, sql: str) -> list[tuple[object, ...]]:
