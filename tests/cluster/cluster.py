@@ -231,6 +231,25 @@ def _wait_up(url: str, check: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"{url} did not answer within {UP_TIMEOUT_S} s: {log.read_text()[-2000:]}")
 
 
+def start_nginx(prefix: Path, port: int, upstreams: list[int]) -> subprocess.Popen[bytes]:
+    """A real nginx on `port` balancing round-robin between two local web processes; returns once it
+    answers their /readyz (the caller terminates it)."""
+    for sub in ("body", "proxy"):
+        (prefix / sub).mkdir(parents=True)
+    conf = prefix / "nginx.conf"
+    port_a, port_b = upstreams
+    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, port_a=port_a, port_b=port_b))
+    with (prefix / "stderr").open("wb") as err:
+        nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf)], stderr=err)
+    try:
+        _wait_up(f"http://127.0.0.1:{port}", nginx, prefix / "error.log")
+    except BaseException:
+        nginx.terminate()
+        nginx.wait(10)
+        raise
+    return nginx
+
+
 @contextlib.contextmanager
 def web_cluster(database_url: str) -> Iterator[Cluster]:
     """Two web processes and nginx, on a fresh LXC root; everything stopped and removed afterwards."""
@@ -244,15 +263,7 @@ def web_cluster(database_url: str) -> Iterator[Cluster]:
             web = _serve(work, name, database_url, public, free_port())
             cluster.webs.append(web)
             _wait_up(web.url, web.process, web.log)
-        prefix = work / "nginx"
-        for sub in ("body", "proxy"):
-            (prefix / sub).mkdir(parents=True)
-        conf = prefix / "nginx.conf"
-        ports = {"port_a": cluster.webs[0].port, "port_b": cluster.webs[1].port}
-        conf.write_text(NGINX_CONF.format(prefix=prefix, port=nginx_port, **ports))
-        with (prefix / "stderr").open("wb") as err:
-            cluster.nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf)], stderr=err)
-        _wait_up(public, cluster.nginx, prefix / "error.log")
+        cluster.nginx = start_nginx(work / "nginx", nginx_port, [web.port for web in cluster.webs])
         yield cluster
     finally:
         try:

@@ -204,7 +204,7 @@ class Cluster:
             self.logs.append(log)
             self.metrics_ports[process.pid] = port
             started.append((process, log))
-        ready = " ready." if role != "scheduler" else "scheduler:"
+        ready = {"scheduler": "scheduler:", "serve": "Application startup complete"}.get(role, " ready.")
         for process, log in started:
             wait_for(partial(self._up, process, log, ready), 60, f"{role} starts")
             assert process.poll() is None, log.read_text()[-3000:]

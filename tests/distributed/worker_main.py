@@ -1,8 +1,9 @@
-"""`stacklab worker` / `stacklab scheduler` as the test starts them: the real processes (settings from
-STACKLAB_* variables, serve_worker / serve_scheduler), with every provider entry of type `local` the
-shared file-backed provider, so that separate processes share one cloud the test can count.
+"""`stacklab worker` / `stacklab scheduler` / `stacklab serve` as the test starts them: the real processes
+(settings from STACKLAB_* variables, serve_worker / serve_scheduler, the web app under uvicorn), with
+every provider entry of type `local` the shared file-backed provider, so that separate processes share
+one cloud the test can count.
 
-    python -m tests.distributed.worker_main worker|scheduler  (SHARED_PROVIDER=<json settings>,
+    python -m tests.distributed.worker_main worker|scheduler|serve  (SHARED_PROVIDER=<json settings>,
     PASS_LOG=<file>: append the id of every pass it runs; REAL_LOCAL=1: real LXC, not the shared provider)
 """
 
@@ -12,6 +13,7 @@ import json
 import os
 import sys
 
+import uvicorn
 from tests.distributed.shared_provider import SharedProvider
 
 from stacklab import logs
@@ -19,6 +21,7 @@ from stacklab.config import load_settings
 from stacklab.distributed import serve_scheduler, serve_worker
 from stacklab.envs.controller import Result
 from stacklab.labs.schema import ProviderEntry
+from stacklab.web.app import create_app
 from stacklab.wiring import build_app
 
 
@@ -44,6 +47,9 @@ def main(role: str) -> None:
         app.controller.reconcile = recorded  # type: ignore[method-assign]
     if role == "scheduler":
         serve_scheduler(app)
+    elif role == "serve":  # a web process of runner = celery: it only submits
+        uvicorn.run(create_app(app), host="127.0.0.1", port=settings.http_port, ws="websockets-sansio")
+        app.close()
     else:
         serve_worker(app, (settings.job_queue,), settings.reconcile_concurrency, elect=role == "worker")
 

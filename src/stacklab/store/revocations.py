@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from stacklab.store.conflicts import is_conflict, retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord, LmsTokenIdRecord
 from stacklab.types import Desired
@@ -56,10 +57,26 @@ def revoke_learner(repo: Repository, course: str, learner: str) -> list[str]:
 
 def remember_jti(repo: Repository, issuer: str, jti: str, expires_at: float, now: float) -> bool:
     """Record a JWT id until it expires; False when it was used before (a replay)."""
-    try:
+    _purge_expired_jtis(repo, now)
+
+    def insert() -> None:
         with repo.session() as session:
-            session.execute(delete(LmsTokenIdRecord).where(LmsTokenIdRecord.expires_at < now))
             session.add(LmsTokenIdRecord(issuer=issuer, jti=jti, expires_at=expires_at))
+
+    try:
+        retried(insert)
     except IntegrityError:
         return False
     return True
+
+
+def _purge_expired_jtis(repo: Repository, now: float) -> None:
+    """Drop expired ids in a transaction of its own: on MariaDB a range delete and the inserts of
+    concurrent calls deadlock, and a call must not fail for the purge. One that loses a conflict leaves
+    the rows to the next call's purge."""
+    try:
+        with repo.session() as session:
+            session.execute(delete(LmsTokenIdRecord).where(LmsTokenIdRecord.expires_at < now))
+    except DBAPIError as exc:
+        if not is_conflict(exc):
+            raise
