@@ -925,6 +925,7 @@ WORKER_SETTINGS = [
     "provider_timeout_s",
     "scheduler_interval_s",
     "scheduler_lease_s",
+    "scheduler_queued_max",
     "redeliver_after_s",
     "reconcile_batch",
     "sweep_interval_s",

@@ -298,6 +298,12 @@ class Settings:
         description="How long the scheduler's election holds without renewal; when its worker dies, another "
         "worker takes over after this (celery).",
     )
+    scheduler_queued_max: Count = Field(
+        default=40,
+        description="Messages the elected scheduler lets wait in the broker at most (celery): past that, "
+        "what is due waits in the database, so a learner's click is not queued behind a burst and no pass "
+        "waits in the broker long enough to be sent twice (redeliver_after_s).",
+    )
     redeliver_after_s: Seconds = Field(
         default=30.0,
         description="A pass sent but not finished by then (its message, broker or worker lost) is sent "

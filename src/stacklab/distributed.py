@@ -78,7 +78,16 @@ def make_scheduler(app: App, runner: CeleryRunner) -> Scheduler:
     def send(ids: Iterable[str]) -> None:
         runner.send(ids, per_message=IDS_PER_MESSAGE)
 
-    return Scheduler(app.repo, app.settings, send, sweep, app.controller.owner, chores=chores)
+    def room() -> int:
+        """Ids the broker may take now: up to scheduler_queued_max messages waiting, of full batches."""
+        try:
+            waiting = runner.waiting()
+        except Exception as exc:  # the broker is away: one claim, which the send then tries
+            log.debug("could not count the messages waiting", extra={"error": str(exc)})
+            return app.settings.reconcile_batch
+        return max(0, app.settings.scheduler_queued_max - waiting) * IDS_PER_MESSAGE
+
+    return Scheduler(app.repo, app.settings, send, sweep, app.controller.owner, chores=chores, room=room)
 
 
 async def announce(app: App, role: str, stop: asyncio.Event, load: Callable[[], int] = lambda: 0) -> None:

@@ -17,6 +17,7 @@ from running beside the first. No ETA or countdown is ever used: what is due lat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -100,6 +101,7 @@ class CeleryRunner:
         self._closed = False
         self._last_sent = -math.inf
         self._connecting = True
+        self._queues = {celery.conf.task_default_queue}  # every queue sent to: what `waiting` counts
         self.failures = 0
         self._thread = threading.Thread(target=self._send_forever, name="stacklab-sender", daemon=True)
         self._thread.start()
@@ -125,6 +127,7 @@ class CeleryRunner:
             queue = routes.get(env_id)
             if queue != "":
                 by_queue.setdefault(queue or self.celery.conf.task_default_queue, []).append(env_id)
+        self._queues.update(by_queue)
         with self.celery.producer_or_acquire() as producer:
             for queue, queued in by_queue.items():
                 for start in range(0, len(queued), per_message):
@@ -137,6 +140,12 @@ class CeleryRunner:
                         producer=producer,
                         retry=False,
                     )
+
+    def waiting(self) -> int:
+        """Messages waiting in the broker for a worker, over every queue this runner sent to (those a
+        worker holds unacknowledged are not counted); raises when the broker cannot be reached."""
+        with self.celery.connection_or_acquire() as connection:
+            return sum(_ready(connection, queue) for queue in list(self._queues))
 
     def _connect(self) -> None:
         """Open the broker connection before the first submit needs it: the first send imports the
@@ -200,3 +209,16 @@ class CeleryRunner:
             waiting = self._pending or self._sending or not self._connecting
         if waiting:
             self._thread.join(timeout=10)
+
+
+def _ready(connection: Any, queue: str) -> int:
+    """Messages ready in `queue`; 0 for one the broker does not hold (never declared, or an empty list on
+    Redis). A channel of its own: RabbitMQ closes the channel of a passive declare that finds nothing."""
+    channel = connection.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except connection.channel_errors:
+        return 0
+    finally:
+        with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+            channel.close()

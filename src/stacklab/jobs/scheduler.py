@@ -40,6 +40,7 @@ class Scheduler:
         owner: str,
         clock: Callable[[], float] = time.time,
         chores: Callable[[float], object] | None = None,
+        room: Callable[[], int] | None = None,
     ) -> None:
         self.repo = repo
         self.settings = settings
@@ -49,6 +50,8 @@ class Scheduler:
         self.clock = clock
         self._chores = chores
         """Work of the leader besides sending, every tick, in a thread (lost local hosts: envs/hosts.py)."""
+        self._room = room
+        """How many ids the broker may take now (None: as many as are due)."""
         self.leading = False
         self.sent = 0
         self._last_sweep = 0.0
@@ -96,11 +99,16 @@ class Scheduler:
         return sent
 
     def send_due(self, now: float) -> int:
-        """Claim and send what is due, batch after batch; what could not be sent is due again at once."""
+        """Claim and send what is due, batch after batch, as far as the broker has room; what could not
+        be sent is due again at once, and what finds no room stays due (unclaimed) for a later tick."""
         settings, total = self.settings, 0
+        room = self._room() if self._room is not None else None
         for _ in range(MAX_BATCHES_PER_TICK):
+            limit = settings.reconcile_batch if room is None else min(settings.reconcile_batch, room - total)
+            if limit <= 0:
+                break
             held_until = now + settings.redeliver_after_s
-            ids = claim_due(self.repo, now, settings.reconcile_batch, settings.redeliver_after_s)
+            ids = claim_due(self.repo, now, limit, settings.redeliver_after_s)
             try:
                 self._send(ids)
             except Exception as exc:
@@ -108,7 +116,7 @@ class Scheduler:
                 log.warning("scheduler: the broker did not take the due passes", extra={"error": str(exc)})
                 break
             total += len(ids)
-            if len(ids) < settings.reconcile_batch:
+            if len(ids) < limit:
                 break
         self.sent += total
         return total
