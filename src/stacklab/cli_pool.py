@@ -55,7 +55,7 @@ def pool_sync(ctx: click.Context, labfile: str, course: str) -> None:
     text = path.read_text()
     digest, now = lab_digest(text), time.time()
     app.repo.save_lab(digest, lab.id, str(path), text, now)
-    with app.repo.session() as session:
-        sync_pool(session, course, lab, digest, now, seal(app.controller.vault, {}))
+    empty = seal(app.controller.vault, {})
+    app.repo.write(lambda session: sync_pool(session, course, lab, digest, now, empty))
     size = lab.warm.size if lab.warm else 0
     click.echo(f"{lab.id} in {course}: {size} per provider on {', '.join(p.name for p in lab.providers)}")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from stacklab.envs.controller import Controller
 from stacklab.envs.engine import STACK_PREFIX
@@ -43,7 +44,6 @@ from stacklab.errors import NotFound, ProviderError, StacklabError
 from stacklab.events import HOST_RETURNED
 from stacklab.providers.base import Provider, StackState
 from stacklab.store import hosts as placed_store
-from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed, Progress
@@ -226,24 +226,26 @@ def adopt(repo: Repository, env_id: str, owner: str, now: float, adoption: Adopt
     published as a `returned` event once committed; due now), in one row-locked write that holds only
     while `owner` holds its lease and it is still failed so (a learner who deleted it meanwhile wins)."""
 
-    def write() -> bool:
-        with repo.session() as session:
-            query = select(EnvironmentRecord).where(
-                EnvironmentRecord.id == env_id,
-                EnvironmentRecord.host == adoption.host,
-                EnvironmentRecord.observed == Observed.FAILED,
-                EnvironmentRecord.last_reason == LOST,
-                EnvironmentRecord.desired != Desired.DELETED,
-                EnvironmentRecord.lease_owner == owner,
-            )
-            record = session.scalars(query.with_for_update()).one_or_none()
-            if record is None:
-                return False
-            journal = Journal(record, now, session)
-            take_back(journal, adoption.state, adoption.progress, adoption.message)
-            record.version += 1
-            session.add_all(journal.entries)
-            log.info("adopted a lab back", extra={"env_id": env_id, "host": adoption.host})
-            return True
+    query = select(EnvironmentRecord).where(
+        EnvironmentRecord.id == env_id,
+        EnvironmentRecord.host == adoption.host,
+        EnvironmentRecord.observed == Observed.FAILED,
+        EnvironmentRecord.last_reason == LOST,
+        EnvironmentRecord.desired != Desired.DELETED,
+        EnvironmentRecord.lease_owner == owner,
+    )
 
-    return retried(write)
+    def write(session: Session) -> bool:
+        record = session.scalars(query.with_for_update()).one_or_none()
+        if record is None:
+            return False
+        journal = Journal(record, now, session)
+        take_back(journal, adoption.state, adoption.progress, adoption.message)
+        record.version += 1
+        session.add_all(journal.entries)
+        return True
+
+    adopted = repo.write(write)
+    if adopted:  # logged once committed: a try that lost a write conflict adopted nothing
+        log.info("adopted a lab back", extra={"env_id": env_id, "host": adoption.host})
+    return adopted

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from stacklab.config import Settings
 from stacklab.envs.labcache import LabCache
@@ -40,7 +41,6 @@ from stacklab.errors import StacklabError
 from stacklab.events import HOST_LOST
 from stacklab.store import hosts as placed_store
 from stacklab.store import members
-from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
@@ -204,19 +204,19 @@ def fail_host(repo: Repository, host: str, now: float, message: str) -> list[str
     other hosts is touched. No pass looks at them (due_at cleared) until a learner launches again.
     Returns their ids."""
 
-    def write() -> list[str]:
-        with repo.session() as session:
-            query = select(EnvironmentRecord).where(
-                EnvironmentRecord.host == host,
-                EnvironmentRecord.observed.not_in((Observed.FAILED, Observed.DELETED)),
-            )
-            failed = []
-            for record in session.scalars(query.with_for_update()):
-                journal = Journal(record, now, session)
-                lose_with_host(journal, message)
-                record.version += 1
-                session.add_all(journal.entries)
-                failed.append(record.id)
-            return failed
+    query = select(EnvironmentRecord).where(
+        EnvironmentRecord.host == host,
+        EnvironmentRecord.observed.not_in((Observed.FAILED, Observed.DELETED)),
+    )
 
-    return retried(write)
+    def write(session: Session) -> list[str]:
+        failed = []
+        for record in session.scalars(query.with_for_update()):
+            journal = Journal(record, now, session)
+            lose_with_host(journal, message)
+            record.version += 1
+            session.add_all(journal.entries)
+            failed.append(record.id)
+        return failed
+
+    return repo.write(write)

@@ -11,8 +11,8 @@ compare-and-set save overwrites it with its own decision.
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
 
@@ -31,19 +31,18 @@ def claim_due(repo: Repository, now: float, limit: int, hold_s: float) -> list[s
     if repo.engine.dialect.name in SKIP_LOCKED:
         query = query.with_for_update(skip_locked=True)
 
-    def claim() -> list[str]:
-        with repo.session() as session:
-            ids = list(session.scalars(query))
-            if ids:
-                session.execute(
-                    update(EnvironmentRecord)
-                    .where(EnvironmentRecord.id.in_(ids))
-                    .values(due_at=now + hold_s)
-                    .execution_options(synchronize_session=False)
-                )
-            return ids
+    def claim(session: Session) -> list[str]:
+        ids = list(session.scalars(query))
+        if ids:
+            session.execute(
+                update(EnvironmentRecord)
+                .where(EnvironmentRecord.id.in_(ids))
+                .values(due_at=now + hold_s)
+                .execution_options(synchronize_session=False)
+            )
+        return ids
 
-    return retried(claim)
+    return repo.write(claim)
 
 
 def unclaim(repo: Repository, ids: list[str], now: float, held_until: float) -> None:
@@ -52,13 +51,10 @@ def unclaim(repo: Repository, ids: list[str], now: float, held_until: float) -> 
     if not ids:
         return
 
-    def release() -> None:
-        with repo.session() as session:
-            session.execute(
-                update(EnvironmentRecord)
-                .where(EnvironmentRecord.id.in_(ids), EnvironmentRecord.due_at == held_until)
-                .values(due_at=now)
-                .execution_options(synchronize_session=False)
-            )
-
-    retried(release)
+    statement = (
+        update(EnvironmentRecord)
+        .where(EnvironmentRecord.id.in_(ids), EnvironmentRecord.due_at == held_until)
+        .values(due_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    repo.write(lambda session: session.execute(statement))

@@ -38,18 +38,16 @@ def add_grant(repo: Repository, grant: Grant) -> None:
         raise InvalidInput("a grant needs a reason (it is kept with the grant and shown to other staff)")
     if len(grant.reason) > MAX_REASON_CHARS:
         raise InvalidInput(f"the reason is longer than {MAX_REASON_CHARS} characters")
-    with repo.session() as session:
-        session.add(
-            UsageGrantRecord(
-                course=grant.course,
-                lab_id=grant.lab_id,
-                learner=grant.learner,
-                seconds=grant.seconds,
-                reason=grant.reason.strip(),
-                granted_by=grant.granted_by[:200],
-                at=grant.at,
-            )
-        )
+    record = UsageGrantRecord(
+        course=grant.course,
+        lab_id=grant.lab_id,
+        learner=grant.learner,
+        seconds=grant.seconds,
+        reason=grant.reason.strip(),
+        granted_by=grant.granted_by[:200],
+        at=grant.at,
+    )
+    repo.write(lambda session: session.add(record))
 
 
 def granted_seconds(

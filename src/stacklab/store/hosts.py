@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 
-from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord, MemberRecord
 from stacklab.types import Observed
@@ -83,18 +82,14 @@ def place(repo: Repository, env_id: str, host: str, was: str | None) -> bool:
     """Put `env_id` on `host`, compare-and-set on its previous host, when it holds no stack yet or failed
     (a lab failed with its lost host starts afresh elsewhere)."""
 
-    def write() -> bool:
-        with repo.session() as session:
-            result = session.execute(
-                update(EnvironmentRecord)
-                .where(
-                    EnvironmentRecord.id == env_id,
-                    EnvironmentRecord.host.is_(None) if was is None else EnvironmentRecord.host == was,
-                    or_(EnvironmentRecord.provider.is_(None), EnvironmentRecord.observed == Observed.FAILED),
-                )
-                .values(host=host)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    return retried(write)
+    statement = (
+        update(EnvironmentRecord)
+        .where(
+            EnvironmentRecord.id == env_id,
+            EnvironmentRecord.host.is_(None) if was is None else EnvironmentRecord.host == was,
+            or_(EnvironmentRecord.provider.is_(None), EnvironmentRecord.observed == Observed.FAILED),
+        )
+        .values(host=host)
+        .execution_options(synchronize_session=False)
+    )
+    return repo.write(lambda session: bool(session.execute(statement).rowcount))  # type: ignore[attr-defined]

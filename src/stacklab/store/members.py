@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from stacklab.store.repository import Repository
 from stacklab.store.tables import MemberRecord
@@ -66,15 +67,18 @@ def register(
         "queue": queue,
         "capacity": capacity,
     }
+
+    def announce(session: Session) -> None:
+        record = session.get(MemberRecord, member_id)
+        if record is None:
+            session.add(MemberRecord(id=member_id, started_at=now, load=0, **values))
+        else:
+            for name, value in values.items():
+                setattr(record, name, value)
+
     for _ in range(2):  # a concurrent insert of the same id (a restart racing itself) is taken over
         try:
-            with repo.session() as session:
-                record = session.get(MemberRecord, member_id)
-                if record is None:
-                    session.add(MemberRecord(id=member_id, started_at=now, load=0, **values))
-                else:
-                    for name, value in values.items():
-                        setattr(record, name, value)
+            repo.write(announce)
             return
         except IntegrityError:
             continue
@@ -86,9 +90,8 @@ def heartbeat(repo: Repository, member_id: str, now: float, load: int | None = N
     values: dict[str, float | int] = {"heartbeat_at": now}
     if load is not None:
         values["load"] = load
-    with repo.session() as session:
-        result = session.execute(update(MemberRecord).where(MemberRecord.id == member_id).values(**values))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    statement = update(MemberRecord).where(MemberRecord.id == member_id).values(**values)
+    return repo.write(lambda session: bool(session.execute(statement).rowcount))  # type: ignore[attr-defined]
 
 
 def live(repo: Repository, role: str, now: float, ttl_s: float) -> list[Member]:
@@ -116,18 +119,20 @@ def find_live(repo: Repository, member_id: str, now: float, ttl_s: float) -> Mem
 
 def leave(repo: Repository, member_id: str) -> None:
     """`member_id` stops (a clean shutdown): peers stop counting on it at once."""
-    with repo.session() as session:
-        session.execute(delete(MemberRecord).where(MemberRecord.id == member_id))
+    repo.write(lambda session: session.execute(delete(MemberRecord).where(MemberRecord.id == member_id)))
 
 
 def prune(repo: Repository, role: str, now: float, older_s: float) -> list[str]:
     """Remove members of `role` silent for more than `older_s` seconds; returns their ids (so that what
     they held can be forgotten too). Only the given role: other roles keep their own rules."""
-    with repo.session() as session:
-        query = select(MemberRecord.id).where(
-            MemberRecord.role == role, MemberRecord.heartbeat_at < now - older_s
-        )
+    query = select(MemberRecord.id).where(
+        MemberRecord.role == role, MemberRecord.heartbeat_at < now - older_s
+    )
+
+    def remove(session: Session) -> list[str]:
         gone = list(session.scalars(query))
         if gone:
             session.execute(delete(MemberRecord).where(MemberRecord.id.in_(gone)))
         return gone
+
+    return repo.write(remove)

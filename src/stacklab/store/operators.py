@@ -12,12 +12,14 @@ Hashes never leave this module except into the database; nothing here logs a pas
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from stacklab.errors import Conflict, InvalidInput, NotFound
 from stacklab.store.repository import Repository
@@ -76,18 +78,22 @@ def _matches(password_hash: str, password: str) -> bool:
 def add_operator(repo: Repository, name: str, password: str, now: float) -> Operator:
     """A new account (a removed one's name may be taken again); Conflict when it exists."""
     password_hash = _hasher.hash(check_password(password))
-    try:
-        with repo.session() as session:
-            record = session.get(OperatorRecord, check_name(name), with_for_update=True)
-            if record is not None and record.removed_at is None:
-                raise Conflict(f"operator {name!r} exists (`stacklab operator passwd {name}` changes it)")
-            if record is None:
-                record = OperatorRecord(name=name, token_generation=0, created_at=now)
-                session.add(record)
-            record.password_hash, record.from_setting = password_hash, False
-            record.updated_at, record.removed_at = now, None
-            session.flush()
-            return _public(record)
+    check_name(name)
+
+    def add(session: Session) -> Operator:
+        record = session.get(OperatorRecord, name, with_for_update=True)
+        if record is not None and record.removed_at is None:
+            raise Conflict(f"operator {name!r} exists (`stacklab operator passwd {name}` changes it)")
+        if record is None:
+            record = OperatorRecord(name=name, token_generation=0, created_at=now)
+            session.add(record)
+        record.password_hash, record.from_setting = password_hash, False
+        record.updated_at, record.removed_at = now, None
+        session.flush()
+        return _public(record)
+
+    try:  # concurrent adds deadlock on MariaDB (their locking reads of absent rows take gap locks)
+        return repo.write(add)
     except IntegrityError as exc:
         raise Conflict(f"operator {name!r} was just added by someone else") from exc
 
@@ -95,21 +101,27 @@ def add_operator(repo: Repository, name: str, password: str, now: float) -> Oper
 def set_password(repo: Repository, name: str, password: str, now: float) -> Operator:
     """A new password; every token the account had stops working."""
     password_hash = _hasher.hash(check_password(password))
-    with repo.session() as session:
+
+    def change(session: Session) -> Operator:
         record = _active(session.get(OperatorRecord, name, with_for_update=True), name)
         record.password_hash, record.from_setting = password_hash, False
         record.token_generation += 1
         record.updated_at = now
         return _public(record)
 
+    return repo.write(change)
+
 
 def remove_operator(repo: Repository, name: str, now: float) -> None:
     """Remove an account: it can no longer sign in and every token it had stops working."""
-    with repo.session() as session:
+
+    def remove(session: Session) -> None:
         record = _active(session.get(OperatorRecord, name, with_for_update=True), name)
         record.password_hash, record.from_setting = "", False
         record.token_generation += 1
         record.updated_at = record.removed_at = now
+
+    repo.write(remove)
 
 
 def _active(record: OperatorRecord | None, name: str) -> OperatorRecord:
@@ -137,25 +149,26 @@ def sync_setting_account(repo: Repository, password: str, now: float) -> None:
     if record is not None and (not record.from_setting or _matches(record.password_hash, password)):
         return
     password_hash = _hasher.hash(password)
-    try:
-        with repo.session() as session:
-            current = session.get(OperatorRecord, SETTING_ACCOUNT, with_for_update=True)
-            if current is None:
-                session.add(
-                    OperatorRecord(
-                        name=SETTING_ACCOUNT,
-                        password_hash=password_hash,
-                        from_setting=True,
-                        token_generation=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
+
+    def sync(session: Session) -> None:
+        current = session.get(OperatorRecord, SETTING_ACCOUNT, with_for_update=True)
+        if current is None:
+            session.add(
+                OperatorRecord(
+                    name=SETTING_ACCOUNT,
+                    password_hash=password_hash,
+                    from_setting=True,
+                    token_generation=0,
+                    created_at=now,
+                    updated_at=now,
                 )
-            elif current.from_setting:
-                current.password_hash, current.updated_at = password_hash, now
-                current.token_generation += 1  # the old setting's sessions end with it
-    except IntegrityError:
-        pass  # another process of the service created it at the same moment
+            )
+        elif current.from_setting:
+            current.password_hash, current.updated_at = password_hash, now
+            current.token_generation += 1  # the old setting's sessions end with it
+
+    with suppress(IntegrityError):  # another process of the service created it at the same moment
+        repo.write(sync)  # web processes starting at once deadlock on MariaDB as in add_operator
 
 
 def sign_in(repo: Repository, name: str, password: str) -> Operator | None:
@@ -191,17 +204,10 @@ def record_action(
     target: str = "",
     detail: str = "",
 ) -> None:
-    with repo.session() as session:
-        session.add(
-            AuditRecord(
-                at=now,
-                operator=operator[:200],
-                action=action[:32],
-                env_id=env_id,
-                target=target[:600],
-                detail=detail,
-            )
-        )
+    entry = AuditRecord(
+        at=now, operator=operator[:200], action=action[:32], env_id=env_id, target=target[:600], detail=detail
+    )
+    repo.write(lambda session: session.add(entry))
 
 
 def audit_entries(

@@ -20,7 +20,6 @@ from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from stacklab.store.conflicts import retried
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord, ProviderUsageRecord
 from stacklab.types import Desired
@@ -115,31 +114,25 @@ def wake(repo: Repository, env_ids: Sequence[str], now: float) -> None:
     if not env_ids:
         return
 
-    def write() -> None:
-        with repo.session() as session:
-            session.execute(
-                update(Env)
-                .where(Env.id.in_(list(env_ids)))
-                .values(due_at=now, version=Env.version + 1)
-                .execution_options(synchronize_session=False)
-            )
-
-    retried(write)
+    statement = (
+        update(Env)
+        .where(Env.id.in_(list(env_ids)))
+        .values(due_at=now, version=Env.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    repo.write(lambda session: session.execute(statement))
 
 
 def mark_seen(repo: Repository, env_id: str, now: float) -> None:
     """The learner's page asked about its queued lab. Not a change of intent: the version stays."""
 
-    def write() -> None:
-        with repo.session() as session:
-            session.execute(
-                update(Env)
-                .where(Env.id == env_id, Env.queued_at.is_not(None))
-                .values(queue_seen_at=now)
-                .execution_options(synchronize_session=False)
-            )
-
-    retried(write)
+    statement = (
+        update(Env)
+        .where(Env.id == env_id, Env.queued_at.is_not(None))
+        .values(queue_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    repo.write(lambda session: session.execute(statement))
 
 
 def record_release(session: Session, provider: str, now: float) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +23,8 @@ from stacklab.store.tables import (
     ProviderUsageRecord,
     TransitionRecord,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,18 @@ class Repository:
         with self._sessions.begin() as session:
             yield session
 
+    def write(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one write transaction, and the whole of it again when the database reports a
+        write conflict (a deadlock, a Galera certification failure: store/conflicts.py). So `work` must
+        only touch the database through `session` and compute what it writes from what it reads there:
+        a try that lost left nothing behind."""
+
+        def transaction() -> T:
+            with self.session() as session:
+                return work(session)
+
+        return retried(transaction)
+
     @contextmanager
     def read(self) -> Iterator[Session]:
         """For queries only: on SQLite it takes no write lock, so readers never wait for writers."""
@@ -64,17 +78,14 @@ class Repository:
 
     # labs -------------------------------------------------------------------------------------------
     def save_lab(self, digest: str, lab_id: str, source_path: str, text: str, now: float) -> None:
-        def save() -> None:
-            with self.session() as session:
-                if session.get(LabRecord, digest) is None:
-                    session.add(
-                        LabRecord(
-                            digest=digest, lab_id=lab_id, source_path=source_path, text=text, loaded_at=now
-                        )
-                    )
+        def save(session: Session) -> None:
+            if session.get(LabRecord, digest) is None:
+                session.add(
+                    LabRecord(digest=digest, lab_id=lab_id, source_path=source_path, text=text, loaded_at=now)
+                )
 
         with suppress(IntegrityError):  # a concurrent launch stored the same content first
-            retried(save)
+            self.write(save)
 
     def lab_digests(self) -> list[str]:
         """Every stored lab version (a handful per lab: one per edit that was launched)."""
@@ -92,14 +103,13 @@ class Repository:
     def insert_environment(self, record: EnvironmentRecord, transition: TransitionRecord) -> bool:
         """Insert a new environment; False when one with the same key exists already."""
 
-        def insert() -> None:
-            with self.session() as session:
-                session.add(record)
-                session.flush()
-                session.add(transition)
+        def insert(session: Session) -> None:
+            session.add(record)
+            session.flush()
+            session.add(transition)
 
         try:
-            retried(insert)  # concurrent inserts of one key deadlock on MariaDB before one gets the conflict
+            self.write(insert)  # concurrent inserts of one key deadlock on MariaDB before one conflicts
         except IntegrityError:
             return False
         return True
@@ -184,16 +194,15 @@ class Repository:
         a pass running meanwhile merges the change instead of overwriting it. Retried as a whole (mutate
         too) when the database reports a write conflict."""
 
-        def change() -> EnvironmentRecord:
-            with self.session() as session:
-                record = session.get(EnvironmentRecord, env_id, with_for_update=True)
-                if record is None:
-                    raise NotFound(f"no environment {env_id!r}")
-                mutate(record, session)
-                record.version += 1
-                return record
+        def change(session: Session) -> EnvironmentRecord:
+            record = session.get(EnvironmentRecord, env_id, with_for_update=True)
+            if record is None:
+                raise NotFound(f"no environment {env_id!r}")
+            mutate(record, session)
+            record.version += 1
+            return record
 
-        return retried(change)
+        return self.write(change)
 
     def touch(self, env_id: str, now: float, clear_away: bool = False) -> bool:
         """Record learner activity in one statement (the hot path); False for an unknown id. With
@@ -206,14 +215,13 @@ class Repository:
         if clear_away:
             values.update(away_at=None, away_kind=None, away_limit_s=None)
 
-        def write() -> bool:
-            with self.session() as session:
-                result = session.execute(
-                    update(EnvironmentRecord).where(EnvironmentRecord.id == env_id).values(**values)
-                )
-                return result.rowcount > 0
+        def write(session: Session) -> bool:
+            result = session.execute(
+                update(EnvironmentRecord).where(EnvironmentRecord.id == env_id).values(**values)
+            )
+            return result.rowcount > 0
 
-        return retried(write)
+        return self.write(write)
 
     def history(self, env_id: str) -> list[TransitionRecord]:
         with self.read() as session:
@@ -280,11 +288,7 @@ class Repository:
         if not env_ids:
             return {}
 
-        def take() -> dict[str, EnvironmentRecord]:
-            with self.session() as session:
-                return self._take_leases(session, env_ids, owner, now, lease_s)
-
-        return retried(take)
+        return self.write(lambda session: self._take_leases(session, env_ids, owner, now, lease_s))
 
     def _take_leases(
         self,
@@ -387,15 +391,13 @@ class Repository:
 
     # leases -----------------------------------------------------------------------------------------
     def release_lease(self, env_id: str, owner: str) -> None:
-        def release() -> None:
-            with self.session() as session:
-                session.execute(
-                    update(EnvironmentRecord)
-                    .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == owner)
-                    .values(lease_owner=None, lease_until=None)
-                )
-
-        retried(release)
+        self.write(
+            lambda session: session.execute(
+                update(EnvironmentRecord)
+                .where(EnvironmentRecord.id == env_id, EnvironmentRecord.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+        )
 
     # provider capacity ------------------------------------------------------------------------------
     @staticmethod
@@ -433,8 +435,7 @@ class Repository:
 
     # checks -----------------------------------------------------------------------------------------
     def add_check_run(self, run: CheckRunRecord) -> None:
-        with self.session() as session:
-            session.add(run)
+        self.write(lambda session: session.add(run))
 
     def check_runs(self, env_id: str) -> list[CheckRunRecord]:
         with self.read() as session:

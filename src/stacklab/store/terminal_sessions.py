@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from stacklab.store.repository import Repository
 from stacklab.store.tables import MemberRecord, TerminalSessionRecord
@@ -30,27 +31,30 @@ def hold(
     """Record that `member_id` holds the session (also moves `updated_at`: the newest is the one staff
     watch). False, and nothing written, when the id belongs to another environment, node or subject: a
     guessed session id never takes a learner's session over."""
+
+    def write(session: Session) -> bool:
+        record = session.get(TerminalSessionRecord, session_id)
+        if record is None:
+            session.add(
+                TerminalSessionRecord(
+                    session_id=session_id,
+                    env_id=env_id,
+                    node=node,
+                    subject=subject,
+                    member_id=member_id,
+                    updated_at=now,
+                )
+            )
+            return True
+        if (record.env_id, record.node, record.subject) != (env_id, node, subject):
+            return False
+        record.member_id = member_id
+        record.updated_at = now
+        return True
+
     for _ in range(2):  # a concurrent first insert of the same id: read it back and decide again
         try:
-            with repo.session() as session:
-                record = session.get(TerminalSessionRecord, session_id)
-                if record is None:
-                    session.add(
-                        TerminalSessionRecord(
-                            session_id=session_id,
-                            env_id=env_id,
-                            node=node,
-                            subject=subject,
-                            member_id=member_id,
-                            updated_at=now,
-                        )
-                    )
-                    return True
-                if (record.env_id, record.node, record.subject) != (env_id, node, subject):
-                    return False
-                record.member_id = member_id
-                record.updated_at = now
-                return True
+            return repo.write(write)
         except IntegrityError:
             continue
     return False
@@ -58,12 +62,10 @@ def hold(
 
 def release(repo: Repository, session_id: str, member_id: str) -> None:
     """The shell closed: forget the row, unless another member holds the id by now."""
-    with repo.session() as session:
-        session.execute(
-            delete(TerminalSessionRecord).where(
-                TerminalSessionRecord.session_id == session_id, TerminalSessionRecord.member_id == member_id
-            )
-        )
+    statement = delete(TerminalSessionRecord).where(
+        TerminalSessionRecord.session_id == session_id, TerminalSessionRecord.member_id == member_id
+    )
+    repo.write(lambda session: session.execute(statement))
 
 
 def _live_rows(now: float, ttl_s: float):  # type: ignore[no-untyped-def]
@@ -104,5 +106,5 @@ def forget_members(repo: Repository, member_ids: list[str]) -> None:
     """Drop every row of these members (they left, or were pruned as dead)."""
     if not member_ids:
         return
-    with repo.session() as session:
-        session.execute(delete(TerminalSessionRecord).where(TerminalSessionRecord.member_id.in_(member_ids)))
+    statement = delete(TerminalSessionRecord).where(TerminalSessionRecord.member_id.in_(member_ids))
+    repo.write(lambda session: session.execute(statement))
