@@ -15,24 +15,38 @@ from sqlalchemy.orm import Session
 
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord
+from stacklab.types import Progress
+
+UNDER_WAY = (Progress.CREATING, Progress.BOOTING, Progress.RESUMING)
+"""Steps a learner waits on that have begun (a stack being made, booting, resuming): their next look is
+claimed before other due work, so that a burst of new launches (a class starting at once, all due at
+the same moment) does not hold back the labs already being made: without it, 10,000 launches due at once
+had every create sent before the first lab's next look, and none was ready for minutes."""
 
 SKIP_LOCKED = frozenset({"postgresql", "mysql", "mariadb"})
 """Dialects with SELECT ... FOR UPDATE SKIP LOCKED (MariaDB since 10.6)."""
 
 
 def claim_due(repo: Repository, now: float, limit: int, hold_s: float) -> list[str]:
-    """Up to `limit` due environment ids, oldest deadline first, each held for `hold_s` seconds."""
-    query = (
-        select(EnvironmentRecord.id)
-        .where(EnvironmentRecord.due_at <= now)
-        .order_by(EnvironmentRecord.due_at)
-        .limit(limit)
-    )
-    if repo.engine.dialect.name in SKIP_LOCKED:
-        query = query.with_for_update(skip_locked=True)
+    """Up to `limit` due environment ids, each held for `hold_s` seconds: steps under way first (UNDER_WAY),
+    then the rest; oldest deadline first within each."""
+
+    def due(session: Session, under_way: bool, count: int) -> list[str]:
+        step = EnvironmentRecord.progress.in_(UNDER_WAY)
+        query = (
+            select(EnvironmentRecord.id)
+            .where(EnvironmentRecord.due_at <= now, step if under_way else ~step)
+            .order_by(EnvironmentRecord.due_at)
+            .limit(count)
+        )
+        if repo.engine.dialect.name in SKIP_LOCKED:
+            query = query.with_for_update(skip_locked=True)
+        return list(session.scalars(query))
 
     def claim(session: Session) -> list[str]:
-        ids = list(session.scalars(query))
+        ids = due(session, True, limit)
+        if len(ids) < limit:
+            ids += due(session, False, limit - len(ids))
         if ids:
             session.execute(
                 update(EnvironmentRecord)

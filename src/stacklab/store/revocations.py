@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
 
 from stacklab.store.conflicts import is_conflict, retried
 from stacklab.store.repository import Repository
@@ -44,7 +45,8 @@ def revocation_reason(repo: Repository, env_id: str, generation: int) -> str | N
 def revoke_learner(repo: Repository, course: str, learner: str) -> list[str]:
     """Withdraw every token of a learner's environments in a course; the ids of those environments."""
     where = (EnvironmentRecord.course == course, EnvironmentRecord.learner == learner)
-    with repo.session() as session:
+
+    def revoke(session: Session) -> list[str]:
         ids = list(session.scalars(select(EnvironmentRecord.id).where(*where)))
         session.execute(
             update(EnvironmentRecord)
@@ -52,7 +54,9 @@ def revoke_learner(repo: Repository, course: str, learner: str) -> list[str]:
             .values(token_generation=EnvironmentRecord.token_generation + 1)
             .execution_options(synchronize_session=False)
         )
-    return sorted(ids)
+        return ids
+
+    return sorted(repo.write(revoke))
 
 
 def remember_jti(repo: Repository, issuer: str, jti: str, expires_at: float, now: float) -> bool:
