@@ -411,6 +411,10 @@ def delete_queue(broker_url: str, name: str) -> None:
             Queue(name, channel=connection.channel()).delete()
     except Exception as exc:  # a queue that was never declared
         print(f"  (queue {name}: {exc})")
+    if broker_url.startswith("redis://"):  # kombu keeps the queue's exchange binding after the delete
+        import redis
+
+        redis.Redis.from_url(broker_url).delete(f"_kombu.binding_permanent.{name}", f"_kombu.binding.{name}")
 
 
 def ms(seconds: float) -> str:
