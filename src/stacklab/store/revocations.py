@@ -12,7 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from stacklab.store.conflicts import is_conflict, retried
+from stacklab.store.conflicts import is_conflict
 from stacklab.store.repository import Repository
 from stacklab.store.tables import EnvironmentRecord, LmsTokenIdRecord
 from stacklab.types import Desired
@@ -63,12 +63,9 @@ def remember_jti(repo: Repository, issuer: str, jti: str, expires_at: float, now
     """Record a JWT id until it expires; False when it was used before (a replay)."""
     _purge_expired_jtis(repo, now)
 
-    def insert() -> None:
-        with repo.session() as session:
-            session.add(LmsTokenIdRecord(issuer=issuer, jti=jti, expires_at=expires_at))
-
+    record = LmsTokenIdRecord(issuer=issuer, jti=jti, expires_at=expires_at)
     try:
-        retried(insert)
+        repo.write(lambda session: session.add(record))
     except IntegrityError:
         return False
     return True
