@@ -72,9 +72,10 @@ from tests.support.sshd import start_sshd
 
 from stacklab.config import Settings
 from stacklab.labs.schema import ProviderEntry
+from stacklab.providers.openstack.provider import OpenStackProvider
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
-from stacklab.wiring import App, build_app
+from stacklab.wiring import App, build_app, default_factories
 
 T = TypeVar("T")
 HARNESS = ROOT / "scripts" / "heat-harness"
@@ -394,6 +395,22 @@ def banner_sync(host: str, port: int, timeout_s: float = 30.0) -> None:
 
 
 # the benchmark ------------------------------------------------------------------------------------------
+def provider_factories(settings: Settings, pairs: list[str]) -> dict[str, Any]:
+    """The service's provider factories, the OpenStack one with the `--provider-setting`s given."""
+    extra: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--provider-setting {pair!r}: expected KEY=VALUE")
+        extra[key.strip()] = value.strip()
+    factories = default_factories(settings)
+    if extra:
+        factories["openstack"] = lambda entry: OpenStackProvider(
+            entry.name, {"cloud": entry.cloud or entry.name, **extra}
+        )
+    return factories
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path, port: int, harness: Harness) -> None:
         self.args = args
@@ -413,7 +430,7 @@ class Bench:
             self.batch_lab, self.batch_template = self.lab, self.template
             self.batch_parameters = self.parameters
         settings = Settings(data_dir=str(work / "data"), retry_backoff_s=(1.0, 2.0, 5.0), max_attempts=5)
-        self.app: App = build_app(settings)
+        self.app: App = build_app(settings, factories=provider_factories(settings, args.provider_setting))
         self.provider: Any = self.app.controller.providers.get(
             ProviderEntry(name="heat", type="openstack", cloud=args.cloud)
         )
@@ -913,8 +930,16 @@ def breakdown_row(label: str, bench: Bench, launches: Sequence[Launch], action: 
         f"{spread(outputs)} after | then ready {spread(after)}",
         "-",
         f"{late_post} of {len(wait)} complete before their request was answered; most polls out at once "
-        f"{getattr(bench.provider.watch, 'most_in_flight', 1)}",
+        f"{getattr(bench.provider.watch, 'most_in_flight', 1)}{room_note(bench.provider)}",
     ]
+
+
+def room_note(provider: Any) -> str:
+    """How far the provider's write room (room.py) closed so far in this run (absent in older code)."""
+    room = getattr(provider, "room", None)
+    if room is None:
+        return ""
+    return f"; writes allowed out: {room.limit} now, {room.lowest} at the least, of {room.most}"
 
 
 def delete_row(label: str, bench: Bench, names: Sequence[str]) -> list[str]:
@@ -1263,6 +1288,13 @@ def main() -> int:
         default="light",
         help="the concurrent rounds' template: one OS::Heat::Value, or the sequential rounds' TestResource",
     )
+    parser.add_argument(
+        "--provider-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an OpenStack provider setting for the engine's provider (docs/openstack.md), e.g. api_writes=1",
+    )
     args = parser.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
@@ -1275,6 +1307,7 @@ def main() -> int:
             "heat workers": "heat-api 2 gunicorn sync workers, heat-engine 1 worker",
             "openstacksdk": extra["openstacksdk"],
             "harness at start": "running" if harness.was_running else "not running",
+            "provider settings": ", ".join(args.provider_setting) or "defaults",
         },
         postgres=False,
     )

@@ -107,7 +107,7 @@ heat_conf() {  # heat_conf FILE DB VHOST MAX_STACKS
 [DEFAULT]
 use_stderr = false
 transport_url = rabbit://$RMQ_USER:$RMQ_PASS@127.0.0.1:5672/$3
-num_engine_workers = 1
+num_engine_workers = ${STACKLAB_HEAT_ENGINE_WORKERS:-1}
 max_stacks_per_tenant = $4
 stack_domain_admin = heat_domain_admin
 stack_domain_admin_password = heatdomainpass
@@ -246,7 +246,7 @@ start_heat() {  # start_heat NAME PORT
   launch "$1-engine" "$B/heat-engine" --config-file "$H/etc/$1.conf" --log-file "$H/log/$1-engine.log"
   if ! running "$1-api"; then
     if port_taken "$2"; then echo "heat-harness: 127.0.0.1:$2 is taken" >&2; exit 1; fi
-    launch "$1-api" "$B/gunicorn" --chdir "$H/wsgi" -b "127.0.0.1:$2" -w 2 --timeout 120 --graceful-timeout 5 \
+    launch "$1-api" "$B/gunicorn" --chdir "$H/wsgi" -b "127.0.0.1:$2" -w "${STACKLAB_HEAT_API_WORKERS:-2}" --timeout 120 --graceful-timeout 5 \
       --access-logfile "$H/log/$1-api-access.log" "${1//-/_}_api_wsgi:application"
   fi
 }

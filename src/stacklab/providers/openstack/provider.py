@@ -51,6 +51,7 @@ from stacklab.providers.openstack.contract import (
 )
 from stacklab.providers.openstack.errors import translate
 from stacklab.providers.openstack.reboot import reboot_after_resume, servers_to_reboot
+from stacklab.providers.openstack.room import WriteRoom
 from stacklab.providers.openstack.throttle import WriteThrottle
 from stacklab.providers.openstack.watch import Flight, Row, StackWatch
 
@@ -128,7 +129,8 @@ class OpenStackProvider(Provider):
         # API answers a few requests at a time (a worker each) and a create holds one for a while: a burst
         # sent together fills its queue and the polls wait there behind it (100 launches: ~7 s a request).
         # Held here instead, they leave a worker free for the polls.
-        self._pool = ThreadPoolExecutor(int(self.settings.get("api_writes", 4)), f"openstack-{name}")
+        writes = int(self.settings.get("api_writes", 4))
+        self._pool = ThreadPoolExecutor(writes, f"openstack-{name}")
         # `api_deletes`: deletes have their own threads. A DELETE is answered at once (the engine deletes
         # in the background) and holds a heat-api worker only briefly; behind the creates' 4 slots a
         # burst of 100 deletes took twice as long as the SDK's 16 at once (bench/heat_launch.py).
@@ -139,13 +141,17 @@ class OpenStackProvider(Provider):
         self._reads = ThreadPoolExecutor(threads, f"openstack-{name}-status")
         self._conn: Any = None
         self._conn_lock = threading.Lock()
+        fast_poll_s = float(self.settings.get("fast_poll_s", 0.1))
+        self.room = WriteRoom(writes, margin_s=fast_poll_s)
+        """Of those threads, how many may send their write now: as many as leave Heat room for the polls."""
         self.watch = StackWatch(
             self._poll,
-            fast_poll_s=float(self.settings.get("fast_poll_s", 0.1)),
+            fast_poll_s=fast_poll_s,
             slow_poll_s=self.poll_interval_s,
             forget_s=self.status_wait_s + 60.0,
             show=self._outputs,
             polls_in_flight=int(self.settings.get("polls_in_flight", 1)),
+            on_answer=self.room.answered,
         )
         self.throttle = WriteThrottle(
             self.cloud,
@@ -275,7 +281,8 @@ class OpenStackProvider(Provider):
         sent = time.monotonic()
         try:
             create = partial(heat.create_stack, name=request.name, parameters=parameters, tags=TAG, **attrs)
-            stack = self.throttle.send(f"creating stack {request.name}", create)
+            with self.room.slot():
+                stack = self.throttle.send(f"creating stack {request.name}", create)
         except sdk.ConflictException:  # the name exists: created by an earlier, interrupted pass
             row = self._show(request.name)
             if row is None:
@@ -447,7 +454,8 @@ class OpenStackProvider(Provider):
         sent = time.monotonic()
         url = _stack_url(row) + "/actions"
         post = partial(self.connection().orchestration.post, url, json={action: None})
-        self.throttle.send(f"{action[:-1]}ing stack {handle['name']}", post)
+        with self.room.slot():
+            self.throttle.send(f"{action[:-1]}ing stack {handle['name']}", post)
         return row, sent
 
     # delete -----------------------------------------------------------------------------------------

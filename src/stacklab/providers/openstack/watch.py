@@ -134,8 +134,11 @@ class StackWatch:
         forget_s: float,
         show: Show | None = None,
         polls_in_flight: int = POLLS_IN_FLIGHT,
+        on_answer: Callable[[float, float], None] | None = None,
     ) -> None:
         self.fetch = fetch
+        self.on_answer = on_answer
+        """Told (when sent, seconds to answer) of every poll Heat answered (the provider's `WriteRoom`)."""
         self.show = show
         self.slow_poll_s = slow_poll_s
         self.forget_s = forget_s
@@ -334,6 +337,8 @@ class StackWatch:
                 flight.settle.set()
             return
         answer = time.monotonic() - sent
+        if self.on_answer is not None:
+            self.on_answer(sent, answer)
         self.answer_s = (
             answer if not self.answer_s else self.answer_s + ANSWER_WEIGHT * (answer - self.answer_s)
         )
