@@ -2,7 +2,8 @@
 harness. The harness does not rate-limit, so a tiny HTTP proxy in front of the real heat-api answers the
 first writes (POST, DELETE) with 503 or 429 and a Retry-After, and forwards everything else. The same proxy
 also stands for a Heat that accepts a DELETE and never acts on it (seen in CI when a DELETE met a create as it
-failed): the delete is sent again."""
+failed): the delete is sent again. And, with a bounded number of workers, for a heat-api whose few workers
+our own creates would fill ahead of the polls: the provider's write room (room.py) closes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import http.client
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
@@ -51,6 +53,34 @@ class BusyHeat(ThreadingHTTPServer):
         self.writes: list[tuple[float, str, str, int]] = []
         """(when, method, path, status answered) of every write that reached the proxy."""
         self.lock = threading.Lock()
+        self.workers: threading.Semaphore | None = None
+        """When set, requests are answered this many at a time, as by heat-api's sync workers."""
+        self.create_hold_s = 0.0
+        """How much longer a create holds its worker (an engine slow to store the stack)."""
+        self.creates_in = 0
+        self.creates_at_once: list[int] = []
+        """Creates in the proxy (in a worker or waiting for one) as each create arrived, itself included."""
+
+    @contextmanager
+    def worker(self, method: str, path: str) -> Iterator[None]:
+        """Hold one of the `workers` (if bounded) for the request, longer for a create."""
+        create = method == "POST" and urlsplit(path).path.endswith("/stacks")
+        if create:
+            with self.lock:
+                self.creates_in += 1
+                self.creates_at_once.append(self.creates_in)
+        try:
+            if self.workers is None:
+                yield
+                return
+            with self.workers:
+                if create:
+                    time.sleep(self.create_hold_s)
+                yield
+        finally:
+            if create:
+                with self.lock:
+                    self.creates_in -= 1
 
     def refused(self) -> list[tuple[float, str, str, int]]:
         return [w for w in self.writes if w[3] in (429, 503)]
@@ -88,12 +118,13 @@ class _Forward(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-        upstream.request(self.command, self.path, body, headers)
-        answer = upstream.getresponse()
-        data = answer.read()
-        upstream.close()
+        with self.server.worker(self.command, self.path):
+            upstream = http.client.HTTPConnection(*self.server.upstream, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            upstream.request(self.command, self.path, body, headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+            upstream.close()
         self.send_response(answer.status)
         for key, value in answer.getheaders():
             if key.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -209,3 +240,21 @@ async def test_a_delete_heat_never_acts_on_is_sent_again(busy_heat: BusyHeat) ->
     assert [w[3] for w in deletes] == [204, 0]  # dropped, then sent again and forwarded
     assert deletes[1][0] - deletes[0][0] >= 1.0
     assert await provider.list() == []
+
+
+LAUNCHES = 14
+
+
+async def test_creates_leave_a_heat_api_with_few_workers_room_for_the_polls(busy_heat: BusyHeat) -> None:
+    """A heat-api answering 2 requests at a time, each create holding a worker 0.5 s longer: 14 launches
+    at once with api_writes 4. The first polls queue behind 4 creates and are answered late, so the room
+    closes to one write: creates then go out with at most one other in heat-api, leaving room for the polls,
+    and every stack is created. (Before the room, each create after the first 4 met 3 others there.)"""
+    busy_heat.workers, busy_heat.create_hold_s = threading.Semaphore(2), 0.5
+    provider = OpenStackProvider("busy", {"cloud": "heatbox-busy", "api_writes": 4})
+    launches = [provider.create(quick(f"sl-room{i}")) for i in range(LAUNCHES)]
+    handles = await asyncio.gather(*launches)
+    states = await asyncio.gather(*(until(provider, h, StackState.CREATING) for h in handles))
+    assert states == [StackState.RUNNING] * LAUNCHES
+    assert provider.room.lowest == 1, busy_heat.creates_at_once
+    assert min(busy_heat.creates_at_once[4:]) <= 2, busy_heat.creates_at_once

@@ -147,3 +147,23 @@ def test_a_heat_slow_for_its_own_reasons_gets_its_room_back() -> None:
         assert room.limit > 1
         assert got_in.wait(5)
         thread.join(5)
+
+
+def test_a_quiet_answer_ends_the_busy_pace() -> None:
+    """Once Heat answers promptly with nothing of ours in its way, slow answers under writes close the room
+    again, however slow it was during the burst."""
+    room = WriteRoom(4, margin_s=0.1)
+    room.answered(time.monotonic(), QUICK)
+    with writes_out(room, 1):
+        for _ in range(3):
+            room.answered(time.monotonic(), SLOW)
+        thread, got_in = waiter(room)
+        for _ in range(RECENT):
+            room.answered(time.monotonic(), SLOW)
+        assert got_in.wait(5)
+        thread.join(5)
+    assert room.limit == 2  # Heat's busy pace made its slow answers prompt
+    room.answered(time.monotonic(), QUICK)
+    with writes_out(room, 2):
+        room.answered(time.monotonic(), SLOW)
+    assert room.limit == 1

@@ -9,10 +9,12 @@ published, so the room is learned from the polls themselves, as TCP Vegas learns
 round-trip times: a poll answered much slower than Heat answers when our writes are not in its way, while
 writes were out, halves the writes allowed out (down to one); a prompt answer while writes wait for room
 allows one more (up to the provider's `api_writes`). What "not in its way" costs is learned from the
-answers to polls sent while no write was out, or while one at most was allowed: a Heat slow for reasons of
-its own (an engine busy with a large burst) is slow there too, so the room opens again instead of holding
-the writes to one for ever. Before any such answer is known, a poll answered slower than `margin_s` is
-slow (a burst sent to a cloud never polled before).
+answers to polls sent while no write was out. A Heat slow for reasons of its own (an engine busy with a
+large burst) is slow whatever we send: once `AT_ONE` answers in a row with one write allowed were all slow,
+the quickest of them stands for Heat's pace until a poll with no write out is answered again, so the room
+opens again instead of holding the writes to one for the whole burst (the first answers after the room
+closed still queue behind the writes sent before, hence a few). Before any quiet answer is known, a poll
+answered slower than `margin_s` is slow (a burst sent to a cloud never polled before).
 
 The gate is taken in the write's thread, around the write request only (the read before an action and
 the DELETEs, answered at once, do not take room).
@@ -28,6 +30,8 @@ from contextlib import contextmanager
 
 RECENT = 50
 """Quiet answers kept: the quickest of them is what Heat takes when our writes are not in its way."""
+AT_ONE = 5
+"""Answers in a row with one write at most allowed out that tell what Heat takes whatever we send."""
 
 
 class WriteRoom:
@@ -44,7 +48,11 @@ class WriteRoom:
         self.lowest = self.most
         """The smallest the limit has been (benchmarks print it)."""
         self._quiet: deque[float] = deque(maxlen=RECENT)
-        """Answer times of recent polls no write of ours was in the way of (or one at most was allowed)."""
+        """Answer times of recent polls no write of ours was in the way of."""
+        self._at_one: deque[float] = deque(maxlen=AT_ONE)
+        """Answer times of the polls sent since the room last closed to one write."""
+        self._busy: float | None = None
+        """Heat's pace while busy with other work (see the module's docstring); None while quiet."""
         self._changed = 0.0
         """When the limit last moved: answers to polls sent before then tell of the old limit."""
         self._last_out = 0.0
@@ -74,11 +82,19 @@ class WriteRoom:
         with self._cond:
             current = sent >= self._changed  # sent under the limit now in force
             crowded = bool(self.out) or self._last_out > sent  # a write of ours was out meanwhile
-            if not crowded or (current and self.limit == 1):
+            if not crowded:
                 self._quiet.append(answer_s)
-            if not (current and crowded):
+                self._busy = None
                 return
-            quiet = min(self._quiet, default=0.0)
+            if not current:
+                return
+            if self._busy is not None:
+                self._busy = min(self._busy, answer_s)
+            if self.limit == 1:
+                self._at_one.append(answer_s)
+                if len(self._at_one) == AT_ONE and self._busy is None:
+                    self._busy = min(self._at_one)
+            quiet = min(self._quiet, default=0.0) if self._busy is None else self._busy
             if answer_s > quiet + max(quiet, self.margin_s):
                 self._move(max(1, self.limit // 2))
             elif self.waiting and self.out >= self.limit:
@@ -89,5 +105,6 @@ class WriteRoom:
             return
         self.limit = limit
         self.lowest = min(self.lowest, limit)
+        self._at_one.clear()
         self._changed = time.monotonic()
         self._cond.notify_all()
