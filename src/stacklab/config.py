@@ -211,6 +211,12 @@ class Settings:
         "empty: any site may frame the lab page). A list: https://lms.example.org,https://studio.example.org",
     )
     lms_keys: KeyMap = Field(default_factory=dict, description=LMS_KEYS_HELP)
+    openstack: KeyMap = Field(
+        default_factory=dict,
+        description='OpenStack provider settings by provider name ("*": every OpenStack provider; a '
+        'provider\'s own entry overrides it), e.g. TOML openstack."*" = {api_writes = 8}, environment '
+        'STACKLAB_OPENSTACK=\'{"*": {"api_writes": 8}}\'. Names and defaults: docs/openstack.md.',
+    )
     max_body_bytes: Bytes = Field(
         default=65536, description="Largest request body accepted (bytes); larger ones get 413."
     )

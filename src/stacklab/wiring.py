@@ -17,6 +17,7 @@ from stacklab.jobs.pass_events import measurements_to
 from stacklab.jobs.runner import InProcessRunner, JobRunner, NoRunner
 from stacklab.labs.schema import ProviderEntry
 from stacklab.providers.base import Provider
+from stacklab.providers.openstack.options import check_options, provider_options
 from stacklab.secrets import Vault, load_or_create_key
 from stacklab.store.database import make_engine, make_reader, migrate
 from stacklab.store.repository import Repository
@@ -57,10 +58,13 @@ def default_factories(settings: Settings) -> dict[str, ProviderFactory]:
             {"root_dir": settings.resolved_local_root_dir, "image_dir": settings.resolved_image_dir},
         )
 
+    check_options(settings.openstack)  # a bad name or value fails as the service starts
+
     def openstack(entry: ProviderEntry) -> Provider:
         from stacklab.providers.openstack.provider import OpenStackProvider
 
-        return OpenStackProvider(entry.name, {"cloud": entry.cloud or entry.name})
+        options = provider_options(settings.openstack, entry.name)
+        return OpenStackProvider(entry.name, {**options, "cloud": entry.cloud or entry.name})
 
     return {"local": local, "openstack": openstack}
 

@@ -72,6 +72,11 @@ def sample(name: str) -> tuple[Any, str, str]:
             "http://web-2.internal:8080",
             '"http://web-2.internal:8080"',
         ),
+        "openstack": (
+            {"*": {"api_writes": 8}},
+            json.dumps({"*": {"api_writes": 8}}),
+            '{"*" = {api_writes = 8}}',
+        ),
         "lms_keys": (
             {"edx": {"secret": LMS_SECRET, "courses": ["course-v1:Org+*"]}},
             json.dumps({"edx": {"secret": LMS_SECRET, "courses": ["course-v1:Org+*"]}}),
