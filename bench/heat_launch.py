@@ -72,10 +72,9 @@ from tests.support.sshd import start_sshd
 
 from stacklab.config import Settings
 from stacklab.labs.schema import ProviderEntry
-from stacklab.providers.openstack.provider import OpenStackProvider
 from stacklab.store.tables import EnvironmentRecord
 from stacklab.types import Desired, Observed
-from stacklab.wiring import App, build_app, default_factories
+from stacklab.wiring import App, build_app
 
 T = TypeVar("T")
 HARNESS = ROOT / "scripts" / "heat-harness"
@@ -395,20 +394,15 @@ def banner_sync(host: str, port: int, timeout_s: float = 30.0) -> None:
 
 
 # the benchmark ------------------------------------------------------------------------------------------
-def provider_factories(settings: Settings, pairs: list[str]) -> dict[str, Any]:
-    """The service's provider factories, the OpenStack one with the `--provider-setting`s given."""
-    extra: dict[str, Any] = {}
+def provider_options(pairs: list[str]) -> dict[str, Any]:
+    """`--provider-setting KEY=VALUE`s as the service setting `openstack` takes them (for every provider)."""
+    options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--provider-setting {pair!r}: expected KEY=VALUE")
-        extra[key.strip()] = value.strip()
-    factories = default_factories(settings)
-    if extra:
-        factories["openstack"] = lambda entry: OpenStackProvider(
-            entry.name, {"cloud": entry.cloud or entry.name, **extra}
-        )
-    return factories
+        options[key.strip()] = json.loads(value)
+    return {"*": options} if options else {}
 
 
 class Bench:
@@ -429,8 +423,13 @@ class Bench:
         else:
             self.batch_lab, self.batch_template = self.lab, self.template
             self.batch_parameters = self.parameters
-        settings = Settings(data_dir=str(work / "data"), retry_backoff_s=(1.0, 2.0, 5.0), max_attempts=5)
-        self.app: App = build_app(settings, factories=provider_factories(settings, args.provider_setting))
+        settings = Settings(
+            data_dir=str(work / "data"),
+            retry_backoff_s=(1.0, 2.0, 5.0),
+            max_attempts=5,
+            openstack=provider_options(args.provider_setting),
+        )
+        self.app: App = build_app(settings)
         self.provider: Any = self.app.controller.providers.get(
             ProviderEntry(name="heat", type="openstack", cloud=args.cloud)
         )
@@ -1293,7 +1292,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an OpenStack provider setting for the engine's provider (docs/openstack.md), e.g. api_writes=1",
+        help="an OpenStack provider setting (service setting `openstack`), e.g. api_writes=1",
     )
     args = parser.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
