@@ -54,7 +54,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,6 +139,12 @@ class Harness:
                 continue
         return found
 
+    def workers(self) -> str:
+        """heat-api's and heat-engine's worker processes now (start.sh's counts can be set)."""
+        pids = self.pids()
+        api, engine = (children(pids[name]) if name in pids else "?" for name in ("heat-api", "heat-engine"))
+        return f"heat-api {api} gunicorn sync workers, heat-engine {engine} worker(s)"
+
     def up(self) -> bool:
         pids = self.pids()
         if len(pids) < len(WATCHED):
@@ -180,18 +186,25 @@ class Harness:
         return "stopped the harness instance this benchmark had started"
 
 
-def other_pytest() -> list[str]:
-    found = []
+def processes() -> Iterator[tuple[int, int, str]]:
+    """(pid, parent pid, command line) of every process but this one."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "pytest" in cmd:
-            found.append(entry)
-    return found
+        yield int(entry), parent, cmd
+
+
+def other_pytest() -> list[str]:
+    return [str(pid) for pid, _, cmd in processes() if "pytest" in cmd]
+
+
+def children(pid: int) -> int:
+    return sum(1 for _, parent, _ in processes() if parent == pid)
 
 
 # HTTP requests ------------------------------------------------------------------------------------------
@@ -1014,7 +1027,6 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
     bench: Bench | None = None
     rows: list[list[str]] = []
     try:
-        await asyncio.to_thread(harness.ensure, "benchmark start")
         os.environ["OS_CLIENT_CONFIG_FILE"] = str(CLOUDS)
         bench = Bench(args, work, port, harness)
         await bench.guarded("connect", partial(asyncio.to_thread, bench.connect))
@@ -1298,12 +1310,13 @@ def main() -> int:
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     harness = Harness()
+    harness.ensure("benchmark start")
     extra = versions()
     print_machine(
         "Heat launch benchmark",
         {
             "heat / keystone": f"{extra['heat']} / {extra['keystone']} (scripts/heat-harness, loopback)",
-            "heat workers": "heat-api 2 gunicorn sync workers, heat-engine 1 worker",
+            "heat workers": harness.workers(),
             "openstacksdk": extra["openstacksdk"],
             "harness at start": "running" if harness.was_running else "not running",
             "provider settings": ", ".join(args.provider_setting) or "defaults",
