@@ -3,7 +3,8 @@ harness. The harness does not rate-limit, so a tiny HTTP proxy in front of the r
 first writes (POST, DELETE) with 503 or 429 and a Retry-After, and forwards everything else. The same proxy
 also stands for a Heat that accepts a DELETE and never acts on it (seen in CI when a DELETE met a create as it
 failed): the delete is sent again. And, with a bounded number of workers, for a heat-api whose few workers
-our own creates would fill ahead of the polls: the provider's write room (room.py) closes."""
+our own creates would fill ahead of the polls: the provider's write room (room.py) closes. A write that
+waited for room or was refused first is timed from the attempt Heat took."""
 
 from __future__ import annotations
 
@@ -258,3 +259,28 @@ async def test_creates_leave_a_heat_api_with_few_workers_room_for_the_polls(busy
     assert states == [StackState.RUNNING] * LAUNCHES
     assert provider.room.lowest == 1, busy_heat.creates_at_once
     assert min(busy_heat.creates_at_once[4:]) <= 2, busy_heat.creates_at_once
+
+
+async def test_a_write_is_timed_from_the_attempt_heat_took(busy_heat: BusyHeat) -> None:
+    """The next launch of a template is polled around the completion this one's duration predicts, so a
+    create is timed from the request Heat took: not from before it waited for room in the write room
+    (another write held the only one for 1 s) nor from its attempt Heat refused (Retry-After 1 s)."""
+    busy_heat.refuse, busy_heat.retry_after = 1, "1"
+    provider = OpenStackProvider("busy", {"cloud": "heatbox-busy", "api_writes": 1, "write_backoff_s": 0.01})
+    holding, release = threading.Event(), threading.Event()
+
+    def other_write() -> None:
+        with provider.room.slot():
+            holding.set()
+            release.wait(5)
+
+    threading.Thread(target=other_write, daemon=True).start()
+    assert holding.wait(5)
+    threading.Timer(1.0, release.set).start()
+    handle = await provider.create(quick("sl-timed"))
+    creates = [w for w in busy_heat.writes if w[1] == "POST" and w[2].endswith("/stacks")]
+    assert [w[3] for w in creates] == [503, 0]
+    flight = provider.watch.flights[handle["id"]]
+    assert creates[1][0] - 0.05 <= flight.sent <= creates[1][0]
+    assert await until(provider, handle, StackState.CREATING) == StackState.RUNNING
+    await provider.delete(handle)

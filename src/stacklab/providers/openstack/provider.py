@@ -177,6 +177,9 @@ class OpenStackProvider(Provider):
                 connections = sum(p._max_workers for p in (self._pool, self._deletes, self._reads))
                 adapter.init_poolmanager(connections, connections, block=False)
                 conn.session.session.hooks["response"].append(self._count)
+                # The token now, not inside the first write: a write is timed from when it goes out
+                # (`_write`), and a first create that also fetched the token would seem to take longer.
+                conn.authorize()
                 self._conn = conn
             return self._conn
 
@@ -278,11 +281,9 @@ class OpenStackProvider(Provider):
         parameters = self._parameters(request, attrs["template"])
         heat = self.connection().orchestration
         handle: Handle = {"name": request.name, "nodes": nodes, "template": key}
-        sent = time.monotonic()
         try:
             create = partial(heat.create_stack, name=request.name, parameters=parameters, tags=TAG, **attrs)
-            with self.room.slot():
-                stack = self.throttle.send(f"creating stack {request.name}", create)
+            stack, sent = self._write(f"creating stack {request.name}", create)
         except sdk.ConflictException:  # the name exists: created by an earlier, interrupted pass
             row = self._show(request.name)
             if row is None:
@@ -313,10 +314,9 @@ class OpenStackProvider(Provider):
         if not template:
             raise TerminalProviderError("the lab has no openstack template", reason="TemplateInvalid")
         path = os.path.join(request.lab_dir or "", template)
+        heat = self.connection().orchestration  # outside the try: a failed sign-in is not the template's
         try:
-            attrs = self.connection().orchestration.read_env_and_templates(
-                template_file=os.path.abspath(path)
-            )
+            attrs = heat.read_env_and_templates(template_file=os.path.abspath(path))
         except (OSError, sdk.SDKException, ValueError) as exc:
             if isinstance(exc, sdk.HttpException):
                 raise
@@ -451,12 +451,23 @@ class OpenStackProvider(Provider):
                 raise TransientProviderError(f"stack {handle['name']} is {heat_status}", reason="NotReady")
         elif state in (StackState.RESUMING, StackState.RUNNING) or heat_status == "RESUME_COMPLETE":
             return None
-        sent = time.monotonic()
         url = _stack_url(row) + "/actions"
         post = partial(self.connection().orchestration.post, url, json={action: None})
-        with self.room.slot():
-            self.throttle.send(f"{action[:-1]}ing stack {handle['name']}", post)
+        _, sent = self._write(f"{action[:-1]}ing stack {handle['name']}", post)
         return row, sent
+
+    def _write(self, doing: str, call: Callable[[], T]) -> tuple[T, float]:
+        """Send a write once the room has a place for it (throttled); its answer, and when its last attempt
+        went out: what the operation is timed from (`Durations`), not the wait for room or a retry."""
+        attempts: list[float] = []
+
+        def attempt() -> T:
+            attempts.append(time.monotonic())
+            return call()
+
+        with self.room.slot():
+            answer = self.throttle.send(doing, attempt)
+        return answer, attempts[-1]
 
     # delete -----------------------------------------------------------------------------------------
     async def delete(self, handle: Handle) -> None:
@@ -543,8 +554,7 @@ class OpenStackProvider(Provider):
         results: list[tuple[str, bool, str]] = []
 
         def credentials() -> str:
-            conn = self.connection()
-            conn.authorize()
+            conn = self.connection()  # signs in
             auth = conn.config.get_auth_args()
             user, project = auth.get("username"), auth.get("project_name")
             return f"authenticated at {auth.get('auth_url')} as {user} in project {project}"
