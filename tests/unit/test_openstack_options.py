@@ -4,12 +4,16 @@ an error that names it."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
 from stacklab.config import Settings
 from stacklab.errors import ConfigError
 from stacklab.labs.schema import ProviderEntry
-from stacklab.providers.openstack.options import provider_options
+from stacklab.providers.openstack.options import ProviderOptions, provider_options
 from stacklab.wiring import default_factories
 
 
@@ -47,3 +51,12 @@ def test_no_settings_leave_the_providers_defaults() -> None:
     assert provider_options({}, "heat") == {}
     provider = default_factories(Settings())["openstack"](ProviderEntry(name="heat", type="openstack"))
     assert provider.room.most == 4
+
+
+def test_the_docs_give_every_setting_with_its_default() -> None:
+    """docs/openstack.md's list of provider settings is what operators read: each setting is there, with
+    the default the provider uses."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "openstack.md").read_text()
+    listed = docs[docs.index("Provider settings (") : docs.index("## Waiting for Heat")]
+    for field in fields(ProviderOptions):
+        assert re.search(rf"`{field.name}`\s+\({field.default:g}\b", listed), field.name

@@ -50,6 +50,7 @@ from stacklab.providers.openstack.contract import (
     supplied_parameters,
 )
 from stacklab.providers.openstack.errors import translate
+from stacklab.providers.openstack.options import ProviderOptions
 from stacklab.providers.openstack.reboot import reboot_after_resume, servers_to_reboot
 from stacklab.providers.openstack.room import WriteRoom
 from stacklab.providers.openstack.throttle import WriteThrottle
@@ -113,51 +114,30 @@ class OpenStackProvider(Provider):
     def __init__(self, name: str, settings: dict[str, Any] | None = None) -> None:
         super().__init__(name, settings)
         self.cloud: str = self.settings.get("cloud") or name
-        self.delete_wait_s = float(self.settings.get("delete_wait_s", 60.0))
-        self.delete_attempts = int(self.settings.get("delete_attempts", 3))
-        self.delete_resend_s = float(self.settings.get("delete_resend_s", 10.0))
-        """A stack that shows no DELETE_ status this long after its DELETE is sent it again: Heat can drop a
-        DELETE that meets a create as it fails (the stack stays CREATE_FAILED, seen in CI)."""
-        self.api_timeout_s = float(self.settings.get("api_timeout_s", 30.0))
-        """One HTTP request's bound: a Heat whose engine is gone answers only after its RPC timeout (60 s),
-        and keystoneauth has no timeout of its own; a hung call would hold the environment's lease."""
-        self.status_wait_s = float(self.settings.get("status_wait_s", 30.0))
-        """Longest a `status` call waits for an operation expected to finish soon (below the service's
-        provider_timeout_s, 100 s)."""
-        threads = int(self.settings.get("api_threads", 16))
-        # `api_writes`: requests that change stacks (create, suspend, resume) sent at once. Heat's
-        # API answers a few requests at a time (a worker each) and a create holds one for a while: a burst
-        # sent together fills its queue and the polls wait there behind it (100 launches: ~7 s a request).
-        # Held here instead, they leave a worker free for the polls.
-        writes = int(self.settings.get("api_writes", 4))
-        self._pool = ThreadPoolExecutor(writes, f"openstack-{name}")
-        # `api_deletes`: deletes have their own threads. A DELETE is answered at once (the engine deletes
-        # in the background) and holds a heat-api worker only briefly; behind the creates' 4 slots a
-        # burst of 100 deletes took twice as long as the SDK's 16 at once (bench/heat_launch.py).
-        self._deletes = ThreadPoolExecutor(
-            int(self.settings.get("api_deletes", 16)), f"openstack-{name}-delete"
-        )
-        # Status reads get their own threads: a burst of creates must not delay noticing a finished stack.
-        self._reads = ThreadPoolExecutor(threads, f"openstack-{name}-status")
+        self.options = options = ProviderOptions.of(self.settings)
+        # Writes (create, suspend, resume), deletes and status reads each have threads of their own, so
+        # that a burst of one kind does not hold up the others (options.py says why each count).
+        self._pool = ThreadPoolExecutor(options.api_writes, f"openstack-{name}")
+        self._deletes = ThreadPoolExecutor(options.api_deletes, f"openstack-{name}-delete")
+        self._reads = ThreadPoolExecutor(options.api_threads, f"openstack-{name}-status")
         self._conn: Any = None
         self._conn_lock = threading.Lock()
-        fast_poll_s = float(self.settings.get("fast_poll_s", 0.1))
-        self.room = WriteRoom(writes, margin_s=fast_poll_s)
-        """Of those threads, how many may send their write now: as many as leave Heat room for the polls."""
+        self.room = WriteRoom(options.api_writes, margin_s=options.fast_poll_s)
+        """Of the writes' threads, how many may send now: as many as leave Heat room for the polls."""
         self.watch = StackWatch(
             self._poll,
-            fast_poll_s=fast_poll_s,
+            fast_poll_s=options.fast_poll_s,
             slow_poll_s=self.poll_interval_s,
-            forget_s=self.status_wait_s + 60.0,
+            forget_s=options.status_wait_s + 60.0,
             show=self._outputs,
-            polls_in_flight=int(self.settings.get("polls_in_flight", 1)),
+            polls_in_flight=options.polls_in_flight,
             on_answer=self.room.answered,
         )
         self.throttle = WriteThrottle(
             self.cloud,
-            retries=int(self.settings.get("write_retries", 4)),
-            backoff_s=float(self.settings.get("write_backoff_s", 0.5)),
-            max_wait_s=float(self.settings.get("write_backoff_max_s", 30.0)),
+            retries=options.write_retries,
+            backoff_s=options.write_backoff_s,
+            max_wait_s=options.write_backoff_max_s,
         )
         """Writes Heat answers 429 or 503 are sent again after its Retry-After (throttle.py)."""
         self.on_request: Callable[[str, str], None] | None = None
@@ -171,7 +151,7 @@ class OpenStackProvider(Provider):
                 with warnings.catch_warnings():  # the SDK warns about its own defaults (InfluxDB)
                     warnings.simplefilter("ignore", sdk_warnings.RemovedInSDK60Warning)
                     conn = openstack.connect(
-                        cloud=self.cloud, app_name="stacklab", api_timeout=self.api_timeout_s
+                        cloud=self.cloud, app_name="stacklab", api_timeout=self.options.api_timeout_s
                     )
                 adapter = conn.session.session.get_adapter("http://")
                 connections = sum(p._max_workers for p in (self._pool, self._deletes, self._reads))
@@ -267,7 +247,7 @@ class OpenStackProvider(Provider):
     async def _until_gone(self, doing: str, deletes: list[Flight]) -> bool:
         """Wait (at most delete_wait_s) until these deleted stacks have left Heat's list; False if none."""
         try:
-            await asyncio.gather(*(self.watch.wait(f, self.delete_wait_s) for f in deletes))
+            await asyncio.gather(*(self.watch.wait(f, self.options.delete_wait_s) for f in deletes))
         except Exception as exc:
             raise translate(exc, self.cloud, doing) from exc
         return bool(deletes)
@@ -384,8 +364,8 @@ class OpenStackProvider(Provider):
         soon = 2 * self.poll_interval_s
         expected = self.watch.expected_in(flight)
         if expected is None:
-            return min(self.status_wait_s, soon)
-        return self.status_wait_s if expected <= soon else 0.0
+            return min(self.options.status_wait_s, soon)
+        return self.options.status_wait_s if expected <= soon else 0.0
 
     def _observe(self, handle: Handle, row: Row | None) -> StackStatus:
         if row is None:
@@ -476,7 +456,7 @@ class OpenStackProvider(Provider):
         list (~1.3 s later), and a create of its name waits for that (`create`)."""
         name = handle["name"]
         reason = ""
-        for attempt in range(1, self.delete_attempts + 1):
+        for attempt in range(1, self.options.delete_attempts + 1):
             try:
                 started = await self._run(
                     f"deleting stack {name}", partial(self._start_delete, handle), pool=self._deletes
@@ -493,14 +473,15 @@ class OpenStackProvider(Provider):
             self.watch.forget(flight)
             if not settled:
                 raise TransientProviderError(
-                    f"cloud {self.cloud!r}: stack {name} still {flight.status} after {self.delete_wait_s:g}s",
+                    f"cloud {self.cloud!r}: stack {name} still {flight.status} "
+                    f"after {self.options.delete_wait_s:g}s",
                     reason="DeleteInProgress",
                 )
             reason = flight.reason or "no reason given"
             log.warning("DELETE_FAILED", extra={"stack": name, "attempt": attempt, "reason": reason})
         raise TerminalProviderError(
             f"cloud {self.cloud!r}: stack {name} DELETE_FAILED "
-            f"after {self.delete_attempts} attempts: {reason}",
+            f"after {self.options.delete_attempts} attempts: {reason}",
             reason="DeleteFailed",
         )
 
@@ -508,16 +489,16 @@ class OpenStackProvider(Provider):
         """Watch the delete until Heat is done with it or delete_wait_s passes: (its flight, settled).
         A stack still showing no DELETE_ status after delete_resend_s is sent its DELETE again (a stack
         gone by then: no flight)."""
-        name, deadline = handle["name"], time.monotonic() + self.delete_wait_s
+        name, deadline = handle["name"], time.monotonic() + self.options.delete_wait_s
         flight = self._fly(handle, row["id"], "DELETE", sent, row)
         while True:
             left = deadline - time.monotonic()
             try:
-                settled = await self.watch.wait(flight, min(left, self.delete_resend_s), settled=True)
+                settled = await self.watch.wait(flight, min(left, self.options.delete_resend_s), settled=True)
             except Exception as exc:
                 self.watch.forget(flight)
                 raise translate(exc, self.cloud, f"deleting stack {name}") from exc
-            if settled or left <= self.delete_resend_s:
+            if settled or left <= self.options.delete_resend_s:
                 return flight, settled
             if not _delete_dropped(flight):
                 continue
