@@ -336,7 +336,8 @@ def test_unit_opens_the_lab_checks_and_records_the_grade(
     assert unit.locator(".stacklab-error").count() == 0, unit.inner_text()
     assert unit.locator(".stacklab-staff").count() == 0  # no staff panel for a learner
     iframe = unit.locator("iframe.stacklab-frame")
-    iframe.wait_for()
+    unit.locator("iframe.stacklab-frame, .stacklab-error").first.wait_for()
+    assert iframe.count() == 1, unit.inner_text()  # else: the error the learner sees
     src = iframe.get_attribute("src") or ""
     assert "/lab/" in src and f"?{EMBEDDED}" in src  # the unit checks and grades
     frame = lab_frame(page)
@@ -679,7 +680,7 @@ def test_hung_service_gives_feedback_within_seconds(
         page.get_by_role("button", name="Try again").click()
         page.locator(".stacklab-block .stacklab-progress-line").wait_for(timeout=5_000)
         page.locator(".stacklab-block .stacklab-lab .stacklab-error", has_text="not answering").wait_for(
-            timeout=5_000
+            timeout=15_000  # the launch's bound (client.OPEN_TIMEOUT_S), then the answer
         )
     finally:
         os.kill(pid, signal.SIGCONT)

@@ -14,7 +14,12 @@ import jwt
 
 TOKEN_LIFETIME_S = 120
 TIMEOUT_S = 3
-"""Launch, observe, status and lab list: the learner waits on these, so a hung service must fail fast."""
+"""Status, the lab list and pre-resume: reads the learner waits on, so a hung service must fail fast."""
+OPEN_TIMEOUT_S = 10
+"""Launch and observe: they write (the lab's text, the environment, its journal), and a service whose
+database commits slowly under load may take a few seconds (with 3 s, a CI run of the suite, Galera and LXC
+tests beside it, once left a unit without its lab). Meanwhile the unit says "Opening your lab...", and the
+page's own bound on a handler (15 s, stacklab.js) is longer."""
 CHECK_TIMEOUT_S = 30
 """Checks run scripts in the learner's machines: they may take longer than a launch."""
 
@@ -129,7 +134,7 @@ class StacklabClient:
             body["node"] = node
         if read_only:
             body["read_only"] = True
-        return dict(self._call("POST", "/api/v1/launch", body))  # type: ignore[arg-type]
+        return dict(self._call("POST", "/api/v1/launch", body, timeout_s=OPEN_TIMEOUT_S))  # type: ignore[arg-type]
 
     def prepare(self, course: str, lab: str, learner: str) -> dict:
         """The unit is being rendered for this learner (pre-resume): a paused lab starts waking up now."""
@@ -141,7 +146,7 @@ class StacklabClient:
         body: dict[str, object] = {"course": course, "lab": lab, "learner": learner}
         if node:
             body["node"] = node
-        return dict(self._call("POST", "/api/v1/observe", body))  # type: ignore[arg-type]
+        return dict(self._call("POST", "/api/v1/observe", body, timeout_s=OPEN_TIMEOUT_S))  # type: ignore[arg-type]
 
     def run_checks(self, env_id: str) -> dict:
         """Run the lab's checks now (as the LMS, for the learner whose environment this is)."""
