@@ -2,7 +2,8 @@
 `stacklab migrate` on one node gives every node a schema Galera can replicate; two real `stacklab worker`
 processes, each on a different node, drive labs launched through one node and suspended and resumed
 through the other, and every lab converges with one stack; a certification conflict between the nodes
-(Galera's error 1213) and a node outside the primary component (error 1047) are retried."""
+(Galera's error 1213) and a node outside the primary component (error 1047) are retried, the scheduler
+lease's first insert included."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import DBAPIError
 from tests.distributed.conftest import RABBITMQ_URL, SECRET, Cluster, make_cluster
 from tests.distributed.shared_provider import creates_by_stack, stacks
 from tests.e2e.helpers import wait_for
 from tests.support.galera import GaleraCluster, Node
 
+from stacklab.store import leases
 from stacklab.store.conflicts import is_conflict, retried
 from stacklab.store.database import MIGRATIONS_DIR, make_engine
 from stacklab.store.repository import Repository
@@ -229,6 +231,36 @@ def test_a_certification_conflict_between_two_nodes_is_retried(galera: GaleraClu
             assert session.scalar(select(LeaseRecord.version)) == 11  # both changes, each once
         assert len(errors) == 1 and errors[0].orig.args[0] == 1213, errors
         assert conflicts(galera) > before  # Galera aborted it (MariaDB 10.11 words it as a deadlock)
+    finally:
+        engine.dispose()
+
+
+def test_schedulers_starting_at_once_on_two_nodes_one_leads(galera: GaleraCluster, database: str) -> None:
+    """A new install's schedulers start at once, each on its own node: both find no lease row and insert
+    it. The other node's insert commits first, so Galera aborts this one at COMMIT (1213): the scheduler is
+    told another process leads, where its tick used to fail with the error."""
+    first, second = galera.nodes
+    engine = make_engine(first.url(database))
+    try:
+        repo = Repository(engine)
+        LeaseRecord.metadata.create_all(engine, tables=[LeaseRecord.__table__])
+        inserted: list[str] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def note_insert(conn: object, cursor: object, statement: str, *args: object) -> None:
+            if statement.startswith("INSERT INTO leases"):
+                inserted.append(statement)
+
+        @event.listens_for(engine, "commit")
+        def other_node_first(conn: object) -> None:
+            if len(inserted) == 1:  # this insert's COMMIT: the other node's insert of the row goes first
+                inserted.append("other node")
+                query(second, database, "INSERT INTO leases VALUES ('scheduler', 'other', 1e12, 0)")
+
+        before = conflicts(galera)
+        assert leases.hold(repo, "scheduler", "this", now=1.0, ttl_s=30.0) is False
+        assert leases.holder(repo, "scheduler", now=1.0) == "other"
+        assert conflicts(galera) > before  # Galera aborted this node's insert
     finally:
         engine.dispose()
 

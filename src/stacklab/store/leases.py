@@ -30,16 +30,19 @@ def hold(repo: Repository, name: str, owner: str, now: float, ttl_s: float) -> b
             )
             return bool(taken.rowcount)  # type: ignore[attr-defined]
 
-    if retried(renew):
+    def create() -> bool:
+        """The first candidate ever creates the row; a concurrent one gets the key conflict (or, on
+        Galera, a certification failure at COMMIT: tried again, it then finds the row)."""
+        try:
+            with repo.session() as session:
+                if session.get(LeaseRecord, name) is not None:
+                    return False
+                session.add(LeaseRecord(name=name, owner=owner, expires_at=now + ttl_s, version=0))
+        except IntegrityError:
+            return False
         return True
-    try:  # the first candidate ever creates the row; a concurrent one gets the key conflict
-        with repo.session() as session:
-            if session.get(LeaseRecord, name) is not None:
-                return False
-            session.add(LeaseRecord(name=name, owner=owner, expires_at=now + ttl_s, version=0))
-    except IntegrityError:
-        return False
-    return True
+
+    return retried(renew) or retried(create)
 
 
 def give_up(repo: Repository, name: str, owner: str) -> None:
