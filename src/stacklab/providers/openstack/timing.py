@@ -54,13 +54,11 @@ class Durations:
         if not every:
             return None
         seen = [(lo, hi) for lo, hi, c in every if c <= crowd] or [(lo, hi) for lo, hi, _ in every]
-        narrow = [(lo, hi) for lo, hi in seen if hi - lo <= NARROW * self.fast_poll_s]
-        wide = [(lo, hi) for lo, hi in seen if hi - lo > NARROW * self.fast_poll_s]
-        if not narrow:  # each op lay somewhere in its bracket: look where they overlap (or across them),
-            # at least a narrow bracket wide, so that fast polls there make the next one narrow
-            opens, closes = max(lo for lo, _ in wide), min(hi for _, hi in wide)
-            if opens > closes:
-                opens, closes = min(lo for lo, _ in wide), max(hi for _, hi in wide)
+        is_narrow = [hi - lo <= NARROW * self.fast_poll_s for lo, hi in seen]
+        narrow = [b for b, n in zip(seen, is_narrow, strict=True) if n]
+        if not narrow:  # each op lay somewhere in its bracket: look where the newest overlap, at least a
+            # narrow bracket wide, so that fast polls there make the next one narrow
+            opens, closes = _overlap(seen)
             return Window(max(0.0, min(opens, closes - NARROW * self.fast_poll_s)), closes)
         # A midpoint of a narrow bracket is off by half of one at most; the quickest and the slowest may
         # be outliers once there are 5 (the backoff finds those).
@@ -68,8 +66,11 @@ class Durations:
         if len(middles) >= 5:
             middles = middles[1:-1]
         opens, closes = middles[0] - self.fast_poll_s / 2, middles[-1] + self.fast_poll_s / 2
-        # A wide bracket (an op seen done at the first poll of its window, or late in the backoff) still
-        # bounds it: the window moves to take it in, and the fast polls there make the next one narrow.
+        # A wide bracket newer than the last narrow one (an op seen done at the first poll of its window,
+        # or late in the backoff) still bounds it: the window moves to take it in, and the fast polls
+        # there make the next one narrow. Older wide ones are what the narrow ones since replaced.
+        last_narrow = len(is_narrow) - 1 - is_narrow[::-1].index(True)
+        wide = seen[last_narrow + 1 :]
         opens = min([opens] + [hi - self.fast_poll_s for _, hi in wide])
         closes = max([closes] + [lo for lo, _ in wide])
         return Window(max(0.0, opens), closes)
@@ -77,6 +78,18 @@ class Durations:
     def spacing(self, window: Window) -> float:
         """Time between polls inside the window: a few polls over it, never faster than the fast poll."""
         return max(self.fast_poll_s, (window.closes - window.opens) / WINDOW_POLLS)
+
+
+def _overlap(brackets: list[tuple[float, float]]) -> tuple[float, float]:
+    """Where the newest brackets overlap: from the newest back, as far as they still do. Heat's pace
+    drifts (a freshly started engine is slower; load comes and goes), so an older bracket the newer ones
+    contradict is left out, rather than the window spread over both (polled sparsely for good)."""
+    opens, closes = brackets[-1]
+    for lo, hi in reversed(brackets[:-1]):
+        if max(opens, lo) > min(closes, hi):
+            break
+        opens, closes = max(opens, lo), min(closes, hi)
+    return opens, closes
 
 
 def next_poll(
