@@ -407,7 +407,7 @@ def banner_sync(host: str, port: int, timeout_s: float = 30.0) -> None:
 
 
 # the benchmark ------------------------------------------------------------------------------------------
-def provider_options(pairs: list[str]) -> dict[str, Any]:
+def openstack_setting(pairs: list[str]) -> dict[str, Any]:
     """`--provider-setting KEY=VALUE`s as the service setting `openstack` takes them (for every provider)."""
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -440,7 +440,7 @@ class Bench:
             data_dir=str(work / "data"),
             retry_backoff_s=(1.0, 2.0, 5.0),
             max_attempts=5,
-            openstack=provider_options(args.provider_setting),
+            openstack=openstack_setting(args.provider_setting),
         )
         self.app: App = build_app(settings)
         self.provider: Any = self.app.controller.providers.get(

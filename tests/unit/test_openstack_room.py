@@ -90,11 +90,17 @@ def test_a_slow_answer_with_no_write_of_ours_out_leaves_the_room_as_it_is() -> N
     assert room.limit == 4
 
 
-def test_prompt_answers_while_writes_wait_open_the_room_again_up_to_api_writes() -> None:
-    room = WriteRoom(2, margin_s=0.1)
+def halved(most: int) -> WriteRoom:
+    """A room of `most` writes that Heat answered quickly, then slowly while all `most` were out."""
+    room = WriteRoom(most, margin_s=0.1)
     room.answered(time.monotonic(), QUICK)
-    with writes_out(room, 2):
+    with writes_out(room, most):
         room.answered(time.monotonic(), SLOW)
+    return room
+
+
+def test_prompt_answers_while_writes_wait_open_the_room_again_up_to_api_writes() -> None:
+    room = halved(2)
     assert room.limit == 1
     with writes_out(room, 1):
         thread, got_in = waiter(room)
@@ -112,10 +118,7 @@ def test_prompt_answers_while_writes_wait_open_the_room_again_up_to_api_writes()
 
 
 def test_prompt_answers_with_nobody_waiting_leave_the_room_as_it_is() -> None:
-    room = WriteRoom(4, margin_s=0.1)
-    room.answered(time.monotonic(), QUICK)
-    with writes_out(room, 4):
-        room.answered(time.monotonic(), SLOW)
+    room = halved(4)
     with writes_out(room, 2):
         room.answered(time.monotonic(), QUICK)
     assert room.limit == 2

@@ -437,17 +437,10 @@ class OpenStackProvider(Provider):
         return row, sent
 
     def _write(self, doing: str, call: Callable[[], T]) -> tuple[T, float]:
-        """Send a write once the room has a place for it (throttled); its answer, and when its last attempt
-        went out: what the operation is timed from (`Durations`), not the wait for room or a retry."""
-        attempts: list[float] = []
-
-        def attempt() -> T:
-            attempts.append(time.monotonic())
-            return call()
-
+        """Send a write once the room has a place for it (throttled); its answer, and when the attempt Heat
+        took went out (not the wait for room)."""
         with self.room.slot():
-            answer = self.throttle.send(doing, attempt)
-        return answer, attempts[-1]
+            return self.throttle.send(doing, call)
 
     # delete -----------------------------------------------------------------------------------------
     async def delete(self, handle: Handle) -> None:
@@ -519,7 +512,8 @@ class OpenStackProvider(Provider):
         sent = time.monotonic()
         if row.get("stack_status") not in ("DELETE_IN_PROGRESS", "DELETE_COMPLETE"):
             delete = partial(self.connection().orchestration.delete, _stack_url(row))
-            if self.throttle.send(f"deleting stack {handle['name']}", delete, gone_ok=True) is None:
+            answer, sent = self.throttle.send(f"deleting stack {handle['name']}", delete, gone_ok=True)
+            if answer is None:
                 return None
         return row, sent
 

@@ -63,13 +63,16 @@ class WriteThrottle:
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
 
-    def send(self, doing: str, call: Callable[[], Any], *, gone_ok: bool = False) -> Any:
-        """`call`'s result. A raw response (the proxy's `post`, `delete`) is raised as openstacksdk's
-        HttpException unless it succeeded; `gone_ok`: a 404 answers None instead."""
+    def send(self, doing: str, call: Callable[[], Any], *, gone_ok: bool = False) -> tuple[Any, float]:
+        """`call`'s result, and when (time.monotonic()) the attempt Heat took went out: what the operation
+        is timed from (`Durations`), not the refused attempts and the waits before it. A raw response (the
+        proxy's `post`, `delete`) is raised as openstacksdk's HttpException unless it succeeded;
+        `gone_ok`: a 404 answers None instead."""
         attempt = 0
         while True:
+            sent = time.monotonic()
             try:
-                return self._once(call, gone_ok)
+                return self._once(call, gone_ok), sent
             except sdk.HttpException as exc:
                 if exc.status_code not in BUSY:
                     raise
