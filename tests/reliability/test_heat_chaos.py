@@ -219,8 +219,9 @@ async def test_a_service_down_is_retried_with_backoff_then_launches(
     await asyncio.to_thread(stop_service, service)
     record = await run_until(app, env.id, retrying(clock))
     assert (record.last_reason, record.attempts) == ("ProviderUnavailable", 1), record.last_error
-    # The operator learns which service is down: its address, or (Heat answering 503 for a Keystone it
-    # cannot reach, when the provider's token is still valid) its name.
+    # The operator learns which service is down: its address, or (the provider's token still valid) its
+    # name: Heat's middleware answers 503 for a Keystone it cannot reach, or, once it has checked the token,
+    # the engine's call to Keystone fails as a 500 whose body names keystoneauth's ConnectFailure.
     error = record.last_error or ""
     assert address in error or service.split("-")[0] in error.lower(), error
     assert recorded(app, env.id, "ProviderUnavailable")

@@ -9,6 +9,19 @@ import asyncssh
 
 
 class _AnyKeyServer(asyncssh.SSHServer):
+    """One per connection; it keeps its connection in the server's set while open."""
+
+    def __init__(self, connections: set[asyncssh.SSHServerConnection]) -> None:
+        self.connections = connections
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.connections.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self.conn)  # type: ignore[arg-type]
+
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -93,19 +106,32 @@ async def _handle(process: asyncssh.SSHServerProcess) -> None:
 
 
 class SshServer:
-    """The listening server and the shells it runs: closing it ends them too, so no bash outlives a test."""
+    """The listening server, its connections and the shells it runs: closing it ends them all, so no bash
+    outlives a test. The connections are closed too: asyncssh's acceptor only stops listening, and a client
+    still connected (a service not yet stopped) could open a shell after the others were ended, left running
+    when the test's loop closed (its transport then collected unclosed: a warning in a later test)."""
 
-    def __init__(self, acceptor: asyncssh.SSHAcceptor) -> None:
+    def __init__(
+        self, acceptor: asyncssh.SSHAcceptor, connections: set[asyncssh.SSHServerConnection]
+    ) -> None:
         self.acceptor = acceptor
+        self.connections = connections
 
     def close(self) -> None:
         self.acceptor.close()
+        for conn in list(self.connections):
+            conn.close()
         for shell in _shells_here():
             shell.cancel()
 
     async def wait_closed(self) -> None:
         await self.acceptor.wait_closed()
-        await asyncio.gather(*_shells_here(), return_exceptions=True)
+        for conn in list(self.connections):
+            await conn.wait_closed()
+        while shells := _shells_here():  # one opened while the others ended is ended too
+            for shell in shells:
+                shell.cancel()
+            await asyncio.gather(*shells, return_exceptions=True)
 
 
 def _shells_here() -> list[asyncio.Future[None]]:
@@ -116,12 +142,21 @@ def _shells_here() -> list[asyncio.Future[None]]:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:  # closed from a thread of its own: every shell whose loop still runs
         loop = None
-    return [s for s in SHELLS if not s.get_loop().is_closed() and (loop is None or s.get_loop() is loop)]
+    return [
+        s
+        for s in SHELLS
+        if not s.done() and not s.get_loop().is_closed() and (loop is None or s.get_loop() is loop)
+    ]
 
 
 async def start_sshd() -> tuple[SshServer, int]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
+    connections: set[asyncssh.SSHServerConnection] = set()
     server = await asyncssh.create_server(
-        _AnyKeyServer, "127.0.0.1", 0, server_host_keys=[host_key], process_factory=_handle
+        lambda: _AnyKeyServer(connections),
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        process_factory=_handle,
     )
-    return SshServer(server), server.sockets[0].getsockname()[1]
+    return SshServer(server, connections), server.sockets[0].getsockname()[1]

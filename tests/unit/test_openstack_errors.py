@@ -181,6 +181,29 @@ def test_other_heat_limits_are_not_quotas() -> None:
     assert type(error) is TerminalProviderError and error.reason == "LimitExceeded"
 
 
+def test_heat_unable_to_reach_keystone_names_it() -> None:
+    """Keystone stopped after heat-api had checked the token: the engine's call for the trust fails and
+    Heat answers a 500 whose body names only keystoneauth's exception (the body as the harness's Heat wrote
+    it). The operator still learns where to look."""
+    response = heat_response(500, "")
+    body = {
+        "code": 500,
+        "title": "Internal Server Error",
+        "error": {"type": "ConnectFailure", "traceback": None},
+    }
+    response._content = json.dumps(body).encode()
+    with pytest.raises(sdk.HttpException) as raised:
+        sdk.raise_from_response(response)
+    error = convert(raised.value)
+    assert type(error) is TransientProviderError and error.reason == "ProviderUnavailable"
+    assert "Keystone: ConnectFailure" in str(error), str(error)
+
+
+def test_a_heat_fault_names_its_exception() -> None:
+    error = convert(sdk_error(500, "boom", "StackValidationFailed"))
+    assert "the cloud answered 500: boom (StackValidationFailed)" in str(error)
+
+
 def test_html_error_pages_become_one_line() -> None:
     response = heat_response(502, "")
     response.headers["content-type"] = "text/html"

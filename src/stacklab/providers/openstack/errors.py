@@ -53,6 +53,13 @@ def _detail(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+CONNECT_TYPES = frozenset(
+    {"ConnectFailure", "ConnectTimeout", "ConnectionError", "DiscoveryFailure", "EndpointNotFound"}
+)
+"""keystoneauth's failures to reach a service, as Heat names them in a 500's body when its engine could not
+reach a service it calls: on a create, delete or action that is Keystone (the stack's trust)."""
+
+
 def _heat_type(exc: BaseException) -> str:
     """The exception class Heat named in its error body (`{"error": {"type": "RequestLimitExceeded"}}`)."""
     response = getattr(exc, "response", None)
@@ -62,6 +69,16 @@ def _heat_type(exc: BaseException) -> str:
         return ""
     error = body.get("error") if isinstance(body, dict) else None
     return str(error.get("type") or "") if isinstance(error, dict) else ""
+
+
+def _inside(exc: BaseException) -> str:
+    """What failed inside Heat, when its 5xx body names it: the operator learns which service to look at
+    (Heat's middleware answers 503 for a Keystone it cannot reach; once it has checked the token, the engine's
+    own call to Keystone fails as a bare 500 naming only keystoneauth's exception)."""
+    kind = _heat_type(exc)
+    if kind in CONNECT_TYPES:
+        return f" (Heat could not reach a service it calls, most likely Keystone: {kind})"
+    return f" ({kind})" if kind else ""
 
 
 def _host(exc: BaseException) -> str:
@@ -119,7 +136,7 @@ def _http(exc: BaseException, where: str) -> ProviderError:
     if status == 408:
         return TransientProviderError(f"{where}: no answer in time: {message}", reason="Timeout")
     if status is not None and status >= 500:
-        return TransientProviderError(f"{where}: the cloud answered {status}: {message}")
+        return TransientProviderError(f"{where}: the cloud answered {status}: {message}{_inside(exc)}")
     if status == 404:
         return TerminalProviderError(f"{where}: not found: {message}", reason="NotFound")
     if status is not None and _heat_type(exc) == "RequestLimitExceeded":  # template size, resources per stack
