@@ -22,6 +22,7 @@ import asyncssh
 from tests.support.engine import Clock
 from tests.support.sshd import _AnyKeyServer
 
+from stacklab.access.ssh import probe
 from stacklab.providers.base import Handle, NodeAddress, Provider, StackRequest, StackState, StackStatus
 from stacklab.providers.openstack.provider import OpenStackProvider
 
@@ -261,7 +262,11 @@ async def start_nodes() -> tuple[asyncssh.SSHAcceptor, int]:
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
         process_factory=_done,
     )
-    return server, server.sockets[0].getsockname()[1]
+    port = server.sockets[0].getsockname()[1]
+    if not await probe("127.0.0.1", port):  # no lab could become ready: the week would never end
+        await stop_nodes(server)
+        raise RuntimeError(f"the simulated nodes' SSH server on port {port} sends no banner")
+    return server, port
 
 
 async def stop_nodes(server: asyncssh.SSHAcceptor) -> None:

@@ -9,10 +9,11 @@ import asyncssh
 
 
 class _AnyKeyServer(asyncssh.SSHServer):
-    """One per connection; it keeps its connection in the server's set while open."""
+    """One per connection; it keeps its connection in its server's set while open (a set of its own when
+    made by a server that does not close its connections itself, as bench/cost_sim_provider.py's nodes)."""
 
-    def __init__(self, connections: set[asyncssh.SSHServerConnection]) -> None:
-        self.connections = connections
+    def __init__(self, connections: set[asyncssh.SSHServerConnection] | None = None) -> None:
+        self.connections = set() if connections is None else connections
         self.conn: asyncssh.SSHServerConnection | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -32,7 +33,7 @@ class _AnyKeyServer(asyncssh.SSHServer):
         return True
 
 
-SHELLS: set[asyncio.Future[None]] = set()  # the shells running now (one event loop per test)
+SHELLS: set[asyncio.Task[None]] = set()  # the shells running now (one event loop per test)
 
 
 async def _shell(process: asyncssh.SSHServerProcess) -> None:
@@ -77,7 +78,7 @@ async def _shell(process: asyncssh.SSHServerProcess) -> None:
 async def _handle(process: asyncssh.SSHServerProcess) -> None:
     """Run the command with bash, feeding it the client's stdin as it comes (EOF closes it)."""
     if process.command is None:
-        shell = asyncio.ensure_future(_shell(process))
+        shell = asyncio.create_task(_shell(process))
         SHELLS.add(shell)
         shell.add_done_callback(SHELLS.discard)
         await shell
@@ -121,20 +122,25 @@ class SshServer:
         self.acceptor.close()
         for conn in list(self.connections):
             conn.close()
-        for shell in _shells_here():
-            shell.cancel()
+        _cancel(_shells_here())
 
     async def wait_closed(self) -> None:
         await self.acceptor.wait_closed()
         for conn in list(self.connections):
             await conn.wait_closed()
-        while shells := _shells_here():  # one opened while the others ended is ended too
-            for shell in shells:
-                shell.cancel()
-            await asyncio.gather(*shells, return_exceptions=True)
+        shells = _shells_here()  # with any opened before its connection closed
+        _cancel(shells)
+        await asyncio.gather(*shells, return_exceptions=True)
 
 
-def _shells_here() -> list[asyncio.Future[None]]:
+def _cancel(shells: list[asyncio.Task[None]]) -> None:
+    """Cancel each shell once: a second cancel would cut short its wait for the bash it killed."""
+    for shell in shells:
+        if not shell.cancelling():
+            shell.cancel()
+
+
+def _shells_here() -> list[asyncio.Task[None]]:
     """The shells of this event loop, not those of an earlier test's loop (closed before they ended, so
     their done callback never ran). Those stay in SHELLS: dropped, their bash's transport would be
     collected unclosed, a warning in whatever test runs then."""
