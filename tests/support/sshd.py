@@ -9,20 +9,6 @@ import asyncssh
 
 
 class _AnyKeyServer(asyncssh.SSHServer):
-    """One per connection; it keeps its connection in its server's set while open (a set of its own when
-    made by a server that does not close its connections itself, as bench/cost_sim_provider.py's nodes)."""
-
-    def __init__(self, connections: set[asyncssh.SSHServerConnection] | None = None) -> None:
-        self.connections = set() if connections is None else connections
-        self.conn: asyncssh.SSHServerConnection | None = None
-
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self.conn = conn
-        self.connections.add(conn)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self.conn)  # type: ignore[arg-type]
-
     def begin_auth(self, username: str) -> bool:
         return True
 
@@ -31,6 +17,22 @@ class _AnyKeyServer(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return True
+
+
+class _TrackedServer(_AnyKeyServer):
+    """One per connection; it keeps its connection in its server's set while open (`SshServer` closes
+    them)."""
+
+    def __init__(self, connections: set[asyncssh.SSHServerConnection]) -> None:
+        self.connections = connections
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.connections.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self.conn)  # type: ignore[arg-type]
 
 
 SHELLS: set[asyncio.Task[None]] = set()  # the shells running now (one event loop per test)
@@ -159,7 +161,7 @@ async def start_sshd() -> tuple[SshServer, int]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     connections: set[asyncssh.SSHServerConnection] = set()
     server = await asyncssh.create_server(
-        lambda: _AnyKeyServer(connections),
+        lambda: _TrackedServer(connections),
         "127.0.0.1",
         0,
         server_host_keys=[host_key],

@@ -53,13 +53,6 @@ def _detail(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-CONNECT_TYPES = frozenset(
-    {"ConnectFailure", "ConnectTimeout", "ConnectionError", "DiscoveryFailure", "EndpointNotFound"}
-)
-"""keystoneauth's failures to reach a service, as Heat names them in a 500's body when its engine could not
-reach a service it calls: on a create, delete or action that is Keystone (the stack's trust)."""
-
-
 def _heat_type(exc: BaseException) -> str:
     """The exception class Heat named in its error body (`{"error": {"type": "RequestLimitExceeded"}}`)."""
     response = getattr(exc, "response", None)
@@ -76,7 +69,8 @@ def _inside(exc: BaseException) -> str:
     (Heat's middleware answers 503 for a Keystone it cannot reach; once it has checked the token, the engine's
     own call to Keystone fails as a bare 500 naming only keystoneauth's exception)."""
     kind = _heat_type(exc)
-    if kind in CONNECT_TYPES:
+    named = getattr(ksa, kind, None) if kind else None
+    if isinstance(named, type) and issubclass(named, UNREACHABLE + TIMEOUTS):  # as _connection sorts them
         return f" (Heat could not reach a service it calls, most likely Keystone: {kind})"
     return f" ({kind})" if kind else ""
 
