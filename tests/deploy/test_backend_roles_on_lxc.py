@@ -136,7 +136,8 @@ def test_galera_redis_sentinel_and_health_on_three_lxc_nodes(
         "sudo mariadb -e 'CREATE TABLE IF NOT EXISTS stacklab.t (id INT PRIMARY KEY); "
         "REPLACE INTO stacklab.t VALUES (42)'",
     )
-    assert node_run(nodes, "b2", "sudo mariadb -BN -e 'SELECT id FROM stacklab.t'").split() == ["42"]
+    read = "SET SESSION wsrep_sync_wait = 1; SELECT id FROM stacklab.t"  # once b2 has applied b1's commit
+    assert node_run(nodes, "b2", f"sudo mariadb -BN -e '{read}'").split() == ["42"]
     assert [health(nodes[n], 9200) for n in NAMES] == [200, 200, 200]
     assert task_result(
         first, "galera : Create the accounts and databases (once, replicated by Galera)"

@@ -78,8 +78,12 @@ def has_database(node: Node, name: str) -> bool:
         return bool(cursor.execute("SHOW DATABASES LIKE %s", (name,)))
 
 
-def query(node: Node, database: str, sql: str) -> list[tuple[object, ...]]:
+def query(node: Node, database: str, sql: str, *, causal: bool = False) -> list[tuple[object, ...]]:
+    """`causal`: the read waits until the node has applied what the cluster committed before it (as
+    stacklab's own sessions read); without it a node may answer before it has applied another's commit."""
     with node.connect(database) as connection, connection.cursor() as cursor:
+        if causal:
+            cursor.execute("SET SESSION wsrep_sync_wait = 1")
         cursor.execute(sql)
         return list(cursor.fetchall())
 
@@ -99,6 +103,7 @@ def test_migrate_on_one_node_gives_every_node_a_schema_galera_replicates(
         second,
         database,
         f"SELECT table_name, engine FROM information_schema.tables WHERE table_schema = '{database}'",
+        causal=True,
     )
     assert len(tables) > 5 and {engine for _, engine in tables} == {"InnoDB"}, tables
     without_key = query(
@@ -108,10 +113,11 @@ def test_migrate_on_one_node_gives_every_node_a_schema_galera_replicates(
         " LEFT JOIN information_schema.table_constraints c ON c.table_schema = t.table_schema"
         " AND c.table_name = t.table_name AND c.constraint_type = 'PRIMARY KEY'"
         f" WHERE t.table_schema = '{database}' AND c.table_name IS NULL",
+        causal=True,
     )
     assert without_key == []  # Galera replicates row changes by primary key
     newest = max(path.name.split("_")[0] for path in (MIGRATIONS_DIR / "versions").glob("0*.py"))
-    assert query(second, database, "SELECT version_num FROM alembic_version") == [(newest,)]
+    assert query(second, database, "SELECT version_num FROM alembic_version", causal=True) == [(newest,)]
 
 
 @pytest.fixture
