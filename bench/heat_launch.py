@@ -460,6 +460,9 @@ class Bench:
         """Engine stack -> (delete requested, environment seen deleted), time.time()."""
         self.witnessed: dict[str, float] = {}
         """Engine stack -> when the same-run direct poller first saw it CREATE_COMPLETE (concurrent)."""
+        self.witness_answers: dict[int, list[float]] = {}
+        """Batch size -> how long Heat took to answer each of the direct poller's lists (seconds) under the
+        batch's load: most of how late any poller sees a completion."""
         self.conn: Any = None
         self.env_ids: list[str] = []
         self.floor_names: list[str] = []
@@ -743,7 +746,7 @@ class Bench:
             )
 
         stop = threading.Event()
-        witness = threading.Thread(target=self._witness, args=(stop,), daemon=True)
+        witness = threading.Thread(target=self._witness, args=(stop, n), daemon=True)
         witness.start()
         try:
             launches = await asyncio.gather(*(one(i) for i in range(n)))
@@ -752,13 +755,17 @@ class Bench:
             await asyncio.to_thread(witness.join, 5)
         return t0, list(launches)
 
-    def _witness(self, stop: threading.Event) -> None:
+    def _witness(self, stop: threading.Event, n: int) -> None:
         """The floor of the same run: a direct poller (one stack list every 0.1 s on its own connection)
         watching the engine's own stacks under the same load, noting when it first sees each complete."""
         heat = self.conn.orchestration
+        answers = self.witness_answers.setdefault(n, [])
         while not stop.is_set():
             try:
-                for s in heat.stacks(tags=["stacklab"]):
+                sent = time.perf_counter()
+                stacks = list(heat.stacks(tags=["stacklab"]))
+                answers.append(time.perf_counter() - sent)
+                for s in stacks:
                     if s.status == "CREATE_COMPLETE":
                         self.witnessed.setdefault(s.name, time.time())
             except Exception:  # the harness check decides
@@ -997,10 +1004,12 @@ def witness_row(label: str, bench: Bench, launches: Sequence[Launch]) -> list[st
         return [label, "? (the direct poller saw none complete)", "-", "-"]
     after = [at - x.complete for x, at in seen if x.complete is not None]
     behind = [x.ready - at for x, at in seen]
+    answers = bench.witness_answers.get(len(launches)) or [0.0]
     return [
         label,
         f"COMPLETE -> seen by a 0.1 s list: median {median(after) * 1000:.0f} ms, "
-        f"p95 {percentile(after, 95) * 1000:.0f}",
+        f"p95 {percentile(after, 95) * 1000:.0f}; Heat answered its lists in median "
+        f"{median(answers) * 1000:.0f} ms, least {min(answers) * 1000:.0f} ({len(answers)} lists)",
         "-",
         f"engine ready - direct poller saw it: median {median(behind) * 1000:+.0f} ms, "
         f"p95 {percentile(behind, 95) * 1000:+.0f} ({len(seen)} of {len(launches)})",
@@ -1209,8 +1218,8 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
                 f_span = (max(f_completes) - min(f_posts)) if len(f_completes) == n else None
                 f_calls = bench.floor_calls.between(f0, f_all)
                 print(
-                    f"{n} concurrent, floor: all ready in {(f_all - f0):.2f} s; "
-                    "Heat first POST -> last COMPLETE "
+                    f"{n} concurrent, floor: all ready in {(f_all - f0):.2f} s; per stack "
+                    f"{fmt([x.ready - f0 for x in f_launches])}; Heat first POST -> last COMPLETE "
                     f"{f_span if f_span is None else round(f_span, 2)} s; HTTP heat {heat_count(f_calls)}",
                     flush=True,
                 )
@@ -1228,6 +1237,14 @@ async def run(args: argparse.Namespace, work: Path, harness: Harness) -> None:
                         "-",
                         f"SDK: {n} creates, 16 threads, 1 list/0.1 s + SSH: {f_all - f0:.2f} s "
                         f"(Heat {'?' if f_span is None else f'{f_span:.2f}'} s)",
+                    ]
+                )
+                rows.append(
+                    [
+                        f"(2) {n} concurrent: launch -> ready, median per learner",
+                        f"{median([x.ready - t0 for x in launches]):.2f} s",
+                        "-",
+                        f"SDK batch: {median([x.ready - f0 for x in f_launches]):.2f} s",
                     ]
                 )
                 rows.append(
