@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,9 +46,13 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError as exc:
+            exc.close()  # kept in `last`, an unclosed answer holds its socket until a later test's GC
+            if exc.code < 500:
+                return
+            last = exc
         except Exception as exc:
             last = exc
         time.sleep(0.2)
