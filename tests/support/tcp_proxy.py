@@ -60,6 +60,10 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
+                if self._listener is not listener:  # stopped while this one connected: cut it too
+                    client.close()
+                    server.close()
+                    return
                 self._open.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
