@@ -48,12 +48,9 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
-        except urllib.error.HTTPError as exc:
-            exc.close()  # kept in `last`, an unclosed answer holds its socket until a later test's GC
-            if exc.code < 500:
-                return
-            last = exc
         except Exception as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # kept in `last`, an unclosed answer holds its socket until a later test's GC
             last = exc
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s: {last}")
