@@ -27,7 +27,7 @@ import pytest
 from tests.e2e.helpers import serious_violations, wait_for
 from tests.support.engine import Clock
 from tests.support.memory_provider import MemoryProvider
-from tests.support.sshd import start_sshd
+from tests.support.sshd import SshServer, start_sshd
 from tests.support.terminals import serve_asgi
 from tests.support.web_app import COURSE, LMS_KEY, LMS_SECRET, make_stack
 
@@ -83,6 +83,14 @@ async def _seed(stack: App, clock: Clock) -> dict[str, str]:
     return {"ada": ada, "bob": bob}
 
 
+async def _closed(sshd: SshServer) -> None:
+    """The SSH server closed on its own loop (asyncssh is not thread-safe), its connections ended: closed
+    from the test's thread and the loop stopped at once, their sockets were left for a later test's GC."""
+    sshd.close()
+    await sshd.wait_closed()
+    await asyncio.sleep(0.1)  # turns of the loop for the client ends to read the EOF and close theirs
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     served = Served()
@@ -111,7 +119,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         served.loop.call_soon_threadsafe(stop.set)
         task.result(30)
         stack.close()
-        sshd.close()
+        served.run(_closed(sshd))
         served.stop()
 
 
