@@ -59,3 +59,19 @@ def test_a_burst_waits_in_the_database_and_the_broker_holds_what_workers_take(cl
     assert scheduler.send_due(now) == IDS_PER_MESSAGE  # room for one message: one more batch
     wait_for(lambda: runner.waiting() == ROOM, 10, "the broker counts what was sent")
     assert still_due(cluster, now) == LABS - (ROOM + 1) * IDS_PER_MESSAGE
+
+
+def test_an_idle_tick_does_not_ask_the_broker_for_room(cluster: Cluster) -> None:
+    app = cluster.service()
+    runner = celery_runner(app)
+    asked: list[int] = []
+    count = runner.waiting
+    runner.waiting = lambda: asked.append(1) or count()  # type: ignore[method-assign]
+    scheduler = make_scheduler(app, runner)
+    assert scheduler.send_due(time.time()) == 0
+    assert asked == []  # nothing due: no channel opened, no queue declared, every half second
+    app.environments.launch(cluster.lab(), "learner")
+    asyncio.run(runner.idle())
+    purge(cluster)  # the launch's own message lost: its row stays due, the scheduler's to send
+    assert scheduler.send_due(time.time()) == 1
+    assert asked == [1]  # something due: the room is asked before it is sent
