@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from stacklab.config import Settings
 from stacklab.store import leases
-from stacklab.store.due import any_due, claim_due, unclaim
+from stacklab.store.due import claim_due, unclaim
 from stacklab.store.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,8 @@ class Scheduler:
         """Claim and send what is due, batch after batch, as far as the broker has room; what could not
         be sent is due again at once, and what finds no room stays due (unclaimed) for a later tick."""
         settings, total = self.settings, 0
-        if self._room is not None and not any_due(self.repo, now):
-            return 0  # an idle tick: the broker is not asked for its room (a channel and a declare)
+        if self._room is not None and not self.repo.due_ids(now, 1):
+            return 0  # an idle tick: one indexed look, and the broker is not asked (a channel, a declare)
         room = self._room() if self._room is not None else None
         for _ in range(MAX_BATCHES_PER_TICK):
             limit = settings.reconcile_batch if room is None else min(settings.reconcile_batch, room - total)

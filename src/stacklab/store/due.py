@@ -59,13 +59,6 @@ def claim_due(repo: Repository, now: float, limit: int, hold_s: float) -> list[s
     return repo.write(claim)
 
 
-def any_due(repo: Repository, now: float) -> bool:
-    """Whether any environment is due: one indexed look, cheaper than asking the broker for its room."""
-    query = select(EnvironmentRecord.id).where(EnvironmentRecord.due_at <= now).limit(1)
-    with repo.read() as session:
-        return session.scalar(query) is not None
-
-
 def unclaim(repo: Repository, ids: list[str], now: float, held_until: float) -> None:
     """Claims that could not be sent (the broker did not answer): due again now, unless a pass or a
     learner moved them meanwhile."""
